@@ -32,6 +32,9 @@ pub struct DeadLetter {
     pub data_base64: Option<String>,
     /// The record's JSON as Lambda delivered it, when the record could not be decoded at all.
     pub record: Option<serde_json::Value>,
+    /// Arrival time, for the object key's date partition.
+    #[serde(skip)]
+    pub arrival: Option<DateTime<Utc>>,
 }
 
 impl DeadLetter {
@@ -45,6 +48,7 @@ impl DeadLetter {
             failed_at: rfc3339(&Utc::now()),
             data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
             record: None,
+            arrival,
         }
     }
 
@@ -64,13 +68,14 @@ impl DeadLetter {
             failed_at: rfc3339(&Utc::now()),
             data_base64: None,
             record: Some(raw),
+            arrival,
         }
     }
 
     /// `dead-letter/<function>/dt=<arrival date>/<stream>/<shard>/<sequence>.json`; a hash of the content
     /// stands in for a sequence number the record did not have.
-    pub fn object_key(&self, arrival: Option<DateTime<Utc>>) -> String {
-        let date = arrival.unwrap_or_else(Utc::now).format("%Y-%m-%d");
+    pub fn object_key(&self) -> String {
+        let date = self.arrival.unwrap_or_else(Utc::now).format("%Y-%m-%d");
         let stream = self.source.stream_arn.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown-stream");
         let shard = if self.source.shard_id.is_empty() { "unknown-shard" } else { &self.source.shard_id };
         let id = if self.source.sequence_number.is_empty() {
@@ -97,8 +102,8 @@ impl DeadLetterWriter {
     }
 
     /// Stores one dead letter and returns its key. An error means the record must be retried instead.
-    pub async fn write(&self, letter: &DeadLetter, arrival: Option<DateTime<Utc>>) -> Result<String, BlobError> {
-        let key = letter.object_key(arrival);
+    pub async fn write(&self, letter: &DeadLetter) -> Result<String, BlobError> {
+        let key = letter.object_key();
         let body = serde_json::to_vec(letter).map_err(|e| BlobError {
             bucket: self.bucket.clone(),
             key: key.clone(),
@@ -128,7 +133,7 @@ mod tests {
         let arrival = Utc.timestamp_millis_opt(1_700_000_000_000).single();
         let letter = DeadLetter::for_data("sync-processor", &source("495"), arrival, b"{", "bad json".into());
         assert_eq!(
-            letter.object_key(arrival),
+            letter.object_key(),
             "dead-letter/sync-processor/dt=2023-11-14/cognito-sync/shardId-000000000001/495.json"
         );
         assert_eq!(letter.data_base64.as_deref(), Some("ew=="));
@@ -137,8 +142,8 @@ mod tests {
     #[test]
     fn a_record_without_sequence_number_gets_a_content_hash() {
         let letter = DeadLetter::for_raw("f", &source(""), None, serde_json::json!({"x": 1}), "no seq".into());
-        let key = letter.object_key(None);
+        let key = letter.object_key();
         assert!(key.contains("/no-sequence-"), "{key}");
-        assert_eq!(key, letter.object_key(None));
+        assert_eq!(key, letter.object_key());
     }
 }

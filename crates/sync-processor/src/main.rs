@@ -1,1 +1,15 @@
-fn main() {}
+//! The `sync-processor` Lambda: reads config and builds clients once, then serves Kinesis batches.
+
+use bridge_core::config::ProcessEnv;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sync_processor::{Config, Processor};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bridge_core::telemetry::init_logging();
+    let config = Config::from_env(&ProcessEnv)?;
+    let sdk = bridge_core::aws::sdk_config().await;
+    let s3 = bridge_core::aws::s3_client(&sdk, &ProcessEnv)?;
+    let processor = Processor::connect(&config, &sdk, s3)?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| processor.handle(event))).await
+}
