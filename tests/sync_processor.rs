@@ -1,1 +1,824 @@
-#[test] fn t() {}
+//! End-to-end tests of the sync processor: the real processor, through the real AWS SDK, against moto
+//! server (Kinesis, DynamoDB, S3). Fakes appear only for faults moto cannot produce, and say so.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bridge_core::blob::S3BlobStore;
+use bridge_core::dead_letter::DeadLetterWriter;
+use bridge_core::dedup::DynamoDedupStore;
+use bridge_core::producer::{
+    EntryOutcome, KinesisSink, LargePayloads, METRIC_PUT_RECORDS_CALLS, Producer, PutEntry,
+    RecordSink, RetryPolicy, SinkError,
+};
+use e2e::{
+    Answer, Harness, LoopbackServer, assert_valid, json_file, record_data, sample, set_record_data,
+    validator,
+};
+use serde_json::{Value, json};
+use sync_processor::Processor;
+use sync_processor::config::{
+    ENV_DEAD_LETTER_BUCKET, ENV_S3_FETCH_ATTEMPTS, ENV_S3_FETCH_TIMEOUT_MS,
+    ENV_S3_PAYLOAD_MAX_BYTES, ENV_S3_URL_ALLOWED_ORIGINS,
+};
+use sync_processor::handler::{
+    METRIC_CHANGES_FORWARDED, METRIC_DEAD_LETTERED, METRIC_DUPLICATES_DROPPED, METRIC_RECORDS_IN,
+    METRIC_STALE_DROPPED,
+};
+use sync_processor::payload::{METRIC_S3_FETCHES, PayloadFetcher};
+
+const POOL: &str = "us-east-1:00000000-0000-4000-8000-000000000000";
+const ALICE: &str = "us-east-1:aaaaaaaa-0000-4000-8000-000000000001";
+const BOB: &str = "us-east-1:bbbbbbbb-0000-4000-8000-000000000002";
+const T: i64 = 1_700_000_000_000;
+
+fn failed_ids(response: &aws_lambda_events::event::streams::KinesisEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap_or_default())
+        .collect()
+}
+
+fn seq(event: &Value, i: usize) -> String {
+    event["Records"][i]["kinesis"]["sequenceNumber"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// (type, key, value) of each output, sorted.
+fn summary(outputs: &[Value]) -> Vec<(String, Value, Value)> {
+    let mut s: Vec<_> = outputs
+        .iter()
+        .map(|d| {
+            (
+                d["type"].as_str().unwrap().to_owned(),
+                d["key"].clone(),
+                d["value"].clone(),
+            )
+        })
+        .collect();
+    s.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    s
+}
+
+/// A Cognito Streams record of one inline change.
+fn inline(
+    identity: &str,
+    dataset: &str,
+    key: &str,
+    value: Option<&str>,
+    sync_count: i64,
+    at: i64,
+) -> Value {
+    let mut r = json!({"key": key, "syncCount": sync_count, "lastModifiedDate": at, "deviceLastModifiedDate": at - 10, "op": if value.is_some() {"replace"} else {"remove"}});
+    if let Some(v) = value {
+        r["value"] = json!(v);
+    }
+    json!({"identityPoolId": POOL, "identityId": identity, "datasetName": dataset, "operation": "replace", "payloadType": "Inline",
+           "syncCount": sync_count, "lastModifiedDate": at, "kinesisSyncRecords": [r]})
+}
+
+fn event_of(docs: &[Value]) -> Value {
+    let payloads: Vec<(String, Value)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["identityId"].as_str().unwrap_or("pk").to_owned(),
+                d.clone(),
+            )
+        })
+        .collect();
+    devtools::events::event_from_payloads(
+        &devtools::events::example_stream_arn("cognito-sync-source"),
+        &payloads,
+        1_700_000_100.0,
+    )
+}
+
+fn s3url(identity: &str, url: &str) -> Value {
+    json!({"identityPoolId": POOL, "identityId": identity, "datasetName": "profile", "operation": "replace", "payloadType": "S3Url",
+           "syncCount": 7, "lastModifiedDate": T + 7_000, "kinesisSyncRecordsURL": url})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_replace_sample_forwards_one_full_envelope_per_key() {
+    let h = Harness::new().await;
+    let event = sample("sync-inline-replace");
+    let (response, metrics) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let out = h.outputs().await;
+    assert_eq!(
+        summary(&out),
+        vec![
+            (
+                "record.replace".into(),
+                json!("audio"),
+                json!("{\"volume\":7,\"muted\":false}")
+            ),
+            ("record.replace".into(), json!("locale"), json!("en-US")),
+            ("record.replace".into(), json!("theme"), json!("dark")),
+        ]
+    );
+    let theme = out.iter().find(|d| d["key"] == "theme").unwrap();
+    assert_eq!(theme["schema"], "cognito-sync-change/v1");
+    assert_eq!(theme["identity_pool_id"], POOL);
+    assert_eq!(theme["identity_id"], ALICE);
+    assert_eq!(theme["dataset"], "settings");
+    assert_eq!(theme["op"], "replace");
+    assert_eq!(theme["record_sync_count"], 3);
+    assert_eq!(theme["dataset_sync_count"], 3);
+    assert_eq!(theme["timestamp"], "2023-11-14T22:13:23.000Z");
+    assert_eq!(theme["device_last_modified"], "2023-11-14T22:13:22.900Z");
+    assert_eq!(theme["received_at"], "2023-11-14T22:15:00.000Z");
+    assert_eq!(theme["payload_type"], "Inline");
+    assert_eq!(
+        theme["source"]["stream_arn"],
+        "arn:aws:kinesis:us-east-1:123456789012:stream/cognito-sync-source"
+    );
+    assert_eq!(theme["source"]["shard_id"], "shardId-000000000000");
+    assert_eq!(theme["source"]["sequence_number"], seq(&event, 0));
+    let subs: HashSet<_> = out
+        .iter()
+        .map(|d| d["source"]["sub_sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(subs, HashSet::from([0, 1, 2]));
+    assert_eq!(
+        (
+            metrics.get(METRIC_RECORDS_IN),
+            metrics.get(METRIC_CHANGES_FORWARDED),
+            metrics.get(METRIC_PUT_RECORDS_CALLS)
+        ),
+        (1, 3, 1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_remove_and_dataset_remove_samples_forward_removals() {
+    let h = Harness::new().await;
+    for name in [
+        "sync-inline-replace",
+        "sync-inline-remove",
+        "sync-dataset-remove",
+    ] {
+        let (response, _) = h.run(&sample(name)).await;
+        assert!(response.batch_item_failures.is_empty(), "{name}");
+    }
+    let out = h.outputs().await;
+    assert_eq!(out.len(), 5);
+    let remove = out.iter().find(|d| d["type"] == "record.remove").unwrap();
+    assert_eq!(
+        (
+            remove["key"].as_str(),
+            &remove["value"],
+            remove["op"].as_str()
+        ),
+        (Some("theme"), &Value::Null, Some("remove"))
+    );
+    assert_eq!(
+        remove["dataset"], "settings",
+        "dataSetName spelling is accepted"
+    );
+    assert_eq!(remove["record_sync_count"], 4);
+    let dataset = out.iter().find(|d| d["type"] == "dataset.remove").unwrap();
+    assert_eq!(
+        (
+            &dataset["key"],
+            &dataset["value"],
+            &dataset["record_sync_count"]
+        ),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
+    assert_eq!(dataset["dataset_sync_count"], 5);
+    assert_eq!(dataset["timestamp"], "2023-11-14T22:13:30.000Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_publish_replay_sample_drops_repeats_and_stale_versions() {
+    let h = Harness::new().await;
+    let event = sample("sync-bulk-publish-replay");
+    let (response, m) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (
+            m.get(METRIC_CHANGES_FORWARDED),
+            m.get(METRIC_DUPLICATES_DROPPED),
+            m.get(METRIC_STALE_DROPPED)
+        ),
+        (4, 3, 1)
+    );
+    let levels: Vec<_> = h
+        .outputs()
+        .await
+        .iter()
+        .filter(|d| d["key"] == "level")
+        .map(|d| d["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(levels, vec!["1", "2", "3"], "in order, each once");
+
+    // The same batch again (Lambda redelivers it): nothing new on the stream.
+    let (response, m) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (
+            m.get(METRIC_CHANGES_FORWARDED),
+            m.get(METRIC_DUPLICATES_DROPPED),
+            m.get(METRIC_STALE_DROPPED)
+        ),
+        (0, 4, 4)
+    );
+    let out = h.outputs().await;
+    assert_eq!(out.len(), 4);
+    let ids: HashSet<_> = out
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4, "no duplicate event ids");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_publish_after_live_updates_forwards_nothing_old() {
+    let h = Harness::new().await;
+    let live = event_of(&[
+        inline(ALICE, "game", "level", Some("1"), 1, T + 1_000),
+        inline(ALICE, "game", "level", Some("2"), 2, T + 2_000),
+        inline(ALICE, "game", "level", Some("3"), 3, T + 3_000),
+    ]);
+    h.run(&live).await;
+    // A later bulk publish replays the pool: the current version again, and, out of order, older ones.
+    let replay = event_of(&[
+        inline(ALICE, "game", "level", Some("3"), 3, T + 3_000),
+        inline(ALICE, "game", "level", Some("1"), 1, T + 1_000),
+        inline(ALICE, "game", "level", Some("2"), 2, T + 2_000),
+    ]);
+    let (response, m) = h.run(&replay).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        (
+            m.get(METRIC_CHANGES_FORWARDED),
+            m.get(METRIC_DUPLICATES_DROPPED),
+            m.get(METRIC_STALE_DROPPED)
+        ),
+        (0, 1, 2)
+    );
+    assert_eq!(h.outputs().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_dataset_is_a_new_generation_not_a_stale_replay() {
+    let h = Harness::new().await;
+    h.run(&sample("sync-inline-replace")).await; // generation 1: theme at syncCount 3
+    h.run(&sample("sync-dataset-remove")).await; // removed at T+10s
+    // Generation 2 starts its sync counts over.
+    let (_, m) = h
+        .run(&event_of(&[inline(
+            ALICE,
+            "settings",
+            "theme",
+            Some("solarized"),
+            1,
+            T + 20_000,
+        )]))
+        .await;
+    assert_eq!(
+        m.get(METRIC_CHANGES_FORWARDED),
+        1,
+        "a lower sync count after a removal is new, not stale"
+    );
+    // A replay of generation 1, with its higher sync counts, is stale.
+    let (_, m) = h.run(&sample("sync-inline-replace")).await;
+    assert_eq!(
+        (m.get(METRIC_CHANGES_FORWARDED), m.get(METRIC_STALE_DROPPED)),
+        (0, 3)
+    );
+    assert_eq!(h.outputs().await.len(), 5);
+
+    // The removal may never have been seen (stream off, removal dead-lettered): server time tells.
+    let h = Harness::new().await;
+    h.run(&sample("sync-inline-replace")).await;
+    let (_, m) = h
+        .run(&event_of(&[inline(
+            ALICE,
+            "settings",
+            "theme",
+            Some("solarized"),
+            1,
+            T + 3_600_000,
+        )]))
+        .await;
+    assert_eq!(m.get(METRIC_CHANGES_FORWARDED), 1);
+    // Generation 1's theme is now stale; its other keys were never superseded, so they are plain repeats.
+    let (_, m) = h.run(&sample("sync-inline-replace")).await;
+    assert_eq!(
+        (
+            m.get(METRIC_STALE_DROPPED),
+            m.get(METRIC_DUPLICATES_DROPPED),
+            m.get(METRIC_CHANGES_FORWARDED)
+        ),
+        (1, 2, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3url_sample_is_resolved_from_a_real_presigned_url() {
+    let h = Harness::new().await;
+    let body = std::fs::read(e2e::root().join("events/payloads/sync-s3url-payload.json")).unwrap();
+    let url = h.presigned("cognito-sync/profile/7.json", body).await;
+    assert!(
+        url.starts_with(&h.aws.endpoint) && url.contains("X-Amz-Signature="),
+        "{url}"
+    );
+    let mut event = sample("sync-s3url");
+    let mut doc = record_data(&event, 0);
+    doc["kinesisSyncRecordsURL"] = json!(url);
+    set_record_data(&mut event, 0, &doc);
+
+    let (response, m) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let out = h.outputs().await;
+    assert_eq!(
+        summary(&out),
+        vec![
+            ("record.remove".into(), json!("nickname"), Value::Null),
+            (
+                "record.replace".into(),
+                json!("avatar"),
+                json!("{\"shape\":\"circle\",\"color\":\"#336699\"}")
+            ),
+            (
+                "record.replace".into(),
+                json!("bio"),
+                json!("Writes documentation examples for a living.")
+            ),
+        ]
+    );
+    assert!(
+        out.iter()
+            .all(|d| d["payload_type"] == "S3Url" && d["identity_id"] == BOB)
+    );
+    assert_eq!(m.get(METRIC_S3_FETCHES), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_urls_are_never_connected_to_and_are_dead_lettered() {
+    let listener = LoopbackServer::start(Answer::Status(200)).await;
+    let h = Harness::new().await; // allowlists only the emulator's origin
+    let event = event_of(&[
+        s3url(
+            ALICE,
+            &format!("{}/bucket/key?X-Amz-Signature=abc", listener.origin),
+        ),
+        s3url(
+            BOB,
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        ),
+        s3url(
+            BOB,
+            &format!("https://evil.example{}", "/bucket.s3.amazonaws.com/k"),
+        ),
+    ]);
+    let (response, m) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        listener.connections(),
+        0,
+        "a refused url must never be requested"
+    );
+    assert_eq!(m.get(METRIC_S3_FETCHES), 0);
+    let mut reasons: Vec<String> = h
+        .dead_letters()
+        .await
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            "s3 payload url refused: host 'evil.example' is not an allowed S3 host".to_owned(),
+            "s3 payload url refused: scheme 'http' is not https and origin is not allowlisted"
+                .to_owned(),
+            "s3 payload url refused: scheme 'http' is not https and origin is not allowlisted"
+                .to_owned(),
+        ]
+    );
+    assert!(h.outputs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_sample_is_dead_lettered_with_reasons_and_the_rest_forwarded() {
+    let h = Harness::new().await;
+    let event = sample("sync-poison");
+    let (response, m) = h.run(&event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "poison must not block the shard"
+    );
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 4);
+    let out = h.outputs().await;
+    assert_eq!(
+        summary(&out),
+        vec![("record.replace".into(), json!("theme"), json!("light"))]
+    );
+
+    let letters: BTreeMap<String, Value> = h
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|d| {
+            (
+                d["source"]["sequence_number"].as_str().unwrap().to_owned(),
+                d,
+            )
+        })
+        .collect();
+    assert_eq!(letters.len(), 4);
+    let reason = |i: usize| {
+        letters[&seq(&event, i)]["reason"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        reason(0).starts_with("kinesis record data is not valid base64"),
+        "{}",
+        reason(0)
+    );
+    assert_eq!(
+        reason(1),
+        "record is not a cognito streams record: key must be a string at line 1 column 70"
+    );
+    assert_eq!(
+        reason(2),
+        "record is not a cognito streams record: missing field `identityPoolId` at line 1 column 17"
+    );
+    assert_eq!(
+        reason(3),
+        "record is inconsistent: payloadType is S3Url but kinesisSyncRecordsURL is missing"
+    );
+    // The raw data is kept: the undecodable record as Lambda sent it, the others as base64 of their bytes.
+    assert_eq!(
+        letters[&seq(&event, 0)]["record"]["kinesis"]["data"],
+        "%%% this is not base64 %%%"
+    );
+    assert_eq!(
+        letters[&seq(&event, 1)]["data_base64"],
+        event["Records"][1]["kinesis"]["data"]
+    );
+    for letter in letters.values() {
+        assert_eq!(letter["function"], "sync-processor");
+        assert_eq!(letter["source"]["shard_id"], "shardId-000000000000");
+        assert!(
+            letter["source"]["stream_arn"]
+                .as_str()
+                .unwrap()
+                .ends_with(":stream/cognito-sync-source")
+        );
+    }
+    // Redelivery overwrites the same dead letters instead of adding more.
+    h.run(&event).await;
+    assert_eq!(h.dead_letters().await.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_fetch_failure_is_retried_and_holds_only_its_identity_back() {
+    let failing = LoopbackServer::start(Answer::Status(503)).await;
+    let h = Harness::new().await;
+    let origins = format!("{},{}", h.aws.endpoint, failing.origin);
+    let h = Harness::with_env(&[
+        (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
+        (ENV_S3_FETCH_ATTEMPTS, "2"),
+    ])
+    .await;
+    let event = event_of(&[
+        s3url(ALICE, &format!("{}/payloads/a.json", failing.origin)),
+        inline(BOB, "settings", "theme", Some("dark"), 1, T + 1_000),
+        inline(ALICE, "settings", "theme", Some("dark"), 8, T + 8_000),
+        inline(BOB, "settings", "theme", Some("light"), 2, T + 2_000),
+    ]);
+    let (response, _) = h.run(&event).await;
+    assert_eq!(
+        failed_ids(&response),
+        vec![seq(&event, 0), seq(&event, 2)],
+        "alice's record and the one behind it"
+    );
+    assert_eq!(failing.connections(), 2, "bounded retries");
+    let out = h.outputs().await;
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|d| d["identity_id"] == BOB));
+    assert!(
+        h.dead_letters().await.is_empty(),
+        "transient failures are not dead-lettered"
+    );
+    // Alice's held record did not move her mark: it is forwarded when it comes back.
+    let (_, m) = h
+        .run(&event_of(&[inline(
+            ALICE,
+            "settings",
+            "theme",
+            Some("dark"),
+            8,
+            T + 8_000,
+        )]))
+        .await;
+    assert_eq!(m.get(METRIC_CHANGES_FORWARDED), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_that_never_answers_times_out_as_transient() {
+    let silent = LoopbackServer::start(Answer::Silence).await;
+    let probe = Harness::new().await;
+    let origins = format!("{},{}", probe.aws.endpoint, silent.origin);
+    let h = Harness::with_env(&[
+        (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
+        (ENV_S3_FETCH_ATTEMPTS, "1"),
+        (ENV_S3_FETCH_TIMEOUT_MS, "300"),
+    ])
+    .await;
+    let event = event_of(&[s3url(ALICE, &format!("{}/payloads/a.json", silent.origin))]);
+    let started = std::time::Instant::now();
+    let (response, _) = h.run(&event).await;
+    assert_eq!(failed_ids(&response), vec![seq(&event, 0)]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the fetch timeout bounds the wait"
+    );
+    assert_eq!(silent.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_url_and_a_payload_over_the_cap_are_permanent() {
+    let forbidden = LoopbackServer::start(Answer::Status(403)).await;
+    let probe = Harness::new().await;
+    let origins = format!("{},{}", probe.aws.endpoint, forbidden.origin);
+    let h = Harness::with_env(&[
+        (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
+        (ENV_S3_PAYLOAD_MAX_BYTES, "200"),
+    ])
+    .await;
+    let body = std::fs::read(e2e::root().join("events/payloads/sync-s3url-payload.json")).unwrap();
+    assert!(body.len() > 200);
+    let big = h.presigned("payloads/big.json", body).await;
+    let event = event_of(&[
+        s3url(
+            ALICE,
+            &format!("{}/payloads/expired.json", forbidden.origin),
+        ),
+        s3url(BOB, &big),
+    ]);
+    let (response, _) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(forbidden.connections(), 1, "a 403 is not retried");
+    let mut reasons: Vec<String> = h
+        .dead_letters()
+        .await
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2);
+    assert!(
+        reasons[0].contains("is over the 200-byte cap"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("url answered 403"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_over_the_record_limit_goes_to_s3_behind_a_pointer() {
+    let h = Harness::new().await;
+    let huge = "v".repeat(1_100_000);
+    let payload = json!([{"key": "blob", "value": huge, "syncCount": 7, "lastModifiedDate": T + 7_000, "op": "replace"}]);
+    let url = h
+        .presigned("payloads/huge.json", serde_json::to_vec(&payload).unwrap())
+        .await;
+    let (response, m) = h.run(&event_of(&[s3url(BOB, &url)])).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(m.get(bridge_core::producer::METRIC_POINTER_RECORDS), 1);
+    let out = h.outputs().await; // validated: the pointer branch of the schema
+    assert_eq!(out.len(), 1);
+    let pointer = &out[0];
+    assert_eq!(pointer["type"], "record.replace");
+    assert!(pointer.get("value").is_none());
+    let r = &pointer["payload_ref"];
+    let stored = h
+        .aws
+        .read_objects(r["bucket"].as_str().unwrap(), r["key"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    let full: Value = serde_json::from_slice(&stored[0].1).unwrap();
+    assert_valid(&validator("cognito-sync-change.v1.json"), &full);
+    assert_eq!(
+        full["value"].as_str().map(str::len),
+        Some(1_100_000),
+        "never truncated"
+    );
+    assert_eq!(full["event_id"], pointer["event_id"]);
+    assert_eq!(r["sha256"], bridge_core::envelope::sha256_hex(&stored[0].1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_go_out_in_the_fewest_put_records_calls() {
+    let h = Harness::new().await;
+    let docs: Vec<Value> = (0..10_000)
+        .map(|i| {
+            inline(
+                &format!("us-east-1:00000000-0000-4000-8000-{:012}", i % 100),
+                "game",
+                &format!("k{i}"),
+                Some("v"),
+                1,
+                T + i,
+            )
+        })
+        .collect();
+    let event = event_of(&docs);
+    let (response, m) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let forwarded = m.get(METRIC_CHANGES_FORWARDED);
+    assert_eq!(forwarded, 10_000);
+    assert!(
+        m.get(METRIC_PUT_RECORDS_CALLS) <= forwarded.div_ceil(500),
+        "calls: {}",
+        m.get(METRIC_PUT_RECORDS_CALLS)
+    );
+    let out = h.aws.read_stream(&h.output_stream).await.unwrap();
+    assert_eq!(out.len(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_dedup_store_fails_every_record_is_retried_and_nothing_forwarded() {
+    let h = Harness::new().await;
+    let mut config = h.config.clone();
+    config.dedup_table = "no-such-table".into();
+    let broken = Processor::connect(&config, &h.aws.sdk, h.aws.s3.clone()).unwrap();
+    let event = sample("sync-bulk-publish-replay");
+    let (response, _) = h.run_with(&broken, &event).await;
+    assert_eq!(failed_ids(&response).len(), 6);
+    assert!(h.outputs().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_dead_letters_cannot_be_written_the_records_are_retried_not_lost() {
+    let h = Harness::with_env(&[(ENV_DEAD_LETTER_BUCKET, "no-such-bucket")]).await;
+    let event = sample("sync-poison");
+    let (response, m) = h.run(&event).await;
+    // The three undecodable ones, the S3Url one without URL, and the good record of the same identity behind it.
+    assert_eq!(
+        failed_ids(&response),
+        (0..5).map(|i| seq(&event, i)).collect::<Vec<_>>()
+    );
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 0);
+    assert!(h.outputs().await.is_empty());
+}
+
+/// Fails PutRecords entries whose change has one of the given event ids, and passes the rest to the real
+/// stream. A per-entry failure inside an HTTP 200 is a fault moto never produces.
+#[derive(Debug)]
+struct FailSomeEntries {
+    inner: KinesisSink,
+    fail: HashSet<String>,
+}
+
+#[async_trait]
+impl RecordSink for FailSomeEntries {
+    async fn put_records(&self, entries: &[PutEntry]) -> Result<Vec<EntryOutcome>, SinkError> {
+        let id = |e: &PutEntry| {
+            serde_json::from_slice::<Value>(&e.data)
+                .ok()
+                .and_then(|d| d["event_id"].as_str().map(str::to_owned))
+        };
+        let (failing, passing): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .enumerate()
+            .partition(|(_, e)| id(e).is_some_and(|i| self.fail.contains(&i)));
+        let sent: Vec<PutEntry> = passing.iter().map(|(_, e)| (*e).clone()).collect();
+        let mut results = if sent.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.put_records(&sent).await?
+        }
+        .into_iter();
+        let failing: HashSet<usize> = failing.into_iter().map(|(i, _)| i).collect();
+        Ok((0..entries.len())
+            .map(|i| {
+                if failing.contains(&i) {
+                    EntryOutcome::Failed {
+                        code: "ProvisionedThroughputExceededException".into(),
+                        message: "Rate exceeded for shard".into(),
+                    }
+                } else {
+                    results.next().unwrap_or(EntryOutcome::Stored)
+                }
+            })
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_failure_is_retried_without_moving_marks_so_nothing_is_lost() {
+    let h = Harness::new().await;
+    let event = event_of(&[
+        inline(ALICE, "settings", "theme", Some("dark"), 1, T + 1_000),
+        inline(BOB, "settings", "theme", Some("dark"), 1, T + 1_000),
+        inline(ALICE, "settings", "theme", Some("light"), 2, T + 2_000),
+    ]);
+    // Find the event id of alice's first change by running the same event on a scratch harness.
+    let scratch = Harness::new().await;
+    scratch.run(&event).await;
+    let first = scratch
+        .outputs()
+        .await
+        .into_iter()
+        .find(|d| d["identity_id"] == ALICE && d["value"] == "dark")
+        .unwrap();
+    let first_id = first["event_id"].as_str().unwrap().to_owned();
+
+    let sink = Arc::new(FailSomeEntries {
+        inner: KinesisSink::new(aws_sdk_kinesis::Client::new(&h.aws.sdk), &h.output_stream),
+        fail: HashSet::from([first_id.clone()]),
+    });
+    let blobs = Arc::new(S3BlobStore::new(h.aws.s3.clone()));
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: std::time::Duration::from_millis(5),
+        max_delay: std::time::Duration::from_millis(20),
+    };
+    let flaky = Processor::new(
+        Producer::new(
+            sink,
+            Some(LargePayloads {
+                store: blobs.clone(),
+                bucket: h.bucket.clone(),
+            }),
+            policy,
+        ),
+        Arc::new(DynamoDedupStore::new(
+            aws_sdk_dynamodb::Client::new(&h.aws.sdk),
+            &h.table,
+            std::time::Duration::from_secs(86_400),
+        )),
+        DeadLetterWriter::new(blobs, &h.bucket),
+        PayloadFetcher::new(
+            Default::default(),
+            1 << 20,
+            std::time::Duration::from_secs(2),
+            1,
+        )
+        .unwrap(),
+    );
+    let (response, m) = h.run_with(&flaky, &event).await;
+    assert_eq!(failed_ids(&response), vec![seq(&event, 0), seq(&event, 2)]);
+    assert_eq!(
+        m.get(bridge_core::producer::METRIC_RECORDS_RETRIED),
+        2,
+        "only the failed entry was resent, twice"
+    );
+    // Bob's change and alice's second change reached the stream; alice's first did not.
+    assert_eq!(h.outputs().await.len(), 2);
+
+    // Lambda redelivers from alice's first record: now it goes through. Her second change is sent again,
+    // with the same event id, because her marks did not move past the failure: a duplicate, never a loss.
+    let (response, _) = h.run(&event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let out = h.outputs().await;
+    let alice: Vec<_> = out
+        .iter()
+        .filter(|d| d["identity_id"] == ALICE)
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(alice.len(), 3);
+    assert!(alice.contains(&first_id));
+    assert_eq!(
+        alice.iter().collect::<HashSet<_>>().len(),
+        2,
+        "the re-sent change keeps its event id"
+    );
+    assert_eq!(
+        out.iter().filter(|d| d["identity_id"] == BOB).count(),
+        1,
+        "bob's change is not re-sent"
+    );
+}
+
+#[test]
+fn sample_events_are_generated_from_their_sources() {
+    for name in [
+        "sync-inline-replace",
+        "sync-inline-remove",
+        "sync-dataset-remove",
+        "sync-s3url",
+        "sync-bulk-publish-replay",
+        "sync-poison",
+    ] {
+        let source = json_file(&format!("events/src/{name}.json"));
+        assert_eq!(
+            devtools::events::sample_event(&source).unwrap(),
+            sample(name),
+            "{name}: run `make events`"
+        );
+    }
+}

@@ -1,1 +1,285 @@
-//! placeholder
+//! Fixtures for the end-to-end tests: a harness that provisions fresh resources in the local emulator for
+//! each test and builds the real processor over them, schema validation of every output record, and a
+//! loopback HTTP server for faults the emulator cannot produce (5xx, 403, a server that never answers).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use bridge_core::Deadline;
+use bridge_core::kinesis_event::RawKinesisEvent;
+use bridge_core::telemetry::Metrics;
+use devtools::LocalAws;
+use devtools::emulator::unique_name;
+use serde_json::Value;
+use sync_processor::Processor;
+use sync_processor::config::{self as sp, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A JSON file of the repository.
+pub fn json_file(relative: &str) -> Value {
+    let path = root().join(relative);
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The validator of one of our schemas, formats checked.
+pub fn validator(schema_file: &str) -> jsonschema::Validator {
+    let schema = json_file(&format!("events/schema/{schema_file}"));
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{schema_file}: {e}"))
+}
+
+/// Panics with every violation when `doc` does not satisfy `validator`.
+pub fn assert_valid(validator: &jsonschema::Validator, doc: &Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "schema violations: {errors:#?}\nin {doc:#}"
+    );
+}
+
+/// Fresh resources in the emulator and a processor wired to them.
+#[derive(Debug)]
+pub struct Harness {
+    /// The emulator's clients.
+    pub aws: LocalAws,
+    /// The output stream's name.
+    pub output_stream: String,
+    /// The dedup table.
+    pub table: String,
+    /// The dead-letter and large-payload bucket.
+    pub bucket: String,
+    /// The config the processor was built from.
+    pub config: Config,
+    /// The processor.
+    pub processor: Processor,
+    schema: jsonschema::Validator,
+}
+
+impl Harness {
+    /// A harness with default settings.
+    pub async fn new() -> Self {
+        Self::with_env(&[]).await
+    }
+
+    /// A harness whose config has `extra` variables on top of the resources it creates.
+    pub async fn with_env(extra: &[(&str, &str)]) -> Self {
+        let aws = LocalAws::from_env().await.unwrap_or_else(|e| panic!("{e}"));
+        let (output_stream, table, bucket) = (
+            unique_name("out"),
+            unique_name("marks"),
+            unique_name("bridge"),
+        );
+        aws.create_stream(&output_stream, 2)
+            .await
+            .expect("create output stream");
+        aws.create_dedup_table(&table).await.expect("create table");
+        aws.create_bucket(&bucket).await.expect("create bucket");
+        let mut env: HashMap<String, String> = HashMap::from([
+            (sp::ENV_OUTPUT_STREAM.into(), output_stream.clone()),
+            (sp::ENV_DEDUP_TABLE.into(), table.clone()),
+            (sp::ENV_DEAD_LETTER_BUCKET.into(), bucket.clone()),
+            (sp::ENV_S3_URL_ALLOWED_ORIGINS.into(), aws.endpoint.clone()),
+            (sp::ENV_S3_FETCH_TIMEOUT_MS.into(), "2000".into()),
+        ]);
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let config = Config::from_env(&env).expect("config");
+        let processor = Processor::connect(&config, &aws.sdk, aws.s3.clone()).expect("processor");
+        Self {
+            aws,
+            output_stream,
+            table,
+            bucket,
+            config,
+            processor,
+            schema: validator("cognito-sync-change.v1.json"),
+        }
+    }
+
+    /// Runs one batch through the processor, as Lambda would hand it.
+    pub async fn run(&self, event: &Value) -> (KinesisEventResponse, Metrics) {
+        self.run_with(&self.processor, event).await
+    }
+
+    /// Runs one batch through another processor (one with a fault-injecting port).
+    pub async fn run_with(
+        &self,
+        processor: &Processor,
+        event: &Value,
+    ) -> (KinesisEventResponse, Metrics) {
+        let event: RawKinesisEvent = serde_json::from_value(event.clone()).expect("event shape");
+        let metrics = Metrics::new();
+        let response = processor.process(event, Deadline::none(), &metrics).await;
+        (response, metrics)
+    }
+
+    /// Every record on the output stream, parsed and checked against the schema.
+    pub async fn outputs(&self) -> Vec<Value> {
+        let records = self
+            .aws
+            .read_stream(&self.output_stream)
+            .await
+            .expect("read output stream");
+        let docs: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                let doc: Value = serde_json::from_slice(r.data.as_ref()).expect("output is JSON");
+                assert_valid(&self.schema, &doc);
+                // Per-identity order needs the identity as partition key (pointer records carry no body).
+                if let Some(identity) = doc["identity_id"].as_str() {
+                    assert_eq!(r.partition_key.as_deref(), Some(identity));
+                }
+                doc
+            })
+            .collect();
+        docs
+    }
+
+    /// Every dead letter in the bucket.
+    pub async fn dead_letters(&self) -> Vec<Value> {
+        self.aws
+            .read_objects(&self.bucket, "dead-letter/")
+            .await
+            .expect("read dead letters")
+            .into_iter()
+            .map(|(_, body)| serde_json::from_slice(&body).expect("dead letter is JSON"))
+            .collect()
+    }
+
+    /// Stores `body` in the bucket and returns a presigned GET URL for it, made by aws-sdk-s3.
+    pub async fn presigned(&self, key: &str, body: Vec<u8>) -> String {
+        self.aws
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put payload");
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(900))
+            .expect("presign config");
+        let request = self
+            .aws
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .expect("presign");
+        request.uri().to_owned()
+    }
+}
+
+/// The sample event `events/<name>.json`.
+pub fn sample(name: &str) -> Value {
+    json_file(&format!("events/{name}.json"))
+}
+
+/// Replaces the data of record `index` of `event` with `doc`.
+pub fn set_record_data(event: &mut Value, index: usize, doc: &Value) {
+    use base64::Engine as _;
+    event["Records"][index]["kinesis"]["data"] = Value::String(
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(doc).expect("json")),
+    );
+}
+
+/// The decoded data of record `index` of `event`.
+pub fn record_data(event: &Value, index: usize) -> Value {
+    use base64::Engine as _;
+    let b64 = event["Records"][index]["kinesis"]["data"]
+        .as_str()
+        .expect("data");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64"),
+    )
+    .expect("json")
+}
+
+/// How a [`LoopbackServer`] answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    /// With this status and a short body.
+    Status(u16),
+    /// Never: it reads the request and keeps the connection open.
+    Silence,
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request the same way and counts connections.
+#[derive(Debug)]
+pub struct LoopbackServer {
+    /// `http://127.0.0.1:<port>`.
+    pub origin: String,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackServer {
+    /// Starts a server that answers with `answer`.
+    pub async fn start(answer: Answer) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let origin = format!("http://{}", listener.local_addr().expect("addr"));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let _ = socket.read(&mut buf).await;
+                    match answer {
+                        Answer::Status(code) => {
+                            let body = format!("status {code}");
+                            let head = format!(
+                                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = socket.write_all(head.as_bytes()).await;
+                        }
+                        Answer::Silence => tokio::time::sleep(Duration::from_secs(600)).await,
+                    }
+                });
+            }
+        });
+        Self {
+            origin,
+            connections,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -12,8 +12,13 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 }
 
 /// An S3 client, path-style when [`ENV_S3_FORCE_PATH_STYLE`] says so.
-pub fn s3_client(sdk: &aws_config::SdkConfig, env: &impl Env) -> Result<aws_sdk_s3::Client, ConfigError> {
+pub fn s3_client(
+    sdk: &aws_config::SdkConfig,
+    env: &impl Env,
+) -> Result<aws_sdk_s3::Client, ConfigError> {
     let path_style = config::parsed_or(env, ENV_S3_FORCE_PATH_STYLE, false)?;
-    let conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).build();
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(path_style)
+        .build();
     Ok(aws_sdk_s3::Client::from_conf(conf))
 }

@@ -75,7 +75,10 @@ mod tests {
         assert!(!r.is_blocked("bob"));
         let resp = r.into_response();
         assert_eq!(resp.batch_item_failures.len(), 1);
-        assert_eq!(resp.batch_item_failures[0].item_identifier.as_deref(), Some("2"));
+        assert_eq!(
+            resp.batch_item_failures[0].item_identifier.as_deref(),
+            Some("2")
+        );
         let json = serde_json::to_value(&resp).unwrap();
         assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "2");
     }

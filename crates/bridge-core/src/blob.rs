@@ -19,7 +19,13 @@ pub struct BlobError {
 #[async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Puts `body` at `bucket`/`key`, replacing any object there.
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), BlobError>;
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), BlobError>;
 }
 
 /// [`BlobStore`] on S3, objects encrypted at rest with the bucket's default encryption.
@@ -37,7 +43,13 @@ impl S3BlobStore {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
-    async fn put(&self, bucket: &str, key: &str, body: Bytes, content_type: &str) -> Result<(), BlobError> {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), BlobError> {
         self.client
             .put_object()
             .bucket(bucket)

@@ -47,7 +47,9 @@ pub fn required(env: &impl Env, var: &'static str) -> Result<String, ConfigError
 
 /// An optional variable; an empty value counts as unset.
 pub fn optional(env: &impl Env, var: &'static str) -> Option<String> {
-    env.get(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    env.get(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// An optional variable parsed into `T`, `default` when unset.
@@ -66,7 +68,11 @@ where
 }
 
 /// A parsed value that must lie in `range`.
-pub fn in_range<T>(var: &'static str, value: T, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
+pub fn in_range<T>(
+    var: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
 where
     T: PartialOrd + std::fmt::Display,
 {
@@ -86,14 +92,23 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn required_names_the_missing_variable() {
         let err = required(&env(&[("OTHER", "x")]), "OUTPUT_STREAM_NAME").unwrap_err();
-        assert_eq!(err.to_string(), "environment variable OUTPUT_STREAM_NAME is required but not set");
-        assert_eq!(required(&env(&[("V", "  ")]), "V"), Err(ConfigError::Missing("V")));
+        assert_eq!(
+            err.to_string(),
+            "environment variable OUTPUT_STREAM_NAME is required but not set"
+        );
+        assert_eq!(
+            required(&env(&[("V", "  ")]), "V"),
+            Err(ConfigError::Missing("V"))
+        );
     }
 
     #[test]
@@ -101,12 +116,21 @@ mod tests {
         assert_eq!(parsed_or(&env(&[]), "N", 7u32), Ok(7));
         assert_eq!(parsed_or(&env(&[("N", " 9 ")]), "N", 7u32), Ok(9));
         let err = parsed_or(&env(&[("N", "nine")]), "N", 7u32).unwrap_err();
-        assert!(err.to_string().starts_with("environment variable N is invalid: cannot parse 'nine'"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("environment variable N is invalid: cannot parse 'nine'"),
+            "{err}"
+        );
     }
 
     #[test]
     fn in_range_refuses_out_of_range() {
         assert_eq!(in_range("D", 3u32, 1..=3650), Ok(3));
-        assert!(in_range("D", 0u32, 1..=3650).unwrap_err().to_string().contains("outside 1..=3650"));
+        assert!(
+            in_range("D", 0u32, 1..=3650)
+                .unwrap_err()
+                .to_string()
+                .contains("outside 1..=3650")
+        );
     }
 }

@@ -39,7 +39,13 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// A dead letter for a record whose data was read.
-    pub fn for_data(function: &str, source: &SourceRef, arrival: Option<DateTime<Utc>>, data: &[u8], reason: String) -> Self {
+    pub fn for_data(
+        function: &str,
+        source: &SourceRef,
+        arrival: Option<DateTime<Utc>>,
+        data: &[u8],
+        reason: String,
+    ) -> Self {
         Self {
             function: function.to_owned(),
             reason,
@@ -76,15 +82,28 @@ impl DeadLetter {
     /// stands in for a sequence number the record did not have.
     pub fn object_key(&self) -> String {
         let date = self.arrival.unwrap_or_else(Utc::now).format("%Y-%m-%d");
-        let stream = self.source.stream_arn.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("unknown-stream");
-        let shard = if self.source.shard_id.is_empty() { "unknown-shard" } else { &self.source.shard_id };
+        let stream = self
+            .source
+            .stream_arn
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown-stream");
+        let shard = if self.source.shard_id.is_empty() {
+            "unknown-shard"
+        } else {
+            &self.source.shard_id
+        };
         let id = if self.source.sequence_number.is_empty() {
             let raw = serde_json::to_vec(&self.record).unwrap_or_default();
             format!("no-sequence-{}", &sha256_hex(&raw)[..32])
         } else {
             self.source.sequence_number.clone()
         };
-        format!("{DEAD_LETTER_PREFIX}{}/dt={date}/{stream}/{shard}/{id}.json", self.function)
+        format!(
+            "{DEAD_LETTER_PREFIX}{}/dt={date}/{stream}/{shard}/{id}.json",
+            self.function
+        )
     }
 }
 
@@ -98,7 +117,10 @@ pub struct DeadLetterWriter {
 impl DeadLetterWriter {
     /// Dead letters go to `bucket`.
     pub fn new(store: Arc<dyn BlobStore>, bucket: impl Into<String>) -> Self {
-        Self { store, bucket: bucket.into() }
+        Self {
+            store,
+            bucket: bucket.into(),
+        }
     }
 
     /// Stores one dead letter and returns its key. An error means the record must be retried instead.
@@ -109,7 +131,9 @@ impl DeadLetterWriter {
             key: key.clone(),
             message: format!("cannot serialize dead letter: {e}"),
         })?;
-        self.store.put(&self.bucket, &key, Bytes::from(body), "application/json").await?;
+        self.store
+            .put(&self.bucket, &key, Bytes::from(body), "application/json")
+            .await?;
         Ok(key)
     }
 }
@@ -131,7 +155,13 @@ mod tests {
     #[test]
     fn key_is_deterministic_and_partitioned_by_arrival_date() {
         let arrival = Utc.timestamp_millis_opt(1_700_000_000_000).single();
-        let letter = DeadLetter::for_data("sync-processor", &source("495"), arrival, b"{", "bad json".into());
+        let letter = DeadLetter::for_data(
+            "sync-processor",
+            &source("495"),
+            arrival,
+            b"{",
+            "bad json".into(),
+        );
         assert_eq!(
             letter.object_key(),
             "dead-letter/sync-processor/dt=2023-11-14/cognito-sync/shardId-000000000001/495.json"
@@ -141,7 +171,13 @@ mod tests {
 
     #[test]
     fn a_record_without_sequence_number_gets_a_content_hash() {
-        let letter = DeadLetter::for_raw("f", &source(""), None, serde_json::json!({"x": 1}), "no seq".into());
+        let letter = DeadLetter::for_raw(
+            "f",
+            &source(""),
+            None,
+            serde_json::json!({"x": 1}),
+            "no seq".into(),
+        );
         let key = letter.object_key();
         assert!(key.contains("/no-sequence-"), "{key}");
         assert_eq!(key, letter.object_key());

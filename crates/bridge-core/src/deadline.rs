@@ -25,14 +25,19 @@ impl Deadline {
         if deadline_ms == 0 {
             return Self::none();
         }
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let left = Duration::from_millis(u64::try_from(u128::from(deadline_ms).saturating_sub(now_ms)).unwrap_or(0));
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let left = Duration::from_millis(
+            u64::try_from(u128::from(deadline_ms).saturating_sub(now_ms)).unwrap_or(0),
+        );
         Self(Some(Instant::now() + left.saturating_sub(DEADLINE_RESERVE)))
     }
 
     /// Time left, `None` when unbounded.
     pub fn remaining(&self) -> Option<Duration> {
-        self.0.map(|at| at.saturating_duration_since(Instant::now()))
+        self.0
+            .map(|at| at.saturating_duration_since(Instant::now()))
     }
 
     /// Whether waiting `wait` would still end before the deadline.
@@ -55,9 +60,18 @@ mod tests {
 
     #[test]
     fn reserve_is_kept_back() {
-        let now_ms = u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
+        let now_ms = u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
         let d = Deadline::from_lambda_deadline_ms(now_ms + 10_000);
         let left = d.remaining().unwrap();
-        assert!(left <= Duration::from_millis(8_500) && left > Duration::from_millis(8_000), "{left:?}");
+        assert!(
+            left <= Duration::from_millis(8_500) && left > Duration::from_millis(8_000),
+            "{left:?}"
+        );
     }
 }

@@ -59,7 +59,12 @@ pub trait DedupStore: Send + Sync + std::fmt::Debug {
     /// The current marks of `keys` (absent keys have none).
     async fn load(&self, keys: &[String]) -> Result<HashMap<String, Mark>, DedupError>;
     /// Writes `new` for `key` if the mark is still `expected`.
-    async fn advance(&self, key: &str, expected: Option<Mark>, new: Mark) -> Result<Advance, DedupError>;
+    async fn advance(
+        &self,
+        key: &str,
+        expected: Option<Mark>,
+        new: Mark,
+    ) -> Result<Advance, DedupError>;
 }
 
 /// [`DedupStore`] on a DynamoDB table with a string partition key `pk` and TTL on `expires_at`.
@@ -73,7 +78,11 @@ pub struct DynamoDedupStore {
 impl DynamoDedupStore {
     /// Marks live in `table` and expire `ttl` after their last move.
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, ttl: Duration) -> Self {
-        Self { client, table: table.into(), ttl }
+        Self {
+            client,
+            table: table.into(),
+            ttl,
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Mark>, DedupError> {
@@ -91,13 +100,19 @@ impl DynamoDedupStore {
 }
 
 fn err<E: std::error::Error>(operation: &'static str, e: &E) -> DedupError {
-    DedupError { operation, message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string() }
+    DedupError {
+        operation,
+        message: aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+    }
 }
 
 /// The mark stored in an item, `None` when the item lacks or garbles it.
 pub fn mark_from_item(item: &HashMap<String, AttributeValue>) -> Option<Mark> {
     let num = |name: &str| item.get(name)?.as_n().ok()?.parse::<i64>().ok();
-    Some(Mark { version: num(ATTR_VERSION)?, modified_ms: num(ATTR_MODIFIED_MS)? })
+    Some(Mark {
+        version: num(ATTR_VERSION)?,
+        modified_ms: num(ATTR_MODIFIED_MS)?,
+    })
 }
 
 #[async_trait]
@@ -110,7 +125,10 @@ impl DedupStore for DynamoDedupStore {
         for chunk in unique.chunks(MAX_KEYS_PER_BATCH_GET) {
             let mut request = KeysAndAttributes::builder().consistent_read(true);
             for key in chunk {
-                request = request.keys(HashMap::from([(ATTR_KEY.to_owned(), AttributeValue::S((*key).clone()))]));
+                request = request.keys(HashMap::from([(
+                    ATTR_KEY.to_owned(),
+                    AttributeValue::S((*key).clone()),
+                )]));
             }
             let mut pending = Some(request.build().map_err(|e| err("BatchGetItem", &e))?);
             let mut round = 0;
@@ -118,7 +136,9 @@ impl DedupStore for DynamoDedupStore {
                 if round == MAX_UNPROCESSED_ROUNDS {
                     return Err(DedupError {
                         operation: "BatchGetItem",
-                        message: format!("keys still unprocessed after {MAX_UNPROCESSED_ROUNDS} rounds"),
+                        message: format!(
+                            "keys still unprocessed after {MAX_UNPROCESSED_ROUNDS} rounds"
+                        ),
                     });
                 }
                 if round > 0 {
@@ -132,30 +152,54 @@ impl DedupStore for DynamoDedupStore {
                     .send()
                     .await
                     .map_err(|e| err("BatchGetItem", &e))?;
-                for item in out.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
-                    if let (Some(AttributeValue::S(key)), Some(mark)) = (item.get(ATTR_KEY), mark_from_item(&item)) {
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if let (Some(AttributeValue::S(key)), Some(mark)) =
+                        (item.get(ATTR_KEY), mark_from_item(&item))
+                    {
                         marks.insert(key.clone(), mark);
                     }
                 }
-                pending = out.unprocessed_keys.unwrap_or_default().remove(&self.table).filter(|k| !k.keys.is_empty());
+                pending = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .filter(|k| !k.keys.is_empty());
             }
         }
         Ok(marks)
     }
 
-    async fn advance(&self, key: &str, expected: Option<Mark>, new: Mark) -> Result<Advance, DedupError> {
-        let expires_at = chrono::Utc::now().timestamp() + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    async fn advance(
+        &self,
+        key: &str,
+        expected: Option<Mark>,
+        new: Mark,
+    ) -> Result<Advance, DedupError> {
+        let expires_at = chrono::Utc::now().timestamp()
+            + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let n = |x: i64| AttributeValue::N(x.to_string());
         // Insert only if absent; otherwise swap only if the mark is still the one that was read.
         let (condition, names, values) = match expected {
-            None => ("attribute_not_exists(#pk)", HashMap::from([("#pk".to_owned(), ATTR_KEY.to_owned())]), None),
+            None => (
+                "attribute_not_exists(#pk)",
+                HashMap::from([("#pk".to_owned(), ATTR_KEY.to_owned())]),
+                None,
+            ),
             Some(old) => (
                 "#v = :v AND #m = :m",
                 HashMap::from([
                     ("#v".to_owned(), ATTR_VERSION.to_owned()),
                     ("#m".to_owned(), ATTR_MODIFIED_MS.to_owned()),
                 ]),
-                Some(HashMap::from([(":v".to_owned(), n(old.version)), (":m".to_owned(), n(old.modified_ms))])),
+                Some(HashMap::from([
+                    (":v".to_owned(), n(old.version)),
+                    (":m".to_owned(), n(old.modified_ms)),
+                ])),
             ),
         };
         let put = self
@@ -171,7 +215,10 @@ impl DedupStore for DynamoDedupStore {
             .set_expression_attribute_values(values);
         match put.send().await {
             Ok(_) => Ok(Advance::Advanced),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
                 Ok(Advance::Conflict(self.get(key).await?))
             }
             Err(e) => Err(err("PutItem", &e)),
@@ -187,9 +234,18 @@ mod tests {
     fn mark_from_item_reads_numbers_and_refuses_garbage() {
         let mut item = HashMap::from([
             (ATTR_VERSION.to_owned(), AttributeValue::N("7".into())),
-            (ATTR_MODIFIED_MS.to_owned(), AttributeValue::N("1700000000000".into())),
+            (
+                ATTR_MODIFIED_MS.to_owned(),
+                AttributeValue::N("1700000000000".into()),
+            ),
         ]);
-        assert_eq!(mark_from_item(&item), Some(Mark { version: 7, modified_ms: 1_700_000_000_000 }));
+        assert_eq!(
+            mark_from_item(&item),
+            Some(Mark {
+                version: 7,
+                modified_ms: 1_700_000_000_000
+            })
+        );
         item.insert(ATTR_VERSION.to_owned(), AttributeValue::S("7".into()));
         assert_eq!(mark_from_item(&item), None);
     }

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn times_format_as_rfc3339_millis_utc() {
-        assert_eq!(rfc3339_from_millis(1_700_000_000_123).as_deref(), Some("2023-11-14T22:13:20.123Z"));
+        assert_eq!(
+            rfc3339_from_millis(1_700_000_000_123).as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
         assert_eq!(rfc3339_from_millis(i64::MAX), None);
     }
 
@@ -121,7 +124,12 @@ mod tests {
                     sub_sequence: 0,
                 },
             },
-            payload_ref: PayloadRef { bucket: "b".into(), key: "k".into(), bytes: 2, sha256: "h".into() },
+            payload_ref: PayloadRef {
+                bucket: "b".into(),
+                key: "k".into(),
+                bytes: 2,
+                sha256: "h".into(),
+            },
         };
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["type"], "t");

@@ -71,7 +71,9 @@ struct LooseKinesis {
 
 /// The shard id from a Kinesis `eventID` (`shardId-000000000000:<sequence number>`).
 pub fn shard_from_event_id(event_id: &str) -> &str {
-    event_id.split_once(':').map_or(event_id, |(shard, _)| shard)
+    event_id
+        .split_once(':')
+        .map_or(event_id, |(shard, _)| shard)
 }
 
 fn arrival_from_seconds(secs: f64) -> Option<DateTime<Utc>> {
@@ -86,22 +88,46 @@ fn arrival_from_seconds(secs: f64) -> Option<DateTime<Utc>> {
 /// Decodes one record of the batch.
 pub fn decode_record(raw: serde_json::Value) -> Result<SourceRecord, Box<UndecodableRecord>> {
     // Best-effort lineage first, so that even a malformed record's dead letter says where it came from.
-    let seq = raw.pointer("/kinesis/sequenceNumber").and_then(|v| v.as_str()).map(str::to_owned);
-    let event_id = raw.get("eventID").and_then(|v| v.as_str()).unwrap_or_default();
+    let seq = raw
+        .pointer("/kinesis/sequenceNumber")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let event_id = raw
+        .get("eventID")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
     let partial = SourceRef {
-        stream_arn: raw.get("eventSourceARN").and_then(|v| v.as_str()).unwrap_or_default().to_owned(),
+        stream_arn: raw
+            .get("eventSourceARN")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned(),
         shard_id: shard_from_event_id(event_id).to_owned(),
         sequence_number: seq.clone().unwrap_or_default(),
         sub_sequence: 0,
     };
-    let arrival = raw.pointer("/kinesis/approximateArrivalTimestamp").and_then(|v| v.as_f64()).and_then(arrival_from_seconds);
+    let arrival = raw
+        .pointer("/kinesis/approximateArrivalTimestamp")
+        .and_then(|v| v.as_f64())
+        .and_then(arrival_from_seconds);
     let fail = |reason: String, raw: serde_json::Value| {
-        Box::new(UndecodableRecord { sequence_number: seq.clone(), source: partial.clone(), arrival, raw, reason })
+        Box::new(UndecodableRecord {
+            sequence_number: seq.clone(),
+            source: partial.clone(),
+            arrival,
+            raw,
+            reason,
+        })
     };
 
     let loose: LooseRecord = match serde_json::from_value(raw.clone()) {
         Ok(l) => l,
-        Err(e) => return Err(fail(format!("kinesis record has an unexpected shape: {e}"), raw)),
+        Err(e) => {
+            return Err(fail(
+                format!("kinesis record has an unexpected shape: {e}"),
+                raw,
+            ));
+        }
     };
     let Some(sequence_number) = loose.kinesis.sequence_number.filter(|s| !s.is_empty()) else {
         return Err(fail("kinesis record has no sequenceNumber".into(), raw));
@@ -111,7 +137,12 @@ pub fn decode_record(raw: serde_json::Value) -> Result<SourceRecord, Box<Undecod
     };
     let data = match base64::engine::general_purpose::STANDARD.decode(data_b64.as_bytes()) {
         Ok(d) => d,
-        Err(e) => return Err(fail(format!("kinesis record data is not valid base64: {e}"), raw)),
+        Err(e) => {
+            return Err(fail(
+                format!("kinesis record data is not valid base64: {e}"),
+                raw,
+            ));
+        }
     };
     Ok(SourceRecord {
         source: SourceRef {
@@ -121,7 +152,10 @@ pub fn decode_record(raw: serde_json::Value) -> Result<SourceRecord, Box<Undecod
             sub_sequence: 0,
         },
         partition_key: loose.kinesis.partition_key.unwrap_or_default(),
-        arrival: loose.kinesis.approximate_arrival_timestamp.and_then(arrival_from_seconds),
+        arrival: loose
+            .kinesis
+            .approximate_arrival_timestamp
+            .and_then(arrival_from_seconds),
         data,
     })
 }
@@ -156,7 +190,12 @@ mod tests {
     #[test]
     fn bad_base64_is_a_specific_per_record_error_with_lineage() {
         let err = decode_record(record("not base64!!")).unwrap_err();
-        assert!(err.reason.starts_with("kinesis record data is not valid base64"), "{}", err.reason);
+        assert!(
+            err.reason
+                .starts_with("kinesis record data is not valid base64"),
+            "{}",
+            err.reason
+        );
         assert_eq!(err.source.shard_id, "shardId-000000000000");
         assert!(err.sequence_number.is_some());
     }
@@ -165,9 +204,17 @@ mod tests {
     fn missing_fields_are_named() {
         let mut r = record("aGVsbG8=");
         r["kinesis"].as_object_mut().unwrap().remove("data");
-        assert_eq!(decode_record(r).unwrap_err().reason, "kinesis record has no data");
+        assert_eq!(
+            decode_record(r).unwrap_err().reason,
+            "kinesis record has no data"
+        );
         let err = decode_record(json!({"kinesis": 3})).unwrap_err();
-        assert!(err.reason.starts_with("kinesis record has an unexpected shape"), "{}", err.reason);
+        assert!(
+            err.reason
+                .starts_with("kinesis record has an unexpected shape"),
+            "{}",
+            err.reason
+        );
         assert!(err.sequence_number.is_none());
     }
 }

@@ -93,7 +93,10 @@ pub struct KinesisSink {
 impl KinesisSink {
     /// Puts to `stream`: a stream name, or an ARN (`arn:…`).
     pub fn new(client: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {
-        Self { client, stream: stream.into() }
+        Self {
+            client,
+            stream: stream.into(),
+        }
     }
 }
 
@@ -124,9 +127,15 @@ impl RecordSink for KinesisSink {
 
 /// The outcome of each entry of a PutRecords response. A partial failure is an HTTP 200 whose failed entries
 /// carry an error code; a response that does not answer every entry is an error.
-pub fn entry_outcomes(output: &PutRecordsOutput, sent: usize) -> Result<Vec<EntryOutcome>, SinkError> {
+pub fn entry_outcomes(
+    output: &PutRecordsOutput,
+    sent: usize,
+) -> Result<Vec<EntryOutcome>, SinkError> {
     if output.records.len() != sent {
-        return Err(SinkError(format!("response has {} results for {sent} entries", output.records.len())));
+        return Err(SinkError(format!(
+            "response has {} results for {sent} entries",
+            output.records.len()
+        )));
     }
     Ok(output
         .records
@@ -147,7 +156,9 @@ pub fn plan_requests(sizes: &[usize]) -> Vec<Range<usize>> {
     let mut requests = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, &size) in sizes.iter().enumerate() {
-        if i > start && (i - start == MAX_RECORDS_PER_REQUEST || bytes + size > MAX_BYTES_PER_REQUEST) {
+        if i > start
+            && (i - start == MAX_RECORDS_PER_REQUEST || bytes + size > MAX_BYTES_PER_REQUEST)
+        {
             requests.push(start..i);
             (start, bytes) = (i, 0);
         }
@@ -172,14 +183,21 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 6, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(3) }
+        Self {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(3),
+        }
     }
 }
 
 impl RetryPolicy {
     /// Full jitter: a random wait between zero and the ceiling of retry number `retry` (1-based).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self.base_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(16)).min(self.max_delay);
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            .min(self.max_delay);
         let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(fastrand::u64(0..=ceiling_ms))
     }
@@ -235,8 +253,16 @@ pub struct Producer {
 
 impl Producer {
     /// A producer to `sink`, storing oversized records in `large` when given.
-    pub fn new(sink: Arc<dyn RecordSink>, large: Option<LargePayloads>, policy: RetryPolicy) -> Self {
-        Self { sink, large, policy }
+    pub fn new(
+        sink: Arc<dyn RecordSink>,
+        large: Option<LargePayloads>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            sink,
+            large,
+            policy,
+        }
     }
 
     /// Sends every record; one outcome per record, in input order.
@@ -256,7 +282,13 @@ impl Producer {
                 Ok(ok) => ok,
                 Err(failure) => {
                     outcomes[i] = Some(Err(failure));
-                    (PutEntry { partition_key: String::new(), data: Bytes::new() }, Delivery::Direct)
+                    (
+                        PutEntry {
+                            partition_key: String::new(),
+                            data: Bytes::new(),
+                        },
+                        Delivery::Direct,
+                    )
                 }
             };
             if outcomes[i].is_none() {
@@ -273,13 +305,18 @@ impl Producer {
             let sizes: Vec<usize> = pending.iter().map(|&i| entries[i].size()).collect();
             let mut failed = Vec::new();
             for range in plan_requests(&sizes) {
-                let batch: Vec<PutEntry> = pending[range.clone()].iter().map(|&i| entries[i].clone()).collect();
+                let batch: Vec<PutEntry> = pending[range.clone()]
+                    .iter()
+                    .map(|&i| entries[i].clone())
+                    .collect();
                 metrics.incr(METRIC_PUT_RECORDS_CALLS);
                 match self.sink.put_records(&batch).await {
                     Ok(results) => {
                         for (&i, result) in pending[range].iter().zip(results) {
                             match result {
-                                EntryOutcome::Stored => outcomes[i] = Some(Ok(deliveries[i].clone())),
+                                EntryOutcome::Stored => {
+                                    outcomes[i] = Some(Ok(deliveries[i].clone()))
+                                }
                                 EntryOutcome::Failed { code, message } => {
                                     last_error[i] = format!("{code}: {message}");
                                     failed.push(i);
@@ -303,7 +340,9 @@ impl Producer {
             let reason = if attempt >= self.policy.max_attempts {
                 Some(format!("gave up after {attempt} attempts"))
             } else if !deadline.allows(wait) {
-                Some(format!("stopped after {attempt} attempts: invocation deadline"))
+                Some(format!(
+                    "stopped after {attempt} attempts: invocation deadline"
+                ))
             } else {
                 None
             };
@@ -322,19 +361,32 @@ impl Producer {
 
         outcomes
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(ProduceFailure::Transient("kinesis put was not attempted".into()))))
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(ProduceFailure::Transient(
+                        "kinesis put was not attempted".into(),
+                    ))
+                })
+            })
             .collect()
     }
 
     /// Checks the partition key, and swaps an oversized record for a pointer to its body in S3.
-    async fn prepare(&self, record: OutboundRecord, metrics: &Metrics) -> Result<(PutEntry, Delivery), ProduceFailure> {
+    async fn prepare(
+        &self,
+        record: OutboundRecord,
+        metrics: &Metrics,
+    ) -> Result<(PutEntry, Delivery), ProduceFailure> {
         let chars = record.partition_key.chars().count();
         if !(1..=MAX_PARTITION_KEY_CHARS).contains(&chars) {
             return Err(ProduceFailure::Permanent(format!(
                 "partition key has {chars} characters; kinesis takes 1 to {MAX_PARTITION_KEY_CHARS}"
             )));
         }
-        let entry = PutEntry { partition_key: record.partition_key, data: record.data };
+        let entry = PutEntry {
+            partition_key: record.partition_key,
+            data: record.data,
+        };
         if entry.size() <= MAX_RECORD_BYTES {
             return Ok((entry, Delivery::Direct));
         }
@@ -345,7 +397,11 @@ impl Producer {
                 entry.size()
             )));
         };
-        let key = format!("{LARGE_PAYLOAD_PREFIX}{}/{}.json", record.header.schema.replace('/', "-"), record.header.event_id);
+        let key = format!(
+            "{LARGE_PAYLOAD_PREFIX}{}/{}.json",
+            record.header.schema.replace('/', "-"),
+            record.header.event_id
+        );
         let payload_ref = PayloadRef {
             bucket: large.bucket.clone(),
             key: key.clone(),
@@ -356,13 +412,24 @@ impl Producer {
             .store
             .put(&large.bucket, &key, entry.data, "application/json")
             .await
-            .map_err(|e| ProduceFailure::Transient(format!("cannot store oversized output record: {e}")))?;
-        let pointer = PointerRecord { header: record.header, payload_ref: payload_ref.clone() };
-        let data = serde_json::to_vec(&pointer)
-            .map_err(|e| ProduceFailure::Permanent(format!("cannot serialize pointer record: {e}")))?;
-        let entry = PutEntry { partition_key: entry.partition_key, data: Bytes::from(data) };
+            .map_err(|e| {
+                ProduceFailure::Transient(format!("cannot store oversized output record: {e}"))
+            })?;
+        let pointer = PointerRecord {
+            header: record.header,
+            payload_ref: payload_ref.clone(),
+        };
+        let data = serde_json::to_vec(&pointer).map_err(|e| {
+            ProduceFailure::Permanent(format!("cannot serialize pointer record: {e}"))
+        })?;
+        let entry = PutEntry {
+            partition_key: entry.partition_key,
+            data: Bytes::from(data),
+        };
         if entry.size() > MAX_RECORD_BYTES {
-            return Err(ProduceFailure::Permanent("pointer record is itself over the kinesis record limit".into()));
+            return Err(ProduceFailure::Permanent(
+                "pointer record is itself over the kinesis record limit".into(),
+            ));
         }
         metrics.incr(METRIC_POINTER_RECORDS);
         Ok((entry, Delivery::Pointer(payload_ref)))
@@ -380,17 +447,28 @@ mod tests {
     #[test]
     fn plan_respects_count_and_byte_limits() {
         assert!(plan_requests(&[]).is_empty());
-        assert_eq!(plan_requests(&[10; 1001]), vec![0..500, 500..1000, 1000..1001]);
+        assert_eq!(
+            plan_requests(&[10; 1001]),
+            vec![0..500, 500..1000, 1000..1001]
+        );
         // Five records of 1 MiB fill a request exactly; the sixth starts the next.
         assert_eq!(plan_requests(&[MAX_RECORD_BYTES; 6]), vec![0..5, 5..6]);
-        assert_eq!(plan_requests(&[MAX_RECORD_BYTES, 1, MAX_RECORD_BYTES * 4]), vec![0..2, 2..3]);
+        assert_eq!(
+            plan_requests(&[MAX_RECORD_BYTES, 1, MAX_RECORD_BYTES * 4]),
+            vec![0..2, 2..3]
+        );
     }
 
     #[test]
     fn entry_outcomes_reads_partial_failures() {
         let output = PutRecordsOutput::builder()
             .failed_record_count(1)
-            .records(PutRecordsResultEntry::builder().shard_id("s").sequence_number("1").build())
+            .records(
+                PutRecordsResultEntry::builder()
+                    .shard_id("s")
+                    .sequence_number("1")
+                    .build(),
+            )
             .records(
                 PutRecordsResultEntry::builder()
                     .error_code("ProvisionedThroughputExceededException")
@@ -413,7 +491,11 @@ mod tests {
 
     #[test]
     fn backoff_stays_under_the_doubling_ceiling() {
-        let p = RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_millis(250) };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(250),
+        };
         for _ in 0..200 {
             assert!(p.backoff(1) <= Duration::from_millis(100));
             assert!(p.backoff(2) <= Duration::from_millis(200));
@@ -443,7 +525,10 @@ mod tests {
             Ok((0..entries.len())
                 .map(|i| {
                     if fail.contains(&i) {
-                        EntryOutcome::Failed { code: "InternalFailure".into(), message: "boom".into() }
+                        EntryOutcome::Failed {
+                            code: "InternalFailure".into(),
+                            message: "boom".into(),
+                        }
                     } else {
                         EntryOutcome::Stored
                     }
@@ -457,8 +542,17 @@ mod tests {
 
     #[async_trait]
     impl BlobStore for MemoryBlobs {
-        async fn put(&self, bucket: &str, key: &str, body: Bytes, _: &str) -> Result<(), BlobError> {
-            self.0.lock().unwrap().push((bucket.into(), key.into(), body));
+        async fn put(
+            &self,
+            bucket: &str,
+            key: &str,
+            body: Bytes,
+            _: &str,
+        ) -> Result<(), BlobError> {
+            self.0
+                .lock()
+                .unwrap()
+                .push((bucket.into(), key.into(), body));
             Ok(())
         }
     }
@@ -473,40 +567,76 @@ mod tests {
                 kind: "t".into(),
                 timestamp: "2023-11-14T22:13:20.123Z".into(),
                 received_at: None,
-                source: SourceRef { stream_arn: "a".into(), shard_id: "s".into(), sequence_number: "1".into(), sub_sequence: 0 },
+                source: SourceRef {
+                    stream_arn: "a".into(),
+                    shard_id: "s".into(),
+                    sequence_number: "1".into(),
+                    sub_sequence: 0,
+                },
             },
         }
     }
 
     fn fast() -> RetryPolicy {
-        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) }
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        }
     }
 
     #[tokio::test]
     async fn resends_only_failed_entries_with_their_partition_keys() {
-        let sink = Arc::new(FlakySink { fail: vec![vec![1, 3]], ..Default::default() });
+        let sink = Arc::new(FlakySink {
+            fail: vec![vec![1, 3]],
+            ..Default::default()
+        });
         let producer = Producer::new(sink.clone(), None, fast());
         let metrics = Metrics::new();
-        let records = (0..5).map(|i| record(&format!("pk{i}"), &format!("r{i}"))).collect();
+        let records = (0..5)
+            .map(|i| record(&format!("pk{i}"), &format!("r{i}")))
+            .collect();
         let outcomes = producer.send(records, Deadline::none(), &metrics).await;
-        assert!(outcomes.iter().all(|o| *o == Ok(Delivery::Direct)), "{outcomes:?}");
+        assert!(
+            outcomes.iter().all(|o| *o == Ok(Delivery::Direct)),
+            "{outcomes:?}"
+        );
         let calls = sink.calls.lock().unwrap();
         assert_eq!(calls.len(), 2);
-        let resent: Vec<_> = calls[1].iter().map(|e| (e.partition_key.as_str(), e.data.as_ref())).collect();
-        assert_eq!(resent, vec![("pk1", b"r1".as_ref()), ("pk3", b"r3".as_ref())]);
+        let resent: Vec<_> = calls[1]
+            .iter()
+            .map(|e| (e.partition_key.as_str(), e.data.as_ref()))
+            .collect();
+        assert_eq!(
+            resent,
+            vec![("pk1", b"r1".as_ref()), ("pk3", b"r3".as_ref())]
+        );
         assert_eq!(metrics.get(METRIC_RECORDS_RETRIED), 2);
         assert_eq!(metrics.get(METRIC_PUT_RECORDS_CALLS), 2);
     }
 
     #[tokio::test]
     async fn gives_up_at_the_retry_limit_as_transient() {
-        let sink = Arc::new(FlakySink { fail: vec![vec![0], vec![0], vec![0], vec![0]], ..Default::default() });
+        let sink = Arc::new(FlakySink {
+            fail: vec![vec![0], vec![0], vec![0], vec![0]],
+            ..Default::default()
+        });
         let producer = Producer::new(sink.clone(), None, fast());
-        let outcomes = producer.send(vec![record("a", "x"), record("b", "y")], Deadline::none(), &Metrics::new()).await;
+        let outcomes = producer
+            .send(
+                vec![record("a", "x"), record("b", "y")],
+                Deadline::none(),
+                &Metrics::new(),
+            )
+            .await;
         assert_eq!(outcomes[1], Ok(Delivery::Direct));
         match &outcomes[0] {
             Err(ProduceFailure::Transient(msg)) => {
-                assert!(msg.contains("gave up after 3 attempts") && msg.contains("InternalFailure: boom"), "{msg}")
+                assert!(
+                    msg.contains("gave up after 3 attempts")
+                        && msg.contains("InternalFailure: boom"),
+                    "{msg}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -515,21 +645,44 @@ mod tests {
 
     #[tokio::test]
     async fn stops_at_the_deadline_and_retries_whole_failed_calls() {
-        let sink = Arc::new(FlakySink { fail_whole_call: Some(0), ..Default::default() });
-        let slow = RetryPolicy { max_attempts: 10, base_delay: Duration::from_secs(60), max_delay: Duration::from_secs(60) };
+        let sink = Arc::new(FlakySink {
+            fail_whole_call: Some(0),
+            ..Default::default()
+        });
+        let slow = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
+        };
         // With a deadline that has passed, the first failure is final.
         let outcomes = Producer::new(sink.clone(), None, slow)
-            .send(vec![record("a", "x")], Deadline::from_lambda_deadline_ms(1), &Metrics::new())
+            .send(
+                vec![record("a", "x")],
+                Deadline::from_lambda_deadline_ms(1),
+                &Metrics::new(),
+            )
             .await;
         match &outcomes[0] {
             // A zero backoff can still fit; then the second call succeeds.
             Ok(Delivery::Direct) => assert_eq!(sink.calls.lock().unwrap().len(), 2),
-            Err(ProduceFailure::Transient(msg)) => assert!(msg.contains("invocation deadline") && msg.contains("connection reset"), "{msg}"),
+            Err(ProduceFailure::Transient(msg)) => assert!(
+                msg.contains("invocation deadline") && msg.contains("connection reset"),
+                "{msg}"
+            ),
             other => panic!("{other:?}"),
         }
         // Without a deadline, a failed call is resent whole.
-        let sink = Arc::new(FlakySink { fail_whole_call: Some(0), ..Default::default() });
-        let outcomes = Producer::new(sink.clone(), None, fast()).send(vec![record("a", "x"), record("b", "y")], Deadline::none(), &Metrics::new()).await;
+        let sink = Arc::new(FlakySink {
+            fail_whole_call: Some(0),
+            ..Default::default()
+        });
+        let outcomes = Producer::new(sink.clone(), None, fast())
+            .send(
+                vec![record("a", "x"), record("b", "y")],
+                Deadline::none(),
+                &Metrics::new(),
+            )
+            .await;
         assert!(outcomes.iter().all(|o| o.is_ok()));
         assert_eq!(sink.calls.lock().unwrap()[1].len(), 2);
     }
@@ -541,11 +694,26 @@ mod tests {
         let big = "x".repeat(MAX_RECORD_BYTES);
         let long_key = "k".repeat(MAX_PARTITION_KEY_CHARS + 1);
         let outcomes = producer
-            .send(vec![record("", "a"), record(&long_key, "b"), record("k", &big), record("k", "ok")], Deadline::none(), &Metrics::new())
+            .send(
+                vec![
+                    record("", "a"),
+                    record(&long_key, "b"),
+                    record("k", &big),
+                    record("k", "ok"),
+                ],
+                Deadline::none(),
+                &Metrics::new(),
+            )
             .await;
-        assert!(matches!(&outcomes[0], Err(ProduceFailure::Permanent(m)) if m.contains("0 characters")));
-        assert!(matches!(&outcomes[1], Err(ProduceFailure::Permanent(m)) if m.contains("257 characters")));
-        assert!(matches!(&outcomes[2], Err(ProduceFailure::Permanent(m)) if m.contains("no large-payload bucket")));
+        assert!(
+            matches!(&outcomes[0], Err(ProduceFailure::Permanent(m)) if m.contains("0 characters"))
+        );
+        assert!(
+            matches!(&outcomes[1], Err(ProduceFailure::Permanent(m)) if m.contains("257 characters"))
+        );
+        assert!(
+            matches!(&outcomes[2], Err(ProduceFailure::Permanent(m)) if m.contains("no large-payload bucket"))
+        );
         assert_eq!(outcomes[3], Ok(Delivery::Direct));
         assert_eq!(sink.calls.lock().unwrap()[0].len(), 1);
     }
@@ -554,17 +722,28 @@ mod tests {
     async fn oversize_goes_to_s3_behind_a_pointer() {
         let sink = Arc::new(FlakySink::default());
         let blobs = Arc::new(MemoryBlobs::default());
-        let producer =
-            Producer::new(sink.clone(), Some(LargePayloads { store: blobs.clone(), bucket: "bucket".into() }), fast());
+        let producer = Producer::new(
+            sink.clone(),
+            Some(LargePayloads {
+                store: blobs.clone(),
+                bucket: "bucket".into(),
+            }),
+            fast(),
+        );
         let big = "x".repeat(MAX_RECORD_BYTES);
         let metrics = Metrics::new();
-        let outcomes = producer.send(vec![record("k", &big)], Deadline::none(), &metrics).await;
-        let Ok(Delivery::Pointer(payload_ref)) = &outcomes[0] else { panic!("{outcomes:?}") };
+        let outcomes = producer
+            .send(vec![record("k", &big)], Deadline::none(), &metrics)
+            .await;
+        let Ok(Delivery::Pointer(payload_ref)) = &outcomes[0] else {
+            panic!("{outcomes:?}")
+        };
         let stored = blobs.0.lock().unwrap();
         assert_eq!(stored[0].2.len(), MAX_RECORD_BYTES);
         assert_eq!(payload_ref.key, stored[0].1);
         assert_eq!(payload_ref.sha256, sha256_hex(&stored[0].2));
-        let sent: serde_json::Value = serde_json::from_slice(&sink.calls.lock().unwrap()[0][0].data).unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(&sink.calls.lock().unwrap()[0][0].data).unwrap();
         assert_eq!(sent["payload_ref"]["bytes"], MAX_RECORD_BYTES);
         assert_eq!(sent["event_id"], format!("id-k-{MAX_RECORD_BYTES}"));
         assert_eq!(metrics.get(METRIC_POINTER_RECORDS), 1);

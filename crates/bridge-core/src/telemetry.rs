@@ -40,14 +40,24 @@ impl Metrics {
 
     /// The count of `name` so far (0 when never counted).
     pub fn get(&self, name: &str) -> u64 {
-        self.counts.lock().map_or(0, |c| c.get(name).copied().unwrap_or(0))
+        self.counts
+            .lock()
+            .map_or(0, |c| c.get(name).copied().unwrap_or(0))
     }
 
     /// The counts as an EMF document for `function`, listing every name in `declared` (0 when not counted)
     /// so that dashboards see explicit zeros. `timestamp_ms` is the metric time.
-    pub fn emf(&self, function: &str, declared: &[&'static str], timestamp_ms: i64) -> serde_json::Value {
+    pub fn emf(
+        &self,
+        function: &str,
+        declared: &[&'static str],
+        timestamp_ms: i64,
+    ) -> serde_json::Value {
         let mut doc = serde_json::Map::new();
-        let metrics: Vec<_> = declared.iter().map(|n| serde_json::json!({"Name": n, "Unit": "Count"})).collect();
+        let metrics: Vec<_> = declared
+            .iter()
+            .map(|n| serde_json::json!({"Name": n, "Unit": "Count"}))
+            .collect();
         doc.insert(
             "_aws".into(),
             serde_json::json!({
@@ -88,8 +98,14 @@ mod tests {
         assert_eq!(doc["DeadLettered"], 0);
         assert_eq!(doc["Function"], "sync-processor");
         assert_eq!(doc["_aws"]["Timestamp"], 42);
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], METRICS_NAMESPACE);
-        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][1]["Name"], "DeadLettered");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            METRICS_NAMESPACE
+        );
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][1]["Name"],
+            "DeadLettered"
+        );
         assert!(doc.get("Ignored").is_none());
     }
 }

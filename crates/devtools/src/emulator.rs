@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
 use aws_sdk_kinesis::types::{Record, ShardIteratorType, StreamStatus};
 use bridge_core::dedup::{ATTR_EXPIRES_AT, ATTR_KEY};
 
@@ -23,7 +26,10 @@ pub enum DevError {
 }
 
 fn aws<E: std::error::Error>(op: &'static str) -> impl FnOnce(E) -> DevError {
-    move |e| DevError::Aws { op, message: aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string() }
+    move |e| DevError::Aws {
+        op,
+        message: aws_sdk_kinesis::error::DisplayErrorContext(&e).to_string(),
+    }
 }
 
 /// Clients for the local emulator.
@@ -43,7 +49,10 @@ pub struct LocalAws {
 
 /// Whether an endpoint URL points at this machine's loopback.
 pub fn is_loopback_endpoint(endpoint: &str) -> bool {
-    let Some(rest) = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://")) else {
+    let Some(rest) = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+    else {
         return false;
     };
     let host = rest.split(['/', '?']).next().unwrap_or_default();
@@ -56,13 +65,21 @@ impl LocalAws {
     /// never reach a real AWS account.
     pub async fn from_env() -> Result<Self, DevError> {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").map_err(|_| {
-            DevError::Endpoint("AWS_ENDPOINT_URL is not set: run through `make test` / scripts/with-moto".into())
+            DevError::Endpoint(
+                "AWS_ENDPOINT_URL is not set: run through `make test` / scripts/with-moto".into(),
+            )
         })?;
         if !is_loopback_endpoint(&endpoint) {
-            return Err(DevError::Endpoint(format!("AWS_ENDPOINT_URL {endpoint} is not a loopback address; refusing")));
+            return Err(DevError::Endpoint(format!(
+                "AWS_ENDPOINT_URL {endpoint} is not a loopback address; refusing"
+            )));
         }
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
         Ok(Self {
             endpoint,
             kinesis: aws_sdk_kinesis::Client::new(&sdk),
@@ -74,7 +91,13 @@ impl LocalAws {
 
     /// Creates a provisioned stream with `shards` shards, waits until it is active, returns its ARN.
     pub async fn create_stream(&self, name: &str, shards: i32) -> Result<String, DevError> {
-        self.kinesis.create_stream().stream_name(name).shard_count(shards).send().await.map_err(aws("CreateStream"))?;
+        self.kinesis
+            .create_stream()
+            .stream_name(name)
+            .shard_count(shards)
+            .send()
+            .await
+            .map_err(aws("CreateStream"))?;
         for _ in 0..100 {
             let summary = self
                 .kinesis
@@ -90,20 +113,36 @@ impl LocalAws {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(DevError::Aws { op: "CreateStream", message: format!("stream {name} never became active") })
+        Err(DevError::Aws {
+            op: "CreateStream",
+            message: format!("stream {name} never became active"),
+        })
     }
 
     /// Creates the dedup table: string key `pk`, on-demand, TTL on `expires_at`.
     pub async fn create_dedup_table(&self, name: &str) -> Result<(), DevError> {
-        let build = |e: aws_sdk_dynamodb::error::BuildError| DevError::Aws { op: "CreateTable", message: e.to_string() };
+        let build = |e: aws_sdk_dynamodb::error::BuildError| DevError::Aws {
+            op: "CreateTable",
+            message: e.to_string(),
+        };
         self.dynamodb
             .create_table()
             .table_name(name)
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(
-                AttributeDefinition::builder().attribute_name(ATTR_KEY).attribute_type(ScalarAttributeType::S).build().map_err(build)?,
+                AttributeDefinition::builder()
+                    .attribute_name(ATTR_KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
             )
-            .key_schema(KeySchemaElement::builder().attribute_name(ATTR_KEY).key_type(KeyType::Hash).build().map_err(build)?)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(ATTR_KEY)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            )
             .send()
             .await
             .map_err(aws("CreateTable"))?;
@@ -111,7 +150,11 @@ impl LocalAws {
             .update_time_to_live()
             .table_name(name)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder().attribute_name(ATTR_EXPIRES_AT).enabled(true).build().map_err(build)?,
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ATTR_EXPIRES_AT)
+                    .enabled(true)
+                    .build()
+                    .map_err(build)?,
             )
             .send()
             .await
@@ -121,13 +164,24 @@ impl LocalAws {
 
     /// Creates a bucket.
     pub async fn create_bucket(&self, name: &str) -> Result<(), DevError> {
-        self.s3.create_bucket().bucket(name).send().await.map_err(aws("CreateBucket"))?;
+        self.s3
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .map_err(aws("CreateBucket"))?;
         Ok(())
     }
 
     /// Every record on every shard of a stream, shard by shard, in sequence order.
     pub async fn read_stream(&self, name: &str) -> Result<Vec<Record>, DevError> {
-        let shards = self.kinesis.list_shards().stream_name(name).send().await.map_err(aws("ListShards"))?;
+        let shards = self
+            .kinesis
+            .list_shards()
+            .stream_name(name)
+            .send()
+            .await
+            .map_err(aws("ListShards"))?;
         let mut records = Vec::new();
         for shard in shards.shards.unwrap_or_default() {
             let mut iterator = self
@@ -141,7 +195,14 @@ impl LocalAws {
                 .map_err(aws("GetShardIterator"))?
                 .shard_iterator;
             while let Some(it) = iterator {
-                let out = self.kinesis.get_records().shard_iterator(it).limit(10_000).send().await.map_err(aws("GetRecords"))?;
+                let out = self
+                    .kinesis
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .map_err(aws("GetRecords"))?;
                 let done = out.records.is_empty() || out.millis_behind_latest == Some(0);
                 records.extend(out.records);
                 iterator = if done { None } else { out.next_shard_iterator };
@@ -151,14 +212,38 @@ impl LocalAws {
     }
 
     /// Every object under `prefix` in `bucket`, with its body.
-    pub async fn read_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, DevError> {
+    pub async fn read_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, DevError> {
         let mut objects = Vec::new();
-        let mut pages = self.s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
-            for object in page.map_err(aws("ListObjectsV2"))?.contents.unwrap_or_default() {
+            for object in page
+                .map_err(aws("ListObjectsV2"))?
+                .contents
+                .unwrap_or_default()
+            {
                 let key = object.key.unwrap_or_default();
-                let body = self.s3.get_object().bucket(bucket).key(&key).send().await.map_err(aws("GetObject"))?;
-                let bytes = body.body.collect().await.map_err(|e| DevError::Aws { op: "GetObject", message: e.to_string() })?;
+                let body = self
+                    .s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(aws("GetObject"))?;
+                let bytes = body.body.collect().await.map_err(|e| DevError::Aws {
+                    op: "GetObject",
+                    message: e.to_string(),
+                })?;
                 objects.push((key, bytes.into_bytes().to_vec()));
             }
         }
@@ -183,7 +268,9 @@ mod tests {
         assert!(is_loopback_endpoint("http://127.0.0.1:5000"));
         assert!(is_loopback_endpoint("http://localhost:5000/"));
         assert!(is_loopback_endpoint("http://[::1]:5000"));
-        assert!(!is_loopback_endpoint("https://kinesis.us-east-1.amazonaws.com"));
+        assert!(!is_loopback_endpoint(
+            "https://kinesis.us-east-1.amazonaws.com"
+        ));
         assert!(!is_loopback_endpoint("http://127.0.0.1.example.com:5000"));
         assert!(!is_loopback_endpoint("http://10.0.0.1:5000"));
         assert!(!is_loopback_endpoint("127.0.0.1:5000"));

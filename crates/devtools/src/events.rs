@@ -14,7 +14,14 @@ pub fn example_stream_arn(name: &str) -> String {
 }
 
 /// One Lambda Kinesis event record.
-pub fn event_record(stream_arn: &str, shard_id: &str, sequence_number: &str, partition_key: &str, data: &[u8], arrival_secs: f64) -> Value {
+pub fn event_record(
+    stream_arn: &str,
+    shard_id: &str,
+    sequence_number: &str,
+    partition_key: &str,
+    data: &[u8],
+    arrival_secs: f64,
+) -> Value {
     json!({
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -39,8 +46,17 @@ pub fn event_from_stream_records(stream_arn: &str, shard_id: &str, records: &[Re
         .iter()
         .map(|r| {
             #[allow(clippy::cast_precision_loss)]
-            let arrival = r.approximate_arrival_timestamp.map_or(0.0, |t| t.as_secs_f64());
-            event_record(stream_arn, shard_id, &r.sequence_number, r.partition_key.as_deref().unwrap_or_default(), r.data.as_ref(), arrival)
+            let arrival = r
+                .approximate_arrival_timestamp
+                .map_or(0.0, |t| t.as_secs_f64());
+            event_record(
+                stream_arn,
+                shard_id,
+                &r.sequence_number,
+                r.partition_key.as_deref().unwrap_or_default(),
+                r.data.as_ref(),
+                arrival,
+            )
         })
         .collect();
     json!({ "Records": items })
@@ -52,7 +68,11 @@ pub fn sequence_number(n: u64) -> String {
 }
 
 /// An event of `payloads` (partition key, JSON document) on one shard, with synthetic sequence numbers.
-pub fn event_from_payloads(stream_arn: &str, payloads: &[(String, Value)], first_arrival_secs: f64) -> Value {
+pub fn event_from_payloads(
+    stream_arn: &str,
+    payloads: &[(String, Value)],
+    first_arrival_secs: f64,
+) -> Value {
     let items: Vec<Value> = payloads
         .iter()
         .enumerate()
@@ -60,7 +80,14 @@ pub fn event_from_payloads(stream_arn: &str, payloads: &[(String, Value)], first
             let data = serde_json::to_vec(doc).unwrap_or_default();
             #[allow(clippy::cast_precision_loss)]
             let arrival = first_arrival_secs + i as f64;
-            event_record(stream_arn, "shardId-000000000000", &sequence_number(i as u64 + 1), pk, &data, arrival)
+            event_record(
+                stream_arn,
+                "shardId-000000000000",
+                &sequence_number(i as u64 + 1),
+                pk,
+                &data,
+                arrival,
+            )
         })
         .collect();
     json!({ "Records": items })
@@ -78,12 +105,18 @@ pub struct SampleError(pub String);
 /// record has a `partitionKey` and one of `data` (a JSON document), `dataText` (raw text) or `dataBase64`
 /// (the base64 field verbatim, valid or not).
 pub fn sample_event(source: &Value) -> Result<Value, SampleError> {
-    let stream = source["stream"].as_str().ok_or_else(|| SampleError("missing \"stream\"".into()))?;
+    let stream = source["stream"]
+        .as_str()
+        .ok_or_else(|| SampleError("missing \"stream\"".into()))?;
     let arn = example_stream_arn(stream);
-    let records = source["records"].as_array().ok_or_else(|| SampleError("missing \"records\"".into()))?;
+    let records = source["records"]
+        .as_array()
+        .ok_or_else(|| SampleError("missing \"records\"".into()))?;
     let mut items = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let pk = r["partitionKey"].as_str().ok_or_else(|| SampleError(format!("record {i} has no partitionKey")))?;
+        let pk = r["partitionKey"]
+            .as_str()
+            .ok_or_else(|| SampleError(format!("record {i} has no partitionKey")))?;
         let data = if let Some(doc) = r.get("data") {
             serde_json::to_vec(doc).map_err(|e| SampleError(e.to_string()))?
         } else if let Some(text) = r["dataText"].as_str() {
@@ -93,7 +126,14 @@ pub fn sample_event(source: &Value) -> Result<Value, SampleError> {
         };
         #[allow(clippy::cast_precision_loss)]
         let arrival = SAMPLE_ARRIVAL_SECS + i as f64;
-        let mut item = event_record(&arn, "shardId-000000000000", &sequence_number(i as u64 + 1), pk, &data, arrival);
+        let mut item = event_record(
+            &arn,
+            "shardId-000000000000",
+            &sequence_number(i as u64 + 1),
+            pk,
+            &data,
+            arrival,
+        );
         if let Some(b64) = r["dataBase64"].as_str() {
             item["kinesis"]["data"] = Value::String(b64.to_owned());
         }
@@ -110,7 +150,12 @@ pub fn sample_documents(source: &Value) -> Vec<(String, Value)> {
         .map(|records| {
             records
                 .iter()
-                .filter_map(|r| Some((r["partitionKey"].as_str()?.to_owned(), r.get("data")?.clone())))
+                .filter_map(|r| {
+                    Some((
+                        r["partitionKey"].as_str()?.to_owned(),
+                        r.get("data")?.clone(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()

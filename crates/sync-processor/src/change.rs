@@ -92,19 +92,33 @@ pub fn changes_of(
     source: &SourceRef,
     arrival: Option<DateTime<Utc>>,
 ) -> Result<Vec<Change>, String> {
-    let dataset_key = dedup::dataset_key(&record.identity_pool_id, &record.identity_id, &record.dataset_name);
+    let dataset_key = dedup::dataset_key(
+        &record.identity_pool_id,
+        &record.identity_id,
+        &record.dataset_name,
+    );
     let received_at = arrival.as_ref().map(envelope::rfc3339);
-    let base = |kind: ChangeType, at_ms: i64, id_parts: &[&str], sub: usize| -> Result<Header, String> {
-        Ok(Header {
-            schema: SCHEMA.to_owned(),
-            event_id: envelope::event_id(id_parts),
-            kind: kind.as_str().to_owned(),
-            timestamp: envelope::rfc3339_from_millis(at_ms).ok_or_else(|| format!("lastModifiedDate {at_ms} is out of range"))?,
-            received_at: received_at.clone(),
-            source: SourceRef { sub_sequence: u32::try_from(sub).unwrap_or(u32::MAX), ..source.clone() },
-        })
-    };
-    let event = |header: Header, key: Option<String>, value: Option<String>, op: Op, sc: Option<i64>, device: Option<i64>| ChangeEvent {
+    let base =
+        |kind: ChangeType, at_ms: i64, id_parts: &[&str], sub: usize| -> Result<Header, String> {
+            Ok(Header {
+                schema: SCHEMA.to_owned(),
+                event_id: envelope::event_id(id_parts),
+                kind: kind.as_str().to_owned(),
+                timestamp: envelope::rfc3339_from_millis(at_ms)
+                    .ok_or_else(|| format!("lastModifiedDate {at_ms} is out of range"))?,
+                received_at: received_at.clone(),
+                source: SourceRef {
+                    sub_sequence: u32::try_from(sub).unwrap_or(u32::MAX),
+                    ..source.clone()
+                },
+            })
+        };
+    let event = |header: Header,
+                 key: Option<String>,
+                 value: Option<String>,
+                 op: Op,
+                 sc: Option<i64>,
+                 device: Option<i64>| ChangeEvent {
         header,
         identity_pool_id: record.identity_pool_id.clone(),
         identity_id: record.identity_id.clone(),
@@ -119,18 +133,29 @@ pub fn changes_of(
     };
 
     let Some(records) = records else {
-        let at = record
-            .last_modified_date
-            .ok_or("dataset remove has no lastModifiedDate, so it cannot be ordered against changes")?;
+        let at = record.last_modified_date.ok_or(
+            "dataset remove has no lastModifiedDate, so it cannot be ordered against changes",
+        )?;
         let sc = record.sync_count.unwrap_or(0);
         let (sc_s, at_s) = (sc.to_string(), at.to_string());
-        let ids = [SCHEMA, "dataset.remove", &record.identity_pool_id, &record.identity_id, &record.dataset_name, &sc_s, &at_s];
+        let ids = [
+            SCHEMA,
+            "dataset.remove",
+            &record.identity_pool_id,
+            &record.identity_id,
+            &record.dataset_name,
+            &sc_s,
+            &at_s,
+        ];
         let header = base(ChangeType::DatasetRemove, at, &ids, 0)?;
         return Ok(vec![Change {
             event: event(header, None, None, Op::Remove, None, None),
             dedup_key: dataset_key.clone(),
             dataset_key,
-            mark: Mark { version: sc, modified_ms: at },
+            mark: Mark {
+                version: sc,
+                modified_ms: at,
+            },
         }]);
     };
 
@@ -143,14 +168,42 @@ pub fn changes_of(
                 Op::Remove => ChangeType::RecordRemove,
             };
             let (sc_s, at_s) = (r.sync_count.to_string(), r.last_modified_date.to_string());
-            let ids = [SCHEMA, kind.as_str(), &record.identity_pool_id, &record.identity_id, &record.dataset_name, &r.key, &sc_s, &at_s];
+            let ids = [
+                SCHEMA,
+                kind.as_str(),
+                &record.identity_pool_id,
+                &record.identity_id,
+                &record.dataset_name,
+                &r.key,
+                &sc_s,
+                &at_s,
+            ];
             let header = base(kind, r.last_modified_date, &ids, i)?;
-            let value = if r.op == Op::Remove { None } else { r.value.clone() };
+            let value = if r.op == Op::Remove {
+                None
+            } else {
+                r.value.clone()
+            };
             Ok(Change {
-                event: event(header, Some(r.key.clone()), value, r.op, Some(r.sync_count), r.device_last_modified_date),
-                dedup_key: dedup::record_key(&record.identity_pool_id, &record.identity_id, &record.dataset_name, &r.key),
+                event: event(
+                    header,
+                    Some(r.key.clone()),
+                    value,
+                    r.op,
+                    Some(r.sync_count),
+                    r.device_last_modified_date,
+                ),
+                dedup_key: dedup::record_key(
+                    &record.identity_pool_id,
+                    &record.identity_id,
+                    &record.dataset_name,
+                    &r.key,
+                ),
                 dataset_key: dataset_key.clone(),
-                mark: Mark { version: r.sync_count, modified_ms: r.last_modified_date },
+                mark: Mark {
+                    version: r.sync_count,
+                    modified_ms: r.last_modified_date,
+                },
             })
         })
         .collect()

@@ -65,13 +65,21 @@ impl Config {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let dead_letter_bucket = required(env, ENV_DEAD_LETTER_BUCKET)?;
         let origins = config::optional(env, ENV_S3_URL_ALLOWED_ORIGINS).unwrap_or_default();
-        let url_policy = UrlPolicy::with_origins(&origins)
-            .map_err(|reason| ConfigError::Invalid { var: ENV_S3_URL_ALLOWED_ORIGINS, reason })?;
-        let ttl_days = in_range(ENV_DEDUP_TTL_DAYS, parsed_or(env, ENV_DEDUP_TTL_DAYS, DEFAULT_DEDUP_TTL_DAYS)?, 1..=3650)?;
+        let url_policy =
+            UrlPolicy::with_origins(&origins).map_err(|reason| ConfigError::Invalid {
+                var: ENV_S3_URL_ALLOWED_ORIGINS,
+                reason,
+            })?;
+        let ttl_days = in_range(
+            ENV_DEDUP_TTL_DAYS,
+            parsed_or(env, ENV_DEDUP_TTL_DAYS, DEFAULT_DEDUP_TTL_DAYS)?,
+            1..=3650,
+        )?;
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             dedup_table: required(env, ENV_DEDUP_TABLE)?,
-            large_payload_bucket: config::optional(env, ENV_LARGE_PAYLOAD_BUCKET).unwrap_or_else(|| dead_letter_bucket.clone()),
+            large_payload_bucket: config::optional(env, ENV_LARGE_PAYLOAD_BUCKET)
+                .unwrap_or_else(|| dead_letter_bucket.clone()),
             dead_letter_bucket,
             url_policy,
             s3_payload_max_bytes: in_range(
@@ -84,9 +92,17 @@ impl Config {
                 parsed_or(env, ENV_S3_FETCH_TIMEOUT_MS, 5_000u64)?,
                 100..=300_000,
             )?),
-            s3_fetch_attempts: in_range(ENV_S3_FETCH_ATTEMPTS, parsed_or(env, ENV_S3_FETCH_ATTEMPTS, 3u32)?, 1..=10)?,
+            s3_fetch_attempts: in_range(
+                ENV_S3_FETCH_ATTEMPTS,
+                parsed_or(env, ENV_S3_FETCH_ATTEMPTS, 3u32)?,
+                1..=10,
+            )?,
             dedup_ttl: Duration::from_secs(u64::from(ttl_days) * 86_400),
-            put_max_attempts: in_range(ENV_PUT_MAX_ATTEMPTS, parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?, 1..=20)?,
+            put_max_attempts: in_range(
+                ENV_PUT_MAX_ATTEMPTS,
+                parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
+                1..=20,
+            )?,
         })
     }
 }
@@ -97,8 +113,15 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut e: HashMap<String, String> = REQUIRED_ENV.iter().map(|v| ((*v).to_owned(), format!("{v}-value"))).collect();
-        e.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut e: HashMap<String, String> = REQUIRED_ENV
+            .iter()
+            .map(|v| ((*v).to_owned(), format!("{v}-value")))
+            .collect();
+        e.extend(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         e
     }
 
@@ -121,11 +144,23 @@ mod tests {
 
     #[test]
     fn malformed_values_name_their_variable() {
-        let err = Config::from_env(&env(&[(ENV_DEDUP_TTL_DAYS, "0")])).unwrap_err().to_string();
-        assert!(err.contains("DEDUP_TTL_DAYS") && err.contains("outside"), "{err}");
-        let err = Config::from_env(&env(&[(ENV_S3_URL_ALLOWED_ORIGINS, "http://h/x")])).unwrap_err().to_string();
+        let err = Config::from_env(&env(&[(ENV_DEDUP_TTL_DAYS, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DEDUP_TTL_DAYS") && err.contains("outside"),
+            "{err}"
+        );
+        let err = Config::from_env(&env(&[(ENV_S3_URL_ALLOWED_ORIGINS, "http://h/x")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("S3_URL_ALLOWED_ORIGINS"), "{err}");
-        let err = Config::from_env(&env(&[(ENV_S3_PAYLOAD_MAX_BYTES, "lots")])).unwrap_err().to_string();
-        assert!(err.contains("S3_PAYLOAD_MAX_BYTES") && err.contains("cannot parse 'lots'"), "{err}");
+        let err = Config::from_env(&env(&[(ENV_S3_PAYLOAD_MAX_BYTES, "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("S3_PAYLOAD_MAX_BYTES") && err.contains("cannot parse 'lots'"),
+            "{err}"
+        );
     }
 }

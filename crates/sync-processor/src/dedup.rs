@@ -58,7 +58,10 @@ fn bounded(key: String) -> String {
     if key.len() <= MAX_READABLE_KEY_BYTES {
         key
     } else {
-        format!("sha256:{}", bridge_core::envelope::sha256_hex(key.as_bytes()))
+        format!(
+            "sha256:{}",
+            bridge_core::envelope::sha256_hex(key.as_bytes())
+        )
     }
 }
 
@@ -67,7 +70,9 @@ pub fn classify_change(mark: Option<Mark>, removal: Option<Mark>, c: Mark) -> Ve
     if removal.is_some_and(|r| c.modified_ms <= r.modified_ms) {
         return Verdict::Stale;
     }
-    let Some(m) = mark else { return Verdict::Forward };
+    let Some(m) = mark else {
+        return Verdict::Forward;
+    };
     if c.version == m.version && (c.modified_ms - m.modified_ms).abs() <= SERVER_CLOCK_SKEW_MS {
         return Verdict::Duplicate;
     }
@@ -100,7 +105,10 @@ mod tests {
 
     const T: i64 = 1_700_000_000_000;
     fn m(version: i64, at: i64) -> Mark {
-        Mark { version, modified_ms: at }
+        Mark {
+            version,
+            modified_ms: at,
+        }
     }
 
     #[test]
@@ -111,29 +119,50 @@ mod tests {
 
     #[test]
     fn higher_sync_count_is_newer_and_lower_is_stale() {
-        assert_eq!(classify_change(Some(m(3, T)), None, m(4, T + 5_000)), Forward);
+        assert_eq!(
+            classify_change(Some(m(3, T)), None, m(4, T + 5_000)),
+            Forward
+        );
         // Clock skew between servers does not make a newer update stale.
         assert_eq!(classify_change(Some(m(3, T)), None, m(4, T - 400)), Forward);
         // A bulk-publish replay of an older version after the live update.
-        assert_eq!(classify_change(Some(m(5, T)), None, m(4, T - 60_000)), Stale);
+        assert_eq!(
+            classify_change(Some(m(5, T)), None, m(4, T - 60_000)),
+            Stale
+        );
     }
 
     #[test]
     fn generation_after_a_seen_removal_is_forwarded_even_with_lower_counts() {
         let removal = Some(m(9, T + 10_000));
-        assert_eq!(classify_change(Some(m(8, T)), removal, m(1, T + 10_001)), Forward);
+        assert_eq!(
+            classify_change(Some(m(8, T)), removal, m(1, T + 10_001)),
+            Forward
+        );
         // A replay from the removed generation is stale, whatever its sync count.
-        assert_eq!(classify_change(Some(m(1, T + 20_000)), removal, m(8, T)), Stale);
+        assert_eq!(
+            classify_change(Some(m(1, T + 20_000)), removal, m(8, T)),
+            Stale
+        );
         assert_eq!(classify_change(None, removal, m(12, T + 10_000)), Stale);
     }
 
     #[test]
     fn generation_after_an_unseen_removal_is_forwarded() {
         // Old generation reached sync count 8; the dataset was removed (we never saw it) and re-created.
-        assert_eq!(classify_change(Some(m(8, T)), None, m(1, T + 3_600_000)), Forward);
+        assert_eq!(
+            classify_change(Some(m(8, T)), None, m(1, T + 3_600_000)),
+            Forward
+        );
         // Once the new generation's mark is in, the old generation's higher counts are stale.
-        assert_eq!(classify_change(Some(m(1, T + 3_600_000)), None, m(8, T)), Stale);
-        assert_eq!(classify_change(Some(m(2, T + 3_600_000)), None, m(7, T + 100)), Stale);
+        assert_eq!(
+            classify_change(Some(m(1, T + 3_600_000)), None, m(8, T)),
+            Stale
+        );
+        assert_eq!(
+            classify_change(Some(m(2, T + 3_600_000)), None, m(7, T + 100)),
+            Stale
+        );
     }
 
     #[test]
@@ -150,6 +179,9 @@ mod tests {
         assert_eq!(dataset_key("p", "i", "d"), "p|i|d|dataset");
         let long = record_key("p", "i", "d", &"x".repeat(2_000));
         assert!(long.starts_with("sha256:") && long.len() == 71, "{long}");
-        assert_ne!(record_key("p", "i", "d", "dataset"), dataset_key("p", "i", "d"));
+        assert_ne!(
+            record_key("p", "i", "d", "dataset"),
+            dataset_key("p", "i", "d")
+        );
     }
 }

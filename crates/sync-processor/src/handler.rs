@@ -23,7 +23,8 @@ use bridge_core::dedup::{Advance, DedupStore, DynamoDedupStore, Mark};
 use bridge_core::envelope::SourceRef;
 use bridge_core::kinesis_event::{RawKinesisEvent, decode_record};
 use bridge_core::producer::{
-    self, Delivery, KinesisSink, LargePayloads, OutboundRecord, ProduceFailure, Producer, RetryPolicy,
+    self, Delivery, KinesisSink, LargePayloads, OutboundRecord, ProduceFailure, Producer,
+    RetryPolicy,
 };
 use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
@@ -92,7 +93,10 @@ struct Hopeless {
 }
 
 fn hopeless(class: &'static str, detail: impl ToString) -> Fate {
-    Fate::DeadLetter(Hopeless { class, detail: detail.to_string() })
+    Fate::DeadLetter(Hopeless {
+        class,
+        detail: detail.to_string(),
+    })
 }
 
 /// A change and what became of it.
@@ -105,7 +109,10 @@ struct Planned {
 
 #[derive(Debug)]
 enum Fate {
-    Fetch { record: Box<StreamRecord>, url: String },
+    Fetch {
+        record: Box<StreamRecord>,
+        url: String,
+    },
     Ready(Vec<Planned>),
     DeadLetter(Hopeless),
     DeadLettered,
@@ -135,17 +142,44 @@ pub struct Processor {
 
 impl Processor {
     /// A processor over the given ports.
-    pub fn new(producer: Producer, dedup: Arc<dyn DedupStore>, dead_letters: DeadLetterWriter, fetcher: PayloadFetcher) -> Self {
-        Self { producer, dedup, dead_letters, fetcher }
+    pub fn new(
+        producer: Producer,
+        dedup: Arc<dyn DedupStore>,
+        dead_letters: DeadLetterWriter,
+        fetcher: PayloadFetcher,
+    ) -> Self {
+        Self {
+            producer,
+            dedup,
+            dead_letters,
+            fetcher,
+        }
     }
 
     /// Builds the real ports from config and the SDK config (once per cold start).
-    pub fn connect(config: &Config, sdk: &aws_config::SdkConfig, s3: aws_sdk_s3::Client) -> Result<Self, reqwest::Error> {
+    pub fn connect(
+        config: &Config,
+        sdk: &aws_config::SdkConfig,
+        s3: aws_sdk_s3::Client,
+    ) -> Result<Self, reqwest::Error> {
         let blobs = Arc::new(S3BlobStore::new(s3));
-        let sink = Arc::new(KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), &config.output_stream));
-        let large = LargePayloads { store: blobs.clone(), bucket: config.large_payload_bucket.clone() };
-        let policy = RetryPolicy { max_attempts: config.put_max_attempts, ..RetryPolicy::default() };
-        let dedup = DynamoDedupStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.dedup_table, config.dedup_ttl);
+        let sink = Arc::new(KinesisSink::new(
+            aws_sdk_kinesis::Client::new(sdk),
+            &config.output_stream,
+        ));
+        let large = LargePayloads {
+            store: blobs.clone(),
+            bucket: config.large_payload_bucket.clone(),
+        };
+        let policy = RetryPolicy {
+            max_attempts: config.put_max_attempts,
+            ..RetryPolicy::default()
+        };
+        let dedup = DynamoDedupStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &config.dedup_table,
+            config.dedup_ttl,
+        );
         let fetcher = PayloadFetcher::new(
             config.url_policy.clone(),
             config.s3_payload_max_bytes,
@@ -161,7 +195,10 @@ impl Processor {
     }
 
     /// The Lambda handler: processes the batch, prints its metrics, answers with the partial batch response.
-    pub async fn handle(&self, event: LambdaEvent<RawKinesisEvent>) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<RawKinesisEvent>,
+    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
         let metrics = Metrics::new();
         let deadline = Deadline::from_lambda_deadline_ms(event.context.deadline);
         let response = self.process(event.payload, deadline, &metrics).await;
@@ -170,7 +207,12 @@ impl Processor {
     }
 
     /// Processes one batch.
-    pub async fn process(&self, event: RawKinesisEvent, deadline: Deadline, metrics: &Metrics) -> KinesisEventResponse {
+    pub async fn process(
+        &self,
+        event: RawKinesisEvent,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) -> KinesisEventResponse {
         metrics.add(METRIC_RECORDS_IN, event.records.len() as u64);
         let mut items: Vec<Item> = event.records.into_iter().map(decode).collect();
         self.resolve_payloads(&mut items, deadline, metrics).await;
@@ -203,9 +245,17 @@ impl Processor {
             .await;
         for (i, result) in results {
             let item = &mut items[i];
-            let Fate::Fetch { record, .. } = std::mem::replace(&mut item.fate, Fate::Held) else { continue };
+            let Fate::Fetch { record, .. } = std::mem::replace(&mut item.fate, Fate::Held) else {
+                continue;
+            };
             item.fate = match result {
-                Ok(records) => ready(&record, Some(&records), Some(PayloadType::S3Url), &item.source, item.arrival),
+                Ok(records) => ready(
+                    &record,
+                    Some(&records),
+                    Some(PayloadType::S3Url),
+                    &item.source,
+                    item.arrival,
+                ),
                 Err(e @ FetchError::Refused(_)) => hopeless("s3_url_refused", e),
                 Err(e @ FetchError::Permanent(_)) => hopeless("s3_payload_failed", e),
                 Err(e @ FetchError::Transient(_)) => Fate::Retry(e.to_string()),
@@ -221,10 +271,25 @@ impl Processor {
             .filter_map(|(i, item)| match &item.fate {
                 Fate::DeadLetter(h) => {
                     let reason = h.detail.clone();
-                    Some((i, match (&item.data, &item.raw) {
-                        (Some(data), _) => DeadLetter::for_data(FUNCTION_NAME, &item.source, item.arrival, data, reason),
-                        (None, raw) => DeadLetter::for_raw(FUNCTION_NAME, &item.source, item.arrival, raw.clone().unwrap_or_default(), reason),
-                    }))
+                    Some((
+                        i,
+                        match (&item.data, &item.raw) {
+                            (Some(data), _) => DeadLetter::for_data(
+                                FUNCTION_NAME,
+                                &item.source,
+                                item.arrival,
+                                data,
+                                reason,
+                            ),
+                            (None, raw) => DeadLetter::for_raw(
+                                FUNCTION_NAME,
+                                &item.source,
+                                item.arrival,
+                                raw.clone().unwrap_or_default(),
+                                reason,
+                            ),
+                        },
+                    ))
                 }
                 _ => None,
             })
@@ -261,7 +326,11 @@ impl Processor {
         let keys: Vec<String> = items
             .iter()
             .filter_map(|item| match &item.fate {
-                Fate::Ready(planned) => Some(planned.iter().flat_map(|p| [p.change.dedup_key.clone(), p.change.dataset_key.clone()])),
+                Fate::Ready(planned) => Some(
+                    planned
+                        .iter()
+                        .flat_map(|p| [p.change.dedup_key.clone(), p.change.dataset_key.clone()]),
+                ),
                 _ => None,
             })
             .flatten()
@@ -273,7 +342,10 @@ impl Processor {
             Ok(marks) => marks,
             Err(e) => {
                 warn!(error = %e, "dedup store unavailable; retrying the batch's pending records");
-                for item in items.iter_mut().filter(|i| matches!(i.fate, Fate::Ready(_))) {
+                for item in items
+                    .iter_mut()
+                    .filter(|i| matches!(i.fate, Fate::Ready(_)))
+                {
                     item.fate = Fate::Retry(e.to_string());
                 }
                 HashMap::new()
@@ -282,7 +354,12 @@ impl Processor {
     }
 
     /// Moves each mark by compare-and-swap against what was loaded; a lost race is re-judged with the rule.
-    async fn advance_marks(&self, new_marks: HashMap<String, Mark>, loaded: &HashMap<String, Mark>, metrics: &Metrics) {
+    async fn advance_marks(
+        &self,
+        new_marks: HashMap<String, Mark>,
+        loaded: &HashMap<String, Mark>,
+        metrics: &Metrics,
+    ) {
         futures_util::stream::iter(new_marks)
             .for_each_concurrent(MARK_WRITE_CONCURRENCY, |(key, mark)| async move {
                 let is_dataset = key.ends_with("|dataset");
@@ -323,7 +400,16 @@ fn ready(
     arrival: Option<DateTime<Utc>>,
 ) -> Fate {
     match changes_of(record, records, payload_type, source, arrival) {
-        Ok(changes) => Fate::Ready(changes.into_iter().map(|change| Planned { change, send: false, outcome: None }).collect()),
+        Ok(changes) => Fate::Ready(
+            changes
+                .into_iter()
+                .map(|change| Planned {
+                    change,
+                    send: false,
+                    outcome: None,
+                })
+                .collect(),
+        ),
         Err(reason) => hopeless("unusable_change", reason),
     }
 }
@@ -343,18 +429,38 @@ fn decode(raw: serde_json::Value) -> Item {
             };
         }
     };
-    let mut item = Item { source: record.source, arrival: record.arrival, data: None, raw: None, identity: None, fate: Fate::Held };
+    let mut item = Item {
+        source: record.source,
+        arrival: record.arrival,
+        data: None,
+        raw: None,
+        identity: None,
+        fate: Fate::Held,
+    };
     item.fate = match StreamRecord::parse(&record.data) {
         Err(e) => hopeless("not_a_sync_record", e),
         Ok(parsed) => {
             item.identity = Some(parsed.identity_id.clone());
             match parsed.payload() {
                 Err(e) => hopeless("inconsistent_record", e),
-                Ok(Payload::S3Url(url)) => Fate::Fetch { record: Box::new(parsed), url },
-                Ok(Payload::Inline(records)) => {
-                    ready(&parsed, Some(&records), parsed.payload_type.or(Some(PayloadType::Inline)), &item.source, item.arrival)
-                }
-                Ok(Payload::DatasetOperation) => ready(&parsed, None, parsed.payload_type, &item.source, item.arrival),
+                Ok(Payload::S3Url(url)) => Fate::Fetch {
+                    record: Box::new(parsed),
+                    url,
+                },
+                Ok(Payload::Inline(records)) => ready(
+                    &parsed,
+                    Some(&records),
+                    parsed.payload_type.or(Some(PayloadType::Inline)),
+                    &item.source,
+                    item.arrival,
+                ),
+                Ok(Payload::DatasetOperation) => ready(
+                    &parsed,
+                    None,
+                    parsed.payload_type,
+                    &item.source,
+                    item.arrival,
+                ),
             }
         }
     };
@@ -365,12 +471,20 @@ fn decode(raw: serde_json::Value) -> Item {
 /// Walks the batch in order, judging each change against the marks (moved in memory as changes are planned,
 /// so repeats inside the batch never reach the store), holding back identities with a transient failure,
 /// and returns the records to send.
-fn plan(items: &mut [Item], loaded: &HashMap<String, Mark>, metrics: &Metrics) -> Vec<OutboundRecord> {
+fn plan(
+    items: &mut [Item],
+    loaded: &HashMap<String, Mark>,
+    metrics: &Metrics,
+) -> Vec<OutboundRecord> {
     let mut current = loaded.clone();
     let mut blocked = std::collections::HashSet::new();
     let mut outbound = Vec::new();
     for item in items.iter_mut() {
-        if item.identity.as_ref().is_some_and(|id| blocked.contains(id)) {
+        if item
+            .identity
+            .as_ref()
+            .is_some_and(|id| blocked.contains(id))
+        {
             if !matches!(item.fate, Fate::DeadLettered) {
                 item.fate = Fate::Held;
             }
@@ -388,7 +502,11 @@ fn plan(items: &mut [Item], loaded: &HashMap<String, Mark>, metrics: &Metrics) -
                     let verdict = if c.is_dataset_removal() {
                         classify_removal(current.get(&c.dataset_key).copied(), c.mark)
                     } else {
-                        classify_change(current.get(&c.dedup_key).copied(), current.get(&c.dataset_key).copied(), c.mark)
+                        classify_change(
+                            current.get(&c.dedup_key).copied(),
+                            current.get(&c.dataset_key).copied(),
+                            c.mark,
+                        )
                     };
                     match verdict {
                         Verdict::Forward => {
@@ -402,7 +520,11 @@ fn plan(items: &mut [Item], loaded: &HashMap<String, Mark>, metrics: &Metrics) -
                                         header: c.event.header.clone(),
                                     });
                                 }
-                                Err(e) => p.outcome = Some(Err(ProduceFailure::Permanent(format!("cannot serialize change: {e}")))),
+                                Err(e) => {
+                                    p.outcome = Some(Err(ProduceFailure::Permanent(format!(
+                                        "cannot serialize change: {e}"
+                                    ))))
+                                }
                             }
                         }
                         Verdict::Duplicate => metrics.incr(METRIC_DUPLICATES_DROPPED),
@@ -421,7 +543,9 @@ fn attach_outcomes(items: &mut [Item], outcomes: Vec<Result<Delivery, ProduceFai
     for item in items {
         if let Fate::Ready(planned) = &mut item.fate {
             for p in planned.iter_mut().filter(|p| p.send) {
-                p.outcome = Some(outcomes.next().unwrap_or_else(|| Err(ProduceFailure::Transient("no outcome for change".into()))));
+                p.outcome = Some(outcomes.next().unwrap_or_else(|| {
+                    Err(ProduceFailure::Transient("no outcome for change".into()))
+                }));
             }
         }
     }
@@ -435,7 +559,10 @@ fn settle(items: &mut [Item], metrics: &Metrics) -> (BatchReport, HashMap<String
     for item in items.iter_mut() {
         let seq = item.source.sequence_number.clone();
         let identity = item.identity.clone().unwrap_or_default();
-        if !identity.is_empty() && report.is_blocked(&identity) && !matches!(item.fate, Fate::DeadLettered) {
+        if !identity.is_empty()
+            && report.is_blocked(&identity)
+            && !matches!(item.fate, Fate::DeadLettered)
+        {
             report.retry_record(&seq);
             continue;
         }
@@ -465,7 +592,10 @@ fn settle(items: &mut [Item], metrics: &Metrics) -> (BatchReport, HashMap<String
                             metrics.incr(METRIC_CHANGES_FORWARDED);
                             marks.insert(p.change.dedup_key.clone(), p.change.mark);
                         }
-                        Some(Err(e)) => permanent.push(format!("change {}: {e}", p.change.event.header.source.sub_sequence)),
+                        Some(Err(e)) => permanent.push(format!(
+                            "change {}: {e}",
+                            p.change.event.header.source.sub_sequence
+                        )),
                         None => {}
                     }
                 }

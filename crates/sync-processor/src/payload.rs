@@ -63,8 +63,14 @@ impl UrlPolicy {
         let mut extra_origins = Vec::new();
         for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let url = Url::parse(raw).map_err(|e| format!("'{raw}' is not an origin: {e}"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
-                return Err(format!("'{raw}' is not an origin: use scheme://host[:port] with http or https"));
+            if !matches!(url.scheme(), "http" | "https")
+                || url.path() != "/"
+                || url.query().is_some()
+                || !url.username().is_empty()
+            {
+                return Err(format!(
+                    "'{raw}' is not an origin: use scheme://host[:port] with http or https"
+                ));
             }
             extra_origins.push(Origin::of(&url).ok_or_else(|| format!("'{raw}' has no host"))?);
         }
@@ -73,22 +79,33 @@ impl UrlPolicy {
 
     /// The URL to request, or why it is refused.
     pub fn check(&self, raw: &str) -> Result<Url, FetchError> {
-        let url = Url::parse(raw).map_err(|e| FetchError::Refused(format!("url does not parse: {e}")))?;
+        let url =
+            Url::parse(raw).map_err(|e| FetchError::Refused(format!("url does not parse: {e}")))?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(FetchError::Refused(format!("url for host '{host}' carries credentials")));
+            return Err(FetchError::Refused(format!(
+                "url for host '{host}' carries credentials"
+            )));
         }
         if Origin::of(&url).is_some_and(|o| self.extra_origins.contains(&o)) {
             return Ok(url);
         }
         if url.scheme() != "https" {
-            return Err(FetchError::Refused(format!("scheme '{}' is not https and origin is not allowlisted", url.scheme())));
+            return Err(FetchError::Refused(format!(
+                "scheme '{}' is not https and origin is not allowlisted",
+                url.scheme()
+            )));
         }
         if url.port().is_some_and(|p| p != 443) {
-            return Err(FetchError::Refused(format!("port {} on host '{host}' is not allowed", url.port().unwrap_or_default())));
+            return Err(FetchError::Refused(format!(
+                "port {} on host '{host}' is not allowed",
+                url.port().unwrap_or_default()
+            )));
         }
         if !matches!(url.host(), Some(url::Host::Domain(_))) || !is_aws_s3_host(&host) {
-            return Err(FetchError::Refused(format!("host '{host}' is not an allowed S3 host")));
+            return Err(FetchError::Refused(format!(
+                "host '{host}' is not an allowed S3 host"
+            )));
         }
         Ok(url)
     }
@@ -96,21 +113,33 @@ impl UrlPolicy {
 
 /// Whether `host` is an AWS S3 endpoint: `[bucket.]s3[-x][.dualstack][.region].amazonaws.com[.cn]`.
 pub fn is_aws_s3_host(host: &str) -> bool {
-    let Some(rest) = host.strip_suffix(".amazonaws.com").or_else(|| host.strip_suffix(".amazonaws.com.cn")) else {
+    let Some(rest) = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))
+    else {
         return false;
     };
     let labels: Vec<&str> = rest.split('.').collect();
     // The service label is the last `s3` or `s3-…` label; what follows it must be a region (optionally after
     // `dualstack`), what precedes it is the bucket.
-    let Some(pos) = labels.iter().rposition(|l| *l == "s3" || (l.starts_with("s3-") && l.len() > 3)) else {
+    let Some(pos) = labels
+        .iter()
+        .rposition(|l| *l == "s3" || (l.starts_with("s3-") && l.len() > 3))
+    else {
         return false;
     };
     let tail = &labels[pos + 1..];
     let is_region = |l: &str| {
         let parts: Vec<&str> = l.split('-').collect();
         parts.len() >= 3
-            && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-            && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            })
+            && parts
+                .last()
+                .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
     };
     let tail_ok = match tail {
         [] => true,
@@ -132,17 +161,32 @@ pub struct PayloadFetcher {
 
 impl PayloadFetcher {
     /// A fetcher with a per-attempt `timeout`, `attempts` tries at most, and a `max_bytes` body cap.
-    pub fn new(policy: UrlPolicy, max_bytes: u64, timeout: Duration, attempts: u32) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        policy: UrlPolicy,
+        max_bytes: u64,
+        timeout: Duration,
+        attempts: u32,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout)
             .timeout(timeout)
             .build()?;
-        Ok(Self { client, policy, max_bytes, attempts: attempts.max(1) })
+        Ok(Self {
+            client,
+            policy,
+            max_bytes,
+            attempts: attempts.max(1),
+        })
     }
 
     /// The sync records behind `raw_url`.
-    pub async fn fetch(&self, raw_url: &str, deadline: Deadline, metrics: &Metrics) -> Result<Vec<SyncRecord>, FetchError> {
+    pub async fn fetch(
+        &self,
+        raw_url: &str,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) -> Result<Vec<SyncRecord>, FetchError> {
         let url = self.policy.check(raw_url)?;
         let mut attempt = 0;
         loop {
@@ -154,7 +198,9 @@ impl PayloadFetcher {
             };
             let wait = Duration::from_millis(fastrand::u64(0..=100u64 << attempt.min(6)));
             if attempt >= self.attempts || !deadline.allows(wait) {
-                return Err(FetchError::Transient(format!("{error} (after {attempt} attempts)")));
+                return Err(FetchError::Transient(format!(
+                    "{error} (after {attempt} attempts)"
+                )));
             }
             metrics.incr(METRIC_S3_FETCH_RETRIES);
             tokio::time::sleep(wait).await;
@@ -163,10 +209,17 @@ impl PayloadFetcher {
 
     async fn attempt(&self, url: Url) -> Result<Vec<SyncRecord>, FetchError> {
         let host = url.host_str().unwrap_or_default().to_owned();
-        let response = self.client.get(url).send().await.map_err(|e| FetchError::Transient(describe(&e, &host)))?;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient(describe(&e, &host)))?;
         let status = response.status();
         if status == StatusCode::FORBIDDEN {
-            return Err(FetchError::Permanent("url answered 403: the presigned url has expired or is not authorized".into()));
+            return Err(FetchError::Permanent(
+                "url answered 403: the presigned url has expired or is not authorized".into(),
+            ));
         }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(FetchError::Transient(format!("url answered {status}")));
@@ -174,20 +227,36 @@ impl PayloadFetcher {
         if !status.is_success() {
             return Err(FetchError::Permanent(format!("url answered {status}")));
         }
-        if let Some(len) = response.content_length().filter(|len| *len > self.max_bytes) {
-            return Err(FetchError::Permanent(format!("payload of {len} bytes is over the {}-byte cap", self.max_bytes)));
+        if let Some(len) = response
+            .content_length()
+            .filter(|len| *len > self.max_bytes)
+        {
+            return Err(FetchError::Permanent(format!(
+                "payload of {len} bytes is over the {}-byte cap",
+                self.max_bytes
+            )));
         }
         let stream = response.bytes_stream().map_err(std::io::Error::other);
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
         let max_bytes = self.max_bytes;
         tokio::task::spawn_blocking(move || {
-            let mut capped = CappedReader { inner: reader, left: max_bytes, over: false };
+            let mut capped = CappedReader {
+                inner: reader,
+                left: max_bytes,
+                over: false,
+            };
             let parsed = parse_s3_payload(BufReader::new(&mut capped));
             match parsed {
                 Ok(records) => Ok(records),
-                Err(_) if capped.over => Err(FetchError::Permanent(format!("payload is over the {max_bytes}-byte cap"))),
-                Err(e) if e.is_io() => Err(FetchError::Transient(format!("reading the payload failed: {e}"))),
-                Err(e) => Err(FetchError::Permanent(format!("payload is not a json array of sync records: {e}"))),
+                Err(_) if capped.over => Err(FetchError::Permanent(format!(
+                    "payload is over the {max_bytes}-byte cap"
+                ))),
+                Err(e) if e.is_io() => Err(FetchError::Transient(format!(
+                    "reading the payload failed: {e}"
+                ))),
+                Err(e) => Err(FetchError::Permanent(format!(
+                    "payload is not a json array of sync records: {e}"
+                ))),
             }
         })
         .await
@@ -216,7 +285,9 @@ struct CappedReader<R> {
 
 impl<R: Read> Read for CappedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX).min(buf.len());
+        let room = usize::try_from(self.left.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = self.inner.read(&mut buf[..room])?;
         if n as u64 > self.left {
             self.over = true;
@@ -264,16 +335,33 @@ mod tests {
     #[test]
     fn policy_refuses_what_is_not_s3_over_https() {
         let p = UrlPolicy::default();
-        assert!(p.check("https://bucket.s3.us-east-1.amazonaws.com/key?X-Amz-Signature=abc").is_ok());
+        assert!(
+            p.check("https://bucket.s3.us-east-1.amazonaws.com/key?X-Amz-Signature=abc")
+                .is_ok()
+        );
         let refused = |u: &str| match p.check(u) {
             Err(FetchError::Refused(m)) => m,
             other => panic!("{u}: {other:?}"),
         };
-        assert_eq!(refused("http://169.254.169.254/latest/meta-data/"), "scheme 'http' is not https and origin is not allowlisted");
-        assert_eq!(refused("https://169.254.169.254/"), "host '169.254.169.254' is not an allowed S3 host");
-        assert_eq!(refused("https://x.example.com/"), "host 'x.example.com' is not an allowed S3 host");
-        assert_eq!(refused("https://bucket.s3.amazonaws.com:8443/k"), "port 8443 on host 'bucket.s3.amazonaws.com' is not allowed");
-        assert!(refused("https://user:pw@bucket.s3.amazonaws.com/k").contains("carries credentials"));
+        assert_eq!(
+            refused("http://169.254.169.254/latest/meta-data/"),
+            "scheme 'http' is not https and origin is not allowlisted"
+        );
+        assert_eq!(
+            refused("https://169.254.169.254/"),
+            "host '169.254.169.254' is not an allowed S3 host"
+        );
+        assert_eq!(
+            refused("https://x.example.com/"),
+            "host 'x.example.com' is not an allowed S3 host"
+        );
+        assert_eq!(
+            refused("https://bucket.s3.amazonaws.com:8443/k"),
+            "port 8443 on host 'bucket.s3.amazonaws.com' is not allowed"
+        );
+        assert!(
+            refused("https://user:pw@bucket.s3.amazonaws.com/k").contains("carries credentials")
+        );
         assert!(refused("not a url").starts_with("url does not parse"));
         assert!(refused("file:///etc/passwd").contains("scheme 'file'"));
     }
@@ -286,18 +374,30 @@ mod tests {
         assert!(p.check("http://127.0.0.1:5001/bucket/key").is_err());
         assert!(p.check("https://127.0.0.1:5000/bucket/key").is_err());
         assert!(p.check("http://minio.local/b/k").is_err());
-        assert!(UrlPolicy::with_origins("http://127.0.0.1:5000/path").unwrap_err().contains("is not an origin"));
+        assert!(
+            UrlPolicy::with_origins("http://127.0.0.1:5000/path")
+                .unwrap_err()
+                .contains("is not an origin")
+        );
         assert!(UrlPolicy::with_origins("ftp://h").is_err());
         assert!(UrlPolicy::with_origins("").is_ok());
     }
 
     #[test]
     fn capped_reader_flags_overflow() {
-        let mut r = CappedReader { inner: &b"abcdef"[..], left: 4, over: false };
+        let mut r = CappedReader {
+            inner: &b"abcdef"[..],
+            left: 4,
+            over: false,
+        };
         let mut out = Vec::new();
         assert!(r.read_to_end(&mut out).is_err());
         assert!(r.over);
-        let mut r = CappedReader { inner: &b"abcd"[..], left: 4, over: false };
+        let mut r = CappedReader {
+            inner: &b"abcd"[..],
+            left: 4,
+            over: false,
+        };
         out.clear();
         assert_eq!(r.read_to_end(&mut out).unwrap(), 4);
         assert!(!r.over);

@@ -127,12 +127,23 @@ impl StreamRecord {
 
     /// Where the changes are, checked against `payloadType`.
     pub fn payload(&self) -> Result<Payload, RecordError> {
-        let url = self.kinesis_sync_records_url.as_deref().filter(|u| !u.is_empty());
+        let url = self
+            .kinesis_sync_records_url
+            .as_deref()
+            .filter(|u| !u.is_empty());
         match (self.payload_type, url, &self.kinesis_sync_records) {
-            (Some(PayloadType::S3Url), None, _) => Err(RecordError::Inconsistent("payloadType is S3Url but kinesisSyncRecordsURL is missing")),
-            (Some(PayloadType::S3Url) | None, Some(url), None) => Ok(Payload::S3Url(url.to_owned())),
-            (_, Some(_), Some(_)) => Err(RecordError::Inconsistent("record has both kinesisSyncRecords and kinesisSyncRecordsURL")),
-            (Some(PayloadType::Inline), Some(_), None) => Err(RecordError::Inconsistent("payloadType is Inline but only kinesisSyncRecordsURL is set")),
+            (Some(PayloadType::S3Url), None, _) => Err(RecordError::Inconsistent(
+                "payloadType is S3Url but kinesisSyncRecordsURL is missing",
+            )),
+            (Some(PayloadType::S3Url) | None, Some(url), None) => {
+                Ok(Payload::S3Url(url.to_owned()))
+            }
+            (_, Some(_), Some(_)) => Err(RecordError::Inconsistent(
+                "record has both kinesisSyncRecords and kinesisSyncRecordsURL",
+            )),
+            (Some(PayloadType::Inline), Some(_), None) => Err(RecordError::Inconsistent(
+                "payloadType is Inline but only kinesisSyncRecordsURL is set",
+            )),
             (_, None, Some(records)) if !records.is_empty() => Ok(Payload::Inline(records.clone())),
             (_, None, _) if self.operation == Op::Remove => Ok(Payload::DatasetOperation),
             // A replace with no changes carries nothing to forward (for example an empty synchronization).
@@ -173,7 +184,10 @@ fn epoch_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 }
 
 fn opt_epoch_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Option::<TimeRepr>::deserialize(d)?.map(to_ms).transpose().map_err(serde::de::Error::custom)
+    Option::<TimeRepr>::deserialize(d)?
+        .map(to_ms)
+        .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -205,9 +219,14 @@ mod tests {
     fn parses_inline_with_either_dataset_spelling() {
         let r = parse(&base()).unwrap();
         assert_eq!(r.dataset_name, "settings");
-        let Payload::Inline(records) = r.payload().unwrap() else { panic!() };
+        let Payload::Inline(records) = r.payload().unwrap() else {
+            panic!()
+        };
         assert_eq!(records[0].value.as_deref(), Some("dark"));
-        assert_eq!(records[0].device_last_modified_date, Some(1_699_999_999_000));
+        assert_eq!(
+            records[0].device_last_modified_date,
+            Some(1_699_999_999_000)
+        );
 
         let mut doc = base();
         let name = doc.as_object_mut().unwrap().remove("datasetName").unwrap();
@@ -219,8 +238,17 @@ mod tests {
     fn remove_without_value_and_string_times_are_accepted() {
         let mut doc = base();
         doc["kinesisSyncRecords"] = json!([{"key": "theme", "syncCount": 4, "lastModifiedDate": "1700000000001", "op": "remove"}]);
-        let Payload::Inline(records) = parse(&doc).unwrap().payload().unwrap() else { panic!() };
-        assert_eq!((records[0].op, records[0].value.as_deref(), records[0].last_modified_date), (Op::Remove, None, 1_700_000_000_001));
+        let Payload::Inline(records) = parse(&doc).unwrap().payload().unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                records[0].op,
+                records[0].value.as_deref(),
+                records[0].last_modified_date
+            ),
+            (Op::Remove, None, 1_700_000_000_001)
+        );
     }
 
     #[test]
@@ -230,7 +258,10 @@ mod tests {
         o.remove("kinesisSyncRecords");
         o.remove("payloadType");
         o.insert("operation".into(), json!("remove"));
-        assert_eq!(parse(&doc).unwrap().payload().unwrap(), Payload::DatasetOperation);
+        assert_eq!(
+            parse(&doc).unwrap().payload().unwrap(),
+            Payload::DatasetOperation
+        );
     }
 
     #[test]
@@ -238,9 +269,14 @@ mod tests {
         let mut doc = base();
         doc["payloadType"] = json!("S3Url");
         doc.as_object_mut().unwrap().remove("kinesisSyncRecords");
-        assert!(matches!(parse(&doc).unwrap().payload(), Err(RecordError::Inconsistent(m)) if m.contains("kinesisSyncRecordsURL is missing")));
+        assert!(
+            matches!(parse(&doc).unwrap().payload(), Err(RecordError::Inconsistent(m)) if m.contains("kinesisSyncRecordsURL is missing"))
+        );
         doc["kinesisSyncRecordsURL"] = json!("https://bucket.s3.amazonaws.com/k");
-        assert_eq!(parse(&doc).unwrap().payload().unwrap(), Payload::S3Url("https://bucket.s3.amazonaws.com/k".into()));
+        assert_eq!(
+            parse(&doc).unwrap().payload().unwrap(),
+            Payload::S3Url("https://bucket.s3.amazonaws.com/k".into())
+        );
         doc["kinesisSyncRecords"] = base()["kinesisSyncRecords"].clone();
         assert!(parse(&doc).unwrap().payload().is_err());
     }
@@ -248,16 +284,34 @@ mod tests {
     #[test]
     fn wrong_shapes_are_specific() {
         let err = StreamRecord::parse(b"{not json").unwrap_err().to_string();
-        assert!(err.starts_with("record is not a cognito streams record: key must be a string"), "{err}");
+        assert!(
+            err.starts_with("record is not a cognito streams record: key must be a string"),
+            "{err}"
+        );
         let mut doc = base();
         doc["kinesisSyncRecords"][0]["op"] = json!("upsert");
-        assert!(parse(&doc).unwrap_err().to_string().contains("unknown variant `upsert`"));
+        assert!(
+            parse(&doc)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown variant `upsert`")
+        );
         doc = base();
         doc.as_object_mut().unwrap().remove("identityId");
-        assert!(parse(&doc).unwrap_err().to_string().contains("missing field `identityId`"));
+        assert!(
+            parse(&doc)
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `identityId`")
+        );
         doc = base();
         doc["kinesisSyncRecords"][0]["lastModifiedDate"] = json!("yesterday");
-        assert!(parse(&doc).unwrap_err().to_string().contains("neither epoch milliseconds nor RFC 3339"));
+        assert!(
+            parse(&doc)
+                .unwrap_err()
+                .to_string()
+                .contains("neither epoch milliseconds nor RFC 3339")
+        );
     }
 
     #[test]

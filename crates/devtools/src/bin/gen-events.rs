@@ -30,7 +30,10 @@ fn run(root: &Path, check: bool) -> Result<Vec<String>, String> {
         .collect();
     sources.sort();
     for path in sources {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let source: serde_json::Value = std::fs::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
