@@ -106,10 +106,10 @@ impl LocalAws {
                 .send()
                 .await
                 .map_err(aws("DescribeStreamSummary"))?;
-            if let Some(s) = summary.stream_description_summary {
-                if s.stream_status == StreamStatus::Active {
-                    return Ok(s.stream_arn);
-                }
+            if let Some(s) = summary.stream_description_summary
+                && s.stream_status == StreamStatus::Active
+            {
+                return Ok(s.stream_arn);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
