@@ -2,6 +2,13 @@
 //! each test and builds the real processor over them, schema validation of every output record, and a
 //! loopback HTTP server for faults the emulator cannot produce (5xx, 403, a server that never answers).
 
+#![allow(
+    clippy::panic,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test fixtures fail loudly"
+)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
