@@ -1,6 +1,8 @@
 //! End-to-end tests of the sync processor: the real processor, through the real AWS SDK, against moto
 //! server (Kinesis, DynamoDB, S3). Fakes appear only for faults moto cannot produce, and say so.
 
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
