@@ -120,7 +120,7 @@ pub fn decode_record(raw: serde_json::Value) -> Result<SourceRecord, Box<Undecod
         })
     };
 
-    let loose: LooseRecord = match serde_json::from_value(raw.clone()) {
+    let loose = match LooseRecord::deserialize(&raw) {
         Ok(l) => l,
         Err(e) => {
             return Err(fail(

@@ -4,5 +4,6 @@
 
 pub mod emulator;
 pub mod events;
+pub mod memory;
 
 pub use emulator::LocalAws;

@@ -1,0 +1,57 @@
+# cognito-kinesis-bridge. Two commands on a fresh clone: `make test` and `make demo`.
+# Tools are installed, pinned, into .venv/ (git-ignored); nothing is installed elsewhere.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
+# cargo-lambda and moto_server come from .venv/bin.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help tools build test lint fmt demo events bench lock clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+$(STAMP): requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+tools: $(STAMP) ## Install the pinned tools (moto server, cargo-lambda) into .venv/.
+
+build: ## Build every crate and target.
+	cargo build --workspace --all-targets
+
+test: tools ## Run every test: unit, and end to end against a moto server started for the run.
+	scripts/with-moto cargo test --workspace
+
+lint: ## cargo fmt --check and clippy with warnings as errors.
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	cargo fmt --all
+
+demo: tools ## The sync processor end to end on a local moto server, through cargo lambda.
+	scripts/with-moto cargo run --quiet -p devtools --bin demo
+
+events: ## Regenerate events/*.json from events/src/.
+	cargo run --quiet -p devtools --bin gen-events
+
+bench: ## Measure throughput and memory of the sync processor on this machine.
+	cargo run --quiet --release -p devtools --bin bench
+
+lock: ## Re-pin requirements-dev.txt from requirements-dev.in.
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.in
+	{ echo "# Every Python tool the Makefile installs into .venv/, pinned with its dependencies (pip freeze of"; \
+	  echo "# requirements-dev.in). Regenerate: make lock."; $(VENV)/bin/pip freeze; } > requirements-dev.txt
+
+clean: ## Remove build output, tools and demo files.
+	rm -rf target $(VENV) .demo
