@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools build test lint fmt demo events bench lock clean
+.PHONY: help tools build test lint fmt demo invoke events bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -39,6 +39,10 @@ fmt: ## Format the code.
 
 demo: tools ## The sync processor end to end on a local moto server, through cargo lambda.
 	scripts/with-moto cargo run --quiet -p devtools --bin demo
+
+invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }
+	scripts/with-moto cargo run --quiet -p devtools --bin demo -- --event "$(EVENT)"
 
 events: ## Regenerate events/*.json from events/src/.
 	cargo run --quiet -p devtools --bin gen-events

@@ -5,6 +5,9 @@
 //! payload it stores and presigns); builds the Kinesis event Lambda would deliver from what is on the stream;
 //! invokes the real `sync-processor` binary through `cargo lambda watch` and `cargo lambda invoke`; prints
 //! what landed and a summary; exits non-zero if an expected change is missing. Runs under scripts/with-moto.
+//!
+//! With `--event FILE` it provisions the same resources and invokes the function with that Lambda event
+//! instead (`make invoke EVENT=events/sync-poison.json`), printing the response and what landed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -80,8 +83,7 @@ fn read_json(relative: &str) -> Result<Value> {
     serde_json::from_slice(&bytes).map_err(|e| format!("{relative}: {e}"))
 }
 
-async fn run() -> Result<bool> {
-    let aws = LocalAws::from_env().await.map_err(|e| e.to_string())?;
+async fn provision(aws: &LocalAws) -> Result<String> {
     println!("== provisioning the local emulator at {}", aws.endpoint);
     let source_arn = aws
         .create_stream(SOURCE, 1)
@@ -94,6 +96,52 @@ async fn run() -> Result<bool> {
         .await
         .map_err(|e| e.to_string())?;
     aws.create_bucket(BUCKET).await.map_err(|e| e.to_string())?;
+    Ok(source_arn)
+}
+
+/// Invokes the function once with `event_file` through cargo lambda; returns its response and metrics.
+fn invoke_through_cargo_lambda(
+    aws: &LocalAws,
+    event_file: &Path,
+) -> Result<(Value, Option<Value>)> {
+    println!("== invoking the sync-processor binary through cargo lambda watch / invoke");
+    let demo_dir = root().join(".demo");
+    std::fs::create_dir_all(&demo_dir).map_err(|e| e.to_string())?;
+    let port = free_port()?;
+    let log = demo_dir.join("watch.log");
+    let mut watch = Watch::start(aws, port, &log)?;
+    let response = invoke(port, event_file);
+    let metrics = wait_for_metrics(&log, Duration::from_secs(20));
+    watch.stop();
+    let response = response?;
+    println!("   function answered: {response}");
+    Ok((response, metrics))
+}
+
+/// `--event FILE`: one invocation with a given event, no expectations.
+async fn run_event(file: &Path) -> Result<bool> {
+    let aws = LocalAws::from_env().await.map_err(|e| e.to_string())?;
+    provision(&aws).await?;
+    let (_, metrics) = invoke_through_cargo_lambda(&aws, file)?;
+    let outputs = print_outputs(&aws).await?;
+    let dead = print_dead_letters(&aws).await?;
+    println!(
+        "== {} changes forwarded, {} dead letters",
+        outputs.len(),
+        dead.len()
+    );
+    println!("   metrics: {}", metrics.unwrap_or_default());
+    Ok(true)
+}
+
+async fn run() -> Result<bool> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--event") {
+        let file = args.get(i + 1).ok_or("--event needs a file")?;
+        return run_event(&std::fs::canonicalize(file).map_err(|e| format!("{file}: {e}"))?).await;
+    }
+    let aws = LocalAws::from_env().await.map_err(|e| e.to_string())?;
+    let source_arn = provision(&aws).await?;
 
     println!("== putting the sample Cognito Streams records on {SOURCE}");
     let payload = std::fs::read(root().join("events/payloads/sync-s3url-payload.json"))
@@ -163,55 +211,9 @@ async fn run() -> Result<bool> {
         serde_json::to_vec_pretty(&event).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-
-    println!("== invoking the sync-processor binary through cargo lambda watch / invoke");
-    let port = free_port()?;
-    let log = demo_dir.join("watch.log");
-    let mut watch = Watch::start(&aws, port, &log)?;
-    let response = invoke(port, &event_file);
-    let metrics = wait_for_metrics(&log, Duration::from_secs(20));
-    watch.stop();
-    let response = response?;
-    println!("   function answered: {response}");
-
-    let outputs: Vec<Value> = aws
-        .read_stream(OUTPUT)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .filter_map(|r| serde_json::from_slice(r.data.as_ref()).ok())
-        .collect();
-    println!("== on {OUTPUT}:");
-    for d in &outputs {
-        let identity = d["identity_id"].as_str().unwrap_or_default();
-        let value = d["value"]
-            .as_str()
-            .map_or("-".to_owned(), |v| format!("{v:?}"));
-        println!(
-            "   {:<15} …{} {:<9} {:<9} {:<45} (sync {})",
-            d["type"].as_str().unwrap_or_default(),
-            &identity[identity.len().saturating_sub(4)..],
-            d["dataset"].as_str().unwrap_or_default(),
-            d["key"].as_str().unwrap_or("-"),
-            value,
-            d["record_sync_count"]
-                .as_i64()
-                .or(d["dataset_sync_count"].as_i64())
-                .unwrap_or_default()
-        );
-    }
-    let dead = aws
-        .read_objects(BUCKET, "dead-letter/")
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("== dead letters in s3://{BUCKET}/dead-letter/:");
-    for (key, body) in &dead {
-        let reason = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|d| d["reason"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!("   {key}\n     reason: {reason}");
-    }
+    let (response, metrics) = invoke_through_cargo_lambda(&aws, &event_file)?;
+    let outputs = print_outputs(&aws).await?;
+    let dead = print_dead_letters(&aws).await?;
 
     let count = |name: &str| {
         metrics
@@ -281,6 +283,52 @@ async fn run() -> Result<bool> {
         }
     );
     Ok(ok)
+}
+
+async fn print_outputs(aws: &LocalAws) -> Result<Vec<Value>> {
+    let outputs: Vec<Value> = aws
+        .read_stream(OUTPUT)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r.data.as_ref()).ok())
+        .collect();
+    println!("== on {OUTPUT}:");
+    for d in &outputs {
+        let identity = d["identity_id"].as_str().unwrap_or_default();
+        let value = d["value"]
+            .as_str()
+            .map_or("-".to_owned(), |v| format!("{v:?}"));
+        println!(
+            "   {:<15} …{} {:<9} {:<9} {:<45} (sync {})",
+            d["type"].as_str().unwrap_or_default(),
+            &identity[identity.len().saturating_sub(4)..],
+            d["dataset"].as_str().unwrap_or_default(),
+            d["key"].as_str().unwrap_or("-"),
+            value,
+            d["record_sync_count"]
+                .as_i64()
+                .or(d["dataset_sync_count"].as_i64())
+                .unwrap_or_default()
+        );
+    }
+    Ok(outputs)
+}
+
+async fn print_dead_letters(aws: &LocalAws) -> Result<Vec<(String, Vec<u8>)>> {
+    let dead = aws
+        .read_objects(BUCKET, "dead-letter/")
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("== dead letters in s3://{BUCKET}/dead-letter/:");
+    for (key, body) in &dead {
+        let reason = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|d| d["reason"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!("   {key}\n     reason: {reason}");
+    }
+    Ok(dead)
 }
 
 fn free_port() -> Result<u16> {
