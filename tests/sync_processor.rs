@@ -824,3 +824,120 @@ fn sample_events_are_generated_from_their_sources() {
         );
     }
 }
+
+/// The real DynamoDB store, with another invocation's write slipped in before this one's first mark write:
+/// a race between two invocations, staged on the emulator.
+#[derive(Debug)]
+struct RacingWriter {
+    inner: DynamoDedupStore,
+    rival: std::sync::Mutex<Option<(String, bridge_core::dedup::Mark)>>,
+}
+
+#[async_trait]
+impl bridge_core::dedup::DedupStore for RacingWriter {
+    async fn load(
+        &self,
+        keys: &[String],
+    ) -> Result<
+        std::collections::HashMap<String, bridge_core::dedup::Mark>,
+        bridge_core::dedup::DedupError,
+    > {
+        self.inner.load(keys).await
+    }
+
+    async fn advance(
+        &self,
+        key: &str,
+        expected: Option<bridge_core::dedup::Mark>,
+        new: bridge_core::dedup::Mark,
+    ) -> Result<bridge_core::dedup::Advance, bridge_core::dedup::DedupError> {
+        let rival = self.rival.lock().unwrap().take();
+        if let Some((rival_key, rival_mark)) = rival {
+            assert_eq!(rival_key, key);
+            assert_eq!(
+                self.inner.advance(key, expected, rival_mark).await?,
+                bridge_core::dedup::Advance::Advanced
+            );
+        }
+        self.inner.advance(key, expected, new).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_race_keeps_the_newer_mark_whoever_wins() {
+    use bridge_core::dedup::{DedupStore, Mark};
+    let key = sync_processor::dedup::record_key(POOL, ALICE, "settings", "theme");
+    for (rival, expected_final) in [
+        // The rival forwarded a newer change first: ours must not overwrite it.
+        (
+            Mark {
+                version: 9,
+                modified_ms: T + 9_000,
+            },
+            Mark {
+                version: 9,
+                modified_ms: T + 9_000,
+            },
+        ),
+        // The rival wrote an older mark: ours is newer and must win on the retried swap.
+        (
+            Mark {
+                version: 1,
+                modified_ms: T + 1_000,
+            },
+            Mark {
+                version: 5,
+                modified_ms: T + 5_000,
+            },
+        ),
+    ] {
+        let h = Harness::new().await;
+        let client = aws_sdk_dynamodb::Client::new(&h.aws.sdk);
+        let store = DynamoDedupStore::new(
+            client.clone(),
+            &h.table,
+            std::time::Duration::from_secs(86_400),
+        );
+        let racing = RacingWriter {
+            inner: store.clone(),
+            rival: std::sync::Mutex::new(Some((key.clone(), rival))),
+        };
+        let blobs = Arc::new(S3BlobStore::new(h.aws.s3.clone()));
+        let processor = Processor::new(
+            Producer::new(
+                Arc::new(KinesisSink::new(
+                    aws_sdk_kinesis::Client::new(&h.aws.sdk),
+                    &h.output_stream,
+                )),
+                None,
+                RetryPolicy::default(),
+            ),
+            Arc::new(racing),
+            DeadLetterWriter::new(blobs, &h.bucket),
+            PayloadFetcher::new(
+                Default::default(),
+                1 << 20,
+                std::time::Duration::from_secs(2),
+                1,
+            )
+            .unwrap(),
+        );
+        let (response, m) = h
+            .run_with(
+                &processor,
+                &event_of(&[inline(ALICE, "settings", "theme", Some("x"), 5, T + 5_000)]),
+            )
+            .await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(m.get(sync_processor::handler::METRIC_MARK_CONFLICTS), 1);
+        assert_eq!(
+            store
+                .load(std::slice::from_ref(&key))
+                .await
+                .unwrap()
+                .get(&key),
+            Some(&expected_final),
+            "rival {rival:?}"
+        );
+    }
+}

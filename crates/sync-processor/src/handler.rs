@@ -131,6 +131,13 @@ struct Item {
     fate: Fate,
 }
 
+/// A mark to write, and which rule judges it if another writer got there first.
+#[derive(Debug, Clone, Copy)]
+struct NewMark {
+    mark: Mark,
+    is_dataset: bool,
+}
+
 /// The sync processor, with its ports.
 #[derive(Debug, Clone)]
 pub struct Processor {
@@ -356,13 +363,13 @@ impl Processor {
     /// Moves each mark by compare-and-swap against what was loaded; a lost race is re-judged with the rule.
     async fn advance_marks(
         &self,
-        new_marks: HashMap<String, Mark>,
+        new_marks: HashMap<String, NewMark>,
         loaded: &HashMap<String, Mark>,
         metrics: &Metrics,
     ) {
         futures_util::stream::iter(new_marks)
             .for_each_concurrent(MARK_WRITE_CONCURRENCY, |(key, mark)| async move {
-                let is_dataset = key.ends_with("|dataset");
+                let NewMark { mark, is_dataset } = mark;
                 let mut expected = loaded.get(&key).copied();
                 for _ in 0..MARK_CAS_ROUNDS {
                     match self.dedup.advance(&key, expected, mark).await {
@@ -553,7 +560,7 @@ fn attach_outcomes(items: &mut [Item], outcomes: Vec<Result<Delivery, ProduceFai
 
 /// Decides each record's fate after producing: the marks to move (an identity's unbroken prefix of
 /// successes only) and the records Lambda must retry.
-fn settle(items: &mut [Item], metrics: &Metrics) -> (BatchReport, HashMap<String, Mark>) {
+fn settle(items: &mut [Item], metrics: &Metrics) -> (BatchReport, HashMap<String, NewMark>) {
     let mut report = BatchReport::new();
     let mut marks = HashMap::new();
     for item in items.iter_mut() {
@@ -590,7 +597,14 @@ fn settle(items: &mut [Item], metrics: &Metrics) -> (BatchReport, HashMap<String
                     match &p.outcome {
                         Some(Ok(_)) => {
                             metrics.incr(METRIC_CHANGES_FORWARDED);
-                            marks.insert(p.change.dedup_key.clone(), p.change.mark);
+                            let is_dataset = p.change.is_dataset_removal();
+                            marks.insert(
+                                p.change.dedup_key.clone(),
+                                NewMark {
+                                    mark: p.change.mark,
+                                    is_dataset,
+                                },
+                            );
                         }
                         Some(Err(e)) => permanent.push(format!(
                             "change {}: {e}",
