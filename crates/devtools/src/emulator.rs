@@ -59,7 +59,9 @@ pub fn is_loopback_endpoint(endpoint: &str) -> bool {
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
     host == "localhost"
         || host == "[::1]"
-        || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl LocalAws {
