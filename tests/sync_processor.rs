@@ -941,3 +941,78 @@ async fn a_mark_race_keeps_the_newer_mark_whoever_wins() {
         );
     }
 }
+
+/// Collects what the subscriber writes.
+#[derive(Clone, Default)]
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn logs_carry_no_sync_values_and_no_identity_ids() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    // JSON logs at Lambda's default level, as AWS_LAMBDA_LOG_FORMAT=JSON gives them.
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let failing = LoopbackServer::start(Answer::Status(503)).await;
+            let probe = Harness::new().await;
+            let origins = format!("{},{}", probe.aws.endpoint, failing.origin);
+            let h = Harness::with_env(&[
+                (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
+                (ENV_S3_FETCH_ATTEMPTS, "1"),
+            ])
+            .await;
+            h.run(&sample("sync-poison")).await;
+            let event = event_of(&[
+                s3url(ALICE, &format!("{}/payloads/a.json", failing.origin)),
+                inline(
+                    ALICE,
+                    "settings",
+                    "pin",
+                    Some("secret-value-4711"),
+                    2,
+                    T + 2_000,
+                ),
+            ]);
+            let (response, _) = h.run(&event).await;
+            assert_eq!(response.batch_item_failures.len(), 2);
+        })
+    });
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("record dead-lettered") && logs.contains("record will be retried"),
+        "{logs}"
+    );
+    for line in logs.lines() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    for private in [
+        "secret-value-4711",
+        "light",
+        "aaaaaaaa-0000",
+        "dddddddd-0000",
+        POOL,
+        "identityPoolId",
+    ] {
+        assert!(!logs.contains(private), "logs leak {private:?}:\n{logs}");
+    }
+}
