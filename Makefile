@@ -37,11 +37,14 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 fmt: ## Format the code.
 	cargo fmt --all
 
+# The function is built first, visibly: cargo lambda watch would otherwise compile it silently on the first invoke.
 demo: tools ## The sync processor end to end on a local moto server, through cargo lambda.
+	cargo build -p sync-processor -p devtools --bins
 	scripts/with-moto cargo run --quiet -p devtools --bin demo
 
 invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }
+	cargo build -p sync-processor -p devtools --bins
 	scripts/with-moto cargo run --quiet -p devtools --bin demo -- --event "$(EVENT)"
 
 events: ## Regenerate events/*.json from events/src/.
