@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sync_processor::Processor;
 use sync_processor::config::{
     ENV_DEAD_LETTER_BUCKET, ENV_S3_FETCH_ATTEMPTS, ENV_S3_FETCH_TIMEOUT_MS,
-    ENV_S3_PAYLOAD_MAX_BYTES, ENV_S3_URL_ALLOWED_ORIGINS,
+    ENV_S3_PAYLOAD_MAX_BYTES,
 };
 use sync_processor::handler::{
     METRIC_CHANGES_FORWARDED, METRIC_DEAD_LETTERED, METRIC_DUPLICATES_DROPPED, METRIC_RECORDS_IN,
@@ -487,13 +487,7 @@ async fn poison_sample_is_dead_lettered_with_reasons_and_the_rest_forwarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_fetch_failure_is_retried_and_holds_only_its_identity_back() {
     let failing = LoopbackServer::start(Answer::Status(503)).await;
-    let h = Harness::new().await;
-    let origins = format!("{},{}", h.aws.endpoint, failing.origin);
-    let h = Harness::with_env(&[
-        (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
-        (ENV_S3_FETCH_ATTEMPTS, "2"),
-    ])
-    .await;
+    let h = Harness::allowing(&failing.origin, &[(ENV_S3_FETCH_ATTEMPTS, "2")]).await;
     let event = event_of(&[
         s3url(ALICE, &format!("{}/payloads/a.json", failing.origin)),
         inline(BOB, "settings", "theme", Some("dark"), 1, T + 1_000),
@@ -531,13 +525,13 @@ async fn a_transient_fetch_failure_is_retried_and_holds_only_its_identity_back()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_that_never_answers_times_out_as_transient() {
     let silent = LoopbackServer::start(Answer::Silence).await;
-    let probe = Harness::new().await;
-    let origins = format!("{},{}", probe.aws.endpoint, silent.origin);
-    let h = Harness::with_env(&[
-        (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
-        (ENV_S3_FETCH_ATTEMPTS, "1"),
-        (ENV_S3_FETCH_TIMEOUT_MS, "300"),
-    ])
+    let h = Harness::allowing(
+        &silent.origin,
+        &[
+            (ENV_S3_FETCH_ATTEMPTS, "1"),
+            (ENV_S3_FETCH_TIMEOUT_MS, "300"),
+        ],
+    )
     .await;
     let event = event_of(&[s3url(ALICE, &format!("{}/payloads/a.json", silent.origin))]);
     let started = std::time::Instant::now();
@@ -553,13 +547,7 @@ async fn a_url_that_never_answers_times_out_as_transient() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_url_and_a_payload_over_the_cap_are_permanent() {
     let forbidden = LoopbackServer::start(Answer::Status(403)).await;
-    let probe = Harness::new().await;
-    let origins = format!("{},{}", probe.aws.endpoint, forbidden.origin);
-    let h = Harness::with_env(&[
-        (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
-        (ENV_S3_PAYLOAD_MAX_BYTES, "200"),
-    ])
-    .await;
+    let h = Harness::allowing(&forbidden.origin, &[(ENV_S3_PAYLOAD_MAX_BYTES, "200")]).await;
     let body = std::fs::read(e2e::root().join("events/payloads/sync-s3url-payload.json")).unwrap();
     assert!(body.len() > 200);
     let big = h.presigned("payloads/big.json", body).await;
@@ -973,13 +961,7 @@ fn logs_carry_no_sync_values_and_no_identity_ids() {
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
             let failing = LoopbackServer::start(Answer::Status(503)).await;
-            let probe = Harness::new().await;
-            let origins = format!("{},{}", probe.aws.endpoint, failing.origin);
-            let h = Harness::with_env(&[
-                (ENV_S3_URL_ALLOWED_ORIGINS, &origins),
-                (ENV_S3_FETCH_ATTEMPTS, "1"),
-            ])
-            .await;
+            let h = Harness::allowing(&failing.origin, &[(ENV_S3_FETCH_ATTEMPTS, "1")]).await;
             h.run(&sample("sync-poison")).await;
             let event = event_of(&[
                 s3url(ALICE, &format!("{}/payloads/a.json", failing.origin)),

@@ -86,6 +86,15 @@ impl Harness {
 
     /// A harness whose config has `extra` variables on top of the resources it creates.
     pub async fn with_env(extra: &[(&str, &str)]) -> Self {
+        Self::build(None, extra).await
+    }
+
+    /// A harness whose payload-URL allowlist has `origin` besides the emulator's own.
+    pub async fn allowing(origin: &str, extra: &[(&str, &str)]) -> Self {
+        Self::build(Some(origin), extra).await
+    }
+
+    async fn build(extra_origin: Option<&str>, extra: &[(&str, &str)]) -> Self {
         let aws = LocalAws::from_env().await.unwrap_or_else(|e| panic!("{e}"));
         let (output_stream, table, bucket) = (
             unique_name("out"),
@@ -97,11 +106,15 @@ impl Harness {
             .expect("create output stream");
         aws.create_dedup_table(&table).await.expect("create table");
         aws.create_bucket(&bucket).await.expect("create bucket");
+        let origins = match extra_origin {
+            Some(origin) => format!("{},{origin}", aws.endpoint),
+            None => aws.endpoint.clone(),
+        };
         let mut env: HashMap<String, String> = HashMap::from([
             (sp::ENV_OUTPUT_STREAM.into(), output_stream.clone()),
             (sp::ENV_DEDUP_TABLE.into(), table.clone()),
             (sp::ENV_DEAD_LETTER_BUCKET.into(), bucket.clone()),
-            (sp::ENV_S3_URL_ALLOWED_ORIGINS.into(), aws.endpoint.clone()),
+            (sp::ENV_S3_URL_ALLOWED_ORIGINS.into(), origins),
             (sp::ENV_S3_FETCH_TIMEOUT_MS.into(), "2000".into()),
         ]);
         env.extend(
