@@ -46,16 +46,8 @@ impl DeadLetter {
         data: &[u8],
         reason: String,
     ) -> Self {
-        Self {
-            function: function.to_owned(),
-            reason,
-            source: source.clone(),
-            received_at: arrival.as_ref().map(rfc3339),
-            failed_at: rfc3339(&Utc::now()),
-            data_base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
-            record: None,
-            arrival,
-        }
+        let data_base64 = Some(base64::engine::general_purpose::STANDARD.encode(data));
+        Self::new(function, source, arrival, reason, data_base64, None)
     }
 
     /// A dead letter for a record that could not be decoded: its raw JSON is kept.
@@ -66,14 +58,25 @@ impl DeadLetter {
         raw: serde_json::Value,
         reason: String,
     ) -> Self {
+        Self::new(function, source, arrival, reason, None, Some(raw))
+    }
+
+    fn new(
+        function: &str,
+        source: &SourceRef,
+        arrival: Option<DateTime<Utc>>,
+        reason: String,
+        data_base64: Option<String>,
+        record: Option<serde_json::Value>,
+    ) -> Self {
         Self {
             function: function.to_owned(),
             reason,
             source: source.clone(),
             received_at: arrival.as_ref().map(rfc3339),
             failed_at: rfc3339(&Utc::now()),
-            data_base64: None,
-            record: Some(raw),
+            data_base64,
+            record,
             arrival,
         }
     }
