@@ -126,6 +126,8 @@ async fn inline_replace_sample_forwards_one_full_envelope_per_key() {
     );
     let theme = out.iter().find(|d| d["key"] == "theme").unwrap();
     assert_eq!(theme["schema"], "cognito-sync-change/v1");
+    // Event ids must never change across releases: downstream dedup relies on them (README shows this one).
+    assert_eq!(theme["event_id"], "350837cb6bfb40d1351b133097ab2f8d");
     assert_eq!(theme["identity_pool_id"], POOL);
     assert_eq!(theme["identity_id"], ALICE);
     assert_eq!(theme["dataset"], "settings");
