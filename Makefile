@@ -8,10 +8,15 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
+# Infra linters live in venvs of their own: SAM CLI, checkov and moto pin conflicting versions.
+SAM_STAMP := .venv-sam/.installed-$(shell sha256sum requirements-sam.txt | cut -c1-12)
+CHECKOV_STAMP := .venv-checkov/.installed-$(shell sha256sum requirements-checkov.txt | cut -c1-12)
+# Nothing in the checks may leave this machine: no SAM telemetry, no checkov downloads.
+export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools build test lint fmt demo invoke events bench lock clean
+.PHONY: help tools infra-tools build test lint infra-check fmt demo invoke events bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -24,11 +29,30 @@ $(STAMP): requirements-dev.txt
 
 tools: $(STAMP) ## Install the pinned tools (moto server, cargo-lambda) into .venv/.
 
+$(SAM_STAMP): requirements-sam.txt
+	rm -rf .venv-sam
+	$(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+	touch $@
+
+$(CHECKOV_STAMP): requirements-checkov.txt
+	rm -rf .venv-checkov
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+infra-tools: $(SAM_STAMP) $(CHECKOV_STAMP) ## Install the pinned infra linters (SAM CLI, cfn-lint, checkov).
+
 build: ## Build every crate and target.
 	cargo build --workspace --all-targets
 
-test: tools ## Run every test: unit, and end to end against a moto server started for the run.
+test: tools infra-check ## Run every test: unit, end to end against a moto server, and the infra checks.
 	scripts/with-moto cargo test --workspace
+
+infra-check: infra-tools ## Lint infra/template.yaml: cfn-lint, sam validate --lint, checkov (zero findings; skips inline with reasons).
+	.venv-sam/bin/cfn-lint infra/template.yaml
+	.venv-sam/bin/sam validate --lint --template infra/template.yaml --region us-east-1
+	.venv-checkov/bin/checkov --quiet --compact --skip-download --framework cloudformation -f infra/template.yaml
 
 lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all -- --check
@@ -53,7 +77,7 @@ events: ## Regenerate events/*.json from events/src/.
 bench: ## Measure throughput and memory of the sync processor on this machine.
 	cargo run --quiet --release -p devtools --bin bench
 
-lock: ## Re-pin requirements-dev.txt from requirements-dev.in.
+lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: see requirements-sam.in, requirements-checkov.in).
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.in
@@ -61,4 +85,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in.
 	  echo "# requirements-dev.in). Regenerate: make lock."; $(VENV)/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove build output, tools and demo files.
-	rm -rf target $(VENV) .demo
+	rm -rf target $(VENV) .venv-sam .venv-checkov .demo
