@@ -1,0 +1,17 @@
+//! The `auth-log-forwarder` Lambda, fed by a Kinesis stream that a CloudWatch Logs subscription filter on the
+//! user pool's user-activity log group writes to: reads config and builds clients once, then serves batches.
+
+use auth_analytics::LogForwarder;
+use auth_analytics::config::LogConfig;
+use bridge_core::config::ProcessEnv;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bridge_core::telemetry::init_logging();
+    let config = LogConfig::from_env(&ProcessEnv)?;
+    let sdk = bridge_core::aws::sdk_config().await;
+    let s3 = bridge_core::aws::s3_client(&sdk, &ProcessEnv)?;
+    let forwarder = LogForwarder::connect(&config, &sdk, s3);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| forwarder.handle(event))).await
+}

@@ -1,0 +1,18 @@
+//! The `auth-trigger-forwarder` Lambda, attached to user pool triggers: reads config and builds the client
+//! once, then answers every trigger with its event unchanged.
+
+use auth_analytics::{TriggerConfig, TriggerForwarder};
+use bridge_core::config::ProcessEnv;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    bridge_core::telemetry::init_logging();
+    let config = TriggerConfig::from_env(&ProcessEnv)?;
+    let sdk = bridge_core::aws::sdk_config().await;
+    let forwarder = TriggerForwarder::connect(&config, &sdk);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        forwarder.handle(event)
+    }))
+    .await
+}

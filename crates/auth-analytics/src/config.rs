@@ -1,0 +1,310 @@
+//! The configuration of each binary, read once at cold start. Env var names are constants; each binary has
+//! its own `*_REQUIRED_ENV` slice (the deployment template is checked against them).
+
+use std::time::Duration;
+
+use bridge_core::config::{self, ConfigError, Env, in_range, parsed_or, required};
+
+use crate::sharing::{AttributeSharing, parse_list};
+
+/// Output stream of auth events: name or ARN.
+pub const ENV_OUTPUT_STREAM: &str = "AUTH_OUTPUT_STREAM_NAME";
+/// Hard time budget of the trigger's Kinesis put, ms.
+pub const ENV_PUT_BUDGET_MS: &str = "PUT_BUDGET_MS";
+/// Width of the event-id time window of triggers without an `event_nonce`, ms.
+pub const ENV_EVENT_ID_WINDOW_MS: &str = "EVENT_ID_WINDOW_MS";
+/// Comma-separated user attribute names to share; empty or unset means sharing is off.
+pub const ENV_SHARE_ATTRIBUTES: &str = "SHARE_ATTRIBUTES";
+/// Comma-separated shared attribute names to send as HMAC-SHA256 hashes.
+pub const ENV_HASH_ATTRIBUTES: &str = "HASH_ATTRIBUTES";
+/// The HMAC key (at least 16 bytes). Never logged.
+pub const ENV_ATTRIBUTE_HASH_KEY: &str = "ATTRIBUTE_HASH_KEY";
+/// S3 bucket for dead letters (log forwarder).
+pub const ENV_DEAD_LETTER_BUCKET: &str = "DEAD_LETTER_BUCKET";
+/// Attempts per output record on PutRecords (log forwarder).
+pub const ENV_PUT_MAX_ATTEMPTS: &str = "PUT_MAX_ATTEMPTS";
+/// How long a user lookup is cached, seconds.
+pub const ENV_LOOKUP_CACHE_TTL_SECONDS: &str = "LOOKUP_CACHE_TTL_SECONDS";
+/// How many users the lookup cache holds.
+pub const ENV_LOOKUP_CACHE_CAPACITY: &str = "LOOKUP_CACHE_CAPACITY";
+/// Lookups in flight at once.
+pub const ENV_LOOKUP_CONCURRENCY: &str = "LOOKUP_CONCURRENCY";
+/// The user pool to export (user-snapshot-export).
+pub const ENV_USER_POOL_ID: &str = "USER_POOL_ID";
+/// ListUsers requests per second at most (user-snapshot-export).
+pub const ENV_LIST_USERS_RATE: &str = "LIST_USERS_RATE";
+
+/// What `auth-trigger-forwarder` must be given.
+pub const TRIGGER_REQUIRED_ENV: &[&str] = &[ENV_OUTPUT_STREAM];
+/// What `auth-log-forwarder` must be given.
+pub const LOG_REQUIRED_ENV: &[&str] = &[ENV_OUTPUT_STREAM, ENV_DEAD_LETTER_BUCKET];
+/// What `user-snapshot-export` must be given.
+pub const EXPORT_REQUIRED_ENV: &[&str] = &[ENV_OUTPUT_STREAM, ENV_USER_POOL_ID];
+
+/// Default put budget: well inside Cognito's 5-second trigger timeout.
+pub const DEFAULT_PUT_BUDGET_MS: u64 = 500;
+/// Default event-id window (see README).
+pub const DEFAULT_EVENT_ID_WINDOW_MS: u64 = 10_000;
+/// Shortest accepted hash key, bytes.
+pub const MIN_HASH_KEY_BYTES: usize = 16;
+/// Default lookup cache lifetime.
+pub const DEFAULT_LOOKUP_CACHE_TTL_SECONDS: u64 = 300;
+/// Default lookup cache size.
+pub const DEFAULT_LOOKUP_CACHE_CAPACITY: usize = 10_000;
+/// Default lookups in flight. AdminGetUser shares the account's UserRead quota (120/s) with every other
+/// caller, so one function takes a small share.
+pub const DEFAULT_LOOKUP_CONCURRENCY: usize = 4;
+/// Default ListUsers rate: a sixth of the account's 30/s UserList quota.
+pub const DEFAULT_LIST_USERS_RATE: f64 = 5.0;
+
+/// Reads the sharing settings (shared by every binary).
+pub fn sharing_from_env(env: &impl Env) -> Result<AttributeSharing, ConfigError> {
+    let share = parse_list(&config::optional(env, ENV_SHARE_ATTRIBUTES).unwrap_or_default());
+    let hash = parse_list(&config::optional(env, ENV_HASH_ATTRIBUTES).unwrap_or_default());
+    let key = config::optional(env, ENV_ATTRIBUTE_HASH_KEY).map(String::into_bytes);
+    if let Some(k) = &key
+        && k.len() < MIN_HASH_KEY_BYTES
+    {
+        return Err(ConfigError::Invalid {
+            var: ENV_ATTRIBUTE_HASH_KEY,
+            reason: format!("the key must have at least {MIN_HASH_KEY_BYTES} bytes"),
+        });
+    }
+    AttributeSharing::new(share, hash, key).map_err(|e| ConfigError::Invalid {
+        var: ENV_HASH_ATTRIBUTES,
+        reason: e.to_string(),
+    })
+}
+
+/// `auth-trigger-forwarder`'s settings.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// Output stream name or ARN.
+    pub output_stream: String,
+    /// Hard budget of the put.
+    pub put_budget: Duration,
+    /// Event-id window.
+    pub event_id_window_ms: u64,
+    /// Attribute sharing.
+    pub sharing: AttributeSharing,
+}
+
+impl TriggerConfig {
+    /// Reads the environment.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            output_stream: required(env, ENV_OUTPUT_STREAM)?,
+            put_budget: Duration::from_millis(in_range(
+                ENV_PUT_BUDGET_MS,
+                parsed_or(env, ENV_PUT_BUDGET_MS, DEFAULT_PUT_BUDGET_MS)?,
+                10..=4_000,
+            )?),
+            event_id_window_ms: in_range(
+                ENV_EVENT_ID_WINDOW_MS,
+                parsed_or(env, ENV_EVENT_ID_WINDOW_MS, DEFAULT_EVENT_ID_WINDOW_MS)?,
+                1..=3_600_000,
+            )?,
+            sharing: sharing_from_env(env)?,
+        })
+    }
+}
+
+/// User lookup settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupConfig {
+    /// Cache lifetime.
+    pub ttl: Duration,
+    /// Cache size.
+    pub capacity: usize,
+    /// Lookups in flight.
+    pub concurrency: usize,
+}
+
+/// `auth-log-forwarder`'s settings.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Output stream name or ARN.
+    pub output_stream: String,
+    /// Dead-letter bucket.
+    pub dead_letter_bucket: String,
+    /// PutRecords attempts per record.
+    pub put_max_attempts: u32,
+    /// Attribute sharing.
+    pub sharing: AttributeSharing,
+    /// User lookups (used only when sharing is on).
+    pub lookup: LookupConfig,
+}
+
+impl LogConfig {
+    /// Reads the environment.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            output_stream: required(env, ENV_OUTPUT_STREAM)?,
+            dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
+            put_max_attempts: in_range(
+                ENV_PUT_MAX_ATTEMPTS,
+                parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
+                1..=20,
+            )?,
+            sharing: sharing_from_env(env)?,
+            lookup: LookupConfig {
+                ttl: Duration::from_secs(in_range(
+                    ENV_LOOKUP_CACHE_TTL_SECONDS,
+                    parsed_or(
+                        env,
+                        ENV_LOOKUP_CACHE_TTL_SECONDS,
+                        DEFAULT_LOOKUP_CACHE_TTL_SECONDS,
+                    )?,
+                    1..=86_400,
+                )?),
+                capacity: in_range(
+                    ENV_LOOKUP_CACHE_CAPACITY,
+                    parsed_or(
+                        env,
+                        ENV_LOOKUP_CACHE_CAPACITY,
+                        DEFAULT_LOOKUP_CACHE_CAPACITY,
+                    )?,
+                    1..=1_000_000,
+                )?,
+                concurrency: in_range(
+                    ENV_LOOKUP_CONCURRENCY,
+                    parsed_or(env, ENV_LOOKUP_CONCURRENCY, DEFAULT_LOOKUP_CONCURRENCY)?,
+                    1..=64,
+                )?,
+            },
+        })
+    }
+}
+
+/// `user-snapshot-export`'s settings.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    /// Output stream name or ARN.
+    pub output_stream: String,
+    /// The pool to export.
+    pub user_pool_id: String,
+    /// ListUsers requests per second at most.
+    pub list_users_rate: f64,
+    /// Attribute sharing (a snapshot carries attributes only when sharing is on).
+    pub sharing: AttributeSharing,
+}
+
+impl ExportConfig {
+    /// Reads the environment.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            output_stream: required(env, ENV_OUTPUT_STREAM)?,
+            user_pool_id: required(env, ENV_USER_POOL_ID)?,
+            list_users_rate: in_range(
+                ENV_LIST_USERS_RATE,
+                parsed_or(env, ENV_LIST_USERS_RATE, DEFAULT_LIST_USERS_RATE)?,
+                0.01..=30.0,
+            )?,
+            sharing: sharing_from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(required: &[&str], pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut e: HashMap<String, String> = required
+            .iter()
+            .map(|v| ((*v).to_owned(), format!("{v}-value")))
+            .collect();
+        e.extend(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        e
+    }
+
+    #[test]
+    fn defaults_apply_and_sharing_is_off() {
+        let t = TriggerConfig::from_env(&env(TRIGGER_REQUIRED_ENV, &[])).unwrap();
+        assert_eq!(t.put_budget, Duration::from_millis(500));
+        assert!(!t.sharing.is_on());
+        let l = LogConfig::from_env(&env(LOG_REQUIRED_ENV, &[])).unwrap();
+        assert_eq!(l.lookup.concurrency, DEFAULT_LOOKUP_CONCURRENCY);
+        assert!(!l.sharing.is_on());
+        let x = ExportConfig::from_env(&env(EXPORT_REQUIRED_ENV, &[])).unwrap();
+        assert!((x.list_users_rate - DEFAULT_LIST_USERS_RATE).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn each_required_variable_is_named_when_missing() {
+        for var in TRIGGER_REQUIRED_ENV {
+            let mut e = env(TRIGGER_REQUIRED_ENV, &[]);
+            e.remove(*var);
+            assert_eq!(
+                TriggerConfig::from_env(&e).unwrap_err(),
+                ConfigError::Missing(var)
+            );
+        }
+        for var in LOG_REQUIRED_ENV {
+            let mut e = env(LOG_REQUIRED_ENV, &[]);
+            e.remove(*var);
+            assert_eq!(
+                LogConfig::from_env(&e).unwrap_err(),
+                ConfigError::Missing(var)
+            );
+        }
+        for var in EXPORT_REQUIRED_ENV {
+            let mut e = env(EXPORT_REQUIRED_ENV, &[]);
+            e.remove(*var);
+            assert_eq!(
+                ExportConfig::from_env(&e).unwrap_err(),
+                ConfigError::Missing(var)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_and_never_echo_the_key() {
+        let err = TriggerConfig::from_env(&env(TRIGGER_REQUIRED_ENV, &[(ENV_PUT_BUDGET_MS, "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PUT_BUDGET_MS"), "{err}");
+        let err = TriggerConfig::from_env(&env(
+            TRIGGER_REQUIRED_ENV,
+            &[
+                (ENV_SHARE_ATTRIBUTES, "email"),
+                (ENV_HASH_ATTRIBUTES, "email"),
+                (ENV_ATTRIBUTE_HASH_KEY, "short-secret"),
+            ],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ATTRIBUTE_HASH_KEY") && !err.contains("short-secret"),
+            "{err}"
+        );
+        let err = TriggerConfig::from_env(&env(
+            TRIGGER_REQUIRED_ENV,
+            &[
+                (ENV_SHARE_ATTRIBUTES, "email"),
+                (ENV_HASH_ATTRIBUTES, "email"),
+            ],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("HASH_ATTRIBUTES") && err.contains("no hash key"),
+            "{err}"
+        );
+        let on = TriggerConfig::from_env(&env(
+            TRIGGER_REQUIRED_ENV,
+            &[
+                (ENV_SHARE_ATTRIBUTES, "email,locale"),
+                (ENV_HASH_ATTRIBUTES, "email"),
+                (ENV_ATTRIBUTE_HASH_KEY, "0123456789abcdef-doc-key"),
+            ],
+        ))
+        .unwrap();
+        assert!(on.sharing.is_on());
+    }
+}
