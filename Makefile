@@ -62,17 +62,19 @@ fmt: ## Format the code.
 	cargo fmt --all
 
 # The function is built first, visibly: cargo lambda watch would otherwise compile it silently on the first invoke.
-demo: tools ## The sync processor end to end on a local moto server, through cargo lambda.
+demo: tools ## Both pipelines end to end on local moto servers: sync (through cargo lambda), then auth analytics.
 	cargo build -p sync-processor -p devtools --bins
 	scripts/with-moto cargo run --quiet -p devtools --bin demo
+	scripts/with-moto cargo run --quiet -p devtools --bin demo-auth
 
 invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }
 	cargo build -p sync-processor -p devtools --bins
 	scripts/with-moto cargo run --quiet -p devtools --bin demo -- --event "$(EVENT)"
 
-events: ## Regenerate events/*.json from events/src/.
+events: ## Regenerate the generated sample events from their readable sources.
 	cargo run --quiet -p devtools --bin gen-events
+	cargo run --quiet -p devtools --bin gen-auth-events
 
 bench: ## Measure throughput and memory of the sync processor on this machine.
 	cargo run --quiet --release -p devtools --bin bench
