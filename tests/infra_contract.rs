@@ -6,7 +6,23 @@
 use serde_yaml_ng::Value;
 
 /// Each function binary and the variables its `Config::from_env` requires.
-const REQUIRED: &[(&str, &[&str])] = &[("sync-processor", sync_processor::config::REQUIRED_ENV)];
+const REQUIRED: &[(&str, &[&str])] = &[
+    ("sync-processor", sync_processor::config::REQUIRED_ENV),
+    (
+        "auth-trigger-forwarder",
+        auth_analytics::config::TRIGGER_REQUIRED_ENV,
+    ),
+    (
+        "auth-log-forwarder",
+        auth_analytics::config::LOG_REQUIRED_ENV,
+    ),
+];
+
+/// The binaries that consume a Kinesis stream (the trigger forwarder is invoked by Cognito instead).
+const KINESIS_CONSUMERS: &[&str] = &["sync-processor", "auth-log-forwarder"];
+
+/// Cognito waits this long for a user pool trigger, and the limit cannot be changed.
+const COGNITO_TRIGGER_TIMEOUT_SECONDS: u64 = 5;
 
 fn template() -> Value {
     let path = e2e::root().join("infra/template.yaml");
@@ -100,9 +116,20 @@ fn every_kinesis_event_source_reports_batch_item_failures_and_has_an_on_failure_
         sources += 1;
     }
     assert!(
-        sources >= REQUIRED.len(),
+        sources >= KINESIS_CONSUMERS.len(),
         "found {sources} Kinesis event sources"
     );
+    for binary in KINESIS_CONSUMERS {
+        let f = function_for_binary(&t, binary);
+        let has_source = f["Properties"]["Events"]
+            .as_mapping()
+            .is_some_and(|events| {
+                events
+                    .values()
+                    .any(|e| e["Type"].as_str() == Some("Kinesis"))
+            });
+        assert!(has_source, "{binary}: no Kinesis event source");
+    }
 }
 
 #[test]
@@ -151,4 +178,149 @@ fn functions_are_arm64_al2023_with_json_logs_built_by_cargo_lambda() {
             "{binary}"
         );
     }
+}
+
+/// The logical id of the function that builds `binary`.
+fn function_id_for_binary(t: &Value, binary: &str) -> String {
+    resources_of_type(t, "AWS::Serverless::Function")
+        .into_iter()
+        .find(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
+        .map(|(name, _)| name)
+        .unwrap()
+}
+
+/// The logical id a `!GetAtt X.Arn`, `!Ref X` or `Fn::GetAtt: [X, Arn]` value points at.
+fn referenced_id(v: &Value) -> Option<String> {
+    match v {
+        Value::Tagged(t) => match &t.value {
+            Value::String(s) => Some(s.split('.').next().unwrap_or(s).to_owned()),
+            Value::Sequence(parts) => parts.first().and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        },
+        Value::Mapping(m) => m
+            .get("Fn::GetAtt")
+            .and_then(|g| g[0].as_str())
+            .or_else(|| m.get("Ref").and_then(Value::as_str))
+            .map(str::to_owned),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_trigger_forwarder_answers_within_cognitos_timeout_and_cognito_may_invoke_it() {
+    let t = template();
+    let f = function_for_binary(&t, "auth-trigger-forwarder");
+    let timeout = f["Properties"]["Timeout"]
+        .as_u64()
+        .or_else(|| t["Globals"]["Function"]["Timeout"].as_u64())
+        .expect("the trigger forwarder sets a literal Timeout (the 3 s default is not explicit)");
+    assert!(
+        timeout <= COGNITO_TRIGGER_TIMEOUT_SECONDS,
+        "the trigger forwarder's Timeout is {timeout} s; Cognito waits {COGNITO_TRIGGER_TIMEOUT_SECONDS} s at most"
+    );
+    let id = function_id_for_binary(&t, "auth-trigger-forwarder");
+    let permissions: Vec<_> = resources_of_type(&t, "AWS::Lambda::Permission")
+        .into_iter()
+        .filter(|(_, p)| {
+            let p = &p["Properties"];
+            p["Principal"].as_str() == Some("cognito-idp.amazonaws.com")
+                && p["Action"].as_str() == Some("lambda:InvokeFunction")
+                && referenced_id(&p["FunctionName"]).as_deref() == Some(id.as_str())
+        })
+        .collect();
+    assert!(
+        !permissions.is_empty(),
+        "no AWS::Lambda::Permission lets cognito-idp.amazonaws.com invoke {id}"
+    );
+    for (name, p) in permissions {
+        assert!(
+            !untag(&p["Properties"]["SourceArn"]).is_null(),
+            "{name}: a Cognito invoke permission must be scoped to the pool with SourceArn"
+        );
+    }
+}
+
+/// Each function's name in metrics and the metrics it emits, from the code.
+const EMITTED_METRICS: &[(&str, &[&str])] = &[
+    (
+        sync_processor::handler::FUNCTION_NAME,
+        sync_processor::handler::METRICS,
+    ),
+    (
+        auth_analytics::trigger_handler::FUNCTION_NAME,
+        auth_analytics::trigger_handler::METRICS,
+    ),
+    (
+        auth_analytics::log_handler::FUNCTION_NAME,
+        auth_analytics::log_handler::METRICS,
+    ),
+];
+
+#[test]
+fn every_custom_metric_alarm_watches_a_metric_the_code_emits() {
+    let t = template();
+    let mut watched = Vec::new();
+    for (name, alarm) in resources_of_type(&t, "AWS::CloudWatch::Alarm") {
+        let p = &alarm["Properties"];
+        if p["Namespace"].as_str() != Some(bridge_core::telemetry::METRICS_NAMESPACE) {
+            continue;
+        }
+        let metric = p["MetricName"].as_str().unwrap();
+        let function = p["Dimensions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|d| d["Name"].as_str() == Some("Function"))
+            .and_then(|d| d["Value"].as_str())
+            .unwrap_or_else(|| panic!("{name}: no literal Function dimension"));
+        let emitted = EMITTED_METRICS
+            .iter()
+            .find(|(f, _)| *f == function)
+            .unwrap_or_else(|| panic!("{name}: no function is named {function} in metrics"));
+        assert!(
+            emitted.1.contains(&metric),
+            "{name}: {function} does not emit {metric}"
+        );
+        watched.push((function, metric));
+    }
+    for expected in [
+        (
+            auth_analytics::trigger_handler::FUNCTION_NAME,
+            auth_analytics::trigger_handler::METRIC_EVENTS_SPILLED,
+        ),
+        (
+            auth_analytics::log_handler::FUNCTION_NAME,
+            auth_analytics::log_handler::METRIC_DEAD_LETTERED,
+        ),
+    ] {
+        assert!(watched.contains(&expected), "no alarm on {expected:?}");
+    }
+}
+
+#[test]
+fn the_log_forwarder_may_write_its_dead_letters_and_nothing_else_in_the_bucket() {
+    let t = template();
+    let f = function_for_binary(&t, auth_analytics::log_handler::FUNCTION_NAME);
+    let expected = format!(
+        "${{BridgeBucket.Arn}}/{}{}/*",
+        bridge_core::dead_letter::DEAD_LETTER_PREFIX,
+        auth_analytics::log_handler::FUNCTION_NAME
+    );
+    let statements = f["Properties"]["Policies"][0]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let puts: Vec<&Value> = statements
+        .iter()
+        .filter(|s| {
+            s["Action"]
+                .as_sequence()
+                .is_some_and(|a| a.iter().any(|a| a.as_str() == Some("s3:PutObject")))
+        })
+        .collect();
+    assert_eq!(puts.len(), 1, "one s3:PutObject statement");
+    assert_eq!(
+        untag(&puts[0]["Resource"]).as_str(),
+        Some(expected.as_str()),
+        "the dead-letter prefix the code writes"
+    );
 }
