@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools build test lint infra-check fmt demo invoke events bench lock clean
+.PHONY: help tools infra-tools build test lint infra-check package fmt demo invoke events bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -58,6 +58,11 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Not in CI yet: a cold arm64 release build of the three functions takes many minutes on a 2-core machine.
+package: tools infra-tools ## Build every function for arm64 (cargo-lambda, zig from PyPI) and sam build into .aws-sam/.
+	rustup target add aarch64-unknown-linux-gnu
+	.venv-sam/bin/sam build --template infra/template.yaml --build-dir .aws-sam/build
+
 fmt: ## Format the code.
 	cargo fmt --all
 
@@ -87,4 +92,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: s
 	  echo "# requirements-dev.in). Regenerate: make lock."; $(VENV)/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove build output, tools and demo files.
-	rm -rf target $(VENV) .venv-sam .venv-checkov .demo
+	rm -rf target $(VENV) .venv-sam .venv-checkov .demo .aws-sam
