@@ -75,9 +75,6 @@ pub const METRICS: &[&str] = &[
     directory::METRIC_LOOKUP_FAILURES,
 ];
 
-/// Dead letters written at once.
-const DEAD_LETTER_CONCURRENCY: usize = 16;
-
 /// One auth event of a record and what became of it.
 #[derive(Debug)]
 struct Planned {
@@ -275,31 +272,19 @@ impl LogForwarder {
             .filter_map(|(i, item)| match &item.fate {
                 Fate::DeadLetter(_, reason) => Some((
                     i,
-                    match (&item.data, &item.raw) {
-                        (Some(data), _) => DeadLetter::for_data(
-                            FUNCTION_NAME,
-                            &item.source,
-                            item.arrival,
-                            data,
-                            reason.clone(),
-                        ),
-                        (None, raw) => DeadLetter::for_raw(
-                            FUNCTION_NAME,
-                            &item.source,
-                            item.arrival,
-                            raw.clone().unwrap_or_default(),
-                            reason.clone(),
-                        ),
-                    },
+                    DeadLetter::for_record(
+                        FUNCTION_NAME,
+                        &item.source,
+                        item.arrival,
+                        item.data.as_deref(),
+                        item.raw.as_ref(),
+                        reason.clone(),
+                    ),
                 )),
                 _ => None,
             })
             .collect();
-        let results: Vec<_> = futures_util::stream::iter(letters)
-            .map(|(i, letter)| async move { (i, self.dead_letters.write(&letter).await) })
-            .buffer_unordered(DEAD_LETTER_CONCURRENCY)
-            .collect()
-            .await;
+        let results = self.dead_letters.write_all(letters).await;
         for (i, result) in results {
             let item = &mut items[i];
             let class = match &item.fate {

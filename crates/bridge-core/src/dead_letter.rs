@@ -14,6 +14,8 @@ use crate::envelope::{SourceRef, rfc3339, sha256_hex};
 
 /// The key prefix of dead letters in the bucket.
 pub const DEAD_LETTER_PREFIX: &str = "dead-letter/";
+/// Dead letters written at once by [`DeadLetterWriter::write_all`].
+pub const DEAD_LETTER_CONCURRENCY: usize = 16;
 
 /// One dead letter, as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +50,27 @@ impl DeadLetter {
     ) -> Self {
         let data_base64 = Some(base64::engine::general_purpose::STANDARD.encode(data));
         Self::new(function, source, arrival, reason, data_base64, None)
+    }
+
+    /// A dead letter for a source record: its data when it was read, else its raw JSON as Lambda sent it.
+    pub fn for_record(
+        function: &str,
+        source: &SourceRef,
+        arrival: Option<DateTime<Utc>>,
+        data: Option<&[u8]>,
+        raw: Option<&serde_json::Value>,
+        reason: String,
+    ) -> Self {
+        match data {
+            Some(data) => Self::for_data(function, source, arrival, data, reason),
+            None => Self::for_raw(
+                function,
+                source,
+                arrival,
+                raw.cloned().unwrap_or_default(),
+                reason,
+            ),
+        }
     }
 
     /// A dead letter for a record that could not be decoded: its raw JSON is kept.
@@ -138,6 +161,20 @@ impl DeadLetterWriter {
             .put(&self.bucket, &key, Bytes::from(body), "application/json")
             .await?;
         Ok(key)
+    }
+
+    /// Writes many dead letters, [`DEAD_LETTER_CONCURRENCY`] at a time; each result comes back with the tag it
+    /// was given (for example the record's index in the batch), in no particular order.
+    pub async fn write_all<T: Send>(
+        &self,
+        letters: Vec<(T, DeadLetter)>,
+    ) -> Vec<(T, Result<String, BlobError>)> {
+        use futures_util::StreamExt as _;
+        futures_util::stream::iter(letters)
+            .map(|(tag, letter)| async move { (tag, self.write(&letter).await) })
+            .buffer_unordered(DEAD_LETTER_CONCURRENCY)
+            .collect()
+            .await
     }
 }
 

@@ -78,8 +78,6 @@ pub const METRICS: &[&str] = &[
 
 /// S3Url payloads fetched at once.
 const FETCH_CONCURRENCY: usize = 8;
-/// Dead letters written at once.
-const DEAD_LETTER_CONCURRENCY: usize = 16;
 /// Mark writes at once.
 const MARK_WRITE_CONCURRENCY: usize = 32;
 /// Compare-and-swap rounds per mark before leaving it to the next invocation.
@@ -276,36 +274,21 @@ impl Processor {
             .iter()
             .enumerate()
             .filter_map(|(i, item)| match &item.fate {
-                Fate::DeadLetter(h) => {
-                    let reason = h.detail.clone();
-                    Some((
-                        i,
-                        match (&item.data, &item.raw) {
-                            (Some(data), _) => DeadLetter::for_data(
-                                FUNCTION_NAME,
-                                &item.source,
-                                item.arrival,
-                                data,
-                                reason,
-                            ),
-                            (None, raw) => DeadLetter::for_raw(
-                                FUNCTION_NAME,
-                                &item.source,
-                                item.arrival,
-                                raw.clone().unwrap_or_default(),
-                                reason,
-                            ),
-                        },
-                    ))
-                }
+                Fate::DeadLetter(h) => Some((
+                    i,
+                    DeadLetter::for_record(
+                        FUNCTION_NAME,
+                        &item.source,
+                        item.arrival,
+                        item.data.as_deref(),
+                        item.raw.as_ref(),
+                        h.detail.clone(),
+                    ),
+                )),
                 _ => None,
             })
             .collect();
-        let results: Vec<_> = futures_util::stream::iter(letters)
-            .map(|(i, letter)| async move { (i, self.dead_letters.write(&letter).await) })
-            .buffer_unordered(DEAD_LETTER_CONCURRENCY)
-            .collect()
-            .await;
+        let results = self.dead_letters.write_all(letters).await;
         for (i, result) in results {
             let item = &mut items[i];
             let class = match &item.fate {
