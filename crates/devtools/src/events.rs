@@ -160,3 +160,66 @@ pub fn sample_documents(source: &Value) -> Vec<(String, Value)> {
         })
         .unwrap_or_default()
 }
+
+/// Regenerates `events/<prefix><name>` from each readable source `events/<src>/<name>` (`*.json`) with
+/// `render`. With `--check` on the command line it only compares, and fails naming the stale files. The body
+/// of the `gen-events` and `gen-auth-events` bins.
+pub fn run_generator(
+    tool: &str,
+    src: &str,
+    prefix: &str,
+    render: impl Fn(&Value) -> Result<String, String>,
+) -> std::process::ExitCode {
+    let check = std::env::args().any(|a| a == "--check");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+    match regenerate(&root, src, prefix, check, render) {
+        Ok(stale) if stale.is_empty() => std::process::ExitCode::SUCCESS,
+        Ok(stale) => {
+            eprintln!("out of date (run `make events`): {}", stale.join(", "));
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{tool}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The files under `root` that differ from what `render` makes of their sources in `root/src`; rewritten
+/// unless `check`. Returns the stale names when checking, nothing otherwise.
+fn regenerate(
+    root: &std::path::Path,
+    src: &str,
+    prefix: &str,
+    check: bool,
+    render: impl Fn(&Value) -> Result<String, String>,
+) -> Result<Vec<String>, String> {
+    let mut sources: Vec<_> = std::fs::read_dir(root.join(src))
+        .map_err(|e| format!("cannot read events/{src}: {e}"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    sources.sort();
+    let mut stale = Vec::new();
+    for path in sources {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let source: Value = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{name}: {e}"))?;
+        let text = render(&source).map_err(|e| format!("{name}: {e}"))?;
+        let out_name = format!("{prefix}{name}");
+        let out = root.join(&out_name);
+        if std::fs::read_to_string(&out).ok().as_deref() != Some(text.as_str()) {
+            if !check {
+                std::fs::write(&out, &text).map_err(|e| format!("cannot write {out_name}: {e}"))?;
+            }
+            stale.push(out_name);
+        }
+    }
+    Ok(if check { stale } else { Vec::new() })
+}
