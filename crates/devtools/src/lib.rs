@@ -5,5 +5,6 @@
 pub mod emulator;
 pub mod events;
 pub mod memory;
+pub mod sizes;
 
 pub use emulator::LocalAws;

@@ -17,9 +17,9 @@ use base64::Engine as _;
 use bridge_core::Deadline;
 use bridge_core::kinesis_event::RawKinesisEvent;
 use bridge_core::telemetry::Metrics;
-use devtools::LocalAws;
 use devtools::emulator::unique_name;
 use devtools::events::event_from_stream_records;
+use devtools::{LocalAws, sizes};
 use serde_json::Value;
 
 /// Auth events the samples must produce: 13 trigger sources and 7 user-activity entries.
@@ -131,15 +131,17 @@ async fn run() -> Result<(), String> {
     );
     let metrics = Metrics::new();
     let response = logs.process(raw, Deadline::none(), &metrics).await;
+    let log_sizes: Vec<usize> = records.iter().map(|r| r.data.as_ref().len()).collect();
     println!(
-        "  {} records, {} control messages skipped, {} batch item failures",
-        records.len(),
+        "  {} (gzip subscription records), {} control messages skipped, {} batch item failures",
+        sizes::summary(&log_sizes),
         metrics.get(auth_analytics::log_handler::METRIC_CONTROL_MESSAGES),
         response.batch_item_failures.len()
     );
 
-    println!("== auth events on {output}");
     let landed = aws.read_stream(&output).await.map_err(|e| e.to_string())?;
+    let sizes: Vec<usize> = landed.iter().map(|r| r.data.as_ref().len()).collect();
+    println!("== auth events on {output}: {}", sizes::summary(&sizes));
     for r in &landed {
         let doc: Value = serde_json::from_slice(r.data.as_ref()).map_err(|e| e.to_string())?;
         let ctx = &doc["context"];

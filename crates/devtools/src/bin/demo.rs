@@ -15,8 +15,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
-use devtools::LocalAws;
 use devtools::events::{event_from_stream_records, sample_documents};
+use devtools::{LocalAws, sizes};
 use serde_json::Value;
 use sync_processor::config as sp;
 
@@ -201,6 +201,7 @@ async fn run() -> Result<bool> {
     }
     let on_stream = aws.read_stream(SOURCE).await.map_err(|e| e.to_string())?;
     println!("   {put} records put, {} read back", on_stream.len());
+    let source_sizes: Vec<usize> = on_stream.iter().map(|r| r.data.as_ref().len()).collect();
 
     let demo_dir = root().join(".demo");
     std::fs::create_dir_all(&demo_dir).map_err(|e| e.to_string())?;
@@ -222,7 +223,7 @@ async fn run() -> Result<bool> {
             .map_or("?".to_owned(), |n| n.to_string())
     };
     println!("== summary");
-    println!("   records in:         {}", on_stream.len());
+    println!("   records in:         {}", sizes::summary(&source_sizes));
     println!("   changes forwarded:  {}", outputs.len());
     println!("   duplicates dropped: {}", count("DuplicatesDropped"));
     println!("   stale dropped:      {}", count("StaleDropped"));
@@ -286,14 +287,13 @@ async fn run() -> Result<bool> {
 }
 
 async fn print_outputs(aws: &LocalAws) -> Result<Vec<Value>> {
-    let outputs: Vec<Value> = aws
-        .read_stream(OUTPUT)
-        .await
-        .map_err(|e| e.to_string())?
+    let records = aws.read_stream(OUTPUT).await.map_err(|e| e.to_string())?;
+    let outputs: Vec<Value> = records
         .iter()
         .filter_map(|r| serde_json::from_slice(r.data.as_ref()).ok())
         .collect();
-    println!("== on {OUTPUT}:");
+    let sizes: Vec<usize> = records.iter().map(|r| r.data.as_ref().len()).collect();
+    println!("== on {OUTPUT}: {}", sizes::summary(&sizes));
     for d in &outputs {
         let identity = d["identity_id"].as_str().unwrap_or_default();
         let value = d["value"]
