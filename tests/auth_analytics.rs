@@ -388,11 +388,14 @@ async fn shared_trigger_attributes_follow_the_allowlist_and_hash_pii() {
     let attrs = out[0].1["attributes"].as_object().unwrap();
     assert_eq!(attrs.len(), 3);
     assert_eq!(attrs["given_name"], "Jane");
-    let sharing = auth_analytics::config::sharing_from_env(&env(&[
-        (cfg::ENV_SHARE_ATTRIBUTES, "email"),
-        (cfg::ENV_HASH_ATTRIBUTES, "email"),
-        (cfg::ENV_ATTRIBUTE_HASH_KEY, HASH_KEY),
-    ]))
+    let sharing = auth_analytics::config::sharing_from_env(
+        &env(&[
+            (cfg::ENV_SHARE_ATTRIBUTES, "email"),
+            (cfg::ENV_HASH_ATTRIBUTES, "email"),
+            (cfg::ENV_ATTRIBUTE_HASH_KEY, HASH_KEY),
+        ]),
+        cfg::HashKey::FromEnv,
+    )
     .unwrap();
     assert_eq!(attrs["email"], sharing.hmac("email", "jane@example.com"));
     let text = out[0].1.to_string();
@@ -401,6 +404,104 @@ async fn shared_trigger_attributes_follow_the_allowlist_and_hash_pii() {
             && !text.contains("+12065550100")
             && !text.contains(HASH_KEY)
     );
+}
+
+/// A secret in Secrets Manager (moto) holding `key`; its ARN.
+async fn hash_key_secret(aws: &LocalAws, key: &str) -> String {
+    aws_sdk_secretsmanager::Client::new(&aws.sdk)
+        .create_secret()
+        .name(unique_name("hash-key"))
+        .secret_string(key)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hash_key_is_read_from_secrets_manager_at_cold_start() {
+    let aws = local().await;
+    let stream = output_stream(&aws).await;
+    let secret_key = "secret-manager-only-key-0123456789";
+    let arn = hash_key_secret(&aws, secret_key).await;
+    let e = env(&[
+        (cfg::ENV_OUTPUT_STREAM, &stream),
+        (cfg::ENV_DEAD_LETTER_BUCKET, "unused"),
+        (cfg::ENV_SHARE_ATTRIBUTES, "email,given_name"),
+        (cfg::ENV_HASH_ATTRIBUTES, "email"),
+        (cfg::ENV_ATTRIBUTE_HASH_KEY_SECRET, &arn),
+    ]);
+    let config = TriggerConfig::load(&e, &aws.sdk).await.unwrap();
+    let keyed = |key: &str| {
+        AttributeSharing::new(
+            ["email".to_owned()],
+            ["email".to_owned()],
+            Some(key.as_bytes().to_vec()),
+        )
+        .unwrap()
+        .hmac("email", "jane@example.com")
+    };
+    // The events carry the hash under the secret's key, which is in no environment variable.
+    let (_, outcome) = TriggerForwarder::connect(&config, &aws.sdk)
+        .forward(
+            trigger_sample("PostAuthentication_Authentication"),
+            Utc::now(),
+            &Metrics::new(),
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Forwarded { .. }));
+    let out = outputs(&aws, &stream).await;
+    assert_eq!(out[0].1["attributes"]["email"], keyed(secret_key));
+    assert_ne!(out[0].1["attributes"]["email"], keyed(HASH_KEY));
+    assert_eq!(out[0].1["attributes"]["given_name"], "Jane");
+    let log = LogConfig::load(&e, &aws.sdk).await.unwrap();
+    assert_eq!(
+        log.sharing.hmac("email", "jane@example.com"),
+        keyed(secret_key)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_key_secret_fails_the_trigger_open_and_the_log_forwarder_closed() {
+    let aws = local().await;
+    let stream = output_stream(&aws).await;
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-key-AbCdEf";
+    let short = hash_key_secret(&aws, "too-short").await;
+    for secret in [missing, short.as_str()] {
+        let e = env(&[
+            (cfg::ENV_OUTPUT_STREAM, &stream),
+            (cfg::ENV_DEAD_LETTER_BUCKET, "unused"),
+            (cfg::ENV_SHARE_ATTRIBUTES, "email,given_name"),
+            (cfg::ENV_HASH_ATTRIBUTES, "email"),
+            (cfg::ENV_ATTRIBUTE_HASH_KEY_SECRET, secret),
+        ]);
+        // The trigger still starts, and sends the plain attribute but not the one it cannot hash.
+        let config = TriggerConfig::load(&e, &aws.sdk).await.unwrap();
+        let (response, outcome) = TriggerForwarder::connect(&config, &aws.sdk)
+            .forward(
+                trigger_sample("PostAuthentication_Authentication"),
+                Utc::now(),
+                &Metrics::new(),
+            )
+            .await;
+        assert!(matches!(outcome, Outcome::Forwarded { .. }));
+        assert_eq!(
+            response,
+            trigger_sample("PostAuthentication_Authentication")
+        );
+        // The log forwarder does not start: its batch waits on the stream. The error names the variable.
+        let err = LogConfig::load(&e, &aws.sdk).await.unwrap_err().to_string();
+        assert!(err.contains(cfg::ENV_ATTRIBUTE_HASH_KEY_SECRET), "{err}");
+        assert!(!err.contains("too-short"), "{err}");
+    }
+    let out = outputs(&aws, &stream).await;
+    assert_eq!(out.len(), 2);
+    for (_, doc) in &out {
+        let attrs = doc["attributes"].as_object().unwrap();
+        assert_eq!(attrs.keys().collect::<Vec<_>>(), ["given_name"]);
+        assert!(!doc.to_string().contains("jane@example.com"));
+    }
 }
 
 /// A forwarder whose Kinesis endpoint is `endpoint`, with the production client settings and `budget_ms`.
@@ -494,11 +595,14 @@ async fn a_spilled_line_keeps_only_hashed_attributes() {
         .endpoint_url(&silent.origin)
         .build();
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::from_conf(conf), "auth-events");
-    let sharing = cfg::sharing_from_env(&env(&[
-        (cfg::ENV_SHARE_ATTRIBUTES, "email,given_name"),
-        (cfg::ENV_HASH_ATTRIBUTES, "email"),
-        (cfg::ENV_ATTRIBUTE_HASH_KEY, HASH_KEY),
-    ]))
+    let sharing = cfg::sharing_from_env(
+        &env(&[
+            (cfg::ENV_SHARE_ATTRIBUTES, "email,given_name"),
+            (cfg::ENV_HASH_ATTRIBUTES, "email"),
+            (cfg::ENV_ATTRIBUTE_HASH_KEY, HASH_KEY),
+        ]),
+        cfg::HashKey::FromEnv,
+    )
     .unwrap();
     let forwarder = TriggerForwarder::new(Arc::new(sink), budget, 10_000, sharing.clone());
     let (_, outcome) = forwarder
@@ -982,11 +1086,14 @@ async fn shared_log_attributes_come_from_cognito_idp_through_the_cache() {
         "repeats are answered by the cache"
     );
     assert_eq!(second.get(directory::METRIC_LOOKUP_CACHE_HITS), 3);
-    let sharing = cfg::sharing_from_env(&env(&[
-        (cfg::ENV_SHARE_ATTRIBUTES, "email"),
-        (cfg::ENV_HASH_ATTRIBUTES, "email"),
-        (cfg::ENV_ATTRIBUTE_HASH_KEY, HASH_KEY),
-    ]))
+    let sharing = cfg::sharing_from_env(
+        &env(&[
+            (cfg::ENV_SHARE_ATTRIBUTES, "email"),
+            (cfg::ENV_HASH_ATTRIBUTES, "email"),
+            (cfg::ENV_ATTRIBUTE_HASH_KEY, HASH_KEY),
+        ]),
+        cfg::HashKey::FromEnv,
+    )
     .unwrap();
     let out = outputs(&h.aws, &h.stream).await;
     assert_eq!(out.len(), 10);

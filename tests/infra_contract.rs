@@ -324,3 +324,57 @@ fn the_log_forwarder_may_write_its_dead_letters_and_nothing_else_in_the_bucket()
         "the dead-letter prefix the code writes"
     );
 }
+
+/// The statements of a function's inline policy, with `!If [cond, statement, !Ref AWS::NoValue]` opened.
+fn policy_statements(function: &Value) -> Vec<&Value> {
+    function["Properties"]["Policies"][0]["Statement"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| match s {
+            Value::Tagged(t) if t.tag == "!If" => &t.value[1],
+            plain => plain,
+        })
+        .collect()
+}
+
+#[test]
+fn a_function_given_the_hash_key_secret_may_read_exactly_that_secret() {
+    let t = template();
+    let mut given = 0;
+    for binary in [
+        auth_analytics::trigger_handler::FUNCTION_NAME,
+        auth_analytics::log_handler::FUNCTION_NAME,
+    ] {
+        let f = function_for_binary(&t, binary);
+        let Some(var) = f["Properties"]["Environment"]["Variables"]
+            .get(auth_analytics::config::ENV_ATTRIBUTE_HASH_KEY_SECRET)
+        else {
+            continue;
+        };
+        given += 1;
+        // !If [HasHashAttributes, <the secret>, !Ref AWS::NoValue]: the secret is the second element.
+        let secret = &untag(var)[1];
+        let reads: Vec<&Value> = policy_statements(f)
+            .into_iter()
+            .filter(|s| {
+                s["Action"].as_sequence().is_some_and(|a| {
+                    a.iter()
+                        .any(|a| a.as_str() == Some("secretsmanager:GetSecretValue"))
+                })
+            })
+            .collect();
+        assert_eq!(reads.len(), 1, "{binary}: one GetSecretValue statement");
+        assert_eq!(
+            &reads[0]["Resource"], secret,
+            "{binary}: may read the secret its environment names, and only that one"
+        );
+        assert!(
+            f["Properties"]["Environment"]["Variables"]
+                .get(auth_analytics::config::ENV_ATTRIBUTE_HASH_KEY)
+                .is_none(),
+            "{binary}: the key itself is never in the function's configuration"
+        );
+    }
+    assert_eq!(given, 2, "both forwarders can hash attributes");
+}

@@ -17,8 +17,11 @@ pub const ENV_EVENT_ID_WINDOW_MS: &str = "EVENT_ID_WINDOW_MS";
 pub const ENV_SHARE_ATTRIBUTES: &str = "SHARE_ATTRIBUTES";
 /// Comma-separated shared attribute names to send as HMAC-SHA256 hashes.
 pub const ENV_HASH_ATTRIBUTES: &str = "HASH_ATTRIBUTES";
-/// The HMAC key (at least 16 bytes). Never logged.
+/// The HMAC key (at least 16 bytes), for local runs. Never logged.
 pub const ENV_ATTRIBUTE_HASH_KEY: &str = "ATTRIBUTE_HASH_KEY";
+/// ARN or name of a Secrets Manager secret whose `SecretString` is the HMAC key: how a deployment gives it
+/// (read once at cold start by each config's `load`, so the key is never in the function's configuration).
+pub const ENV_ATTRIBUTE_HASH_KEY_SECRET: &str = "ATTRIBUTE_HASH_KEY_SECRET_ARN";
 /// S3 bucket for dead letters (log forwarder).
 pub const ENV_DEAD_LETTER_BUCKET: &str = "DEAD_LETTER_BUCKET";
 /// Attempts per output record on PutRecords (log forwarder).
@@ -57,16 +60,66 @@ pub const DEFAULT_LOOKUP_CONCURRENCY: usize = 4;
 /// Default ListUsers rate: a sixth of the account's 30/s UserList quota.
 pub const DEFAULT_LIST_USERS_RATE: f64 = 5.0;
 
+/// Where the HMAC key of hashed attributes comes from.
+#[derive(Clone)]
+pub enum HashKey {
+    /// `ATTRIBUTE_HASH_KEY`, if set (a secret named in the environment is then refused: use `load`).
+    FromEnv,
+    /// Read from the secret `ATTRIBUTE_HASH_KEY_SECRET_ARN` names (`None`: no secret is named).
+    Read(Option<Vec<u8>>),
+    /// The named secret could not be read: hashed attributes are not shared at all (trigger fail-open).
+    Unavailable,
+}
+
+impl std::fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::FromEnv => "FromEnv",
+            Self::Read(Some(_)) => "Read(<redacted>)",
+            Self::Read(None) => "Read(None)",
+            Self::Unavailable => "Unavailable",
+        })
+    }
+}
+
 /// Reads the sharing settings (shared by every binary).
-pub fn sharing_from_env(env: &impl Env) -> Result<AttributeSharing, ConfigError> {
+pub fn sharing_from_env(env: &impl Env, key: HashKey) -> Result<AttributeSharing, ConfigError> {
     let share = parse_list(&config::optional(env, ENV_SHARE_ATTRIBUTES).unwrap_or_default());
     let hash = parse_list(&config::optional(env, ENV_HASH_ATTRIBUTES).unwrap_or_default());
-    let key = config::optional(env, ENV_ATTRIBUTE_HASH_KEY).map(String::into_bytes);
+    let env_key = config::optional(env, ENV_ATTRIBUTE_HASH_KEY).map(String::into_bytes);
+    let secret = config::optional(env, ENV_ATTRIBUTE_HASH_KEY_SECRET);
+    if env_key.is_some() && secret.is_some() {
+        return Err(ConfigError::Invalid {
+            var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
+            reason: format!("set either {ENV_ATTRIBUTE_HASH_KEY} or this, not both"),
+        });
+    }
+    let (key, var) = match key {
+        HashKey::FromEnv if secret.is_some() => {
+            return Err(ConfigError::Invalid {
+                var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
+                reason: "the secret is read at cold start by the config's load, not by from_env"
+                    .into(),
+            });
+        }
+        HashKey::FromEnv => (env_key, ENV_ATTRIBUTE_HASH_KEY),
+        HashKey::Read(key) if secret.is_some() => (key, ENV_ATTRIBUTE_HASH_KEY_SECRET),
+        HashKey::Read(_) => (env_key, ENV_ATTRIBUTE_HASH_KEY),
+        HashKey::Unavailable => {
+            let plain: Vec<String> = share.into_iter().filter(|s| !hash.contains(s)).collect();
+            return AttributeSharing::new(plain, Vec::new(), None).map_err(|e| {
+                ConfigError::Invalid {
+                    var: ENV_HASH_ATTRIBUTES,
+                    reason: e.to_string(),
+                }
+            });
+        }
+    };
     if let Some(k) = &key
         && k.len() < MIN_HASH_KEY_BYTES
     {
         return Err(ConfigError::Invalid {
-            var: ENV_ATTRIBUTE_HASH_KEY,
+            var,
             reason: format!("the key must have at least {MIN_HASH_KEY_BYTES} bytes"),
         });
     }
@@ -74,6 +127,43 @@ pub fn sharing_from_env(env: &impl Env) -> Result<AttributeSharing, ConfigError>
         var: ENV_HASH_ATTRIBUTES,
         reason: e.to_string(),
     })
+}
+
+/// How long a cold start may wait for the hash key secret (the trigger answers Cognito within 5 s in all).
+pub const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The key in the secret `ATTRIBUTE_HASH_KEY_SECRET_ARN` names (`None` when it names none). The error names
+/// the variable and the cause, never the key.
+pub async fn read_hash_key(
+    env: &impl Env,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(secret) = config::optional(env, ENV_ATTRIBUTE_HASH_KEY_SECRET) else {
+        return Ok(None);
+    };
+    let unreadable = |reason: String| ConfigError::Invalid {
+        var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
+        reason,
+    };
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let read = tokio::time::timeout(
+        SECRET_READ_TIMEOUT,
+        client.get_secret_value().secret_id(&secret).send(),
+    )
+    .await
+    .map_err(|_| unreadable(format!("GetSecretValue took over {SECRET_READ_TIMEOUT:?}")))?
+    .map_err(|e| {
+        unreadable(format!(
+            "GetSecretValue failed: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        ))
+    })?;
+    match read.secret_string {
+        Some(key) => Ok(Some(key.into_bytes())),
+        None => Err(unreadable(
+            "the secret has no SecretString (a binary secret is not used as a key)".into(),
+        )),
+    }
 }
 
 /// `auth-trigger-forwarder`'s settings.
@@ -90,8 +180,34 @@ pub struct TriggerConfig {
 }
 
 impl TriggerConfig {
-    /// Reads the environment.
+    /// Reads the environment (a hash key only from `ATTRIBUTE_HASH_KEY`).
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Self::build(env, HashKey::FromEnv)
+    }
+
+    /// Reads the environment and the hash key secret. Fails open: a secret that cannot be read is logged and
+    /// leaves the hashed attributes out of every event (never sent in plain), because a trigger that fails its
+    /// cold start fails the user's sign-in. The next cold start tries again.
+    pub async fn load(env: &impl Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        match read_hash_key(env, sdk).await {
+            Ok(key) => match Self::build(env, HashKey::Read(key)) {
+                Ok(config) => Ok(config),
+                Err(e) if is_hash_key_error(&e) => Self::degraded(env, &e),
+                Err(e) => Err(e),
+            },
+            Err(e) => Self::degraded(env, &e),
+        }
+    }
+
+    fn degraded(env: &impl Env, cause: &ConfigError) -> Result<Self, ConfigError> {
+        tracing::error!(
+            error = %cause,
+            "attribute hash key unavailable: hashed attributes are left out of auth events until a cold start reads it"
+        );
+        Self::build(env, HashKey::Unavailable)
+    }
+
+    fn build(env: &impl Env, key: HashKey) -> Result<Self, ConfigError> {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             put_budget: Duration::from_millis(in_range(
@@ -104,9 +220,14 @@ impl TriggerConfig {
                 parsed_or(env, ENV_EVENT_ID_WINDOW_MS, DEFAULT_EVENT_ID_WINDOW_MS)?,
                 1..=3_600_000,
             )?,
-            sharing: sharing_from_env(env)?,
+            sharing: sharing_from_env(env, key)?,
         })
     }
+}
+
+fn is_hash_key_error(e: &ConfigError) -> bool {
+    matches!(e, ConfigError::Invalid { var, .. }
+        if *var == ENV_ATTRIBUTE_HASH_KEY_SECRET || *var == ENV_ATTRIBUTE_HASH_KEY)
 }
 
 /// User lookup settings.
@@ -136,8 +257,18 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    /// Reads the environment.
+    /// Reads the environment (a hash key only from `ATTRIBUTE_HASH_KEY`).
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Self::build(env, HashKey::FromEnv)
+    }
+
+    /// Reads the environment and the hash key secret; an unreadable secret fails the cold start (the batch
+    /// waits on the stream and is retried).
+    pub async fn load(env: &impl Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Self::build(env, HashKey::Read(read_hash_key(env, sdk).await?))
+    }
+
+    fn build(env: &impl Env, key: HashKey) -> Result<Self, ConfigError> {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
@@ -146,7 +277,7 @@ impl LogConfig {
                 parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
                 1..=20,
             )?,
-            sharing: sharing_from_env(env)?,
+            sharing: sharing_from_env(env, key)?,
             lookup: LookupConfig {
                 ttl: Duration::from_secs(in_range(
                     ENV_LOOKUP_CACHE_TTL_SECONDS,
@@ -190,8 +321,17 @@ pub struct ExportConfig {
 }
 
 impl ExportConfig {
-    /// Reads the environment.
+    /// Reads the environment (a hash key only from `ATTRIBUTE_HASH_KEY`).
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        Self::build(env, HashKey::FromEnv)
+    }
+
+    /// Reads the environment and the hash key secret.
+    pub async fn load(env: &impl Env, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Self::build(env, HashKey::Read(read_hash_key(env, sdk).await?))
+    }
+
+    fn build(env: &impl Env, key: HashKey) -> Result<Self, ConfigError> {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             user_pool_id: required(env, ENV_USER_POOL_ID)?,
@@ -200,7 +340,7 @@ impl ExportConfig {
                 parsed_or(env, ENV_LIST_USERS_RATE, DEFAULT_LIST_USERS_RATE)?,
                 0.01..=30.0,
             )?,
-            sharing: sharing_from_env(env)?,
+            sharing: sharing_from_env(env, key)?,
         })
     }
 }
@@ -306,5 +446,58 @@ mod tests {
         ))
         .unwrap();
         assert!(on.sharing.is_on());
+    }
+
+    #[test]
+    fn the_hash_key_comes_from_one_place_and_an_unavailable_key_shares_no_hashed_attribute() {
+        let sharing = [
+            (ENV_SHARE_ATTRIBUTES, "email,locale"),
+            (ENV_HASH_ATTRIBUTES, "email"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = sharing.to_vec();
+            pairs.extend_from_slice(extra);
+            env(TRIGGER_REQUIRED_ENV, &pairs)
+        };
+        let secret = (
+            ENV_ATTRIBUTE_HASH_KEY_SECRET,
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:k",
+        );
+        let both = with(&[secret, (ENV_ATTRIBUTE_HASH_KEY, "0123456789abcdef-doc-key")]);
+        let err = TriggerConfig::build(&both, HashKey::Read(Some(b"0123456789abcdef".to_vec())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+        // from_env cannot read a secret: it says so rather than running without the key.
+        let err = TriggerConfig::from_env(&with(&[secret]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ATTRIBUTE_HASH_KEY_SECRET_ARN") && err.contains("load"),
+            "{err}"
+        );
+        // A short key read from the secret is refused, naming the variable, not the key.
+        let err = TriggerConfig::build(
+            &with(&[secret]),
+            HashKey::Read(Some(b"short-secret".to_vec())),
+        )
+        .unwrap_err();
+        assert!(is_hash_key_error(&err));
+        assert!(!err.to_string().contains("short-secret"), "{err}");
+        let read = TriggerConfig::build(
+            &with(&[secret]),
+            HashKey::Read(Some(b"0123456789abcdef-doc-key".to_vec())),
+        )
+        .unwrap();
+        assert!(read.sharing.is_hashed("email"));
+        // Unavailable: the hashed attribute is not shared at all, the plain one still is.
+        let degraded = TriggerConfig::build(&with(&[secret]), HashKey::Unavailable).unwrap();
+        let shared: Vec<&str> = degraded.sharing.shared_names().collect();
+        assert_eq!(shared, ["locale"]);
+        assert!(!degraded.sharing.is_hashed("email"));
+        assert_eq!(
+            format!("{:?}", HashKey::Read(Some(b"0123456789abcdef".to_vec()))),
+            "Read(<redacted>)"
+        );
     }
 }

@@ -9,8 +9,8 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bridge_core::telemetry::init_logging();
-    let config = LogConfig::from_env(&ProcessEnv)?;
     let sdk = bridge_core::aws::sdk_config().await;
+    let config = LogConfig::load(&ProcessEnv, &sdk).await?;
     let s3 = bridge_core::aws::s3_client(&sdk, &ProcessEnv)?;
     let forwarder = LogForwarder::connect(&config, &sdk, s3);
     lambda_runtime::run(service_fn(|event: LambdaEvent<_>| forwarder.handle(event))).await

@@ -8,8 +8,8 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bridge_core::telemetry::init_logging();
-    let config = TriggerConfig::from_env(&ProcessEnv)?;
     let sdk = bridge_core::aws::sdk_config().await;
+    let config = TriggerConfig::load(&ProcessEnv, &sdk).await?;
     let forwarder = TriggerForwarder::connect(&config, &sdk);
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         forwarder.handle(event)

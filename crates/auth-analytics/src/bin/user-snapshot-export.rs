@@ -25,7 +25,8 @@ fn arg(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     bridge_core::telemetry::init_logging();
-    let config = match ExportConfig::from_env(&ProcessEnv) {
+    let sdk = bridge_core::aws::sdk_config().await;
+    let config = match ExportConfig::load(&ProcessEnv, &sdk).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("user-snapshot-export: {e}");
@@ -40,7 +41,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sdk = bridge_core::aws::sdk_config().await;
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &config.output_stream);
     let exporter = SnapshotExporter::new(
         aws_sdk_cognitoidentityprovider::Client::new(&sdk),
