@@ -443,14 +443,19 @@ async fn the_hash_key_is_read_from_secrets_manager_at_cold_start() {
         .hmac("email", "jane@example.com")
     };
     // The events carry the hash under the secret's key, which is in no environment variable.
+    let metrics = Metrics::new();
     let (_, outcome) = TriggerForwarder::connect(&config, &aws.sdk)
         .forward(
             trigger_sample("PostAuthentication_Authentication"),
             Utc::now(),
-            &Metrics::new(),
+            &metrics,
         )
         .await;
     assert!(matches!(outcome, Outcome::Forwarded { .. }));
+    assert_eq!(
+        metrics.get(auth_analytics::trigger_handler::METRIC_HASHED_ATTRIBUTES_WITHHELD),
+        0
+    );
     let out = outputs(&aws, &stream).await;
     assert_eq!(out[0].1["attributes"]["email"], keyed(secret_key));
     assert_ne!(out[0].1["attributes"]["email"], keyed(HASH_KEY));
@@ -468,24 +473,40 @@ async fn an_unreadable_key_secret_fails_the_trigger_open_and_the_log_forwarder_c
     let stream = output_stream(&aws).await;
     let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-key-AbCdEf";
     let short = hash_key_secret(&aws, "too-short").await;
-    for secret in [missing, short.as_str()] {
-        let e = env(&[
+    let good = hash_key_secret(&aws, "secret-manager-only-key-0123456789").await;
+    // A missing secret, a key too short, and a key given twice (secret and variable): none is usable.
+    let cases = [
+        (missing, None),
+        (short.as_str(), None),
+        (good.as_str(), Some(HASH_KEY)),
+    ];
+    for (secret, also_in_env) in cases {
+        let mut e = env(&[
             (cfg::ENV_OUTPUT_STREAM, &stream),
             (cfg::ENV_DEAD_LETTER_BUCKET, "unused"),
             (cfg::ENV_SHARE_ATTRIBUTES, "email,given_name"),
             (cfg::ENV_HASH_ATTRIBUTES, "email"),
             (cfg::ENV_ATTRIBUTE_HASH_KEY_SECRET, secret),
         ]);
+        if let Some(key) = also_in_env {
+            e.insert(cfg::ENV_ATTRIBUTE_HASH_KEY.to_owned(), key.to_owned());
+        }
         // The trigger still starts, and sends the plain attribute but not the one it cannot hash.
         let config = TriggerConfig::load(&e, &aws.sdk).await.unwrap();
+        let metrics = Metrics::new();
         let (response, outcome) = TriggerForwarder::connect(&config, &aws.sdk)
             .forward(
                 trigger_sample("PostAuthentication_Authentication"),
                 Utc::now(),
-                &Metrics::new(),
+                &metrics,
             )
             .await;
         assert!(matches!(outcome, Outcome::Forwarded { .. }));
+        // Counted on every event, for the alarm.
+        assert_eq!(
+            metrics.get(auth_analytics::trigger_handler::METRIC_HASHED_ATTRIBUTES_WITHHELD),
+            1
+        );
         assert_eq!(
             response,
             trigger_sample("PostAuthentication_Authentication")
@@ -493,10 +514,13 @@ async fn an_unreadable_key_secret_fails_the_trigger_open_and_the_log_forwarder_c
         // The log forwarder does not start: its batch waits on the stream. The error names the variable.
         let err = LogConfig::load(&e, &aws.sdk).await.unwrap_err().to_string();
         assert!(err.contains(cfg::ENV_ATTRIBUTE_HASH_KEY_SECRET), "{err}");
-        assert!(!err.contains("too-short"), "{err}");
+        assert!(
+            !err.contains("too-short") && !err.contains(HASH_KEY),
+            "{err}"
+        );
     }
     let out = outputs(&aws, &stream).await;
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 3);
     for (_, doc) in &out {
         let attrs = doc["attributes"].as_object().unwrap();
         assert_eq!(attrs.keys().collect::<Vec<_>>(), ["given_name"]);

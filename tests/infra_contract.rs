@@ -325,17 +325,28 @@ fn the_log_forwarder_may_write_its_dead_letters_and_nothing_else_in_the_bucket()
     );
 }
 
-/// The statements of a function's inline policy, with `!If [cond, statement, !Ref AWS::NoValue]` opened.
-fn policy_statements(function: &Value) -> Vec<&Value> {
-    function["Properties"]["Policies"][0]["Statement"]
+/// The statements of a function's inline policy, each with the condition it is under (`!If [cond, statement,
+/// !Ref AWS::NoValue]`), or `None` for an unconditional one.
+fn policy_statements(function: &Value) -> Vec<(Option<&str>, &Value)> {
+    function["Properties"]["Policies"]
         .as_sequence()
         .unwrap()
         .iter()
+        .flat_map(|p| p["Statement"].as_sequence().unwrap())
         .map(|s| match s {
-            Value::Tagged(t) if t.tag == "!If" => &t.value[1],
-            plain => plain,
+            Value::Tagged(t) if t.tag == "!If" => (t.value[0].as_str(), &t.value[1]),
+            plain => (None, plain),
         })
         .collect()
+}
+
+/// A statement's actions, written as one string or a list.
+fn actions(statement: &Value) -> Vec<&str> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Sequence(list) => list.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
 }
 
 #[test]
@@ -347,33 +358,41 @@ fn a_function_given_the_hash_key_secret_may_read_exactly_that_secret() {
         auth_analytics::log_handler::FUNCTION_NAME,
     ] {
         let f = function_for_binary(&t, binary);
-        let Some(var) = f["Properties"]["Environment"]["Variables"]
-            .get(auth_analytics::config::ENV_ATTRIBUTE_HASH_KEY_SECRET)
-        else {
+        let vars = &f["Properties"]["Environment"]["Variables"];
+        assert!(
+            vars.get(auth_analytics::config::ENV_ATTRIBUTE_HASH_KEY)
+                .is_none(),
+            "{binary}: the key itself is never in the function's configuration"
+        );
+        let Some(var) = vars.get(auth_analytics::config::ENV_ATTRIBUTE_HASH_KEY_SECRET) else {
             continue;
         };
         given += 1;
-        // !If [HasHashAttributes, <the secret>, !Ref AWS::NoValue]: the secret is the second element.
-        let secret = &untag(var)[1];
-        let reads: Vec<&Value> = policy_statements(f)
-            .into_iter()
-            .filter(|s| {
-                s["Action"].as_sequence().is_some_and(|a| {
-                    a.iter()
-                        .any(|a| a.as_str() == Some("secretsmanager:GetSecretValue"))
-                })
+        // !If [<condition>, <the secret>, !Ref AWS::NoValue]
+        let (condition, secret) = (untag(var)[0].as_str(), &untag(var)[1]);
+        let statements = policy_statements(f);
+        let secrets: Vec<_> = statements
+            .iter()
+            .filter(|(_, s)| {
+                actions(s)
+                    .iter()
+                    .any(|a| a.starts_with("secretsmanager:") || *a == "*")
             })
             .collect();
-        assert_eq!(reads.len(), 1, "{binary}: one GetSecretValue statement");
+        assert_eq!(secrets.len(), 1, "{binary}: one Secrets Manager statement");
+        let (granted_under, statement) = secrets[0];
         assert_eq!(
-            &reads[0]["Resource"], secret,
+            actions(statement),
+            ["secretsmanager:GetSecretValue"],
+            "{binary}: read only"
+        );
+        assert_eq!(
+            &statement["Resource"], secret,
             "{binary}: may read the secret its environment names, and only that one"
         );
-        assert!(
-            f["Properties"]["Environment"]["Variables"]
-                .get(auth_analytics::config::ENV_ATTRIBUTE_HASH_KEY)
-                .is_none(),
-            "{binary}: the key itself is never in the function's configuration"
+        assert_eq!(
+            *granted_under, condition,
+            "{binary}: the permission exists exactly when the variable is set"
         );
     }
     assert_eq!(given, 2, "both forwarders can hash attributes");

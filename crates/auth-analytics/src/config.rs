@@ -88,32 +88,28 @@ pub fn sharing_from_env(env: &impl Env, key: HashKey) -> Result<AttributeSharing
     let hash = parse_list(&config::optional(env, ENV_HASH_ATTRIBUTES).unwrap_or_default());
     let env_key = config::optional(env, ENV_ATTRIBUTE_HASH_KEY).map(String::into_bytes);
     let secret = config::optional(env, ENV_ATTRIBUTE_HASH_KEY_SECRET);
+    let key = match key {
+        // Without the key the hashed attributes are withheld, whatever else is set (the trigger's fail-open).
+        HashKey::Unavailable => return Ok(AttributeSharing::withholding_hashed(share, hash)),
+        HashKey::FromEnv => None,
+        HashKey::Read(key) => Some(key),
+    };
     if env_key.is_some() && secret.is_some() {
         return Err(ConfigError::Invalid {
             var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
             reason: format!("set either {ENV_ATTRIBUTE_HASH_KEY} or this, not both"),
         });
     }
-    let (key, var) = match key {
-        HashKey::FromEnv if secret.is_some() => {
+    let (key, var) = match (key, secret.is_some()) {
+        (None, true) => {
             return Err(ConfigError::Invalid {
                 var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
                 reason: "the secret is read at cold start by the config's load, not by from_env"
                     .into(),
             });
         }
-        HashKey::FromEnv => (env_key, ENV_ATTRIBUTE_HASH_KEY),
-        HashKey::Read(key) if secret.is_some() => (key, ENV_ATTRIBUTE_HASH_KEY_SECRET),
-        HashKey::Read(_) => (env_key, ENV_ATTRIBUTE_HASH_KEY),
-        HashKey::Unavailable => {
-            let plain: Vec<String> = share.into_iter().filter(|s| !hash.contains(s)).collect();
-            return AttributeSharing::new(plain, Vec::new(), None).map_err(|e| {
-                ConfigError::Invalid {
-                    var: ENV_HASH_ATTRIBUTES,
-                    reason: e.to_string(),
-                }
-            });
-        }
+        (Some(read), true) => (read, ENV_ATTRIBUTE_HASH_KEY_SECRET),
+        (_, false) => (env_key, ENV_ATTRIBUTE_HASH_KEY),
     };
     if let Some(k) = &key
         && k.len() < MIN_HASH_KEY_BYTES
@@ -129,8 +125,9 @@ pub fn sharing_from_env(env: &impl Env, key: HashKey) -> Result<AttributeSharing
     })
 }
 
-/// How long a cold start may wait for the hash key secret (the trigger answers Cognito within 5 s in all).
-pub const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a cold start may wait for the hash key secret: with the trigger's put budget (at most 3 s in the
+/// template) and its start-up, the first sign-in of an instance still gets its answer inside Cognito's 5 s.
+pub const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The key in the secret `ATTRIBUTE_HASH_KEY_SECRET_ARN` names (`None` when it names none). The error names
 /// the variable and the cause, never the key.

@@ -16,6 +16,7 @@ pub struct AttributeSharing {
     share: BTreeSet<String>,
     hash: BTreeSet<String>,
     key: Vec<u8>,
+    withheld: bool,
 }
 
 impl std::fmt::Debug for AttributeSharing {
@@ -24,6 +25,7 @@ impl std::fmt::Debug for AttributeSharing {
             .field("share", &self.share)
             .field("hash", &self.hash)
             .field("key", &"<redacted>")
+            .field("withheld", &self.withheld)
             .finish()
     }
 }
@@ -62,7 +64,35 @@ impl AttributeSharing {
                 hash.iter().cloned().collect::<Vec<_>>().join(","),
             ));
         }
-        Ok(Self { share, hash, key })
+        Ok(Self {
+            share,
+            hash,
+            key,
+            withheld: false,
+        })
+    }
+
+    /// Shares `share` except the attributes of `hash`, which are withheld (never sent in plain): the settings
+    /// to run with when the hash key cannot be had.
+    pub fn withholding_hashed(
+        share: impl IntoIterator<Item = String>,
+        hash: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let hash: BTreeSet<String> = hash.into_iter().filter(|s| !s.is_empty()).collect();
+        Self {
+            share: share
+                .into_iter()
+                .filter(|s| !s.is_empty() && !hash.contains(s))
+                .collect(),
+            hash: BTreeSet::new(),
+            key: Vec::new(),
+            withheld: !hash.is_empty(),
+        }
+    }
+
+    /// Whether attributes configured to be hashed are being withheld for want of the key.
+    pub fn withholds_hashed(&self) -> bool {
+        self.withheld
     }
 
     /// Whether any attribute is shared (and so whether log entries need a user lookup).

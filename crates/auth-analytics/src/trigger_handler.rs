@@ -33,6 +33,10 @@ pub const METRIC_UNKNOWN_TRIGGER_SOURCES: &str = "UnknownTriggerSources";
 /// Metric: inputs that are not trigger events (passed through).
 pub const METRIC_UNPARSABLE_EVENTS: &str = "UnparsableTriggerEvents";
 
+/// Metric: events sent without the attributes configured to be hashed, because the hash key could not be read
+/// at cold start (the trigger fails open; see `TriggerConfig::load`).
+pub const METRIC_HASHED_ATTRIBUTES_WITHHELD: &str = "HashedAttributesWithheld";
+
 /// Every metric this function emits.
 pub const METRICS: &[&str] = &[
     METRIC_TRIGGER_EVENTS,
@@ -40,6 +44,7 @@ pub const METRICS: &[&str] = &[
     METRIC_EVENTS_SPILLED,
     METRIC_UNKNOWN_TRIGGER_SOURCES,
     METRIC_UNPARSABLE_EVENTS,
+    METRIC_HASHED_ATTRIBUTES_WITHHELD,
 ];
 
 /// Connect timeout of the trigger's Kinesis client: a dead endpoint must fail fast, well inside the budget.
@@ -165,6 +170,9 @@ impl TriggerForwarder {
                 return (input, Outcome::Unparsable(reason));
             }
         };
+        if self.sharing.withholds_hashed() {
+            metrics.incr(METRIC_HASHED_ATTRIBUTES_WITHHELD);
+        }
         let data = match serde_json::to_vec(&event) {
             Ok(d) => Bytes::from(d),
             Err(e) => {
