@@ -18,7 +18,7 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use bridge_core::Deadline;
 use bridge_core::batch::BatchReport;
 use bridge_core::blob::S3BlobStore;
-use bridge_core::dead_letter::{DeadLetter, DeadLetterWriter};
+use bridge_core::dead_letter::{BatchRecord, DeadLetterWriter};
 use bridge_core::envelope::SourceRef;
 use bridge_core::kinesis_event::{RawKinesisEvent, decode_record};
 use bridge_core::producer::{
@@ -29,7 +29,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use lambda_runtime::LambdaEvent;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::activity_log::{Parsed, RecordOrigin, Subscription, decode_subscription, parse_entry};
 use crate::config::LogConfig;
@@ -53,7 +53,7 @@ pub const METRIC_UNMAPPED_ENTRIES: &str = "UnmappedEntries";
 /// Metric: entries that are not user-activity entries (their record is dead-lettered).
 pub const METRIC_UNUSABLE_ENTRIES: &str = "UnusableEntries";
 /// Metric: source records written to the dead-letter bucket.
-pub const METRIC_DEAD_LETTERED: &str = "DeadLettered";
+pub const METRIC_DEAD_LETTERED: &str = bridge_core::dead_letter::METRIC_DEAD_LETTERED;
 /// Metric: source records reported back to Lambda for retry.
 pub const METRIC_BATCH_ITEM_FAILURES: &str = "BatchItemFailures";
 
@@ -104,6 +104,33 @@ struct Item {
     /// Reasons of unusable entries: the record is dead-lettered after its good entries are sent.
     unusable: Vec<String>,
     fate: Fate,
+}
+
+impl BatchRecord for Item {
+    fn source(&self) -> &SourceRef {
+        &self.source
+    }
+    fn arrival(&self) -> Option<DateTime<Utc>> {
+        self.arrival
+    }
+    fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
+    fn raw(&self) -> Option<&serde_json::Value> {
+        self.raw.as_ref()
+    }
+    fn dead_letter_reason(&self) -> Option<(&'static str, String)> {
+        match &self.fate {
+            Fate::DeadLetter(class, reason) => Some((class, reason.clone())),
+            _ => None,
+        }
+    }
+    fn set_dead_lettered(&mut self) {
+        self.fate = Fate::DeadLettered;
+    }
+    fn set_retry(&mut self, reason: String) {
+        self.fate = Fate::Retry(reason);
+    }
 }
 
 impl Item {
@@ -202,13 +229,17 @@ impl LogForwarder {
             .into_iter()
             .map(|raw| decode(raw, metrics))
             .collect();
-        self.write_dead_letters(&mut items, metrics).await;
+        self.dead_letters
+            .settle(FUNCTION_NAME, &mut items, metrics)
+            .await;
         self.enrich(&mut items, deadline, metrics).await;
         let outbound = plan(&mut items);
         let outcomes = self.producer.send(outbound, deadline, metrics).await;
         attach_outcomes(&mut items, outcomes);
         let report = settle(&mut items, metrics);
-        self.write_dead_letters(&mut items, metrics).await;
+        self.dead_letters
+            .settle(FUNCTION_NAME, &mut items, metrics)
+            .await;
         let report = retry_failed_dead_letters(&items, report);
         metrics.add(METRIC_BATCH_ITEM_FAILURES, report.retry_count() as u64);
         report.into_response()
@@ -260,48 +291,6 @@ impl LogForwarder {
                 p.event.attributes = self
                     .sharing
                     .apply(attrs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            }
-        }
-    }
-
-    /// Writes the dead letters of records whose fate is sealed; a failed write turns into a retry.
-    async fn write_dead_letters(&self, items: &mut [Item], metrics: &Metrics) {
-        let letters: Vec<(usize, DeadLetter)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match &item.fate {
-                Fate::DeadLetter(_, reason) => Some((
-                    i,
-                    DeadLetter::for_record(
-                        FUNCTION_NAME,
-                        &item.source,
-                        item.arrival,
-                        item.data.as_deref(),
-                        item.raw.as_ref(),
-                        reason.clone(),
-                    ),
-                )),
-                _ => None,
-            })
-            .collect();
-        let results = self.dead_letters.write_all(letters).await;
-        for (i, result) in results {
-            let item = &mut items[i];
-            let class = match &item.fate {
-                Fate::DeadLetter(class, _) => *class,
-                _ => "unknown",
-            };
-            let s = &item.source;
-            match result {
-                Ok(key) => {
-                    metrics.incr(METRIC_DEAD_LETTERED);
-                    warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class, object = %key, "record dead-lettered");
-                    item.fate = Fate::DeadLettered;
-                }
-                Err(e) => {
-                    warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class, error = %e, "dead letter write failed; record will be retried");
-                    item.fate = Fate::Retry(format!("dead letter write failed: {e}"));
-                }
             }
         }
     }

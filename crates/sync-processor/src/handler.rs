@@ -18,7 +18,7 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use bridge_core::Deadline;
 use bridge_core::batch::BatchReport;
 use bridge_core::blob::S3BlobStore;
-use bridge_core::dead_letter::{DeadLetter, DeadLetterWriter};
+use bridge_core::dead_letter::{BatchRecord, DeadLetterWriter};
 use bridge_core::dedup::{Advance, DedupStore, DynamoDedupStore, Mark};
 use bridge_core::envelope::SourceRef;
 use bridge_core::kinesis_event::{RawKinesisEvent, decode_record};
@@ -51,7 +51,7 @@ pub const METRIC_DUPLICATES_DROPPED: &str = "DuplicatesDropped";
 /// Metric: changes dropped as older than what was forwarded.
 pub const METRIC_STALE_DROPPED: &str = "StaleDropped";
 /// Metric: source records written to the dead-letter bucket.
-pub const METRIC_DEAD_LETTERED: &str = "DeadLettered";
+pub const METRIC_DEAD_LETTERED: &str = bridge_core::dead_letter::METRIC_DEAD_LETTERED;
 /// Metric: source records reported back to Lambda for retry.
 pub const METRIC_BATCH_ITEM_FAILURES: &str = "BatchItemFailures";
 /// Metric: mark writes that lost a race and were re-evaluated.
@@ -127,6 +127,33 @@ struct Item {
     raw: Option<serde_json::Value>,
     identity: Option<String>,
     fate: Fate,
+}
+
+impl BatchRecord for Item {
+    fn source(&self) -> &SourceRef {
+        &self.source
+    }
+    fn arrival(&self) -> Option<DateTime<Utc>> {
+        self.arrival
+    }
+    fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
+    fn raw(&self) -> Option<&serde_json::Value> {
+        self.raw.as_ref()
+    }
+    fn dead_letter_reason(&self) -> Option<(&'static str, String)> {
+        match &self.fate {
+            Fate::DeadLetter(h) => Some((h.class, h.detail.clone())),
+            _ => None,
+        }
+    }
+    fn set_dead_lettered(&mut self) {
+        self.fate = Fate::DeadLettered;
+    }
+    fn set_retry(&mut self, reason: String) {
+        self.fate = Fate::Retry(reason);
+    }
 }
 
 /// A mark to write, and which rule judges it if another writer got there first.
@@ -221,13 +248,17 @@ impl Processor {
         metrics.add(METRIC_RECORDS_IN, event.records.len() as u64);
         let mut items: Vec<Item> = event.records.into_iter().map(decode).collect();
         self.resolve_payloads(&mut items, deadline, metrics).await;
-        self.write_dead_letters(&mut items, metrics).await;
+        self.dead_letters
+            .settle(FUNCTION_NAME, &mut items, metrics)
+            .await;
         let loaded = self.load_marks(&mut items).await;
         let outbound = plan(&mut items, &loaded, metrics);
         let outcomes = self.producer.send(outbound, deadline, metrics).await;
         attach_outcomes(&mut items, outcomes);
         let (report, new_marks) = settle(&mut items, metrics);
-        self.write_dead_letters(&mut items, metrics).await;
+        self.dead_letters
+            .settle(FUNCTION_NAME, &mut items, metrics)
+            .await;
         let report = retry_failed_dead_letters(&items, report);
         self.advance_marks(new_marks, &loaded, metrics).await;
         metrics.add(METRIC_BATCH_ITEM_FAILURES, report.retry_count() as u64);
@@ -265,48 +296,6 @@ impl Processor {
                 Err(e @ FetchError::Permanent(_)) => hopeless("s3_payload_failed", e),
                 Err(e @ FetchError::Transient(_)) => Fate::Retry(e.to_string()),
             };
-        }
-    }
-
-    /// Writes the dead letters of records whose fate is sealed; a failed write turns into a retry.
-    async fn write_dead_letters(&self, items: &mut [Item], metrics: &Metrics) {
-        let letters: Vec<(usize, DeadLetter)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match &item.fate {
-                Fate::DeadLetter(h) => Some((
-                    i,
-                    DeadLetter::for_record(
-                        FUNCTION_NAME,
-                        &item.source,
-                        item.arrival,
-                        item.data.as_deref(),
-                        item.raw.as_ref(),
-                        h.detail.clone(),
-                    ),
-                )),
-                _ => None,
-            })
-            .collect();
-        let results = self.dead_letters.write_all(letters).await;
-        for (i, result) in results {
-            let item = &mut items[i];
-            let class = match &item.fate {
-                Fate::DeadLetter(h) => h.class,
-                _ => "unknown",
-            };
-            let s = &item.source;
-            match result {
-                Ok(key) => {
-                    metrics.incr(METRIC_DEAD_LETTERED);
-                    warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class, object = %key, "record dead-lettered");
-                    item.fate = Fate::DeadLettered;
-                }
-                Err(e) => {
-                    warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class, error = %e, "dead letter write failed; record will be retried");
-                    item.fate = Fate::Retry(format!("dead letter write failed: {e}"));
-                }
-            }
         }
     }
 
