@@ -419,6 +419,19 @@ async fn hash_key_secret(aws: &LocalAws, key: &str) -> String {
         .unwrap()
 }
 
+/// Forwards the PostAuthentication sample with `config`; checks that it was forwarded and answered unchanged, and
+/// returns how many events were sent without their hashed attributes.
+async fn forward_post_authentication(config: &TriggerConfig, aws: &LocalAws) -> u64 {
+    let metrics = Metrics::new();
+    let sample = trigger_sample("PostAuthentication_Authentication");
+    let (response, outcome) = TriggerForwarder::connect(config, &aws.sdk)
+        .forward(sample.clone(), Utc::now(), &metrics)
+        .await;
+    assert!(matches!(outcome, Outcome::Forwarded { .. }));
+    assert_eq!(response, sample);
+    metrics.get(auth_analytics::trigger_handler::METRIC_HASHED_ATTRIBUTES_WITHHELD)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hash_key_is_read_from_secrets_manager_at_cold_start() {
     let aws = local().await;
@@ -443,19 +456,7 @@ async fn the_hash_key_is_read_from_secrets_manager_at_cold_start() {
         .hmac("email", "jane@example.com")
     };
     // The events carry the hash under the secret's key, which is in no environment variable.
-    let metrics = Metrics::new();
-    let (_, outcome) = TriggerForwarder::connect(&config, &aws.sdk)
-        .forward(
-            trigger_sample("PostAuthentication_Authentication"),
-            Utc::now(),
-            &metrics,
-        )
-        .await;
-    assert!(matches!(outcome, Outcome::Forwarded { .. }));
-    assert_eq!(
-        metrics.get(auth_analytics::trigger_handler::METRIC_HASHED_ATTRIBUTES_WITHHELD),
-        0
-    );
+    assert_eq!(forward_post_authentication(&config, &aws).await, 0);
     let out = outputs(&aws, &stream).await;
     assert_eq!(out[0].1["attributes"]["email"], keyed(secret_key));
     assert_ne!(out[0].1["attributes"]["email"], keyed(HASH_KEY));
@@ -493,24 +494,8 @@ async fn an_unreadable_key_secret_fails_the_trigger_open_and_the_log_forwarder_c
         }
         // The trigger still starts, and sends the plain attribute but not the one it cannot hash.
         let config = TriggerConfig::load(&e, &aws.sdk).await.unwrap();
-        let metrics = Metrics::new();
-        let (response, outcome) = TriggerForwarder::connect(&config, &aws.sdk)
-            .forward(
-                trigger_sample("PostAuthentication_Authentication"),
-                Utc::now(),
-                &metrics,
-            )
-            .await;
-        assert!(matches!(outcome, Outcome::Forwarded { .. }));
         // Counted on every event, for the alarm.
-        assert_eq!(
-            metrics.get(auth_analytics::trigger_handler::METRIC_HASHED_ATTRIBUTES_WITHHELD),
-            1
-        );
-        assert_eq!(
-            response,
-            trigger_sample("PostAuthentication_Authentication")
-        );
+        assert_eq!(forward_post_authentication(&config, &aws).await, 1);
         // The log forwarder does not start: its batch waits on the stream. The error names the variable.
         let err = LogConfig::load(&e, &aws.sdk).await.unwrap_err().to_string();
         assert!(err.contains(cfg::ENV_ATTRIBUTE_HASH_KEY_SECRET), "{err}");
