@@ -222,9 +222,11 @@ impl TriggerConfig {
     }
 }
 
+/// A hashing setting the trigger cannot use (no key, a short key, a key given twice, a hashed attribute not
+/// shared): the trigger then runs with the hashed attributes withheld rather than fail its cold start.
 fn is_hash_key_error(e: &ConfigError) -> bool {
     matches!(e, ConfigError::Invalid { var, .. }
-        if *var == ENV_ATTRIBUTE_HASH_KEY_SECRET || *var == ENV_ATTRIBUTE_HASH_KEY)
+        if [ENV_ATTRIBUTE_HASH_KEY_SECRET, ENV_ATTRIBUTE_HASH_KEY, ENV_HASH_ATTRIBUTES].contains(var))
 }
 
 /// User lookup settings.
@@ -496,5 +498,29 @@ mod tests {
             format!("{:?}", HashKey::Read(Some(b"0123456789abcdef".to_vec()))),
             "Read(<redacted>)"
         );
+    }
+
+    #[tokio::test]
+    async fn the_trigger_starts_with_hashed_attributes_withheld_when_it_has_no_usable_key() {
+        // No key anywhere (no secret named, so no AWS call is made): the trigger still starts.
+        let no_key = env(
+            TRIGGER_REQUIRED_ENV,
+            &[
+                (ENV_SHARE_ATTRIBUTES, "email,locale"),
+                (ENV_HASH_ATTRIBUTES, "email"),
+            ],
+        );
+        let sdk = aws_config::SdkConfig::builder().build();
+        let t = TriggerConfig::load(&no_key, &sdk).await.unwrap();
+        assert!(t.sharing.withholds_hashed());
+        assert_eq!(t.sharing.shared_names().collect::<Vec<_>>(), ["locale"]);
+        // The other binaries refuse the same settings.
+        let mut log_env = no_key.clone();
+        log_env.insert(ENV_DEAD_LETTER_BUCKET.to_owned(), "bucket".to_owned());
+        assert!(LogConfig::load(&log_env, &sdk).await.is_err());
+        // Settings unrelated to hashing still fail the trigger's cold start (the template's limits prevent them).
+        let mut bad = no_key;
+        bad.insert(ENV_PUT_BUDGET_MS.to_owned(), "0".to_owned());
+        assert!(TriggerConfig::load(&bad, &sdk).await.is_err());
     }
 }
