@@ -11,6 +11,14 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
+/// The SDK config for clients whose calls this code retries itself ([`crate::retry::Backoff`]): the SDK's own
+/// retries off, so that one attempt of ours is one request, and attempts do not multiply (6 x 3 before).
+pub fn own_retries(sdk: &aws_config::SdkConfig) -> aws_config::SdkConfig {
+    sdk.to_builder()
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build()
+}
+
 /// An S3 client, path-style when [`ENV_S3_FORCE_PATH_STYLE`] says so.
 pub fn s3_client(
     sdk: &aws_config::SdkConfig,

@@ -15,6 +15,7 @@ pub mod dedup;
 pub mod envelope;
 pub mod kinesis_event;
 pub mod producer;
+pub mod retry;
 pub mod telemetry;
 
 pub use deadline::Deadline;
