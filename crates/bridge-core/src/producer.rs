@@ -170,38 +170,8 @@ pub fn plan_requests(sizes: &[usize]) -> Vec<Range<usize>> {
     requests
 }
 
-/// When and how often failed entries are resent.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Total attempts per entry, the first included.
-    pub max_attempts: u32,
-    /// The backoff ceiling of the first retry; it doubles each time.
-    pub base_delay: Duration,
-    /// The largest backoff ceiling.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(3),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Full jitter: a random wait between zero and the ceiling of retry number `retry` (1-based).
-    pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
-            .min(self.max_delay);
-        let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(fastrand::u64(0..=ceiling_ms))
-    }
-}
+/// Kept while callers move to [`crate::retry::Backoff`], which it now is.
+pub type RetryPolicy = crate::retry::Backoff;
 
 /// An output record to produce.
 #[derive(Debug, Clone)]
@@ -336,7 +306,7 @@ impl Producer {
             if pending.is_empty() {
                 break;
             }
-            let wait = self.policy.backoff(attempt);
+            let wait = self.policy.delay(attempt);
             let reason = if attempt >= self.policy.max_attempts {
                 Some(format!("gave up after {attempt} attempts"))
             } else if !deadline.allows(wait) {
@@ -487,20 +457,6 @@ mod tests {
             }
         );
         assert!(entry_outcomes(&output, 3).is_err());
-    }
-
-    #[test]
-    fn backoff_stays_under_the_doubling_ceiling() {
-        let p = RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(250),
-        };
-        for _ in 0..200 {
-            assert!(p.backoff(1) <= Duration::from_millis(100));
-            assert!(p.backoff(2) <= Duration::from_millis(200));
-            assert!(p.backoff(9) <= Duration::from_millis(250));
-        }
     }
 
     /// Fails the listed calls' entries by index; Kinesis-side faults moto cannot produce.
