@@ -13,9 +13,13 @@ pub mod dead_letter;
 pub mod deadline;
 pub mod dedup;
 pub mod envelope;
+pub mod failure;
 pub mod kinesis_event;
+pub mod pipeline;
 pub mod producer;
 pub mod retry;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use deadline::Deadline;

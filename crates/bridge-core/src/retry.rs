@@ -103,6 +103,9 @@ mod tests {
             GiveUp::Deadline(2).to_string(),
             "stopped after 2 attempts: invocation deadline"
         );
-        assert_eq!(Backoff::new(0, Duration::ZERO, Duration::ZERO).max_attempts, 1);
+        assert_eq!(
+            Backoff::new(0, Duration::ZERO, Duration::ZERO).max_attempts,
+            1
+        );
     }
 }

@@ -1,0 +1,488 @@
+//! The Kinesis batch pipeline every Kinesis-triggered function runs on:
+//! decode -> resolve -> dead letters -> outputs (in order) -> produce -> settle -> dead letters -> after commit
+//! -> batch response. A function supplies only its own steps, as the hooks of a [`Flow`]; the order rule, the
+//! dead letters, the deadline and the batch response exist here once.
+//!
+//! **The order rule.** Each record has ordering keys (an identity, a user sub). Walking the batch in order, once
+//! a record of a key has a transient failure, every later record carrying that key is held back *before*
+//! anything of it is produced, and reported for retry with it; a held record blocks all of its own keys too.
+//! A record whose outputs were sent but that follows a failure of its key (the failure showed only when the
+//! producer answered) is reported as well: its outputs come again, with the same `event_id`s. Lambda
+//! checkpoints at the lowest reported sequence number, so nothing after it is lost either way.
+//!
+//! **The deadline.** [`Deadline`] already keeps [`crate::deadline::DEADLINE_RESERVE`] back from Lambda's
+//! deadline for writing dead letters and answering. Work that has not started by then does not start: records
+//! still working are reported for retry, the producer sends nothing more and cuts a request in flight, and
+//! [`Flow::after_commit`] is handed the same deadline (a mark not moved in time is a record retried). A
+//! redelivery completes the rest; nothing is lost, at worst re-sent with the same `event_id`.
+//!
+//! **Dead letters.** A permanent failure sends the record, with its reason and lineage, to the dead-letter
+//! bucket: once after resolving (bad input), once after settling (an output refused for good, unusable parts of
+//! a record whose good parts were forwarded). A dead letter that cannot be written makes the record a retry.
+
+use async_trait::async_trait;
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use chrono::{DateTime, Utc};
+use lambda_runtime::LambdaEvent;
+
+use crate::Deadline;
+use crate::batch::BatchReport;
+use crate::dead_letter::{DeadLetter, DeadLetterWriter};
+use crate::envelope::SourceRef;
+use crate::failure::{Failure, FailureClass};
+use crate::kinesis_event::{RawKinesisEvent, SourceRecord, decode_record};
+use crate::producer::{Delivery, OutboundRecord, ProduceFailure, Producer};
+use crate::telemetry::Metrics;
+
+/// Metric: source records in the batch.
+pub const METRIC_RECORDS_IN: &str = "RecordsIn";
+/// Metric: source records written to the dead-letter bucket.
+pub const METRIC_DEAD_LETTERED: &str = crate::dead_letter::METRIC_DEAD_LETTERED;
+/// Metric: source records reported back to Lambda for retry.
+pub const METRIC_BATCH_ITEM_FAILURES: &str = "BatchItemFailures";
+/// The metrics every pipeline emits.
+pub const COMMON_METRICS: [&str; 3] = [
+    METRIC_RECORDS_IN,
+    METRIC_DEAD_LETTERED,
+    METRIC_BATCH_ITEM_FAILURES,
+];
+
+/// What a function's decode hook makes of one record's data.
+#[derive(Debug)]
+pub struct Decoded<T> {
+    /// The record's ordering keys (known even when the record cannot be used, so that a retry blocks them).
+    pub order_keys: Vec<String>,
+    /// The record's working state, or why it cannot be used.
+    pub result: Result<T, Failure>,
+}
+
+impl<T> Decoded<T> {
+    /// A usable record.
+    pub fn item(order_keys: Vec<String>, item: T) -> Self {
+        Self {
+            order_keys,
+            result: Ok(item),
+        }
+    }
+
+    /// A record that cannot be used.
+    pub fn failed(order_keys: Vec<String>, failure: Failure) -> Self {
+        Self {
+            order_keys,
+            result: Err(failure),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State<T> {
+    Working(T),
+    DeadLetter(Failure),
+    DeadLettered,
+    Retry(Failure),
+    Done,
+}
+
+/// One source record in the pipeline: its lineage, its bytes for a dead letter, its keys and its state.
+#[derive(Debug)]
+pub struct Slot<T> {
+    source: SourceRef,
+    arrival: Option<DateTime<Utc>>,
+    data: Option<Vec<u8>>,
+    raw: Option<serde_json::Value>,
+    order_keys: Vec<String>,
+    state: State<T>,
+    results: Vec<Option<Result<Delivery, ProduceFailure>>>,
+}
+
+impl<T> Slot<T> {
+    /// Where the record came from.
+    pub fn source(&self) -> &SourceRef {
+        &self.source
+    }
+
+    /// When Kinesis received it.
+    pub fn arrival(&self) -> Option<DateTime<Utc>> {
+        self.arrival
+    }
+
+    /// Its ordering keys.
+    pub fn order_keys(&self) -> &[String] {
+        &self.order_keys
+    }
+
+    /// Its working state, while it is still working.
+    pub fn item(&self) -> Option<&T> {
+        match &self.state {
+            State::Working(item) => Some(item),
+            _ => None,
+        }
+    }
+
+    /// Its working state, mutably, while it is still working.
+    pub fn item_mut(&mut self) -> Option<&mut T> {
+        match &mut self.state {
+            State::Working(item) => Some(item),
+            _ => None,
+        }
+    }
+
+    /// Whether it is still working.
+    pub fn is_working(&self) -> bool {
+        matches!(self.state, State::Working(_))
+    }
+
+    /// Fails a working record: a permanent failure dead-letters it, a transient one retries it.
+    pub fn fail(&mut self, failure: Failure) {
+        if self.is_working() {
+            self.state = if failure.is_transient() {
+                State::Retry(failure)
+            } else {
+                State::DeadLetter(failure)
+            };
+        }
+    }
+
+    /// Replaces the bytes its dead letter will carry (for example a fetched payload behind a URL).
+    pub fn set_dead_letter_data(&mut self, data: Vec<u8>) {
+        self.data = Some(data);
+    }
+
+    fn is_blocked(&self, report: &BatchReport) -> bool {
+        self.order_keys.iter().any(|k| report.is_blocked(k))
+    }
+
+    fn block_keys(&self, report: &mut BatchReport) {
+        for key in &self.order_keys {
+            report.block(key);
+        }
+    }
+}
+
+/// A function's own steps. Every hook sees the whole batch or one record in batch order; none reaches back.
+#[async_trait]
+pub trait Flow: Send + Sync {
+    /// A record's working state, from decode to settle.
+    type Item: Send + Sync;
+    /// The batch's own state, from resolve to after-commit (for example the marks loaded and moved).
+    type Plan: Send;
+
+    /// The function's name, in metrics and dead-letter keys.
+    fn function(&self) -> &'static str;
+
+    /// Reads one record's data (already base64-decoded).
+    fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<Self::Item>;
+
+    /// Batch-level work over the records still working, before anything is produced: fetching payloads,
+    /// loading marks, enrichment. Fails the records it cannot resolve ([`Slot::fail`]).
+    async fn resolve(
+        &self,
+        slots: &mut [Slot<Self::Item>],
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) -> Self::Plan;
+
+    /// One record's outputs, called in batch order for every record not held back. An `Err` is an output
+    /// that can never be produced (it reaches [`Flow::settle`] as it is).
+    fn outputs(
+        &self,
+        plan: &mut Self::Plan,
+        item: &mut Self::Item,
+        metrics: &Metrics,
+    ) -> Vec<Result<OutboundRecord, ProduceFailure>>;
+
+    /// A record none of whose outputs failed transiently: one result per output, in the order
+    /// [`Flow::outputs`] gave them. `Err` dead-letters the record (its good outputs are on the stream).
+    fn settle(
+        &self,
+        plan: &mut Self::Plan,
+        index: usize,
+        item: &Self::Item,
+        results: &[Result<Delivery, ProduceFailure>],
+        metrics: &Metrics,
+    ) -> Result<(), Failure>;
+
+    /// What to do once the outputs of settled records are durable (for example move marks). Returns the
+    /// records (by index) that are not finished after all: they are reported for retry.
+    async fn after_commit(
+        &self,
+        _plan: Self::Plan,
+        _deadline: Deadline,
+        _metrics: &Metrics,
+    ) -> Vec<(usize, Failure)> {
+        Vec::new()
+    }
+}
+
+/// The shared pipeline: a producer and a dead-letter writer.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    producer: Producer,
+    dead_letters: DeadLetterWriter,
+}
+
+impl Pipeline {
+    /// A pipeline producing through `producer`, dead-lettering through `dead_letters`.
+    pub fn new(producer: Producer, dead_letters: DeadLetterWriter) -> Self {
+        Self {
+            producer,
+            dead_letters,
+        }
+    }
+
+    /// The Lambda handler of `flow`: runs the batch, prints its metrics (`declared`) as one EMF line, answers
+    /// with the partial batch response.
+    pub async fn handle<F: Flow>(
+        &self,
+        flow: &F,
+        declared: &[&'static str],
+        event: LambdaEvent<RawKinesisEvent>,
+    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
+        let metrics = Metrics::new();
+        let deadline = Deadline::from_lambda_deadline_ms(event.context.deadline);
+        let response = self.run(flow, event.payload, deadline, &metrics).await;
+        metrics.flush(flow.function(), declared);
+        Ok(response)
+    }
+
+    /// Runs one batch through `flow`.
+    pub async fn run<F: Flow>(
+        &self,
+        flow: &F,
+        event: RawKinesisEvent,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) -> KinesisEventResponse {
+        metrics.add(METRIC_RECORDS_IN, event.records.len() as u64);
+        let mut slots: Vec<Slot<F::Item>> = event
+            .records
+            .into_iter()
+            .map(|raw| decode(flow, raw, metrics))
+            .collect();
+        let mut plan = flow.resolve(&mut slots, deadline, metrics).await;
+        self.write_dead_letters(flow.function(), &mut slots, metrics)
+            .await;
+        if deadline.remaining() == Some(std::time::Duration::ZERO) {
+            for slot in &mut slots {
+                slot.fail(Failure::new(
+                    FailureClass::Deadline,
+                    "not produced before the invocation deadline",
+                ));
+            }
+        }
+        let outbound = outputs(flow, &mut plan, &mut slots, metrics);
+        let (records, owners): (Vec<OutboundRecord>, Vec<(usize, usize)>) =
+            outbound.into_iter().unzip();
+        let results = self.producer.send(records, deadline, metrics).await;
+        // Outcomes go back to their records by index, whatever order they were sent or answered in.
+        for ((i, k), result) in owners.into_iter().zip(results) {
+            slots[i].results[k] = Some(result);
+        }
+        let mut report = settle(flow, &mut plan, &mut slots, metrics);
+        self.write_dead_letters(flow.function(), &mut slots, metrics)
+            .await;
+        for (i, failure) in flow.after_commit(plan, deadline, metrics).await {
+            if let Some(slot) = slots.get_mut(i) {
+                slot.state = State::Retry(failure);
+            }
+        }
+        for slot in &slots {
+            if let State::Retry(failure) = &slot.state {
+                report.retry_record(&slot.source.sequence_number);
+                tracing::info!(shard = %slot.source.shard_id, sequence_number = %slot.source.sequence_number, class = %failure.class, reason = %failure.detail, "record will be retried");
+            }
+        }
+        metrics.add(METRIC_BATCH_ITEM_FAILURES, report.retry_count() as u64);
+        report.into_response()
+    }
+
+    /// Writes the dead letters of every record whose state calls for one, and moves each on: dead-lettered
+    /// (counted) or, when the write failed, to be retried. Logs carry position and class, never data.
+    async fn write_dead_letters<T>(
+        &self,
+        function: &str,
+        slots: &mut [Slot<T>],
+        metrics: &Metrics,
+    ) {
+        let letters: Vec<((usize, FailureClass), DeadLetter)> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let State::DeadLetter(failure) = &slot.state else {
+                    return None;
+                };
+                let letter = DeadLetter::for_record(
+                    function,
+                    &slot.source,
+                    slot.arrival,
+                    slot.data.as_deref(),
+                    slot.raw.as_ref(),
+                    failure.detail.clone(),
+                );
+                Some(((i, failure.class), letter))
+            })
+            .collect();
+        if letters.is_empty() {
+            return;
+        }
+        for ((i, class), result) in self.dead_letters.write_all(letters).await {
+            let slot = &mut slots[i];
+            let s = &slot.source;
+            match result {
+                Ok(key) => {
+                    metrics.incr(METRIC_DEAD_LETTERED);
+                    tracing::warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class = %class, object = %key, "record dead-lettered");
+                    slot.state = State::DeadLettered;
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class = %class, error = %e, "dead letter write failed; record will be retried");
+                    slot.state = State::Retry(Failure::new(
+                        FailureClass::DeadLetterUnwritten,
+                        format!("dead letter write failed: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<F::Item> {
+    match decode_record(raw) {
+        Err(u) => {
+            let u = *u;
+            Slot {
+                source: u.source,
+                arrival: u.arrival,
+                data: None,
+                raw: Some(u.raw),
+                order_keys: Vec::new(),
+                state: State::DeadLetter(Failure::new(
+                    FailureClass::UndecodableKinesisRecord,
+                    u.reason,
+                )),
+                results: Vec::new(),
+            }
+        }
+        Ok(record) => {
+            let decoded = flow.decode(&record, metrics);
+            Slot {
+                state: match decoded.result {
+                    Ok(item) => State::Working(item),
+                    Err(f) if f.is_transient() => State::Retry(f),
+                    Err(f) => State::DeadLetter(f),
+                },
+                order_keys: decoded.order_keys,
+                source: record.source,
+                arrival: record.arrival,
+                data: Some(record.data),
+                raw: None,
+                results: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Walks the batch in order applying the order rule, and gathers the outputs of every record not held back,
+/// each with its owner: (record index, output index).
+fn outputs<F: Flow>(
+    flow: &F,
+    plan: &mut F::Plan,
+    slots: &mut [Slot<F::Item>],
+    metrics: &Metrics,
+) -> Vec<(OutboundRecord, (usize, usize))> {
+    let mut keys = BatchReport::new();
+    let mut outbound = Vec::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if matches!(slot.state, State::DeadLettered) {
+            continue;
+        }
+        if slot.is_blocked(&keys) {
+            if slot.is_working() {
+                slot.state = State::Retry(held_back());
+            }
+            slot.block_keys(&mut keys);
+            continue;
+        }
+        match &mut slot.state {
+            State::Retry(_) => slot.block_keys(&mut keys),
+            State::Working(item) => {
+                let outs = flow.outputs(plan, item, metrics);
+                slot.results = Vec::with_capacity(outs.len());
+                for (k, out) in outs.into_iter().enumerate() {
+                    match out {
+                        Ok(record) => {
+                            slot.results.push(None);
+                            outbound.push((record, (i, k)));
+                        }
+                        Err(failure) => slot.results.push(Some(Err(failure))),
+                    }
+                }
+            }
+            State::DeadLetter(_) | State::DeadLettered | State::Done => {}
+        }
+    }
+    outbound
+}
+
+/// Decides each record's fate once the producer has answered, applying the order rule again: a transient
+/// output failure retries the record and blocks its keys for the records after it.
+fn settle<F: Flow>(
+    flow: &F,
+    plan: &mut F::Plan,
+    slots: &mut [Slot<F::Item>],
+    metrics: &Metrics,
+) -> BatchReport {
+    let mut report = BatchReport::new();
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if matches!(slot.state, State::DeadLettered | State::DeadLetter(_)) {
+            continue;
+        }
+        if slot.is_blocked(&report) {
+            if !matches!(slot.state, State::Retry(_)) {
+                slot.state = State::Retry(held_back());
+            }
+            slot.block_keys(&mut report);
+            continue;
+        }
+        let results: Vec<Result<Delivery, ProduceFailure>> = std::mem::take(&mut slot.results)
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ProduceFailure::Transient("no outcome".into()))))
+            .collect();
+        let next = match &slot.state {
+            State::Retry(_) => None,
+            State::Working(item) => {
+                match results.iter().find_map(|r| match r {
+                    Err(ProduceFailure::Transient(reason)) => Some(reason),
+                    _ => None,
+                }) {
+                    Some(reason) => Some(State::Retry(Failure::new(
+                        FailureClass::Unavailable,
+                        reason,
+                    ))),
+                    None => Some(match flow.settle(plan, i, item, &results, metrics) {
+                        Ok(()) => State::Done,
+                        Err(failure) => State::DeadLetter(failure),
+                    }),
+                }
+            }
+            State::DeadLetter(_) | State::DeadLettered | State::Done => continue,
+        };
+        if let Some(next) = next {
+            slot.state = next;
+        }
+        if matches!(slot.state, State::Retry(_)) {
+            slot.block_keys(&mut report);
+        }
+    }
+    report
+}
+
+fn held_back() -> Failure {
+    Failure::new(
+        FailureClass::HeldBack,
+        "held: an earlier record with the same ordering key is retried first",
+    )
+}
+
+#[cfg(test)]
+mod tests;

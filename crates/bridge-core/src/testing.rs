@@ -1,0 +1,206 @@
+//! In-memory fakes of every port, in one place, for unit tests, the middle test tier and the benchmark
+//! (behind the `test-util` feature). They cost nothing, so what a benchmark measures is our own code, and they
+//! produce the faults an emulator cannot: per-entry PutRecords failures, a slow stream, a failing bucket.
+//! End-to-end tests use the real ports against the emulator instead.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::blob::{BlobError, BlobStore};
+use crate::dedup::{Advance, DedupError, DedupStore, Mark};
+use crate::producer::{EntryOutcome, PutEntry, RecordSink, SinkError};
+
+/// A stream in memory. By default every entry is stored; faults are set per call (0-based).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// Every request received, whole, in order.
+    pub calls: Mutex<Vec<Vec<PutEntry>>>,
+    /// Entries stored, in order.
+    pub entries: Mutex<Vec<PutEntry>>,
+    /// For call n, the entry positions to fail with `InternalFailure`.
+    pub fail: Vec<Vec<usize>>,
+    /// A call that fails whole (a connection reset).
+    pub fail_whole_call: Option<usize>,
+    /// How long each call takes.
+    pub delay: Duration,
+}
+
+impl MemorySink {
+    /// A sink whose every call takes `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
+    /// Entries stored so far.
+    pub fn stored(&self) -> Vec<PutEntry> {
+        self.entries.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Requests received so far.
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().map(|c| c.len()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl RecordSink for MemorySink {
+    async fn put_records(&self, entries: &[PutEntry]) -> Result<Vec<EntryOutcome>, SinkError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let n = {
+            let mut calls = self.calls.lock().map_err(|e| SinkError(e.to_string()))?;
+            calls.push(entries.to_vec());
+            calls.len() - 1
+        };
+        if self.fail_whole_call == Some(n) {
+            return Err(SinkError("connection reset".into()));
+        }
+        let fail = self.fail.get(n).cloned().unwrap_or_default();
+        let mut stored = self.entries.lock().map_err(|e| SinkError(e.to_string()))?;
+        Ok(entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                if fail.contains(&i) {
+                    EntryOutcome::Failed {
+                        code: "InternalFailure".into(),
+                        message: "boom".into(),
+                    }
+                } else {
+                    stored.push(entry.clone());
+                    EntryOutcome::Stored
+                }
+            })
+            .collect())
+    }
+}
+
+/// A dedup store in a map, with the compare-and-swap semantics of DynamoDB's conditional write.
+#[derive(Debug, Default)]
+pub struct MemoryDedup {
+    /// The marks.
+    pub marks: Mutex<HashMap<String, Mark>>,
+    /// When set, every call fails as an unavailable store would.
+    pub failing: AtomicBool,
+    /// How long each write takes.
+    pub write_delay: Duration,
+}
+
+impl MemoryDedup {
+    fn check(&self, operation: &'static str) -> Result<(), DedupError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(DedupError {
+                operation,
+                message: "service unavailable".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn poisoned(operation: &'static str) -> DedupError {
+    DedupError {
+        operation,
+        message: "lock poisoned".into(),
+    }
+}
+
+#[async_trait]
+impl DedupStore for MemoryDedup {
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Mark>, DedupError> {
+        self.check("BatchGetItem")?;
+        let marks = self.marks.lock().map_err(|_| poisoned("load"))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| Some((k.clone(), *marks.get(k)?)))
+            .collect())
+    }
+
+    async fn advance(
+        &self,
+        key: &str,
+        expected: Option<Mark>,
+        new: Mark,
+    ) -> Result<Advance, DedupError> {
+        self.check("PutItem")?;
+        if !self.write_delay.is_zero() {
+            tokio::time::sleep(self.write_delay).await;
+        }
+        let mut marks = self.marks.lock().map_err(|_| poisoned("advance"))?;
+        let current = marks.get(key).copied();
+        if current != expected {
+            return Ok(Advance::Conflict(current));
+        }
+        marks.insert(key.to_owned(), new);
+        Ok(Advance::Advanced)
+    }
+}
+
+/// An object store in a map.
+#[derive(Debug, Default)]
+pub struct MemoryBlobs {
+    /// Objects by (bucket, key).
+    pub objects: Mutex<HashMap<(String, String), Bytes>>,
+    /// When set, every put fails.
+    pub failing: AtomicBool,
+}
+
+impl MemoryBlobs {
+    /// A store whose every put fails.
+    pub fn failing() -> Self {
+        Self {
+            failing: AtomicBool::new(true),
+            ..Self::default()
+        }
+    }
+
+    /// The objects whose key starts with `prefix`, by key.
+    pub fn under(&self, prefix: &str) -> Vec<(String, Bytes)> {
+        let mut found: Vec<(String, Bytes)> = self
+            .objects
+            .lock()
+            .map(|o| {
+                o.iter()
+                    .filter(|((_, k), _)| k.starts_with(prefix))
+                    .map(|((_, k), v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobs {
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        _content_type: &str,
+    ) -> Result<(), BlobError> {
+        let fail = |message: String| BlobError {
+            bucket: bucket.into(),
+            key: key.into(),
+            message,
+        };
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(fail("service unavailable".into()));
+        }
+        let mut objects = self.objects.lock().map_err(|e| fail(e.to_string()))?;
+        objects.insert((bucket.to_owned(), key.to_owned()), body);
+        Ok(())
+    }
+}
