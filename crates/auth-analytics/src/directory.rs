@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata as _;
 use bridge_core::Deadline;
+use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use tokio::sync::Semaphore;
 
@@ -31,6 +32,12 @@ pub const THROTTLED_CODE: &str = "TooManyRequestsException";
 pub const LOOKUP_MAX_ATTEMPTS: u32 = 4;
 /// First backoff ceiling; doubles per retry (full jitter).
 pub const LOOKUP_BASE_BACKOFF: Duration = Duration::from_millis(100);
+/// The lookup's retry stance when throttled.
+const LOOKUP_BACKOFF: Backoff = Backoff::new(
+    LOOKUP_MAX_ATTEMPTS,
+    LOOKUP_BASE_BACKOFF,
+    Duration::from_millis(800),
+);
 
 /// A user's attributes (name, value), or `None` when the user does not exist (any more).
 pub type Attributes = Option<Vec<(String, String)>>;
@@ -241,17 +248,17 @@ impl Enricher {
                 }
                 Err(AuthError::Directory {
                     throttled: true, ..
-                }) if attempt < LOOKUP_MAX_ATTEMPTS => {
-                    metrics.incr(METRIC_LOOKUP_THROTTLED);
-                    let ceiling = LOOKUP_BASE_BACKOFF.saturating_mul(1 << (attempt - 1));
-                    let ceiling_ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-                    let wait = Duration::from_millis(fastrand::u64(0..=ceiling_ms));
-                    if !deadline.allows(wait) {
+                }) => match LOOKUP_BACKOFF.next_wait(attempt, &deadline) {
+                    Ok(wait) => {
+                        metrics.incr(METRIC_LOOKUP_THROTTLED);
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(give_up) => {
                         metrics.incr(METRIC_LOOKUP_FAILURES);
+                        tracing::warn!(reason = %give_up, "user lookup throttled; event forwarded without attributes");
                         return None;
                     }
-                    tokio::time::sleep(wait).await;
-                }
+                },
                 Err(e) => {
                     metrics.incr(METRIC_LOOKUP_FAILURES);
                     tracing::warn!(error = %e, "user lookup failed; event forwarded without attributes");

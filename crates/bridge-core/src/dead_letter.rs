@@ -11,33 +11,13 @@ use serde::Serialize;
 
 use crate::blob::{BlobError, BlobStore};
 use crate::envelope::{SourceRef, rfc3339, sha256_hex};
-use crate::telemetry::Metrics;
 
 /// The key prefix of dead letters in the bucket.
 pub const DEAD_LETTER_PREFIX: &str = "dead-letter/";
 /// Dead letters written at once by [`DeadLetterWriter::write_all`].
 pub const DEAD_LETTER_CONCURRENCY: usize = 16;
-/// Metric: records dead-lettered (counted by [`DeadLetterWriter::settle`]).
+/// Metric: records dead-lettered (counted by the pipeline's dead-letter passes).
 pub const METRIC_DEAD_LETTERED: &str = "DeadLettered";
-
-/// One record of a Kinesis batch, as the dead-letter step of a handler sees it. Each handler implements it over
-/// its own item type, whose fate says whether the record is to be dead-lettered.
-pub trait BatchRecord {
-    /// Where the record came from.
-    fn source(&self) -> &SourceRef;
-    /// When Kinesis received it.
-    fn arrival(&self) -> Option<DateTime<Utc>>;
-    /// Its decoded data, when it could be decoded.
-    fn data(&self) -> Option<&[u8]>;
-    /// The record as Lambda gave it, when its data could not be decoded.
-    fn raw(&self) -> Option<&serde_json::Value>;
-    /// `(failure class, reason)` when the record is to be dead-lettered now.
-    fn dead_letter_reason(&self) -> Option<(&'static str, String)>;
-    /// Its dead letter is written: the record is done.
-    fn set_dead_lettered(&mut self);
-    /// Its dead letter could not be written: the record must be retried instead.
-    fn set_retry(&mut self, reason: String);
-}
 
 /// One dead letter, as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -197,44 +177,6 @@ impl DeadLetterWriter {
             .buffer_unordered(DEAD_LETTER_CONCURRENCY)
             .collect()
             .await
-    }
-
-    /// Writes the dead letters of every record of `items` whose fate calls for one (as `function`), and moves
-    /// each on: dead-lettered (counted in [`METRIC_DEAD_LETTERED`]) or, when the write failed, to be retried.
-    /// Logs carry the record's position and failure class, never its data.
-    pub async fn settle<R: BatchRecord>(&self, function: &str, items: &mut [R], metrics: &Metrics) {
-        let letters: Vec<((usize, &'static str), DeadLetter)> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| {
-                let (class, reason) = item.dead_letter_reason()?;
-                let letter = DeadLetter::for_record(
-                    function,
-                    item.source(),
-                    item.arrival(),
-                    item.data(),
-                    item.raw(),
-                    reason,
-                );
-                Some(((i, class), letter))
-            })
-            .collect();
-        let results = self.write_all(letters).await;
-        for ((i, class), result) in results {
-            let item = &mut items[i];
-            let s = item.source();
-            match result {
-                Ok(key) => {
-                    metrics.incr(METRIC_DEAD_LETTERED);
-                    tracing::warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class, object = %key, "record dead-lettered");
-                    item.set_dead_lettered();
-                }
-                Err(e) => {
-                    tracing::warn!(shard = %s.shard_id, sequence_number = %s.sequence_number, class, error = %e, "dead letter write failed; record will be retried");
-                    item.set_retry(format!("dead letter write failed: {e}"));
-                }
-            }
-        }
     }
 }
 

@@ -10,11 +10,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
+use crate::retry::Backoff;
+
 /// BatchGetItem takes at most 100 keys per request.
 /// Source: docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html
 pub const MAX_KEYS_PER_BATCH_GET: usize = 100;
 /// How often unprocessed keys of a BatchGetItem are asked for again before giving up.
 pub const MAX_UNPROCESSED_ROUNDS: u32 = 5;
+/// The wait before asking for unprocessed keys again (the one retry stance: full jitter, doubling).
+const UNPROCESSED_BACKOFF: Backoff = Backoff::new(
+    MAX_UNPROCESSED_ROUNDS,
+    Duration::from_millis(100),
+    Duration::from_millis(1_600),
+);
 
 /// The table's partition key attribute (string).
 pub const ATTR_KEY: &str = "pk";
@@ -142,7 +150,7 @@ impl DedupStore for DynamoDedupStore {
                     });
                 }
                 if round > 0 {
-                    tokio::time::sleep(Duration::from_millis(50 << round)).await;
+                    tokio::time::sleep(UNPROCESSED_BACKOFF.delay(round)).await;
                 }
                 round += 1;
                 let out = self

@@ -4,7 +4,6 @@
 
 pub mod emulator;
 pub mod events;
-pub mod memory;
 pub mod sizes;
 
 pub use emulator::LocalAws;

@@ -8,6 +8,7 @@ use std::io::{BufReader, Read};
 use std::time::Duration;
 
 use bridge_core::Deadline;
+use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use futures_util::TryStreamExt as _;
 use reqwest::{StatusCode, Url};
@@ -150,13 +151,18 @@ pub fn is_aws_s3_host(host: &str) -> bool {
     tail_ok && labels[..pos].iter().all(|l| !l.is_empty())
 }
 
+/// The backoff ceiling before the first payload fetch retry; it doubles per retry.
+const FETCH_BASE_BACKOFF: Duration = Duration::from_millis(200);
+/// The largest backoff ceiling between payload fetch attempts.
+const FETCH_MAX_BACKOFF: Duration = Duration::from_millis(6_400);
+
 /// Fetches S3Url payloads.
 #[derive(Debug, Clone)]
 pub struct PayloadFetcher {
     client: reqwest::Client,
     policy: UrlPolicy,
     max_bytes: u64,
-    attempts: u32,
+    backoff: Backoff,
 }
 
 impl PayloadFetcher {
@@ -176,11 +182,11 @@ impl PayloadFetcher {
             client,
             policy,
             max_bytes,
-            attempts: attempts.max(1),
+            backoff: Backoff::new(attempts, FETCH_BASE_BACKOFF, FETCH_MAX_BACKOFF),
         })
     }
 
-    /// The sync records behind `raw_url`.
+    /// The sync records behind `raw_url`. No attempt starts after the deadline, and none outlasts it.
     pub async fn fetch(
         &self,
         raw_url: &str,
@@ -190,20 +196,38 @@ impl PayloadFetcher {
         let url = self.policy.check(raw_url)?;
         let mut attempt = 0;
         loop {
+            let left = deadline.remaining();
+            if left == Some(Duration::ZERO) {
+                return Err(FetchError::Transient(format!(
+                    "not fetched: invocation deadline (after {attempt} attempts)"
+                )));
+            }
             attempt += 1;
             metrics.incr(METRIC_S3_FETCHES);
-            let error = match self.attempt(url.clone()).await {
+            let call = self.attempt(url.clone());
+            let result = match left {
+                Some(left) => tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+                    Err(FetchError::Transient(
+                        "no answer before the invocation deadline".into(),
+                    ))
+                }),
+                None => call.await,
+            };
+            let error = match result {
                 Err(FetchError::Transient(e)) => e,
                 done => return done,
             };
-            let wait = Duration::from_millis(fastrand::u64(0..=100u64 << attempt.min(6)));
-            if attempt >= self.attempts || !deadline.allows(wait) {
-                return Err(FetchError::Transient(format!(
-                    "{error} (after {attempt} attempts)"
-                )));
+            match self.backoff.next_wait(attempt, &deadline) {
+                Ok(wait) => {
+                    metrics.incr(METRIC_S3_FETCH_RETRIES);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(_) => {
+                    return Err(FetchError::Transient(format!(
+                        "{error} (after {attempt} attempts)"
+                    )));
+                }
             }
-            metrics.incr(METRIC_S3_FETCH_RETRIES);
-            tokio::time::sleep(wait).await;
         }
     }
 

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use bridge_core::Deadline;
 use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::kinesis_event::RawKinesisEvent;
-use bridge_core::producer::{LargePayloads, Producer, RetryPolicy};
+use bridge_core::producer::{LargePayloads, Producer};
+use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
+use bridge_core::testing::{MemoryBlobs, MemoryDedup, MemorySink};
 use devtools::events::{event_from_payloads, example_stream_arn};
-use devtools::memory::{MemoryBlobs, MemoryDedup, MemorySink};
 use serde_json::{Value, json};
 use sync_processor::Processor;
 use sync_processor::payload::{PayloadFetcher, UrlPolicy};
@@ -51,7 +52,7 @@ fn processor(dedup: Arc<MemoryDedup>) -> Option<Processor> {
             store: blobs.clone(),
             bucket: "bench".into(),
         }),
-        RetryPolicy::default(),
+        Backoff::default(),
     );
     let fetcher =
         PayloadFetcher::new(UrlPolicy::default(), 16 << 20, Duration::from_secs(5), 3).ok()?;
