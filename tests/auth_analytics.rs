@@ -33,6 +33,7 @@ use bridge_core::Deadline;
 use bridge_core::blob::S3BlobStore;
 use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::kinesis_event::RawKinesisEvent;
+use bridge_core::pipeline::Flow as _;
 use bridge_core::producer::{
     EntryOutcome, KinesisSink, Producer, PutEntry, RecordSink, RetryPolicy, SinkError,
 };

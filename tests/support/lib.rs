@@ -18,6 +18,7 @@ use std::time::Duration;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use bridge_core::Deadline;
 use bridge_core::kinesis_event::RawKinesisEvent;
+use bridge_core::pipeline::Flow as _;
 use bridge_core::telemetry::Metrics;
 use devtools::LocalAws;
 use devtools::emulator::unique_name;

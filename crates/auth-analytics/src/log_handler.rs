@@ -19,12 +19,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_lambda_events::event::streams::KinesisEventResponse;
 use bridge_core::Deadline;
 use bridge_core::blob::S3BlobStore;
 use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::failure::{Failure, FailureClass};
-use bridge_core::kinesis_event::{RawKinesisEvent, SourceRecord};
+use bridge_core::kinesis_event::SourceRecord;
 use bridge_core::pipeline::{self, Decoded, Flow, Pipeline, Slot};
 use bridge_core::producer::{
     self, Delivery, KinesisSink, OutboundRecord, ProduceFailure, Producer,
@@ -33,7 +32,6 @@ use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use lambda_runtime::LambdaEvent;
 use tracing::info;
 
 use crate::activity_log::{Parsed, RecordOrigin, Subscription, decode_subscription, parse_entry};
@@ -157,24 +155,6 @@ impl LogForwarder {
         self.enricher.as_ref()
     }
 
-    /// The Lambda handler: processes the batch, prints its metrics, answers with the partial batch response.
-    pub async fn handle(
-        &self,
-        event: LambdaEvent<RawKinesisEvent>,
-    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
-        self.pipeline.handle(self, METRICS, event).await
-    }
-
-    /// Processes one batch.
-    pub async fn process(
-        &self,
-        event: RawKinesisEvent,
-        deadline: Deadline,
-        metrics: &Metrics,
-    ) -> KinesisEventResponse {
-        self.pipeline.run(self, event, deadline, metrics).await
-    }
-
     /// Fills the shared attributes of every event, one lookup per distinct user (cached across batches).
     async fn enrich(&self, slots: &mut [Slot<LogItem>], deadline: Deadline, metrics: &Metrics) {
         let Some(enricher) = self.enricher.as_ref().filter(|_| self.sharing.is_on()) else {
@@ -235,8 +215,11 @@ impl Flow for LogForwarder {
     type Item = LogItem;
     type Plan = ();
 
-    fn function(&self) -> &'static str {
-        FUNCTION_NAME
+    const FUNCTION: &'static str = FUNCTION_NAME;
+    const METRICS: &'static [&'static str] = METRICS;
+
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<LogItem> {

@@ -168,7 +168,36 @@ pub trait Flow: Send + Sync {
     type Plan: Send;
 
     /// The function's name, in metrics and dead-letter keys.
-    fn function(&self) -> &'static str;
+    const FUNCTION: &'static str;
+    /// Every metric the function emits: its EMF line lists them all, with explicit zeros.
+    const METRICS: &'static [&'static str];
+
+    /// The shared pipeline the function runs on (its producer and dead-letter writer).
+    fn pipeline(&self) -> &Pipeline;
+
+    /// The Lambda handler: runs the batch, prints its metrics, answers with the partial batch response.
+    async fn handle(
+        &self,
+        event: LambdaEvent<RawKinesisEvent>,
+    ) -> Result<KinesisEventResponse, lambda_runtime::Error>
+    where
+        Self: Sized,
+    {
+        self.pipeline().handle(self, event).await
+    }
+
+    /// Runs one batch (tests and local runs, with a deadline and metrics of their own).
+    async fn process(
+        &self,
+        event: RawKinesisEvent,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) -> KinesisEventResponse
+    where
+        Self: Sized,
+    {
+        self.pipeline().run(self, event, deadline, metrics).await
+    }
 
     /// Reads one record's data (already base64-decoded).
     fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<Self::Item>;
@@ -230,18 +259,17 @@ impl Pipeline {
         }
     }
 
-    /// The Lambda handler of `flow`: runs the batch, prints its metrics (`declared`) as one EMF line, answers
-    /// with the partial batch response.
+    /// The Lambda handler of `flow`: runs the batch, prints its metrics as one EMF line, answers with the
+    /// partial batch response.
     pub async fn handle<F: Flow>(
         &self,
         flow: &F,
-        declared: &[&'static str],
         event: LambdaEvent<RawKinesisEvent>,
     ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
         let metrics = Metrics::new();
         let deadline = Deadline::from_lambda_deadline_ms(event.context.deadline);
         let response = self.run(flow, event.payload, deadline, &metrics).await;
-        metrics.flush(flow.function(), declared);
+        metrics.flush(F::FUNCTION, F::METRICS);
         Ok(response)
     }
 
@@ -260,7 +288,7 @@ impl Pipeline {
             .map(|raw| decode(flow, raw, metrics))
             .collect();
         let mut plan = flow.resolve(&mut slots, deadline, metrics).await;
-        self.write_dead_letters(flow.function(), &mut slots, metrics)
+        self.write_dead_letters(F::FUNCTION, &mut slots, metrics)
             .await;
         if deadline.remaining() == Some(std::time::Duration::ZERO) {
             for slot in &mut slots {
@@ -279,7 +307,7 @@ impl Pipeline {
             slots[i].results[k] = Some(result);
         }
         let mut report = settle(flow, &mut plan, &mut slots, metrics);
-        self.write_dead_letters(flow.function(), &mut slots, metrics)
+        self.write_dead_letters(F::FUNCTION, &mut slots, metrics)
             .await;
         for (i, failure) in flow.after_commit(plan, deadline, metrics).await {
             if let Some(slot) = slots.get_mut(i) {

@@ -16,14 +16,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_lambda_events::event::streams::KinesisEventResponse;
 use bridge_core::Deadline;
 use bridge_core::blob::S3BlobStore;
 use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::dedup::{Advance, DedupStore, DynamoDedupStore, Mark};
 use bridge_core::envelope::SourceRef;
 use bridge_core::failure::{Failure, FailureClass};
-use bridge_core::kinesis_event::{RawKinesisEvent, SourceRecord};
+use bridge_core::kinesis_event::SourceRecord;
 use bridge_core::pipeline::{self, Decoded, Flow, Pipeline, Slot};
 use bridge_core::producer::{
     self, Delivery, KinesisSink, LargePayloads, OutboundRecord, ProduceFailure, Producer,
@@ -33,7 +32,6 @@ use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use lambda_runtime::LambdaEvent;
 use tracing::warn;
 
 use crate::change::{Change, changes_of};
@@ -186,24 +184,6 @@ impl Processor {
         ))
     }
 
-    /// The Lambda handler: processes the batch, prints its metrics, answers with the partial batch response.
-    pub async fn handle(
-        &self,
-        event: LambdaEvent<RawKinesisEvent>,
-    ) -> Result<KinesisEventResponse, lambda_runtime::Error> {
-        self.pipeline.handle(self, METRICS, event).await
-    }
-
-    /// Processes one batch.
-    pub async fn process(
-        &self,
-        event: RawKinesisEvent,
-        deadline: Deadline,
-        metrics: &Metrics,
-    ) -> KinesisEventResponse {
-        self.pipeline.run(self, event, deadline, metrics).await
-    }
-
     /// Fetches every S3Url payload of the batch, [`FETCH_CONCURRENCY`] at a time.
     async fn resolve_payloads(
         &self,
@@ -332,8 +312,11 @@ impl Flow for Processor {
     type Item = SyncItem;
     type Plan = Marks;
 
-    fn function(&self) -> &'static str {
-        FUNCTION_NAME
+    const FUNCTION: &'static str = FUNCTION_NAME;
+    const METRICS: &'static [&'static str] = METRICS;
+
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     fn decode(&self, record: &SourceRecord, _: &Metrics) -> Decoded<SyncItem> {

@@ -1,6 +1,7 @@
 //! The `sync-processor` Lambda: reads config and builds clients once, then serves Kinesis batches.
 
 use bridge_core::config::ProcessEnv;
+use bridge_core::pipeline::Flow as _;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sync_processor::{Config, Processor};
 

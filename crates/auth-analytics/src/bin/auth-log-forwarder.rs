@@ -4,6 +4,7 @@
 use auth_analytics::LogForwarder;
 use auth_analytics::config::LogConfig;
 use bridge_core::config::ProcessEnv;
+use bridge_core::pipeline::Flow as _;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]

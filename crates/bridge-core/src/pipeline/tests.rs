@@ -34,8 +34,11 @@ impl Flow for Toy {
     type Item = ToyItem;
     type Plan = Vec<usize>;
 
-    fn function(&self) -> &'static str {
-        "toy"
+    const FUNCTION: &'static str = "toy";
+    const METRICS: &'static [&'static str] = &COMMON_METRICS;
+
+    fn pipeline(&self) -> &Pipeline {
+        unreachable!("the tests run the pipeline directly")
     }
 
     fn decode(&self, record: &SourceRecord, _: &Metrics) -> Decoded<ToyItem> {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bridge_core::Deadline;
 use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::kinesis_event::RawKinesisEvent;
+use bridge_core::pipeline::Flow as _;
 use bridge_core::producer::{LargePayloads, Producer};
 use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;

@@ -16,6 +16,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use base64::Engine as _;
 use bridge_core::Deadline;
 use bridge_core::kinesis_event::RawKinesisEvent;
+use bridge_core::pipeline::Flow as _;
 use bridge_core::telemetry::Metrics;
 use devtools::emulator::unique_name;
 use devtools::events::event_from_stream_records;
