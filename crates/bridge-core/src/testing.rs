@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
 
 use crate::blob::{BlobError, BlobStore};
 use crate::dedup::{Advance, DedupError, DedupStore, Mark};
+use crate::kinesis_event::RawKinesisEvent;
 use crate::producer::{EntryOutcome, PutEntry, RecordSink, SinkError};
 
 /// A stream in memory. By default every entry is stored; faults are set per call (0-based).
@@ -203,4 +205,39 @@ impl BlobStore for MemoryBlobs {
         objects.insert((bucket.to_owned(), key.to_owned()), body);
         Ok(())
     }
+}
+
+/// A Kinesis batch as Lambda hands it, from one shard of an example stream: record `i` carries
+/// `payloads[i]` and sequence number `first_seq + i`, zero-padded to 12 digits (string order is number order).
+pub fn kinesis_event<P: AsRef<[u8]>>(payloads: &[P], first_seq: u64) -> RawKinesisEvent {
+    use base64::Engine as _;
+    let records = payloads
+        .iter()
+        .zip(first_seq..)
+        .map(|(data, seq)| {
+            let seq = format!("{seq:012}");
+            serde_json::json!({
+                "eventID": format!("shardId-000000000000:{seq}"),
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/example",
+                "kinesis": {
+                    "partitionKey": "pk",
+                    "sequenceNumber": seq,
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                    "approximateArrivalTimestamp": 1_700_000_000.0
+                }
+            })
+        })
+        .collect();
+    RawKinesisEvent { records }
+}
+
+/// The sequence numbers of a batch response's failures, as numbers, lowest first.
+pub fn failed_sequence_numbers(response: &KinesisEventResponse) -> Vec<u64> {
+    let mut ids: Vec<u64> = response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.as_deref()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids
 }

@@ -522,3 +522,104 @@ fn ready(
         })
         .map_err(|reason| Failure::new(FailureClass::UnusableChange, reason))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The processor over in-memory ports: the deadline, where moto cannot be made slow on purpose.
+
+    use std::time::{Duration, Instant};
+
+    use bridge_core::pipeline::Flow as _;
+    use bridge_core::testing::{
+        MemoryBlobs, MemoryDedup, MemorySink, failed_sequence_numbers, kinesis_event,
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    fn records(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let doc = json!({
+                    "identityPoolId": "us-east-1:00000000-0000-4000-8000-000000000000",
+                    "identityId": format!("us-east-1:00000000-0000-4000-8000-{:012}", i % 100),
+                    "datasetName": "game", "operation": "replace", "payloadType": "Inline", "syncCount": 1,
+                    "lastModifiedDate": 1_700_000_000_001_i64,
+                    "kinesisSyncRecords": [{"key": format!("key-{i}"), "value": "v", "syncCount": 1,
+                        "lastModifiedDate": 1_700_000_000_001_i64, "deviceLastModifiedDate": 1_700_000_000_000_i64,
+                        "op": "replace"}]
+                });
+                serde_json::to_vec(&doc).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn mark_writes_past_the_deadline_retry_their_records_and_a_redelivery_completes_them() {
+        // 1,000 new changes; each mark write takes 100 ms, 32 at a time: over three seconds of writes, with
+        // 1.5 s left. The answer comes in time; the records whose marks did not move are retried.
+        let sink = Arc::new(MemorySink::default());
+        let dedup = Arc::new(MemoryDedup {
+            write_delay: Duration::from_millis(100),
+            ..MemoryDedup::default()
+        });
+        let blobs = Arc::new(MemoryBlobs::default());
+        let processor = Processor::new(
+            Producer::new(sink.clone(), None, Backoff::default()),
+            dedup.clone(),
+            DeadLetterWriter::new(blobs, "bucket"),
+            PayloadFetcher::new(Default::default(), 1 << 20, Duration::from_secs(1), 1)
+                .expect("fetcher"),
+        );
+        let data = records(1_000);
+        let metrics = Metrics::new();
+        let started = Instant::now();
+        let response = processor
+            .process(
+                kinesis_event(&data, 1),
+                Deadline::after(Duration::from_millis(1_500)),
+                &metrics,
+            )
+            .await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1_800),
+            "answered after {took:?}"
+        );
+        let retried = failed_sequence_numbers(&response);
+        assert!(
+            !retried.is_empty() && retried.len() < 1_000,
+            "{} retried; {}",
+            retried.len(),
+            metrics.emf(FUNCTION_NAME, METRICS, 0)
+        );
+        assert_eq!(metrics.get(METRIC_MARK_WRITE_ERRORS), retried.len() as u64);
+        assert_eq!(metrics.get(METRIC_CHANGES_FORWARDED), 1_000);
+
+        // Lambda redelivers from the lowest reported record: the changes whose marks did not move are
+        // forwarded again with the same event ids, and every mark moves.
+        let lowest = usize::try_from(retried[0]).expect("small");
+        let response = processor
+            .process(
+                kinesis_event(&data[lowest - 1..], retried[0]),
+                Deadline::none(),
+                &Metrics::new(),
+            )
+            .await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(dedup.marks.lock().expect("marks").len(), 1_000);
+        let ids: std::collections::HashSet<String> = sink
+            .stored()
+            .iter()
+            .filter_map(|e| {
+                let doc: serde_json::Value = serde_json::from_slice(&e.data).ok()?;
+                Some(doc["event_id"].as_str()?.to_owned())
+            })
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1_000,
+            "every change is on the stream, repeats share their ids"
+        );
+    }
+}

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 
 use super::*;
 use crate::envelope::Header;
 use crate::retry::Backoff;
-use crate::testing::{MemoryBlobs, MemorySink};
+use crate::testing::{MemoryBlobs, MemorySink, failed_sequence_numbers, kinesis_event};
 
 /// Records are `key:value`. `value` "slow" resolves transiently failing; "x" outputs an invalid (empty)
 /// partition key; "two" gives two outputs. Data without a colon is unusable.
@@ -138,28 +137,7 @@ impl Flow for Toy {
 }
 
 fn event(data: &[&str]) -> RawKinesisEvent {
-    event_from(data, 1)
-}
-
-fn event_from(data: &[&str], first_seq: usize) -> RawKinesisEvent {
-    let records = data
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let seq = format!("{:06}", first_seq + i);
-            serde_json::json!({
-                "eventID": format!("shardId-000000000000:{seq}"),
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/toy",
-                "kinesis": {
-                    "partitionKey": "pk",
-                    "sequenceNumber": seq,
-                    "data": base64::engine::general_purpose::STANDARD.encode(d),
-                    "approximateArrivalTimestamp": 1_700_000_000.0
-                }
-            })
-        })
-        .collect();
-    RawKinesisEvent { records }
+    kinesis_event(data, 1)
 }
 
 fn fast() -> Backoff {
@@ -171,16 +149,6 @@ fn pipeline(sink: Arc<MemorySink>, blobs: Arc<MemoryBlobs>) -> Pipeline {
         Producer::new(sink, None, fast()),
         DeadLetterWriter::new(blobs, "bucket"),
     )
-}
-
-fn failed(response: &KinesisEventResponse) -> Vec<usize> {
-    let mut ids: Vec<usize> = response
-        .batch_item_failures
-        .iter()
-        .filter_map(|f| f.item_identifier.as_deref()?.parse().ok())
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 fn bodies(sink: &MemorySink) -> Vec<String> {
@@ -203,7 +171,7 @@ async fn a_transient_failure_holds_its_keys_later_records_back_before_anything_i
             &metrics,
         )
         .await;
-    assert_eq!(failed(&response), vec![2, 4]);
+    assert_eq!(failed_sequence_numbers(&response), vec![2, 4]);
     // a:2 never reached the stream: it was held before producing, not produced and reported afterwards.
     assert_eq!(bodies(&sink), vec!["a:1", "b:1", "b:2"]);
     assert_eq!(metrics.get(METRIC_BATCH_ITEM_FAILURES), 2);
@@ -234,7 +202,7 @@ async fn a_producer_failure_reports_the_keys_later_records_too() {
             &Metrics::new(),
         )
         .await;
-    assert_eq!(failed(&response), vec![1, 3]);
+    assert_eq!(failed_sequence_numbers(&response), vec![1, 3]);
     // a:2 went in the same request as the failed a:1 (PutRecords does not stop at a failed entry): it is
     // reported with it and comes again, with the same event_id, on the redelivery.
     assert_eq!(bodies(&sink), vec!["b:1", "a:2"]);
@@ -253,7 +221,7 @@ async fn a_dead_letter_that_cannot_be_written_is_a_retry_not_a_loss() {
             &metrics,
         )
         .await;
-    assert_eq!(failed(&response), vec![2]);
+    assert_eq!(failed_sequence_numbers(&response), vec![2]);
     assert_eq!(metrics.get(METRIC_DEAD_LETTERED), 0);
     assert_eq!(bodies(&sink), vec!["a:1", "b:1"]);
 
@@ -273,7 +241,7 @@ async fn a_dead_letter_that_cannot_be_written_is_a_retry_not_a_loss() {
     assert_eq!(letters.len(), 1);
     let letter: serde_json::Value = serde_json::from_slice(&letters[0].1).unwrap();
     assert_eq!(letter["reason"], "no colon");
-    assert_eq!(letter["source"]["sequence_number"], "000001");
+    assert_eq!(letter["source"]["sequence_number"], "000000000001");
     assert_eq!(metrics.get(METRIC_DEAD_LETTERED), 1);
 }
 
@@ -301,7 +269,11 @@ async fn outcomes_reach_their_own_records_by_index() {
     assert_eq!(settled, vec![(0, 2), (1, 1), (2, 1)]);
     let letters = blobs.under("dead-letter/toy/");
     assert_eq!(letters.len(), 1);
-    assert!(letters[0].0.ends_with("/000002.json"), "{}", letters[0].0);
+    assert!(
+        letters[0].0.ends_with("/000000000002.json"),
+        "{}",
+        letters[0].0
+    );
     let mut stored = bodies(&sink);
     stored.sort();
     assert_eq!(stored, vec!["a:two-1", "a:two-2", "c:1"]);
@@ -326,7 +298,7 @@ async fn the_deadline_bounds_the_batch_and_a_redelivery_completes_it() {
         .await;
     let took = started.elapsed();
     assert!(took < Duration::from_millis(900), "answered after {took:?}");
-    let retried = failed(&response);
+    let retried = failed_sequence_numbers(&response);
     assert!(
         !retried.is_empty() && retried.len() < 2_000,
         "{} retried; stored {}, calls {}",
@@ -339,7 +311,7 @@ async fn the_deadline_bounds_the_batch_and_a_redelivery_completes_it() {
     let response = p
         .run(
             &Toy::default(),
-            event_from(&refs[lowest - 1..], lowest),
+            kinesis_event(&refs[usize::try_from(lowest).unwrap() - 1..], lowest),
             Deadline::none(),
             &Metrics::new(),
         )
@@ -373,6 +345,6 @@ async fn records_left_unfinished_after_commit_are_retried() {
         &Metrics::new(),
     )
     .await;
-    let retried = failed(&response);
+    let retried = failed_sequence_numbers(&response);
     assert!(!retried.is_empty() && retried.len() < 4, "{retried:?}");
 }
