@@ -10,10 +10,9 @@ use async_trait::async_trait;
 use bridge_core::blob::S3BlobStore;
 use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::dedup::DynamoDedupStore;
-use bridge_core::producer::{
-    EntryOutcome, KinesisSink, LargePayloads, METRIC_PUT_RECORDS_CALLS, Producer, PutEntry,
-    RecordSink, RetryPolicy, SinkError,
-};
+use bridge_core::producer::{KinesisSink, LargePayloads, METRIC_PUT_RECORDS_CALLS, Producer};
+use bridge_core::retry::Backoff;
+use bridge_core::testing::FailEntries;
 use e2e::{
     Answer, Harness, LoopbackServer, assert_valid, json_file, record_data, sample, set_record_data,
     validator,
@@ -667,49 +666,6 @@ async fn when_dead_letters_cannot_be_written_the_records_are_retried_not_lost() 
     assert!(h.outputs().await.is_empty());
 }
 
-/// Fails PutRecords entries whose change has one of the given event ids, and passes the rest to the real
-/// stream. A per-entry failure inside an HTTP 200 is a fault moto never produces.
-#[derive(Debug)]
-struct FailSomeEntries {
-    inner: KinesisSink,
-    fail: HashSet<String>,
-}
-
-#[async_trait]
-impl RecordSink for FailSomeEntries {
-    async fn put_records(&self, entries: &[PutEntry]) -> Result<Vec<EntryOutcome>, SinkError> {
-        let id = |e: &PutEntry| {
-            serde_json::from_slice::<Value>(&e.data)
-                .ok()
-                .and_then(|d| d["event_id"].as_str().map(str::to_owned))
-        };
-        let (failing, passing): (Vec<_>, Vec<_>) = entries
-            .iter()
-            .enumerate()
-            .partition(|(_, e)| id(e).is_some_and(|i| self.fail.contains(&i)));
-        let sent: Vec<PutEntry> = passing.iter().map(|(_, e)| (*e).clone()).collect();
-        let mut results = if sent.is_empty() {
-            Vec::new()
-        } else {
-            self.inner.put_records(&sent).await?
-        }
-        .into_iter();
-        let failing: HashSet<usize> = failing.into_iter().map(|(i, _)| i).collect();
-        Ok((0..entries.len())
-            .map(|i| {
-                if failing.contains(&i) {
-                    EntryOutcome::Failed {
-                        code: "ProvisionedThroughputExceededException".into(),
-                        message: "Rate exceeded for shard".into(),
-                    }
-                } else {
-                    results.next().unwrap_or(EntryOutcome::Stored)
-                }
-            })
-            .collect())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_failure_is_retried_without_moving_marks_so_nothing_is_lost() {
     let h = Harness::new().await;
@@ -729,12 +685,18 @@ async fn a_put_failure_is_retried_without_moving_marks_so_nothing_is_lost() {
         .unwrap();
     let first_id = first["event_id"].as_str().unwrap().to_owned();
 
-    let sink = Arc::new(FailSomeEntries {
+    // A per-entry failure inside an HTTP 200 is a fault moto never produces: alice's first change fails, the
+    // rest goes to the real stream.
+    let failing_id = first_id.clone();
+    let sink = Arc::new(FailEntries {
         inner: KinesisSink::new(aws_sdk_kinesis::Client::new(&h.aws.sdk), &h.output_stream),
-        fail: HashSet::from([first_id.clone()]),
+        fail: Box::new(move |e| {
+            serde_json::from_slice::<Value>(&e.data)
+                .is_ok_and(|d| d["event_id"].as_str() == Some(failing_id.as_str()))
+        }),
     });
     let blobs = Arc::new(S3BlobStore::new(h.aws.s3.clone()));
-    let policy = RetryPolicy {
+    let policy = Backoff {
         max_attempts: 3,
         base_delay: std::time::Duration::from_millis(5),
         max_delay: std::time::Duration::from_millis(20),
@@ -900,7 +862,7 @@ async fn a_mark_race_keeps_the_newer_mark_whoever_wins() {
                     &h.output_stream,
                 )),
                 None,
-                RetryPolicy::default(),
+                Backoff::default(),
             ),
             Arc::new(racing),
             DeadLetterWriter::new(blobs, &h.bucket),

@@ -241,3 +241,50 @@ pub fn failed_sequence_numbers(response: &KinesisEventResponse) -> Vec<u64> {
     ids.sort_unstable();
     ids
 }
+
+/// A real sink behind a fault: entries the predicate picks fail with `ProvisionedThroughputExceededException`
+/// inside a successful answer (a per-entry failure, which no emulator produces); the rest go to `inner`.
+pub struct FailEntries<S> {
+    /// The sink the other entries go to (for example a [`crate::producer::KinesisSink`] on the emulator).
+    pub inner: S,
+    /// Which entries fail.
+    pub fail: Box<dyn Fn(&PutEntry) -> bool + Send + Sync>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for FailEntries<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailEntries")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<S: RecordSink> RecordSink for FailEntries<S> {
+    async fn put_records(&self, entries: &[PutEntry]) -> Result<Vec<EntryOutcome>, SinkError> {
+        let passing: Vec<PutEntry> = entries
+            .iter()
+            .filter(|e| !(self.fail)(e))
+            .cloned()
+            .collect();
+        let mut results = if passing.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.put_records(&passing).await?
+        }
+        .into_iter();
+        Ok(entries
+            .iter()
+            .map(|e| {
+                if (self.fail)(e) {
+                    EntryOutcome::Failed {
+                        code: "ProvisionedThroughputExceededException".into(),
+                        message: "Rate exceeded for shard".into(),
+                    }
+                } else {
+                    results.next().unwrap_or(EntryOutcome::Stored)
+                }
+            })
+            .collect())
+    }
+}
