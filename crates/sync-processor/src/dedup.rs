@@ -6,10 +6,14 @@
 //!
 //! A candidate change is classified against the key's mark `m` and the dataset's removal mark `r`:
 //!
-//! 1. If the candidate's server time is at or before a known removal (`c.time <= r.time`), it belongs to a
-//!    removed generation of the dataset: **stale**.
+//! 1. If the candidate's server time is clearly before a known removal (`c.time + skew < r.time`), it belongs
+//!    to a removed generation of the dataset: **stale**. A change stamped at, or up to the skew before, the
+//!    removal is given the benefit of the doubt and judged by the rules below: if it was the old generation's,
+//!    it was forwarded before with the same `event_id` and collapses downstream; if it was the new
+//!    generation's, dropping it would be a silent loss.
 //! 2. No mark: **forward**.
-//! 3. Same sync count, server times within [`SERVER_CLOCK_SKEW_MS`]: the same update again: **duplicate**.
+//! 3. Same sync count and the same server time: the same update again: **duplicate**. (Exactly the pairs that
+//!    share an `event_id`, which hashes both; a same-count update with another time is judged below.)
 //! 4. The mark predates a known removal and the candidate follows it (rule 1 passed): a new generation,
 //!    whose sync counts may have started over: **forward**.
 //! 5. Higher sync count and a server time not clearly older than the mark: the same generation, newer:
@@ -67,13 +71,13 @@ fn bounded(key: String) -> String {
 
 /// Classifies a record change `c` against its key's mark and the dataset's removal mark.
 pub fn classify_change(mark: Option<Mark>, removal: Option<Mark>, c: Mark) -> Verdict {
-    if removal.is_some_and(|r| c.modified_ms <= r.modified_ms) {
+    if removal.is_some_and(|r| c.modified_ms + SERVER_CLOCK_SKEW_MS < r.modified_ms) {
         return Verdict::Stale;
     }
     let Some(m) = mark else {
         return Verdict::Forward;
     };
-    if c.version == m.version && (c.modified_ms - m.modified_ms).abs() <= SERVER_CLOCK_SKEW_MS {
+    if c == m {
         return Verdict::Duplicate;
     }
     if removal.is_some_and(|r| m.modified_ms <= r.modified_ms) {
@@ -144,7 +148,30 @@ mod tests {
             classify_change(Some(m(1, T + 20_000)), removal, m(8, T)),
             Stale
         );
-        assert_eq!(classify_change(None, removal, m(12, T + 10_000)), Stale);
+        assert_eq!(classify_change(None, removal, m(12, T + 8_999)), Stale);
+    }
+
+    #[test]
+    fn a_change_within_the_skew_of_a_seen_removal_is_forwarded_not_lost() {
+        let removal = Some(m(9, T + 10_000));
+        // Stamped at the removal, or up to the skew before it: it may be the new generation's first update.
+        assert_eq!(classify_change(None, removal, m(1, T + 10_000)), Forward);
+        assert_eq!(classify_change(None, removal, m(1, T + 9_000)), Forward);
+        assert_eq!(
+            classify_change(Some(m(8, T)), removal, m(1, T + 9_500)),
+            Forward
+        );
+        assert_eq!(classify_change(None, removal, m(1, T + 8_999)), Stale);
+    }
+
+    #[test]
+    fn duplicates_are_exactly_the_changes_that_share_an_event_id() {
+        // Same count and time: same event id, a duplicate.
+        assert_eq!(classify_change(Some(m(3, T)), None, m(3, T)), Duplicate);
+        // Same count, another time within the skew: another event id, so not a duplicate; within one
+        // generation it cannot be newer, so it is stale, and never forwarded twice under two ids.
+        assert_eq!(classify_change(Some(m(3, T)), None, m(3, T + 400)), Stale);
+        assert_eq!(classify_change(Some(m(3, T)), None, m(3, T - 400)), Stale);
     }
 
     #[test]
