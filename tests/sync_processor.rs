@@ -365,6 +365,40 @@ async fn s3url_sample_is_resolved_from_a_real_presigned_url() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_change_in_an_s3url_payload_forwards_its_siblings_and_keeps_the_payload() {
+    use base64::Engine as _;
+    let h = Harness::new().await;
+    // Three changes; the second's server time is out of any date range, so it cannot become an output.
+    let body = serde_json::to_vec(&json!([
+        {"key": "a", "value": "1", "syncCount": 7, "lastModifiedDate": T + 7_000, "deviceLastModifiedDate": T, "op": "replace"},
+        {"key": "b", "value": "2", "syncCount": 7, "lastModifiedDate": i64::MAX, "deviceLastModifiedDate": T, "op": "replace"},
+        {"key": "c", "value": "3", "syncCount": 7, "lastModifiedDate": T + 7_000, "deviceLastModifiedDate": T, "op": "replace"}
+    ]))
+    .unwrap();
+    let url = h
+        .presigned("cognito-sync/profile/mixed.json", body.clone())
+        .await;
+    let (response, m) = h.run(&event_of(&[s3url(BOB, &url)])).await;
+    assert!(response.batch_item_failures.is_empty());
+    let keys: Vec<Value> = h.outputs().await.iter().map(|d| d["key"].clone()).collect();
+    assert_eq!(
+        keys,
+        vec![json!("a"), json!("c")],
+        "the good siblings go out"
+    );
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 1);
+    let letters = h.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("change 1: lastModifiedDate"), "{reason}");
+    // The dead letter keeps the payload itself: the presigned URL in the record will expire.
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(letters[0]["payload_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(kept, body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_urls_are_never_connected_to_and_are_dead_lettered() {
     let listener = LoopbackServer::start(Answer::Status(200)).await;
     let h = Harness::new().await; // allowlists only the emulator's origin

@@ -11,6 +11,7 @@ pub struct BatchReport {
     retry: Vec<String>,
     retry_seen: HashSet<String>,
     blocked_keys: HashSet<String>,
+    whole_batch: bool,
 }
 
 impl BatchReport {
@@ -33,6 +34,12 @@ impl BatchReport {
         }
     }
 
+    /// The whole batch must be retried: a record that must be retried has no sequence number to report it by
+    /// (so that it does not vanish). Lambda fails the whole batch on an empty item identifier.
+    pub fn retry_whole_batch(&mut self) {
+        self.whole_batch = true;
+    }
+
     /// Blocks an ordering key: its later records are held back.
     pub fn block(&mut self, order_key: &str) {
         self.blocked_keys.insert(order_key.to_owned());
@@ -43,9 +50,9 @@ impl BatchReport {
         self.blocked_keys.contains(order_key)
     }
 
-    /// How many records Lambda must retry.
+    /// How many records Lambda must retry (the whole batch counts as one more).
     pub fn retry_count(&self) -> usize {
-        self.retry.len()
+        self.retry.len() + usize::from(self.whole_batch)
     }
 
     /// The sequence numbers to retry, in the order they were reported.
@@ -56,7 +63,11 @@ impl BatchReport {
     /// The partial batch response. Lambda checkpoints at the lowest listed sequence number.
     pub fn into_response(self) -> KinesisEventResponse {
         let mut response = KinesisEventResponse::default();
-        response.set_failures(self.retry);
+        let mut retry = self.retry;
+        if self.whole_batch {
+            retry.push(String::new());
+        }
+        response.set_failures(retry);
         response
     }
 }

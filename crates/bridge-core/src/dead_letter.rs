@@ -36,6 +36,10 @@ pub struct DeadLetter {
     pub data_base64: Option<String>,
     /// The record's JSON as Lambda delivered it, when the record could not be decoded at all.
     pub record: Option<serde_json::Value>,
+    /// What the record pointed to, base64, as it was fetched (an S3Url payload): the presigned URL in the data
+    /// expires, this copy does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
     /// Arrival time, for the object key's date partition.
     #[serde(skip)]
     pub arrival: Option<DateTime<Utc>>,
@@ -102,8 +106,15 @@ impl DeadLetter {
             failed_at: rfc3339(&Utc::now()),
             data_base64,
             record,
+            payload_base64: None,
             arrival,
         }
+    }
+
+    /// The same dead letter, carrying the payload the record pointed to.
+    pub fn with_payload(mut self, payload: Option<&[u8]>) -> Self {
+        self.payload_base64 = payload.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        self
     }
 
     /// `dead-letter/<function>/dt=<arrival date>/<stream>/<shard>/<sequence>.json`; a hash of the content

@@ -90,6 +90,7 @@ pub struct Slot<T> {
     arrival: Option<DateTime<Utc>>,
     data: Option<Vec<u8>>,
     raw: Option<serde_json::Value>,
+    payload: Option<bytes::Bytes>,
     order_keys: Vec<String>,
     state: State<T>,
     results: Vec<Option<Result<Delivery, ProduceFailure>>>,
@@ -143,9 +144,10 @@ impl<T> Slot<T> {
         }
     }
 
-    /// Replaces the bytes its dead letter will carry (for example a fetched payload behind a URL).
-    pub fn set_dead_letter_data(&mut self, data: Vec<u8>) {
-        self.data = Some(data);
+    /// Keeps what the record points to (a fetched S3Url payload): should the record be dead-lettered, its dead
+    /// letter carries it, so that nothing depends on a URL that expires.
+    pub fn attach_payload(&mut self, payload: bytes::Bytes) {
+        self.payload = Some(payload);
     }
 
     fn is_blocked(&self, report: &BatchReport) -> bool {
@@ -316,6 +318,9 @@ impl Pipeline {
         }
         for slot in &slots {
             if let State::Retry(failure) = &slot.state {
+                if slot.source.sequence_number.is_empty() {
+                    report.retry_whole_batch();
+                }
                 report.retry_record(&slot.source.sequence_number);
                 tracing::info!(shard = %slot.source.shard_id, sequence_number = %slot.source.sequence_number, class = %failure.class, reason = %failure.detail, "record will be retried");
             }
@@ -346,7 +351,8 @@ impl Pipeline {
                     slot.data.as_deref(),
                     slot.raw.as_ref(),
                     failure.detail.clone(),
-                );
+                )
+                .with_payload(slot.payload.as_deref());
                 Some(((i, failure.class), letter))
             })
             .collect();
@@ -383,6 +389,7 @@ fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<
                 arrival: u.arrival,
                 data: None,
                 raw: Some(u.raw),
+                payload: None,
                 order_keys: Vec::new(),
                 state: State::DeadLetter(Failure::new(
                     FailureClass::UndecodableKinesisRecord,
@@ -404,6 +411,7 @@ fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<
                 arrival: record.arrival,
                 data: Some(record.data),
                 raw: None,
+                payload: None,
                 results: Vec::new(),
             }
         }

@@ -84,14 +84,25 @@ impl Change {
     }
 }
 
-/// Builds the changes of one stream record. `records` is `None` for a dataset operation without changes.
+/// The changes of one stream record: the usable ones, and the reasons of those that cannot be used (each
+/// named by its position), so that one bad change does not hold back its good siblings.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The usable changes, in record order.
+    pub changes: Vec<Change>,
+    /// Why the others cannot be used.
+    pub unusable: Vec<String>,
+}
+
+/// Builds the changes of one stream record. `records` is `None` for a dataset operation without changes, which
+/// fails whole when it cannot be used.
 pub fn changes_of(
     record: &StreamRecord,
     records: Option<&[SyncRecord]>,
     payload_type: Option<PayloadType>,
     source: &SourceRef,
     arrival: Option<DateTime<Utc>>,
-) -> Result<Vec<Change>, String> {
+) -> Result<Changes, String> {
     let dataset_key = dedup::dataset_key(
         &record.identity_pool_id,
         &record.identity_id,
@@ -148,63 +159,71 @@ pub fn changes_of(
             &at_s,
         ];
         let header = base(ChangeType::DatasetRemove, at, &ids, 0)?;
-        return Ok(vec![Change {
-            event: event(header, None, None, Op::Remove, None, None),
-            dedup_key: dataset_key.clone(),
-            dataset_key,
-            mark: Mark {
-                version: sc,
-                modified_ms: at,
-            },
-        }]);
+        return Ok(Changes {
+            changes: vec![Change {
+                event: event(header, None, None, Op::Remove, None, None),
+                dedup_key: dataset_key.clone(),
+                dataset_key,
+                mark: Mark {
+                    version: sc,
+                    modified_ms: at,
+                },
+            }],
+            unusable: Vec::new(),
+        });
     };
 
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let kind = match r.op {
-                Op::Replace => ChangeType::RecordReplace,
-                Op::Remove => ChangeType::RecordRemove,
-            };
-            let (sc_s, at_s) = (r.sync_count.to_string(), r.last_modified_date.to_string());
-            let ids = [
-                SCHEMA,
-                kind.as_str(),
+    let built = records.iter().enumerate().map(|(i, r)| {
+        let kind = match r.op {
+            Op::Replace => ChangeType::RecordReplace,
+            Op::Remove => ChangeType::RecordRemove,
+        };
+        let (sc_s, at_s) = (r.sync_count.to_string(), r.last_modified_date.to_string());
+        let ids = [
+            SCHEMA,
+            kind.as_str(),
+            &record.identity_pool_id,
+            &record.identity_id,
+            &record.dataset_name,
+            &r.key,
+            &sc_s,
+            &at_s,
+        ];
+        let header =
+            base(kind, r.last_modified_date, &ids, i).map_err(|e| format!("change {i}: {e}"))?;
+        let value = if r.op == Op::Remove {
+            None
+        } else {
+            r.value.clone()
+        };
+        Ok(Change {
+            event: event(
+                header,
+                Some(r.key.clone()),
+                value,
+                r.op,
+                Some(r.sync_count),
+                r.device_last_modified_date,
+            ),
+            dedup_key: dedup::record_key(
                 &record.identity_pool_id,
                 &record.identity_id,
                 &record.dataset_name,
                 &r.key,
-                &sc_s,
-                &at_s,
-            ];
-            let header = base(kind, r.last_modified_date, &ids, i)?;
-            let value = if r.op == Op::Remove {
-                None
-            } else {
-                r.value.clone()
-            };
-            Ok(Change {
-                event: event(
-                    header,
-                    Some(r.key.clone()),
-                    value,
-                    r.op,
-                    Some(r.sync_count),
-                    r.device_last_modified_date,
-                ),
-                dedup_key: dedup::record_key(
-                    &record.identity_pool_id,
-                    &record.identity_id,
-                    &record.dataset_name,
-                    &r.key,
-                ),
-                dataset_key: dataset_key.clone(),
-                mark: Mark {
-                    version: r.sync_count,
-                    modified_ms: r.last_modified_date,
-                },
-            })
+            ),
+            dataset_key: dataset_key.clone(),
+            mark: Mark {
+                version: r.sync_count,
+                modified_ms: r.last_modified_date,
+            },
         })
-        .collect()
+    });
+    let mut out = Changes::default();
+    for change in built {
+        match change {
+            Ok(c) => out.changes.push(c),
+            Err(reason) => out.unusable.push(reason),
+        }
+    }
+    Ok(out)
 }

@@ -34,10 +34,10 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use tracing::warn;
 
-use crate::change::{Change, changes_of};
+use crate::change::{Change, Changes, changes_of};
 use crate::config::Config;
 use crate::dedup::{Verdict, classify_change, classify_removal};
-use crate::payload::{self, FetchError, PayloadFetcher};
+use crate::payload::{self, FetchError, Fetched, PayloadFetcher};
 use crate::record::{Payload, PayloadType, StreamRecord, SyncRecord};
 
 /// The function's name in metrics and dead-letter keys.
@@ -101,8 +101,14 @@ pub enum SyncItem {
         /// The presigned URL.
         url: String,
     },
-    /// Its changes, ready to be judged.
-    Ready(Vec<Planned>),
+    /// Its changes, ready to be judged, and why the unusable ones cannot be used (the record is dead-lettered
+    /// once its good changes are forwarded).
+    Ready {
+        /// The usable changes.
+        planned: Vec<Planned>,
+        /// Reasons, one per unusable change.
+        unusable: Vec<String>,
+    },
 }
 
 /// A mark to write, which rule judges it if another writer got there first, and the record it came from.
@@ -202,12 +208,11 @@ impl Processor {
         if jobs.is_empty() {
             return;
         }
-        let results: Vec<(usize, Result<Vec<SyncRecord>, FetchError>)> =
-            futures_util::stream::iter(jobs)
-                .map(|(i, url)| async move { (i, self.fetcher.fetch(&url, deadline, metrics).await) })
-                .buffered(FETCH_CONCURRENCY)
-                .collect()
-                .await;
+        let results: Vec<(usize, Result<Fetched, FetchError>)> = futures_util::stream::iter(jobs)
+            .map(|(i, url)| async move { (i, self.fetcher.fetch(&url, deadline, metrics).await) })
+            .buffered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
         for (i, result) in results {
             let slot = &mut slots[i];
             let (source, arrival) = (slot.source().clone(), slot.arrival());
@@ -215,13 +220,17 @@ impl Processor {
                 continue;
             };
             let outcome = match result {
-                Ok(records) => ready(
-                    record,
-                    Some(&records),
-                    Some(PayloadType::S3Url),
-                    &source,
-                    arrival,
-                ),
+                Ok(Fetched { body, records }) => {
+                    let ready = ready(
+                        record,
+                        Some(&records),
+                        Some(PayloadType::S3Url),
+                        &source,
+                        arrival,
+                    );
+                    slot.attach_payload(body);
+                    ready
+                }
                 Err(e @ FetchError::Refused(_)) => Err(Failure::new(FailureClass::S3UrlRefused, e)),
                 Err(e @ FetchError::Permanent(_)) => {
                     Err(Failure::new(FailureClass::S3PayloadFailed, e))
@@ -231,9 +240,9 @@ impl Processor {
                 }
             };
             match outcome {
-                Ok(planned) => {
+                Ok(ready) => {
                     if let Some(item) = slot.item_mut() {
-                        *item = SyncItem::Ready(planned);
+                        *item = ready;
                     }
                 }
                 Err(failure) => slot.fail(failure),
@@ -247,7 +256,7 @@ impl Processor {
         let keys: Vec<String> = slots
             .iter()
             .filter_map(|slot| match slot.item() {
-                Some(SyncItem::Ready(planned)) => Some(
+                Some(SyncItem::Ready { planned, .. }) => Some(
                     planned
                         .iter()
                         .flat_map(|p| [p.change.dedup_key.clone(), p.change.dataset_key.clone()]),
@@ -339,16 +348,14 @@ impl Flow for Processor {
                 parsed.payload_type.or(Some(PayloadType::Inline)),
                 &record.source,
                 record.arrival,
-            )
-            .map(SyncItem::Ready),
+            ),
             Ok(Payload::DatasetOperation) => ready(
                 &parsed,
                 None,
                 parsed.payload_type,
                 &record.source,
                 record.arrival,
-            )
-            .map(SyncItem::Ready),
+            ),
         };
         Decoded {
             order_keys: keys,
@@ -378,7 +385,7 @@ impl Flow for Processor {
         item: &mut SyncItem,
         metrics: &Metrics,
     ) -> Vec<Result<OutboundRecord, ProduceFailure>> {
-        let SyncItem::Ready(planned) = item else {
+        let SyncItem::Ready { planned, .. } = item else {
             return vec![Err(ProduceFailure::Transient(
                 "the record's payload was not fetched".into(),
             ))];
@@ -418,7 +425,8 @@ impl Flow for Processor {
         outputs
     }
 
-    /// Counts the forwarded changes and plans their marks; a change refused for good dead-letters the record.
+    /// Counts the forwarded changes and plans their marks; an unusable change, or one refused for good,
+    /// dead-letters the record (its good changes are on the stream).
     fn settle(
         &self,
         marks: &mut Marks,
@@ -427,7 +435,7 @@ impl Flow for Processor {
         results: &[Result<Delivery, ProduceFailure>],
         metrics: &Metrics,
     ) -> Result<(), Failure> {
-        let SyncItem::Ready(planned) = item else {
+        let SyncItem::Ready { planned, unusable } = item else {
             return Ok(());
         };
         let mut refused = Vec::new();
@@ -450,13 +458,20 @@ impl Flow for Processor {
                 )),
             }
         }
-        if refused.is_empty() {
-            Ok(())
-        } else {
+        if !unusable.is_empty() {
+            let reasons: Vec<&String> = unusable.iter().chain(&refused).collect();
+            let reasons: Vec<&str> = reasons.into_iter().map(String::as_str).collect();
+            Err(Failure::new(
+                FailureClass::UnusableChange,
+                reasons.join("; "),
+            ))
+        } else if !refused.is_empty() {
             Err(Failure::new(
                 FailureClass::OutputRejected,
                 refused.join("; "),
             ))
+        } else {
+            Ok(())
         }
     }
 
@@ -509,18 +524,17 @@ fn ready(
     payload_type: Option<PayloadType>,
     source: &SourceRef,
     arrival: Option<DateTime<Utc>>,
-) -> Result<Vec<Planned>, Failure> {
-    changes_of(record, records, payload_type, source, arrival)
-        .map(|changes| {
-            changes
-                .into_iter()
-                .map(|change| Planned {
-                    change,
-                    output: false,
-                })
-                .collect()
+) -> Result<SyncItem, Failure> {
+    let Changes { changes, unusable } = changes_of(record, records, payload_type, source, arrival)
+        .map_err(|reason| Failure::new(FailureClass::UnusableChange, reason))?;
+    let planned = changes
+        .into_iter()
+        .map(|change| Planned {
+            change,
+            output: false,
         })
-        .map_err(|reason| Failure::new(FailureClass::UnusableChange, reason))
+        .collect();
+    Ok(SyncItem::Ready { planned, unusable })
 }
 
 #[cfg(test)]

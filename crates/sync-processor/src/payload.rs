@@ -4,13 +4,12 @@
 //! failures (timeouts, 5xx, 429, connection errors) are retried a bounded number of times, and the body is
 //! streamed into the JSON parser through a byte cap, so an oversized payload costs at most the cap.
 
-use std::io::{BufReader, Read};
 use std::time::Duration;
 
 use bridge_core::Deadline;
 use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
-use futures_util::TryStreamExt as _;
+use bytes::Bytes;
 use reqwest::{StatusCode, Url};
 
 use crate::record::{SyncRecord, parse_s3_payload};
@@ -192,7 +191,7 @@ impl PayloadFetcher {
         raw_url: &str,
         deadline: Deadline,
         metrics: &Metrics,
-    ) -> Result<Vec<SyncRecord>, FetchError> {
+    ) -> Result<Fetched, FetchError> {
         let url = self.policy.check(raw_url)?;
         let mut attempt = 0;
         loop {
@@ -231,14 +230,14 @@ impl PayloadFetcher {
         }
     }
 
-    async fn attempt(&self, url: Url) -> Result<Vec<SyncRecord>, FetchError> {
+    async fn attempt(&self, url: Url) -> Result<Fetched, FetchError> {
         let host = url.host_str().unwrap_or_default().to_owned();
-        let response = self
+        let mut response = self
             .client
             .get(url)
             .send()
             .await
-            .map_err(|e| FetchError::Transient(describe(&e, &host)))?;
+            .map_err(|e| classify(&e, &host))?;
         let status = response.status();
         if status == StatusCode::FORBIDDEN {
             return Err(FetchError::Permanent(
@@ -251,6 +250,8 @@ impl PayloadFetcher {
         if !status.is_success() {
             return Err(FetchError::Permanent(format!("url answered {status}")));
         }
+        let over =
+            || FetchError::Permanent(format!("payload is over the {}-byte cap", self.max_bytes));
         if let Some(len) = response
             .content_length()
             .filter(|len| *len > self.max_bytes)
@@ -260,31 +261,75 @@ impl PayloadFetcher {
                 self.max_bytes
             )));
         }
-        let stream = response.bytes_stream().map_err(std::io::Error::other);
-        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-        let max_bytes = self.max_bytes;
-        tokio::task::spawn_blocking(move || {
-            let mut capped = CappedReader {
-                inner: reader,
-                left: max_bytes,
-                over: false,
-            };
-            let parsed = parse_s3_payload(BufReader::new(&mut capped));
-            match parsed {
-                Ok(records) => Ok(records),
-                Err(_) if capped.over => Err(FetchError::Permanent(format!(
-                    "payload is over the {max_bytes}-byte cap"
-                ))),
-                Err(e) if e.is_io() => Err(FetchError::Transient(format!(
-                    "reading the payload failed: {e}"
-                ))),
-                Err(e) => Err(FetchError::Permanent(format!(
-                    "payload is not a json array of sync records: {e}"
-                ))),
+        // The body is kept (it goes into the record's dead letter should any change of it be unusable), so it
+        // is read whole, within the cap, and parsed from memory.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            FetchError::Transient(format!(
+                "reading the payload failed: {}",
+                describe(&e, &host)
+            ))
+        })? {
+            if (body.len() + chunk.len()) as u64 > self.max_bytes {
+                return Err(over());
             }
-        })
-        .await
-        .map_err(|e| FetchError::Transient(format!("payload parser task failed: {e}")))?
+            body.extend_from_slice(&chunk);
+        }
+        let body = Bytes::from(body);
+        let parsed = body.clone();
+        let records = tokio::task::spawn_blocking(move || parse_s3_payload(&parsed[..]))
+            .await
+            .map_err(|e| FetchError::Transient(format!("payload parser task failed: {e}")))?
+            .map_err(|e| {
+                FetchError::Permanent(format!("payload is not a json array of sync records: {e}"))
+            })?;
+        Ok(Fetched { body, records })
+    }
+}
+
+/// A fetched S3Url payload: its bytes as served, and the sync records in it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body, within the cap.
+    pub body: Bytes,
+    /// The sync records it holds.
+    pub records: Vec<SyncRecord>,
+}
+
+/// Sorts a failed request: what a retry cannot mend (a request that cannot be built, a TLS or certificate
+/// failure, a host name that does not exist) is permanent; timeouts, refused connections and the rest transient.
+fn classify(e: &reqwest::Error, host: &str) -> FetchError {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        chain.push_str(&err.to_string().to_ascii_lowercase());
+        chain.push('\n');
+        source = err.source();
+    }
+    let permanent = if e.is_builder() {
+        Some("the request could not be built")
+    } else if e.is_timeout() {
+        None
+    } else if ["certificate", "tls", "handshake", "corrupt message"]
+        .iter()
+        .any(|m| chain.contains(m))
+    {
+        Some("the tls handshake failed")
+    } else if [
+        "name or service not known",
+        "no such host",
+        "nodename nor servname",
+    ]
+    .iter()
+    .any(|m| chain.contains(m))
+    {
+        Some("the host name does not resolve")
+    } else {
+        None
+    };
+    match permanent {
+        Some(what) => FetchError::Permanent(format!("{what} for host '{host}'")),
+        None => FetchError::Transient(describe(e, host)),
     }
 }
 
@@ -298,28 +343,6 @@ fn describe(e: &reqwest::Error, host: &str) -> String {
     };
     // The URL carries a presigned signature: name the host only.
     format!("{what} to host '{host}'")
-}
-
-/// Reads at most `left` bytes, then fails and sets `over` if more come.
-struct CappedReader<R> {
-    inner: R,
-    left: u64,
-    over: bool,
-}
-
-impl<R: Read> Read for CappedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let room = usize::try_from(self.left.saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = self.inner.read(&mut buf[..room])?;
-        if n as u64 > self.left {
-            self.over = true;
-            return Err(std::io::Error::other("payload over the cap"));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
@@ -407,23 +430,38 @@ mod tests {
         assert!(UrlPolicy::with_origins("").is_ok());
     }
 
-    #[test]
-    fn capped_reader_flags_overflow() {
-        let mut r = CappedReader {
-            inner: &b"abcdef"[..],
-            left: 4,
-            over: false,
-        };
-        let mut out = Vec::new();
-        assert!(r.read_to_end(&mut out).is_err());
-        assert!(r.over);
-        let mut r = CappedReader {
-            inner: &b"abcd"[..],
-            left: 4,
-            over: false,
-        };
-        out.clear();
-        assert_eq!(r.read_to_end(&mut out).unwrap(), 4);
-        assert!(!r.over);
+    #[tokio::test]
+    async fn a_tls_failure_is_permanent_not_retried() {
+        // A plain TCP listener that answers garbage to a TLS client hello.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls").await;
+            }
+        });
+        let origin = format!("https://127.0.0.1:{port}");
+        let fetcher = PayloadFetcher::new(
+            UrlPolicy::with_origins(&origin).unwrap(),
+            1 << 20,
+            Duration::from_secs(2),
+            3,
+        )
+        .unwrap();
+        let metrics = Metrics::new();
+        let result = fetcher
+            .fetch(&format!("{origin}/b/k"), Deadline::none(), &metrics)
+            .await;
+        server.abort();
+        match result {
+            Err(FetchError::Permanent(m)) => assert!(m.contains("tls handshake failed"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            metrics.get(METRIC_S3_FETCHES),
+            1,
+            "a tls failure is not retried"
+        );
     }
 }

@@ -348,3 +348,26 @@ async fn records_left_unfinished_after_commit_are_retried() {
     let retried = failed_sequence_numbers(&response);
     assert!(!retried.is_empty() && retried.len() < 4, "{retried:?}");
 }
+
+#[tokio::test]
+async fn a_record_without_sequence_number_whose_dead_letter_fails_retries_the_whole_batch() {
+    let mut event = event(&["a:1"]);
+    event
+        .records
+        .push(serde_json::json!({"kinesis": {"data": "not base64!"}}));
+    let metrics = Metrics::new();
+    let response = pipeline(
+        Arc::new(MemorySink::default()),
+        Arc::new(MemoryBlobs::failing()),
+    )
+    .run(&Toy::default(), event, Deadline::none(), &metrics)
+    .await;
+    // An empty item identifier: Lambda retries the whole batch, so the record cannot vanish.
+    let ids: Vec<Option<&str>> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_deref())
+        .collect();
+    assert_eq!(ids, vec![Some("")]);
+    assert_eq!(metrics.get(METRIC_BATCH_ITEM_FAILURES), 1);
+}
