@@ -22,6 +22,9 @@ pub enum FailureClass {
     NotASubscriptionRecord,
     /// Some log entries of the record cannot be used (the good ones were forwarded).
     UnusableEntries,
+    /// A transient failure that outlasted the retry age limit: the record is dead-lettered with its data
+    /// rather than left to the event source, which would drop the data once its own retries run out.
+    RetriedTooLong,
     /// A dependency failed or throttled (Kinesis, S3, DynamoDB, cognito-idp, a payload URL).
     Unavailable,
     /// The invocation's deadline came before the record was finished.
@@ -53,6 +56,7 @@ impl FailureClass {
             Self::OutputRejected => "output_rejected",
             Self::NotASubscriptionRecord => "not_a_subscription_record",
             Self::UnusableEntries => "unusable_entries",
+            Self::RetriedTooLong => "retried_too_long",
             Self::Unavailable => "unavailable",
             Self::Deadline => "deadline",
             Self::HeldBack => "held_back",

@@ -250,6 +250,7 @@ pub trait Flow: Send + Sync {
 pub struct Pipeline {
     producer: Producer,
     dead_letters: DeadLetterWriter,
+    give_up_age: Option<std::time::Duration>,
 }
 
 impl Pipeline {
@@ -258,7 +259,16 @@ impl Pipeline {
         Self {
             producer,
             dead_letters,
+            give_up_age: None,
         }
+    }
+
+    /// Records older than `age` (since Kinesis received them) that would be retried are dead-lettered instead,
+    /// with their data: set it below the event source's `MaximumRecordAgeInSeconds`, past which Lambda drops a
+    /// failing record and sends only its metadata to the on-failure destination.
+    pub fn with_give_up_age(mut self, age: Option<std::time::Duration>) -> Self {
+        self.give_up_age = age;
+        self
     }
 
     /// The Lambda handler of `flow`: runs the batch, prints its metrics as one EMF line, answers with the
@@ -309,13 +319,16 @@ impl Pipeline {
             slots[i].results[k] = Some(result);
         }
         let mut report = settle(flow, &mut plan, &mut slots, metrics);
-        self.write_dead_letters(F::FUNCTION, &mut slots, metrics)
-            .await;
         for (i, failure) in flow.after_commit(plan, deadline, metrics).await {
             if let Some(slot) = slots.get_mut(i) {
                 slot.state = State::Retry(failure);
             }
         }
+        if let Some(age) = self.give_up_age {
+            give_up_on_old_retries(&mut slots, age, Utc::now());
+        }
+        self.write_dead_letters(F::FUNCTION, &mut slots, metrics)
+            .await;
         for slot in &slots {
             if let State::Retry(failure) = &slot.state {
                 if slot.source.sequence_number.is_empty() {
@@ -511,6 +524,28 @@ fn settle<F: Flow>(
         }
     }
     report
+}
+
+/// Turns every retry of a record older than `age` into a dead letter that keeps its data and says why.
+fn give_up_on_old_retries<T>(slots: &mut [Slot<T>], age: std::time::Duration, now: DateTime<Utc>) {
+    let Ok(age) = chrono::Duration::from_std(age) else {
+        return;
+    };
+    for slot in slots.iter_mut() {
+        let State::Retry(failure) = &slot.state else {
+            continue;
+        };
+        if slot.arrival.is_some_and(|arrived| now - arrived > age) {
+            let detail = format!(
+                "still failing {} s after it arrived (limit {} s), last failure ({}): {}",
+                (now - slot.arrival.unwrap_or(now)).num_seconds(),
+                age.num_seconds(),
+                failure.class,
+                failure.detail
+            );
+            slot.state = State::DeadLetter(Failure::new(FailureClass::RetriedTooLong, detail));
+        }
+    }
 }
 
 fn held_back() -> Failure {

@@ -371,3 +371,48 @@ async fn a_record_without_sequence_number_whose_dead_letter_fails_retries_the_wh
     assert_eq!(ids, vec![Some("")]);
     assert_eq!(metrics.get(METRIC_BATCH_ITEM_FAILURES), 1);
 }
+
+#[tokio::test]
+async fn retries_older_than_the_give_up_age_become_dead_letters_with_their_data() {
+    // The batch arrived in 2023 (the test event's arrival time): far past a one-hour limit.
+    let blobs = Arc::new(MemoryBlobs::default());
+    let sink = Arc::new(MemorySink::default());
+    let p =
+        pipeline(sink.clone(), blobs.clone()).with_give_up_age(Some(Duration::from_secs(3_600)));
+    let metrics = Metrics::new();
+    let response = p
+        .run(
+            &Toy::default(),
+            event(&["a:slow", "b:1", "a:2"]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(bodies(&sink), vec!["b:1"]);
+    // The failing record and the one held back behind it both keep their data.
+    let letters = blobs.under("dead-letter/toy/");
+    assert_eq!(letters.len(), 2);
+    let first: serde_json::Value = serde_json::from_slice(&letters[0].1).unwrap();
+    let reason = first["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("limit 3600 s") && reason.contains("payload url timed out"),
+        "{reason}"
+    );
+    assert_eq!(first["data_base64"], "YTpzbG93");
+    assert_eq!(metrics.get(METRIC_DEAD_LETTERED), 2);
+
+    // Without the limit the same batch is retried, as before.
+    let response = pipeline(
+        Arc::new(MemorySink::default()),
+        Arc::new(MemoryBlobs::default()),
+    )
+    .run(
+        &Toy::default(),
+        event(&["a:slow", "b:1", "a:2"]),
+        Deadline::none(),
+        &Metrics::new(),
+    )
+    .await;
+    assert_eq!(failed_sequence_numbers(&response), vec![1, 3]);
+}
