@@ -16,9 +16,10 @@ use crate::event::{self, Activity, AuthEvent, Context, Origin, SCHEMA};
 pub const CONTROL_MESSAGE: &str = "CONTROL_MESSAGE";
 /// The `messageType` of log events.
 pub const DATA_MESSAGE: &str = "DATA_MESSAGE";
-/// Cap on a decompressed subscription record: a Kinesis record is at most 1 MiB of gzip, and JSON log text
-/// compresses well, but a record that inflates past this is refused rather than allowed to exhaust memory.
-pub const MAX_DECOMPRESSED_BYTES: u64 = 64 * 1024 * 1024;
+/// Cap on a decompressed subscription record. CloudWatch Logs sends at most about 1 MB of log events per
+/// subscription record (a PutLogEvents batch is at most 1,048,576 bytes); with the JSON envelope and escaping
+/// that stays well under this. A record that inflates past it (a gzip bomb) is refused before it is parsed.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A decoded subscription record.
 #[derive(Debug, Clone)]
@@ -29,7 +30,22 @@ pub enum Subscription {
     Data(LogData),
 }
 
-/// Gunzips and parses one subscription record's data.
+/// A subscription document, parsed straight into its fields (no generic JSON tree in between). Fields are
+/// optional here so that a control message, which may leave some out, still parses; a data message must have
+/// them all.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionDoc {
+    message_type: Option<String>,
+    owner: Option<String>,
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    #[serde(default)]
+    subscription_filters: Vec<String>,
+    log_events: Option<Vec<LogEntry>>,
+}
+
+/// Gunzips (within [`MAX_DECOMPRESSED_BYTES`]) and parses one subscription record's data.
 pub fn decode_subscription(gz: &[u8]) -> Result<Subscription, AuthError> {
     let mut json = Vec::new();
     flate2::read::MultiGzDecoder::new(gz)
@@ -41,13 +57,21 @@ pub fn decode_subscription(gz: &[u8]) -> Result<Subscription, AuthError> {
             "inflates past {MAX_DECOMPRESSED_BYTES} bytes"
         )));
     }
-    let value: Value =
+    let doc: SubscriptionDoc =
         serde_json::from_slice(&json).map_err(|e| AuthError::NotLogData(e.to_string()))?;
-    match value.get("messageType").and_then(Value::as_str) {
+    match doc.message_type.as_deref() {
         Some(CONTROL_MESSAGE) => Ok(Subscription::Control),
-        Some(DATA_MESSAGE) => serde_json::from_value::<LogData>(value)
-            .map(Subscription::Data)
-            .map_err(|e| AuthError::NotLogData(e.to_string())),
+        Some(DATA_MESSAGE) => {
+            let missing = |field: &str| AuthError::NotLogData(format!("missing field `{field}`"));
+            let mut data = LogData::default();
+            data.owner = doc.owner.ok_or_else(|| missing("owner"))?;
+            data.log_group = doc.log_group.ok_or_else(|| missing("logGroup"))?;
+            data.log_stream = doc.log_stream.ok_or_else(|| missing("logStream"))?;
+            data.subscription_filters = doc.subscription_filters;
+            data.message_type = DATA_MESSAGE.to_owned();
+            data.log_events = doc.log_events.ok_or_else(|| missing("logEvents"))?;
+            Ok(Subscription::Data(data))
+        }
         Some(other) => Err(AuthError::NotLogData(format!(
             "unknown messageType '{other}'"
         ))),
@@ -260,6 +284,25 @@ mod tests {
         assert!(matches!(
             decode_subscription(&gzip(&json!({"a": 1}))),
             Err(AuthError::NotLogData(_))
+        ));
+        let no_events = json!({"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "g", "logStream": "s"});
+        assert!(matches!(
+            decode_subscription(&gzip(&no_events)),
+            Err(AuthError::NotLogData(m)) if m == "missing field `logEvents`"
+        ));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_before_it_is_parsed() {
+        use std::io::Write as _;
+        // 16 MiB of spaces compress to a few KiB: inflating it must stop at the cap.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b' '; 16 << 20]).unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        assert!(matches!(
+            decode_subscription(&bomb),
+            Err(AuthError::NotGzip(m)) if m.contains("inflates past")
         ));
     }
 
