@@ -399,6 +399,34 @@ async fn an_unusable_change_in_an_s3url_payload_forwards_its_siblings_and_keeps_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_past_the_invocation_budget_are_fetched_on_the_retry() {
+    let h = Harness::new().await;
+    let body = std::fs::read(e2e::root().join("events/payloads/sync-s3url-payload.json")).unwrap();
+    let carol = "us-east-1:cccccccc-0000-4000-8000-000000000003";
+    let mut docs = Vec::new();
+    for (i, identity) in [ALICE, BOB, carol].into_iter().enumerate() {
+        let url = h.presigned(&format!("budget/{i}.json"), body.clone()).await;
+        docs.push(s3url(identity, &url));
+    }
+    let event = event_of(&docs);
+    // Room for two payloads at the cap: the third fetch does not start, and is retried.
+    let tight = h
+        .processor
+        .clone()
+        .with_payload_budget(2 * h.config.s3_payload_max_bytes);
+    let (response, m) = h.run_with(&tight, &event).await;
+    assert_eq!(failed_ids(&response), vec![seq(&event, 2)]);
+    assert_eq!(m.get(METRIC_S3_FETCHES), 2);
+    assert_eq!(h.outputs().await.len(), 6);
+    // The redelivery from the reported record fetches the rest.
+    let mut redelivered = event.clone();
+    redelivered["Records"] = json!([event["Records"][2].clone()]);
+    let (response, _) = h.run_with(&tight, &redelivered).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(h.outputs().await.len(), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_urls_are_never_connected_to_and_are_dead_lettered() {
     let listener = LoopbackServer::start(Answer::Status(200)).await;
     let h = Harness::new().await; // allowlists only the emulator's origin

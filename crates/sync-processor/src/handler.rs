@@ -79,6 +79,9 @@ pub const METRICS: &[&str] = &[
 
 /// S3Url payloads fetched at once.
 const FETCH_CONCURRENCY: usize = 8;
+/// Bytes of S3Url payloads one invocation holds at most, by default: payloads past it are fetched on the
+/// retry (each fetch reserves the payload cap before it starts, so the bound holds with fetches in flight).
+pub const DEFAULT_PAYLOAD_BUDGET_BYTES: u64 = 48 * 1024 * 1024;
 /// Mark writes at once.
 const MARK_WRITE_CONCURRENCY: usize = 32;
 /// Compare-and-swap rounds per mark before leaving it to the next invocation.
@@ -134,6 +137,7 @@ pub struct Processor {
     pipeline: Pipeline,
     dedup: Arc<dyn DedupStore>,
     fetcher: PayloadFetcher,
+    payload_budget: u64,
 }
 
 impl Processor {
@@ -148,7 +152,14 @@ impl Processor {
             pipeline: Pipeline::new(producer, dead_letters),
             dedup,
             fetcher,
+            payload_budget: DEFAULT_PAYLOAD_BUDGET_BYTES,
         }
+    }
+
+    /// The same processor, holding at most `bytes` of S3Url payloads per invocation.
+    pub fn with_payload_budget(mut self, bytes: u64) -> Self {
+        self.payload_budget = bytes;
+        self
     }
 
     /// Builds the real ports from config and the SDK config (once per cold start). The Kinesis client does
@@ -190,7 +201,9 @@ impl Processor {
         ))
     }
 
-    /// Fetches every S3Url payload of the batch, [`FETCH_CONCURRENCY`] at a time.
+    /// Fetches every S3Url payload of the batch, [`FETCH_CONCURRENCY`] at a time, within the invocation's
+    /// payload budget: a fetch starts only if the bytes held plus the payload cap still fit; the others are
+    /// retried (with their identity's later records, by the order rule).
     async fn resolve_payloads(
         &self,
         slots: &mut [Slot<SyncItem>],
@@ -208,8 +221,24 @@ impl Processor {
         if jobs.is_empty() {
             return;
         }
+        let held = std::sync::atomic::AtomicU64::new(0);
+        let (held, cap, budget) = (&held, self.fetcher.max_bytes(), self.payload_budget);
         let results: Vec<(usize, Result<Fetched, FetchError>)> = futures_util::stream::iter(jobs)
-            .map(|(i, url)| async move { (i, self.fetcher.fetch(&url, deadline, metrics).await) })
+            .map(|(i, url)| async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let reserved = held.fetch_add(cap, SeqCst);
+                if reserved.saturating_add(cap) > budget {
+                    held.fetch_sub(cap, SeqCst);
+                    let reason = format!(
+                        "not fetched: the invocation's payload budget of {budget} bytes is taken"
+                    );
+                    return (i, Err(FetchError::Transient(reason)));
+                }
+                let result = self.fetcher.fetch(&url, deadline, metrics).await;
+                let kept = result.as_ref().map_or(0, |f| f.body.len() as u64);
+                held.fetch_sub(cap - kept.min(cap), SeqCst);
+                (i, result)
+            })
             .buffered(FETCH_CONCURRENCY)
             .collect()
             .await;

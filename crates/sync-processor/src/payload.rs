@@ -185,6 +185,11 @@ impl PayloadFetcher {
         })
     }
 
+    /// The largest payload it reads.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// The sync records behind `raw_url`. No attempt starts after the deadline, and none outlasts it.
     pub async fn fetch(
         &self,
