@@ -715,6 +715,72 @@ async fn when_the_dedup_store_fails_every_record_is_retried_and_nothing_forwarde
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_failing_past_the_age_limit_are_dead_lettered_with_their_data_and_replay_completes_them()
+ {
+    let h = Harness::new().await;
+    let mut config = h.config.clone();
+    config.dedup_table = "no-such-table".into();
+    // The sample arrived in 2023: far past a one-hour limit. Instead of retrying until the event source
+    // drops the data, every record goes to the dead-letter bucket with it.
+    let broken = Processor::connect(&config, &h.aws.sdk, h.aws.s3.clone())
+        .unwrap()
+        .with_give_up_age(Some(std::time::Duration::from_secs(3_600)));
+    let event = sample("sync-inline-replace");
+    let records = event["Records"].as_array().unwrap().len();
+    let (response, m) = h.run_with(&broken, &event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), records as u64);
+    let letters = h.dead_letters().await;
+    assert!(letters.iter().all(|l| {
+        let reason = l["reason"].as_str().unwrap_or_default();
+        reason.contains("limit 3600 s") && reason.contains("dedup store")
+    }));
+    assert!(h.outputs().await.is_empty());
+
+    // Once the store is back, the dead letters are replayed onto the source stream, and the function takes
+    // them again: every change goes out.
+    let source = devtools::emulator::unique_name("src");
+    h.aws.create_stream(&source, 1).await.unwrap();
+    let summary = devtools::replay::replay_dead_letters(
+        &h.aws.s3,
+        &h.aws.kinesis,
+        &h.bucket,
+        "dead-letter/sync-processor/",
+        &source,
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.replayed, summary.skipped.len()), (records, 0));
+    let replayed = h.aws.read_stream(&source).await.unwrap();
+    let again = devtools::events::event_from_stream_records(
+        &devtools::events::example_stream_arn(&source),
+        "shardId-000000000000",
+        &replayed,
+    );
+    let (response, m) = h.run(&again).await;
+    assert!(response.batch_item_failures.is_empty());
+    let fresh = Harness::new().await;
+    fresh.run(&event).await;
+    assert_eq!(
+        m.get(METRIC_CHANGES_FORWARDED),
+        fresh.outputs().await.len() as u64
+    );
+    assert_eq!(
+        summary_keys(&h.outputs().await),
+        summary_keys(&fresh.outputs().await)
+    );
+}
+
+fn summary_keys(outputs: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = outputs
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_dead_letters_cannot_be_written_the_records_are_retried_not_lost() {
     let h = Harness::with_env(&[(ENV_DEAD_LETTER_BUCKET, "no-such-bucket")]).await;
     let event = sample("sync-poison");

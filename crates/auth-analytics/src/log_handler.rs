@@ -150,6 +150,13 @@ impl LogForwarder {
         )
     }
 
+    /// The same forwarder, dead-lettering (with their data) records still failing `age` after they arrived,
+    /// instead of leaving them to the event source (see [`Pipeline::with_give_up_age`]).
+    pub fn with_give_up_age(mut self, age: Option<std::time::Duration>) -> Self {
+        self.pipeline = self.pipeline.with_give_up_age(age);
+        self
+    }
+
     /// The enricher, when sharing is on.
     pub fn enricher(&self) -> Option<&Enricher> {
         self.enricher.as_ref()

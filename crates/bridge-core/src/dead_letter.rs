@@ -28,6 +28,9 @@ pub struct DeadLetter {
     pub reason: String,
     /// Where the record came from.
     pub source: SourceRef,
+    /// The producer's partition key, when the record could be read (a replay puts the data back under it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
     /// When Kinesis received it, RFC 3339.
     pub received_at: Option<String>,
     /// When it was given up on, RFC 3339.
@@ -107,8 +110,15 @@ impl DeadLetter {
             data_base64,
             record,
             payload_base64: None,
+            partition_key: None,
             arrival,
         }
+    }
+
+    /// The same dead letter, naming the record's partition key.
+    pub fn with_partition_key(mut self, key: Option<&str>) -> Self {
+        self.partition_key = key.filter(|k| !k.is_empty()).map(str::to_owned);
+        self
     }
 
     /// The same dead letter, carrying the payload the record pointed to.

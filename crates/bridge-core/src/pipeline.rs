@@ -90,6 +90,7 @@ pub struct Slot<T> {
     arrival: Option<DateTime<Utc>>,
     data: Option<Vec<u8>>,
     raw: Option<serde_json::Value>,
+    partition_key: Option<String>,
     payload: Option<bytes::Bytes>,
     order_keys: Vec<String>,
     state: State<T>,
@@ -365,7 +366,8 @@ impl Pipeline {
                     slot.raw.as_ref(),
                     failure.detail.clone(),
                 )
-                .with_payload(slot.payload.as_deref());
+                .with_payload(slot.payload.as_deref())
+                .with_partition_key(slot.partition_key.as_deref());
                 Some(((i, failure.class), letter))
             })
             .collect();
@@ -402,6 +404,7 @@ fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<
                 arrival: u.arrival,
                 data: None,
                 raw: Some(u.raw),
+                partition_key: None,
                 payload: None,
                 order_keys: Vec::new(),
                 state: State::DeadLetter(Failure::new(
@@ -424,6 +427,7 @@ fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<
                 arrival: record.arrival,
                 data: Some(record.data),
                 raw: None,
+                partition_key: Some(record.partition_key),
                 payload: None,
                 results: Vec::new(),
             }

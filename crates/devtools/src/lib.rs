@@ -4,6 +4,7 @@
 
 pub mod emulator;
 pub mod events;
+pub mod replay;
 pub mod sizes;
 
 pub use emulator::LocalAws;

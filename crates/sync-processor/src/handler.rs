@@ -156,6 +156,13 @@ impl Processor {
         }
     }
 
+    /// The same processor, dead-lettering (with their data) records still failing `age` after they arrived,
+    /// instead of leaving them to the event source (see [`Pipeline::with_give_up_age`]).
+    pub fn with_give_up_age(mut self, age: Option<std::time::Duration>) -> Self {
+        self.pipeline = self.pipeline.with_give_up_age(age);
+        self
+    }
+
     /// The same processor, holding at most `bytes` of S3Url payloads per invocation.
     pub fn with_payload_budget(mut self, bytes: u64) -> Self {
         self.payload_budget = bytes;
