@@ -22,6 +22,8 @@ pub enum FailureClass {
     NotASubscriptionRecord,
     /// Some log entries of the record cannot be used (the good ones were forwarded).
     UnusableEntries,
+    /// An app event that fails the input contract (shape, sizes, names, times).
+    InvalidAppEvent,
     /// A transient failure that outlasted the retry age limit: the record is dead-lettered with its data
     /// rather than left to the event source, which would drop the data once its own retries run out.
     RetriedTooLong,
@@ -56,6 +58,7 @@ impl FailureClass {
             Self::OutputRejected => "output_rejected",
             Self::NotASubscriptionRecord => "not_a_subscription_record",
             Self::UnusableEntries => "unusable_entries",
+            Self::InvalidAppEvent => "invalid_app_event",
             Self::RetriedTooLong => "retried_too_long",
             Self::Unavailable => "unavailable",
             Self::Deadline => "deadline",

@@ -34,6 +34,23 @@ use crate::kinesis_event::{RawKinesisEvent, SourceRecord, decode_record};
 use crate::producer::{Delivery, OutboundRecord, ProduceFailure, Producer};
 use crate::telemetry::Metrics;
 
+/// Seconds after a record's arrival past which a transient failure dead-letters it (with its data) instead of
+/// retrying it; unset or 0: never. Set below the event source's `MaximumRecordAgeInSeconds`.
+pub const ENV_DEAD_LETTER_AFTER_AGE_SECONDS: &str = "DEAD_LETTER_AFTER_AGE_SECONDS";
+
+/// The give-up age of [`ENV_DEAD_LETTER_AFTER_AGE_SECONDS`]: `None` when unset or 0. At most 7 days (the
+/// event source's own limit on record age, 604,800 s).
+pub fn give_up_age_from_env(
+    env: &impl crate::config::Env,
+) -> Result<Option<std::time::Duration>, crate::config::ConfigError> {
+    let secs = crate::config::in_range(
+        ENV_DEAD_LETTER_AFTER_AGE_SECONDS,
+        crate::config::parsed_or(env, ENV_DEAD_LETTER_AFTER_AGE_SECONDS, 0u64)?,
+        0..=604_800,
+    )?;
+    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+}
+
 /// Metric: source records in the batch.
 pub const METRIC_RECORDS_IN: &str = "RecordsIn";
 /// Metric: source records written to the dead-letter bucket.

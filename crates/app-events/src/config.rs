@@ -1,0 +1,105 @@
+//! The app event forwarder's configuration, read once at cold start.
+
+use bridge_core::config::{ConfigError, Env, in_range, parsed_or, required};
+
+use crate::event::Limits;
+
+/// Output stream: name or ARN.
+pub const ENV_OUTPUT_STREAM: &str = "OUTPUT_STREAM_NAME";
+/// S3 bucket for dead letters.
+pub const ENV_DEAD_LETTER_BUCKET: &str = "DEAD_LETTER_BUCKET";
+/// Attempts per output record on PutRecords.
+pub const ENV_PUT_MAX_ATTEMPTS: &str = "PUT_MAX_ATTEMPTS";
+/// Bytes of one app event record at most.
+pub const ENV_MAX_RECORD_BYTES: &str = "APP_EVENT_MAX_RECORD_BYTES";
+/// Hours after its arrival an event's corrected time may lie.
+pub const ENV_MAX_FUTURE_HOURS: &str = "APP_EVENT_MAX_FUTURE_HOURS";
+/// Days before its arrival an event's corrected time may lie.
+pub const ENV_MAX_PAST_DAYS: &str = "APP_EVENT_MAX_PAST_DAYS";
+
+/// The variables a deployment must set (the others have defaults).
+pub const REQUIRED_ENV: &[&str] = &[ENV_OUTPUT_STREAM, ENV_DEAD_LETTER_BUCKET];
+
+/// Everything the function needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Output stream name or ARN.
+    pub output_stream: String,
+    /// Dead-letter bucket.
+    pub dead_letter_bucket: String,
+    /// PutRecords attempts per record.
+    pub put_max_attempts: u32,
+    /// Limits on untrusted input.
+    pub limits: Limits,
+    /// Records still failing this long after arrival are dead-lettered instead of retried.
+    pub give_up_age: Option<std::time::Duration>,
+}
+
+impl Config {
+    /// Reads the environment; an error names the variable.
+    pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_record_bytes: in_range(
+                ENV_MAX_RECORD_BYTES,
+                parsed_or(env, ENV_MAX_RECORD_BYTES, defaults.max_record_bytes)?,
+                256..=1_048_576,
+            )?,
+            max_future: chrono::Duration::hours(in_range(
+                ENV_MAX_FUTURE_HOURS,
+                parsed_or(env, ENV_MAX_FUTURE_HOURS, defaults.max_future.num_hours())?,
+                0..=24 * 365,
+            )?),
+            max_past: chrono::Duration::days(in_range(
+                ENV_MAX_PAST_DAYS,
+                parsed_or(env, ENV_MAX_PAST_DAYS, defaults.max_past.num_days())?,
+                1..=3_650,
+            )?),
+            ..defaults
+        };
+        Ok(Self {
+            output_stream: required(env, ENV_OUTPUT_STREAM)?,
+            dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
+            put_max_attempts: in_range(
+                ENV_PUT_MAX_ATTEMPTS,
+                parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
+                1..=20,
+            )?,
+            limits,
+            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_and_bad_values_name_their_variable() {
+        let base = [(ENV_OUTPUT_STREAM, "out"), (ENV_DEAD_LETTER_BUCKET, "b")];
+        let c = Config::from_env(&env(&base)).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.give_up_age, None);
+        let err = Config::from_env(&env(&[(ENV_OUTPUT_STREAM, "out")])).unwrap_err();
+        assert!(err.to_string().contains(ENV_DEAD_LETTER_BUCKET), "{err}");
+        let mut bad = base.to_vec();
+        bad.push((ENV_MAX_PAST_DAYS, "0"));
+        let err = Config::from_env(&env(&bad)).unwrap_err();
+        assert!(err.to_string().contains(ENV_MAX_PAST_DAYS), "{err}");
+        let mut aged = base.to_vec();
+        aged.push(("DEAD_LETTER_AFTER_AGE_SECONDS", "3600"));
+        assert_eq!(
+            Config::from_env(&env(&aged)).unwrap().give_up_age,
+            Some(std::time::Duration::from_secs(3_600))
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The app event forwarder's own steps on the shared pipeline ([`bridge_core::pipeline`]): read one record
+//! an app wrote through Amplify's Kinesis provider (either input shape, see [`crate::input`]), check and
+//! normalize it ([`crate::event`]), and put one `app-event/v1` record on the output stream, partitioned by the
+//! user, else the anonymous id. A record that cannot be used is dead-lettered with its reason and the batch
+//! goes on; repeats inside a batch (the same `event_id`) are sent once. The ordering key is the partition key.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bridge_core::Deadline;
+use bridge_core::blob::S3BlobStore;
+use bridge_core::dead_letter::DeadLetterWriter;
+use bridge_core::failure::{Failure, FailureClass};
+use bridge_core::kinesis_event::SourceRecord;
+use bridge_core::pipeline::{self, Decoded, Flow, Pipeline, Slot};
+use bridge_core::producer::{
+    self, Delivery, KinesisSink, OutboundRecord, ProduceFailure, Producer,
+};
+use bridge_core::retry::Backoff;
+use bridge_core::telemetry::Metrics;
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::event::{AppEvent, Limits, normalize};
+use crate::input::parse;
+
+/// The function's name in metrics and dead-letter keys.
+pub const FUNCTION_NAME: &str = "app-event-forwarder";
+
+/// Metric: app events put on the output stream.
+pub const METRIC_EVENTS_FORWARDED: &str = "AppEventsForwarded";
+/// Metric: repeats of an event already sent in the same batch.
+pub const METRIC_DUPLICATES_DROPPED: &str = "DuplicatesDropped";
+/// Metric: events whose time was corrected by a client clock offset of more than a minute.
+pub const METRIC_CLOCK_CORRECTED: &str = "ClockCorrected";
+
+/// Every metric this function emits.
+pub const METRICS: &[&str] = &[
+    pipeline::METRIC_RECORDS_IN,
+    METRIC_EVENTS_FORWARDED,
+    METRIC_DUPLICATES_DROPPED,
+    METRIC_CLOCK_CORRECTED,
+    pipeline::METRIC_DEAD_LETTERED,
+    pipeline::METRIC_BATCH_ITEM_FAILURES,
+    producer::METRIC_PUT_RECORDS_CALLS,
+    producer::METRIC_RECORDS_RETRIED,
+];
+
+/// The app event forwarder, with its ports.
+#[derive(Debug, Clone)]
+pub struct AppEventForwarder {
+    pipeline: Pipeline,
+    limits: Limits,
+}
+
+impl AppEventForwarder {
+    /// A forwarder over the given ports.
+    pub fn new(producer: Producer, dead_letters: DeadLetterWriter, limits: Limits) -> Self {
+        Self {
+            pipeline: Pipeline::new(producer, dead_letters),
+            limits,
+        }
+    }
+
+    /// Builds the real ports from config (once per cold start). The Kinesis client does not retry underneath
+    /// the producer.
+    pub fn connect(config: &Config, sdk: &aws_config::SdkConfig, s3: aws_sdk_s3::Client) -> Self {
+        let sink = Arc::new(KinesisSink::new(
+            aws_sdk_kinesis::Client::new(&bridge_core::aws::own_retries(sdk)),
+            &config.output_stream,
+        ));
+        let policy = Backoff {
+            max_attempts: config.put_max_attempts,
+            ..Backoff::default()
+        };
+        let mut forwarder = Self::new(
+            Producer::new(sink, None, policy),
+            DeadLetterWriter::new(Arc::new(S3BlobStore::new(s3)), &config.dead_letter_bucket),
+            config.limits,
+        );
+        forwarder.pipeline = forwarder.pipeline.with_give_up_age(config.give_up_age);
+        forwarder
+    }
+}
+
+#[async_trait]
+impl Flow for AppEventForwarder {
+    type Item = AppEvent;
+    /// The event ids already sent in this batch.
+    type Plan = HashSet<String>;
+
+    const FUNCTION: &'static str = FUNCTION_NAME;
+    const METRICS: &'static [&'static str] = METRICS;
+
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<AppEvent> {
+        let unusable = |e: &dyn std::fmt::Display| {
+            Decoded::failed(Vec::new(), Failure::new(FailureClass::InvalidAppEvent, e))
+        };
+        // The size is checked before parsing: a huge record is refused without being read.
+        if record.data.len() > self.limits.max_record_bytes {
+            return unusable(&format!(
+                "record of {} bytes is over the {}-byte limit of an app event",
+                record.data.len(),
+                self.limits.max_record_bytes
+            ));
+        }
+        let client = match parse(&record.data) {
+            Ok(c) => c,
+            Err(e) => return unusable(&e),
+        };
+        let received = record.arrival.unwrap_or_else(chrono::Utc::now);
+        match normalize(
+            client,
+            record.data.len(),
+            received,
+            &record.source,
+            &self.limits,
+        ) {
+            Ok(event) => {
+                if event.clock.offset_ms.is_some_and(|o| o.abs() > 60_000) {
+                    metrics.incr(METRIC_CLOCK_CORRECTED);
+                }
+                let keys = event
+                    .partition_key()
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect();
+                Decoded::item(keys, event)
+            }
+            Err(e) => unusable(&e),
+        }
+    }
+
+    async fn resolve(&self, _: &mut [Slot<AppEvent>], _: Deadline, _: &Metrics) -> HashSet<String> {
+        HashSet::new()
+    }
+
+    fn outputs(
+        &self,
+        sent: &mut HashSet<String>,
+        event: &mut AppEvent,
+        metrics: &Metrics,
+    ) -> Vec<Result<OutboundRecord, ProduceFailure>> {
+        if !sent.insert(event.event_id.clone()) {
+            metrics.incr(METRIC_DUPLICATES_DROPPED);
+            return Vec::new();
+        }
+        let Some(key) = event.partition_key() else {
+            return vec![Err(ProduceFailure::Permanent(
+                "app event has no partition key".into(),
+            ))];
+        };
+        let header = bridge_core::envelope::Header {
+            schema: event.schema.to_owned(),
+            event_id: event.event_id.clone(),
+            kind: event.kind.to_owned(),
+            timestamp: event.timestamp.clone(),
+            received_at: Some(event.received_at.clone()),
+            source: event.source.clone(),
+        };
+        vec![
+            serde_json::to_vec(&event)
+                .map(|data| OutboundRecord {
+                    partition_key: key.to_owned(),
+                    data: Bytes::from(data),
+                    header,
+                })
+                .map_err(|e| ProduceFailure::Permanent(format!("cannot serialize app event: {e}"))),
+        ]
+    }
+
+    fn settle(
+        &self,
+        _: &mut HashSet<String>,
+        _: usize,
+        _: &AppEvent,
+        results: &[Result<Delivery, ProduceFailure>],
+        metrics: &Metrics,
+    ) -> Result<(), Failure> {
+        for result in results {
+            match result {
+                Ok(_) => metrics.incr(METRIC_EVENTS_FORWARDED),
+                Err(e) => return Err(Failure::new(FailureClass::OutputRejected, e)),
+            }
+        }
+        Ok(())
+    }
+}
