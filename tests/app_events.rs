@@ -1,0 +1,201 @@
+//! End-to-end tests of the app event forwarder: the real forwarder, through the real AWS SDK, against moto
+//! server (Kinesis, S3), on the sample events in `events/app-*.json`.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+use std::collections::{HashMap, HashSet};
+
+use app_events::config::{ENV_DEAD_LETTER_BUCKET, ENV_OUTPUT_STREAM};
+use app_events::handler::{METRIC_DUPLICATES_DROPPED, METRIC_EVENTS_FORWARDED};
+use app_events::{AppEventForwarder, Config};
+use bridge_core::Deadline;
+use bridge_core::kinesis_event::RawKinesisEvent;
+use bridge_core::pipeline::{Flow as _, METRIC_DEAD_LETTERED};
+use bridge_core::telemetry::Metrics;
+use devtools::LocalAws;
+use devtools::emulator::unique_name;
+use e2e::{assert_valid, sample, validator};
+use serde_json::{Value, json};
+
+struct AppHarness {
+    aws: LocalAws,
+    stream: String,
+    bucket: String,
+    forwarder: AppEventForwarder,
+}
+
+impl AppHarness {
+    async fn new() -> Self {
+        let aws = LocalAws::from_env().await.unwrap();
+        let (stream, bucket) = (unique_name("app-out"), unique_name("app-dl"));
+        aws.create_stream(&stream, 1).await.unwrap();
+        aws.create_bucket(&bucket).await.unwrap();
+        let env: HashMap<String, String> = HashMap::from([
+            (ENV_OUTPUT_STREAM.to_owned(), stream.clone()),
+            (ENV_DEAD_LETTER_BUCKET.to_owned(), bucket.clone()),
+        ]);
+        let config = Config::from_env(&env).unwrap();
+        let forwarder = AppEventForwarder::connect(&config, &aws.sdk, aws.s3.clone());
+        Self {
+            aws,
+            stream,
+            bucket,
+            forwarder,
+        }
+    }
+
+    async fn run(&self, event: &Value) -> (Vec<String>, Metrics) {
+        let event: RawKinesisEvent = serde_json::from_value(event.clone()).unwrap();
+        let metrics = Metrics::new();
+        let response = self
+            .forwarder
+            .process(event, Deadline::none(), &metrics)
+            .await;
+        let failed = response
+            .batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.clone())
+            .collect();
+        (failed, metrics)
+    }
+
+    /// Every output record, checked against the schema and its partition key.
+    async fn outputs(&self) -> Vec<Value> {
+        let schema = validator("app-event.v1.json");
+        self.aws
+            .read_stream(&self.stream)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let doc: Value = serde_json::from_slice(r.data.as_ref()).unwrap();
+                assert_valid(&schema, &doc);
+                let key = doc["user_id"].as_str().or(doc["anonymous_id"].as_str());
+                assert_eq!(
+                    r.partition_key.as_deref(),
+                    key,
+                    "partition key: user, else anonymous id"
+                );
+                doc
+            })
+            .collect()
+    }
+
+    async fn dead_letters(&self) -> Vec<Value> {
+        self.aws
+            .read_objects(&self.bucket, "dead-letter/app-event-forwarder/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, body)| serde_json::from_slice(&body).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_shapes_map_as_documented_and_validate() {
+    let h = AppHarness::new().await;
+    let (failed, m) = h.run(&sample("app-events")).await;
+    assert!(failed.is_empty());
+    assert_eq!(m.get(METRIC_EVENTS_FORWARDED), 5);
+    assert_eq!(m.get(METRIC_DUPLICATES_DROPPED), 1, "the provider's resend");
+    assert!(h.dead_letters().await.is_empty());
+    let out = h.outputs().await;
+    let names: Vec<&str> = out.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "_session.start",
+            "level_complete",
+            "_session.start",
+            "_session.stop",
+            "_app.install"
+        ]
+    );
+    // Ours, from a phone ten minutes slow: corrected by received_at - sent_at, and the correction recorded.
+    let start = &out[0];
+    assert_eq!(
+        start["clock"]["original_timestamp"],
+        "2023-11-14T22:04:00.000Z"
+    );
+    assert_eq!(start["clock"]["offset_ms"], 601_000);
+    assert_eq!(start["timestamp"], "2023-11-14T22:14:01.000Z");
+    assert_eq!(
+        start["context"]["session_start"],
+        "2023-11-14T22:14:01.000Z"
+    );
+    assert_eq!(start["user_id"], "4f3e2d1c-0000-4000-8000-000000000001");
+    assert_eq!(
+        out[1]["properties"],
+        json!({"difficulty": "hard", "level": "forest-3", "score": 1250.0, "seconds": 93.5})
+    );
+    // Pinpoint's shape maps to the same output.
+    let pinpoint = &out[2];
+    assert_eq!(pinpoint["context"]["input_shape"], "pinpoint");
+    assert_eq!(pinpoint["user_id"], "4f3e2d1c-0000-4000-8000-000000000002");
+    assert_eq!(pinpoint["anonymous_id"], "install-android-0002");
+    assert_eq!(pinpoint["context"]["platform"], "Android");
+    assert_eq!(pinpoint["context"]["os_version"], "14");
+    assert_eq!(pinpoint["context"]["make"], "ExampleCo");
+    assert_eq!(pinpoint["context"]["session_id"], "session-0002");
+    assert_eq!(pinpoint["traits"], json!({"plan": "pro"}));
+    assert_eq!(
+        pinpoint["properties"],
+        json!({"campaign": "spring-launch", "launch_ms": 840.0})
+    );
+    assert_eq!(pinpoint["clock"]["offset_ms"], Value::Null);
+    // Without any user, the anonymous id is the partition key (checked in outputs()).
+    assert_eq!(out[4]["user_id"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_and_redeliveries_collapse_by_event_id() {
+    let h = AppHarness::new().await;
+    let event = sample("app-events");
+    h.run(&event).await;
+    // Lambda redelivers the same batch (a retry): every output comes again with the same id.
+    h.run(&event).await;
+    let out = h.outputs().await;
+    let ids: HashSet<&str> = out
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(out.len(), 10);
+    assert_eq!(
+        ids.len(),
+        5,
+        "a redelivery repeats ids, never invents new ones"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_records_are_dead_lettered_with_reasons_while_the_rest_flows() {
+    let h = AppHarness::new().await;
+    let (failed, m) = h.run(&sample("app-hostile")).await;
+    assert!(failed.is_empty(), "a hostile record never blocks the shard");
+    let out = h.outputs().await;
+    let ids: Vec<&str> = out.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["_session.start", "_session.stop"]);
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 7);
+    let mut reasons: Vec<String> = h
+        .dead_letters()
+        .await
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap().to_owned())
+        .collect();
+    reasons.sort();
+    for want in [
+        "app event is not a json object: expected value",
+        "recursion limit exceeded",
+        "over the 32768-byte limit",
+        "matches neither accepted shape: invalid type",
+        "more than 24 h after its arrival",
+        "belongs to nobody",
+        "characters outside letters",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(want)),
+            "no dead letter says '{want}': {reasons:#?}"
+        );
+    }
+}
