@@ -11,6 +11,7 @@ use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
@@ -135,15 +136,22 @@ impl TriggerForwarder {
         )
     }
 
-    /// The Lambda handler: always answers with the input event, unchanged.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+    /// The Lambda handler: always answers with the input event's own bytes. Cognito reads the answer as the
+    /// event with its `response` object; a re-serialized copy would turn a 30-digit number in
+    /// `clientMetadata` into a float and could reorder keys, so the parsed copy only feeds the auth event.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, lambda_runtime::Error> {
         let metrics = Metrics::new();
-        let (response, outcome) = self.forward(event.payload, Utc::now(), &metrics).await;
+        let input = event.payload;
+        let parsed: Value = serde_json::from_str(input.get()).unwrap_or(Value::Null);
+        let (_, outcome) = self.forward(parsed, Utc::now(), &metrics).await;
         if let Outcome::Spilled { line } = &outcome {
             println!("{line}");
         }
         metrics.flush(FUNCTION_NAME, METRICS);
-        Ok(response)
+        Ok(input)
     }
 
     /// Puts the auth event of `input` (invoked at `now`) and returns `input` unchanged with what happened.

@@ -11,8 +11,8 @@ async fn main() -> Result<(), Error> {
     let sdk = bridge_core::aws::sdk_config().await;
     let config = TriggerConfig::load(&ProcessEnv, &sdk).await?;
     let forwarder = TriggerForwarder::connect(&config, &sdk);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        forwarder.handle(event)
-    }))
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<Box<serde_json::value::RawValue>>| forwarder.handle(event),
+    ))
     .await
 }
