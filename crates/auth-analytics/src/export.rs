@@ -8,11 +8,13 @@ use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata as _;
 use aws_sdk_cognitoidentityprovider::types::UserType;
 use bridge_core::Deadline;
 use bridge_core::envelope::{event_id, rfc3339};
-use bridge_core::producer::{OutboundRecord, Producer};
+use bridge_core::producer::{KinesisSink, OutboundRecord, Producer};
+use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::config::ExportConfig;
 use crate::directory::THROTTLED_CODE;
 use crate::event::{AuthEvent, Context, Origin, PROFILE_SNAPSHOT, Profile, SCHEMA};
 use crate::sharing::AttributeSharing;
@@ -22,6 +24,55 @@ use crate::sharing::AttributeSharing;
 pub const LIST_USERS_PAGE_LIMIT: i32 = 60;
 /// Attempts per page when ListUsers is throttled.
 pub const PAGE_MAX_ATTEMPTS: u32 = 6;
+/// The page retry stance when throttled: full jitter, 400 ms doubling.
+const PAGE_BACKOFF: Backoff = Backoff::new(
+    PAGE_MAX_ATTEMPTS,
+    Duration::from_millis(400),
+    Duration::from_millis(12_800),
+);
+
+/// The command line of `user-snapshot-export`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportArgs {
+    /// Resume from this pagination token.
+    pub start_token: Option<String>,
+    /// Stop after this many pages.
+    pub max_pages: Option<u64>,
+}
+
+/// The usage line printed with a command-line error.
+pub const USAGE: &str = "usage: user-snapshot-export [--start-token TOKEN] [--max-pages N]";
+
+/// Reads the command line (without the program name). An unknown flag, a flag without its value, a bad
+/// number or a stray argument is an error that names it: nothing is silently ignored.
+pub fn parse_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<ExportArgs, String> {
+    use lexopt::prelude::*;
+    let mut parsed = ExportArgs::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("start-token") => {
+                let token = parser.value().map_err(|e| e.to_string())?;
+                let token = token
+                    .into_string()
+                    .map_err(|_| "--start-token is not valid text".to_owned())?;
+                parsed.start_token = Some(token);
+            }
+            Long("max-pages") => {
+                let n: u64 = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .parse()
+                    .map_err(|e: lexopt::Error| format!("--max-pages: {e}"))?;
+                parsed.max_pages = Some(n);
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(parsed)
+}
 
 /// Why an export stopped early. `resume_token` restarts it at the page that failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +126,23 @@ impl SnapshotExporter {
             min_interval,
             sharing,
         }
+    }
+
+    /// Builds the real ports from config (once per run). The cognito-idp and Kinesis clients do not retry
+    /// underneath this code's own backoff (pages) and the producer's (entries).
+    pub fn connect(config: &ExportConfig, sdk: &aws_config::SdkConfig) -> Self {
+        let own_retries = bridge_core::aws::own_retries(sdk);
+        let sink = KinesisSink::new(
+            aws_sdk_kinesis::Client::new(&own_retries),
+            &config.output_stream,
+        );
+        Self::new(
+            aws_sdk_cognitoidentityprovider::Client::new(&own_retries),
+            Producer::new(std::sync::Arc::new(sink), None, Backoff::default()),
+            &config.user_pool_id,
+            config.list_users_rate,
+            config.sharing.clone(),
+        )
     }
 
     /// Exports from `start_token` (or the first page), at most `max_pages` pages, calling `progress` after
@@ -157,10 +225,13 @@ impl SnapshotExporter {
                 .await;
             match result {
                 Ok(page) => return Ok(page),
-                Err(e) if e.code() == Some(THROTTLED_CODE) && attempt < PAGE_MAX_ATTEMPTS => {
-                    let ceiling = 200u64 << attempt.min(6);
-                    tokio::time::sleep(Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling)))
-                        .await;
+                Err(e) if e.code() == Some(THROTTLED_CODE) => {
+                    match PAGE_BACKOFF.next_wait(attempt, &Deadline::none()) {
+                        Ok(wait) => tokio::time::sleep(wait).await,
+                        Err(give_up) => {
+                            return Err(format!("cognito-idp ListUsers throttled: {give_up}"));
+                        }
+                    }
                 }
                 Err(e) => {
                     return Err(format!(
@@ -219,4 +290,34 @@ pub fn snapshot(
         attributes: sharing.apply(attrs),
         profile: Some(profile),
     })
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ExportArgs, String> {
+        parse_args(args.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn flags_are_read_and_nothing_is_silently_ignored() {
+        assert_eq!(parse(&[]), Ok(ExportArgs::default()));
+        assert_eq!(
+            parse(&["--start-token", "tok", "--max-pages", "2"]),
+            Ok(ExportArgs {
+                start_token: Some("tok".into()),
+                max_pages: Some(2)
+            })
+        );
+        assert_eq!(parse(&["--max-pages=3"]).map(|a| a.max_pages), Ok(Some(3)));
+        let unknown = parse(&["--max-page", "2"]).unwrap_err();
+        assert!(unknown.contains("--max-page"), "{unknown}");
+        let missing = parse(&["--start-token"]).unwrap_err();
+        assert!(missing.contains("--start-token"), "{missing}");
+        let bad = parse(&["--max-pages", "two"]).unwrap_err();
+        assert!(bad.contains("--max-pages") && bad.contains("two"), "{bad}");
+        let stray = parse(&["extra"]).unwrap_err();
+        assert!(stray.contains("extra"), "{stray}");
+    }
 }

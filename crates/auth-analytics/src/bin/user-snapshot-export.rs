@@ -7,24 +7,22 @@
 //! Progress and the token to resume from go to stderr after every page.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use auth_analytics::config::ExportConfig;
-use auth_analytics::export::SnapshotExporter;
+use auth_analytics::export::{SnapshotExporter, USAGE, parse_args};
 use bridge_core::config::ProcessEnv;
-use bridge_core::producer::{KinesisSink, Producer, RetryPolicy};
 use bridge_core::telemetry::Metrics;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     bridge_core::telemetry::init_logging();
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("user-snapshot-export: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let sdk = bridge_core::aws::sdk_config().await;
     let config = match ExportConfig::load(&ProcessEnv, &sdk).await {
         Ok(c) => c,
@@ -33,25 +31,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let max_pages = match arg("--max-pages").map(|m| m.parse::<u64>()) {
-        None => None,
-        Some(Ok(m)) => Some(m),
-        Some(Err(e)) => {
-            eprintln!("user-snapshot-export: --max-pages: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &config.output_stream);
-    let exporter = SnapshotExporter::new(
-        aws_sdk_cognitoidentityprovider::Client::new(&sdk),
-        Producer::new(Arc::new(sink), None, RetryPolicy::default()),
-        &config.user_pool_id,
-        config.list_users_rate,
-        config.sharing.clone(),
-    );
+    let exporter = SnapshotExporter::connect(&config, &sdk);
     let metrics = Metrics::new();
     let result = exporter
-        .run(arg("--start-token"), max_pages, &metrics, |p| {
+        .run(args.start_token, args.max_pages, &metrics, |p| {
             eprintln!(
                 "page {}: {} users exported{}",
                 p.pages,
