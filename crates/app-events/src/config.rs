@@ -1,6 +1,6 @@
 //! The app event forwarder's configuration, read once at cold start.
 
-use bridge_core::config::{ConfigError, Env, in_range, parsed_or, required};
+use bridge_core::config::{ConfigError, Env, ranged, required};
 
 use crate::event::Limits;
 
@@ -40,19 +40,22 @@ impl Config {
     pub fn from_env(env: &impl Env) -> Result<Self, ConfigError> {
         let defaults = Limits::default();
         let limits = Limits {
-            max_record_bytes: in_range(
+            max_record_bytes: ranged(
+                env,
                 ENV_MAX_RECORD_BYTES,
-                parsed_or(env, ENV_MAX_RECORD_BYTES, defaults.max_record_bytes)?,
+                defaults.max_record_bytes,
                 256..=1_048_576,
             )?,
-            max_future: chrono::Duration::hours(in_range(
+            max_future: chrono::Duration::hours(ranged(
+                env,
                 ENV_MAX_FUTURE_HOURS,
-                parsed_or(env, ENV_MAX_FUTURE_HOURS, defaults.max_future.num_hours())?,
+                defaults.max_future.num_hours(),
                 0..=24 * 365,
             )?),
-            max_past: chrono::Duration::days(in_range(
+            max_past: chrono::Duration::days(ranged(
+                env,
                 ENV_MAX_PAST_DAYS,
-                parsed_or(env, ENV_MAX_PAST_DAYS, defaults.max_past.num_days())?,
+                defaults.max_past.num_days(),
                 1..=3_650,
             )?),
             ..defaults
@@ -60,11 +63,7 @@ impl Config {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
-            put_max_attempts: in_range(
-                ENV_PUT_MAX_ATTEMPTS,
-                parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
-                1..=20,
-            )?,
+            put_max_attempts: ranged(env, ENV_PUT_MAX_ATTEMPTS, 6u32, 1..=20)?,
             limits,
             give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
         })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bridge_core::config::{self, ConfigError, Env, in_range, parsed_or, required};
+use bridge_core::config::{self, ConfigError, Env, ranged, required};
 
 use crate::sharing::{AttributeSharing, parse_list};
 
@@ -125,43 +125,7 @@ pub fn sharing_from_env(env: &impl Env, key: HashKey) -> Result<AttributeSharing
     })
 }
 
-/// How long a cold start may wait for the hash key secret: with the trigger's put budget (at most 3 s in the
-/// template) and its start-up, the first sign-in of an instance still gets its answer inside Cognito's 5 s.
-pub const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The key in the secret `ATTRIBUTE_HASH_KEY_SECRET_ARN` names (`None` when it names none). The error names
-/// the variable and the cause, never the key.
-pub async fn read_hash_key(
-    env: &impl Env,
-    sdk: &aws_config::SdkConfig,
-) -> Result<Option<Vec<u8>>, ConfigError> {
-    let Some(secret) = config::optional(env, ENV_ATTRIBUTE_HASH_KEY_SECRET) else {
-        return Ok(None);
-    };
-    let unreadable = |reason: String| ConfigError::Invalid {
-        var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
-        reason,
-    };
-    let client = aws_sdk_secretsmanager::Client::new(sdk);
-    let read = tokio::time::timeout(
-        SECRET_READ_TIMEOUT,
-        client.get_secret_value().secret_id(&secret).send(),
-    )
-    .await
-    .map_err(|_| unreadable(format!("GetSecretValue took over {SECRET_READ_TIMEOUT:?}")))?
-    .map_err(|e| {
-        unreadable(format!(
-            "GetSecretValue failed: {}",
-            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-        ))
-    })?;
-    match read.secret_string {
-        Some(key) => Ok(Some(key.into_bytes())),
-        None => Err(unreadable(
-            "the secret has no SecretString (a binary secret is not used as a key)".into(),
-        )),
-    }
-}
+pub use crate::sharing::{SECRET_READ_TIMEOUT, read_hash_key};
 
 /// `auth-trigger-forwarder`'s settings.
 #[derive(Debug, Clone)]
@@ -207,14 +171,16 @@ impl TriggerConfig {
     fn build(env: &impl Env, key: HashKey) -> Result<Self, ConfigError> {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
-            put_budget: Duration::from_millis(in_range(
+            put_budget: Duration::from_millis(ranged(
+                env,
                 ENV_PUT_BUDGET_MS,
-                parsed_or(env, ENV_PUT_BUDGET_MS, DEFAULT_PUT_BUDGET_MS)?,
+                DEFAULT_PUT_BUDGET_MS,
                 10..=4_000,
             )?),
-            event_id_window_ms: in_range(
+            event_id_window_ms: ranged(
+                env,
                 ENV_EVENT_ID_WINDOW_MS,
-                parsed_or(env, ENV_EVENT_ID_WINDOW_MS, DEFAULT_EVENT_ID_WINDOW_MS)?,
+                DEFAULT_EVENT_ID_WINDOW_MS,
                 1..=3_600_000,
             )?,
             sharing: sharing_from_env(env, key)?,
@@ -271,34 +237,25 @@ impl LogConfig {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
-            put_max_attempts: in_range(
-                ENV_PUT_MAX_ATTEMPTS,
-                parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
-                1..=20,
-            )?,
+            put_max_attempts: ranged(env, ENV_PUT_MAX_ATTEMPTS, 6u32, 1..=20)?,
             sharing: sharing_from_env(env, key)?,
             lookup: LookupConfig {
-                ttl: Duration::from_secs(in_range(
+                ttl: Duration::from_secs(ranged(
+                    env,
                     ENV_LOOKUP_CACHE_TTL_SECONDS,
-                    parsed_or(
-                        env,
-                        ENV_LOOKUP_CACHE_TTL_SECONDS,
-                        DEFAULT_LOOKUP_CACHE_TTL_SECONDS,
-                    )?,
+                    DEFAULT_LOOKUP_CACHE_TTL_SECONDS,
                     1..=86_400,
                 )?),
-                capacity: in_range(
+                capacity: ranged(
+                    env,
                     ENV_LOOKUP_CACHE_CAPACITY,
-                    parsed_or(
-                        env,
-                        ENV_LOOKUP_CACHE_CAPACITY,
-                        DEFAULT_LOOKUP_CACHE_CAPACITY,
-                    )?,
+                    DEFAULT_LOOKUP_CACHE_CAPACITY,
                     1..=1_000_000,
                 )?,
-                concurrency: in_range(
+                concurrency: ranged(
+                    env,
                     ENV_LOOKUP_CONCURRENCY,
-                    parsed_or(env, ENV_LOOKUP_CONCURRENCY, DEFAULT_LOOKUP_CONCURRENCY)?,
+                    DEFAULT_LOOKUP_CONCURRENCY,
                     1..=64,
                 )?,
             },
@@ -334,9 +291,10 @@ impl ExportConfig {
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             user_pool_id: required(env, ENV_USER_POOL_ID)?,
-            list_users_rate: in_range(
+            list_users_rate: ranged(
+                env,
                 ENV_LIST_USERS_RATE,
-                parsed_or(env, ENV_LIST_USERS_RATE, DEFAULT_LIST_USERS_RATE)?,
+                DEFAULT_LIST_USERS_RATE,
                 0.01..=30.0,
             )?,
             sharing: sharing_from_env(env, key)?,

@@ -4,8 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::time::Duration;
+
+use bridge_core::config::{ConfigError, Env};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::config::ENV_ATTRIBUTE_HASH_KEY_SECRET;
 
 /// The prefix of a hashed attribute value.
 pub const HASH_PREFIX: &str = "hmac-sha256:";
@@ -160,6 +165,46 @@ pub fn parse_list(raw: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+// ---- the key, read from Secrets Manager at cold start, beside the hashing that uses it ----
+
+/// How long a cold start may wait for the hash key secret: with the trigger's put budget (at most 3 s in the
+/// template) and its start-up, the first sign-in of an instance still gets its answer inside Cognito's 5 s.
+pub const SECRET_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The key in the secret `ATTRIBUTE_HASH_KEY_SECRET_ARN` names (`None` when it names none). The error names
+/// the variable and the cause, never the key.
+pub async fn read_hash_key(
+    env: &impl Env,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(secret) = bridge_core::config::optional(env, ENV_ATTRIBUTE_HASH_KEY_SECRET) else {
+        return Ok(None);
+    };
+    let unreadable = |reason: String| ConfigError::Invalid {
+        var: ENV_ATTRIBUTE_HASH_KEY_SECRET,
+        reason,
+    };
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let read = tokio::time::timeout(
+        SECRET_READ_TIMEOUT,
+        client.get_secret_value().secret_id(&secret).send(),
+    )
+    .await
+    .map_err(|_| unreadable(format!("GetSecretValue took over {SECRET_READ_TIMEOUT:?}")))?
+    .map_err(|e| {
+        unreadable(format!(
+            "GetSecretValue failed: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        ))
+    })?;
+    match read.secret_string {
+        Some(key) => Ok(Some(key.into_bytes())),
+        None => Err(unreadable(
+            "the secret has no SecretString (a binary secret is not used as a key)".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

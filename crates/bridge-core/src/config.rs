@@ -86,6 +86,21 @@ where
     }
 }
 
+/// An optional variable parsed into `T`, `default` when unset, and within `range`: the one helper for every
+/// bounded setting. The error names the variable.
+pub fn ranged<T>(
+    env: &impl Env,
+    var: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    in_range(var, parsed_or(env, var, default)?, range)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +136,18 @@ mod tests {
                 .starts_with("environment variable N is invalid: cannot parse 'nine'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ranged_defaults_parses_and_bounds() {
+        assert_eq!(ranged(&env(&[]), "N", 5u32, 1..=10), Ok(5));
+        assert_eq!(ranged(&env(&[("N", "7")]), "N", 5u32, 1..=10), Ok(7));
+        let err = ranged(&env(&[("N", "70")]), "N", 5u32, 1..=10).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable N is invalid: 70 is outside 1..=10"
+        );
+        assert!(ranged(&env(&[("N", "x")]), "N", 5u32, 1..=10).is_err());
     }
 
     #[test]

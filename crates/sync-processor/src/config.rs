@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bridge_core::config::{self, ConfigError, Env, in_range, parsed_or, required};
+use bridge_core::config::{self, ConfigError, Env, ranged, required};
 
 use crate::payload::UrlPolicy;
 
@@ -70,11 +70,7 @@ impl Config {
                 var: ENV_S3_URL_ALLOWED_ORIGINS,
                 reason,
             })?;
-        let ttl_days = in_range(
-            ENV_DEDUP_TTL_DAYS,
-            parsed_or(env, ENV_DEDUP_TTL_DAYS, DEFAULT_DEDUP_TTL_DAYS)?,
-            1..=3650,
-        )?;
+        let ttl_days = ranged(env, ENV_DEDUP_TTL_DAYS, DEFAULT_DEDUP_TTL_DAYS, 1..=3650)?;
         Ok(Self {
             output_stream: required(env, ENV_OUTPUT_STREAM)?,
             dedup_table: required(env, ENV_DEDUP_TABLE)?,
@@ -82,27 +78,21 @@ impl Config {
                 .unwrap_or_else(|| dead_letter_bucket.clone()),
             dead_letter_bucket,
             url_policy,
-            s3_payload_max_bytes: in_range(
+            s3_payload_max_bytes: ranged(
+                env,
                 ENV_S3_PAYLOAD_MAX_BYTES,
-                parsed_or(env, ENV_S3_PAYLOAD_MAX_BYTES, DEFAULT_S3_PAYLOAD_MAX_BYTES)?,
+                DEFAULT_S3_PAYLOAD_MAX_BYTES,
                 1..=1024 * 1024 * 1024,
             )?,
-            s3_fetch_timeout: Duration::from_millis(in_range(
+            s3_fetch_timeout: Duration::from_millis(ranged(
+                env,
                 ENV_S3_FETCH_TIMEOUT_MS,
-                parsed_or(env, ENV_S3_FETCH_TIMEOUT_MS, 5_000u64)?,
+                5_000u64,
                 100..=300_000,
             )?),
-            s3_fetch_attempts: in_range(
-                ENV_S3_FETCH_ATTEMPTS,
-                parsed_or(env, ENV_S3_FETCH_ATTEMPTS, 3u32)?,
-                1..=10,
-            )?,
+            s3_fetch_attempts: ranged(env, ENV_S3_FETCH_ATTEMPTS, 3u32, 1..=10)?,
             dedup_ttl: Duration::from_secs(u64::from(ttl_days) * 86_400),
-            put_max_attempts: in_range(
-                ENV_PUT_MAX_ATTEMPTS,
-                parsed_or(env, ENV_PUT_MAX_ATTEMPTS, 6u32)?,
-                1..=20,
-            )?,
+            put_max_attempts: ranged(env, ENV_PUT_MAX_ATTEMPTS, 6u32, 1..=20)?,
         })
     }
 }
