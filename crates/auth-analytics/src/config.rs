@@ -219,6 +219,8 @@ pub struct LogConfig {
     pub sharing: AttributeSharing,
     /// User lookups (used only when sharing is on).
     pub lookup: LookupConfig,
+    /// Records still failing this long after arrival are dead-lettered instead of retried.
+    pub give_up_age: Option<Duration>,
 }
 
 impl LogConfig {
@@ -259,6 +261,7 @@ impl LogConfig {
                     1..=64,
                 )?,
             },
+            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
         })
     }
 }

@@ -148,6 +148,7 @@ impl LogForwarder {
             config.sharing.clone(),
             enricher,
         )
+        .with_give_up_age(config.give_up_age)
     }
 
     /// The same forwarder, dead-lettering (with their data) records still failing `age` after they arrived,

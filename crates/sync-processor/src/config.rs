@@ -26,12 +26,15 @@ pub const ENV_S3_FETCH_ATTEMPTS: &str = "S3_FETCH_ATTEMPTS";
 pub const ENV_DEDUP_TTL_DAYS: &str = "DEDUP_TTL_DAYS";
 /// Attempts per output record on PutRecords.
 pub const ENV_PUT_MAX_ATTEMPTS: &str = "PUT_MAX_ATTEMPTS";
+/// Bytes of S3Url payloads one invocation holds at most.
+pub const ENV_S3_PAYLOAD_BUDGET_BYTES: &str = "S3_PAYLOAD_BUDGET_BYTES";
 
 /// The variables a deployment must set (the others have defaults).
 pub const REQUIRED_ENV: &[&str] = &[ENV_OUTPUT_STREAM, ENV_DEDUP_TABLE, ENV_DEAD_LETTER_BUCKET];
 
-/// Default cap on an S3Url payload: 16 MiB (a dataset holds at most 1 MB of records).
-pub const DEFAULT_S3_PAYLOAD_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Default cap on an S3Url payload: 4 MiB. A dataset holds at most 1 MB and 1,024 records; the payload's JSON
+/// adds the record fields and escaping around each value, so a full dataset stays well under this.
+pub const DEFAULT_S3_PAYLOAD_MAX_BYTES: u64 = 4 * 1024 * 1024;
 /// Default dedup mark lifetime. Longer than any replay we expect to collapse; see README.
 pub const DEFAULT_DEDUP_TTL_DAYS: u32 = 30;
 
@@ -58,6 +61,10 @@ pub struct Config {
     pub dedup_ttl: Duration,
     /// PutRecords attempts per record.
     pub put_max_attempts: u32,
+    /// Bytes of S3Url payloads held per invocation at most.
+    pub s3_payload_budget: u64,
+    /// Records still failing this long after arrival are dead-lettered instead of retried.
+    pub give_up_age: Option<Duration>,
 }
 
 impl Config {
@@ -93,6 +100,13 @@ impl Config {
             s3_fetch_attempts: ranged(env, ENV_S3_FETCH_ATTEMPTS, 3u32, 1..=10)?,
             dedup_ttl: Duration::from_secs(u64::from(ttl_days) * 86_400),
             put_max_attempts: ranged(env, ENV_PUT_MAX_ATTEMPTS, 6u32, 1..=20)?,
+            s3_payload_budget: ranged(
+                env,
+                ENV_S3_PAYLOAD_BUDGET_BYTES,
+                crate::handler::DEFAULT_PAYLOAD_BUDGET_BYTES,
+                1..=1024 * 1024 * 1024,
+            )?,
+            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
         })
     }
 }

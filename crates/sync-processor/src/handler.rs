@@ -205,7 +205,9 @@ impl Processor {
             Arc::new(dedup),
             DeadLetterWriter::new(blobs, &config.dead_letter_bucket),
             fetcher,
-        ))
+        )
+        .with_payload_budget(config.s3_payload_budget)
+        .with_give_up_age(config.give_up_age))
     }
 
     /// Fetches every S3Url payload of the batch, [`FETCH_CONCURRENCY`] at a time, within the invocation's
