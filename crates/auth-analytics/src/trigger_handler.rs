@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_core::Deadline;
-use bridge_core::producer::{OutboundRecord, Producer, RecordSink, RetryPolicy};
+use bridge_core::producer::{OutboundRecord, Producer, RecordSink};
+use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -91,7 +92,7 @@ impl TriggerForwarder {
         sharing: AttributeSharing,
     ) -> Self {
         // A couple of quick resends of a throttled entry fit in the budget; the deadline stops them.
-        let policy = RetryPolicy {
+        let policy = Backoff {
             max_attempts: 3,
             base_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),

@@ -37,9 +37,6 @@ pub const METRIC_RECORDS_RETRIED: &str = "RecordsRetried";
 /// Metric: oversized outputs stored in S3 and replaced by a pointer record.
 pub const METRIC_POINTER_RECORDS: &str = "PointerRecords";
 
-/// Kept while callers move to [`crate::retry::Backoff`], which it now is.
-pub type RetryPolicy = Backoff;
-
 /// An output record to produce.
 #[derive(Debug, Clone)]
 pub struct OutboundRecord {
