@@ -16,10 +16,15 @@ const REQUIRED: &[(&str, &[&str])] = &[
         "auth-log-forwarder",
         auth_analytics::config::LOG_REQUIRED_ENV,
     ),
+    ("app-event-forwarder", app_events::config::REQUIRED_ENV),
 ];
 
 /// The binaries that consume a Kinesis stream (the trigger forwarder is invoked by Cognito instead).
-const KINESIS_CONSUMERS: &[&str] = &["sync-processor", "auth-log-forwarder"];
+const KINESIS_CONSUMERS: &[&str] = &[
+    "sync-processor",
+    "auth-log-forwarder",
+    "app-event-forwarder",
+];
 
 /// Cognito waits this long for a user pool trigger, and the limit cannot be changed.
 const COGNITO_TRIGGER_TIMEOUT_SECONDS: u64 = 5;
@@ -254,6 +259,10 @@ const EMITTED_METRICS: &[(&str, &[&str])] = &[
         auth_analytics::log_handler::FUNCTION_NAME,
         auth_analytics::log_handler::METRICS,
     ),
+    (
+        app_events::handler::FUNCTION_NAME,
+        app_events::handler::METRICS,
+    ),
 ];
 
 #[test]
@@ -396,4 +405,63 @@ fn a_function_given_the_hash_key_secret_may_read_exactly_that_secret() {
         );
     }
     assert_eq!(given, 2, "both forwarders can hash attributes");
+}
+
+#[test]
+fn every_kinesis_consumer_dead_letters_old_failures_before_the_event_source_drops_them() {
+    let t = template();
+    let default = |name: &str| t["Parameters"][name]["Default"].as_i64().unwrap();
+    let give_up = default("DeadLetterAfterAgeSeconds");
+    let max_age = default("MaximumRecordAgeInSeconds");
+    assert!(
+        give_up > 0 && (max_age == -1 || give_up < max_age),
+        "DeadLetterAfterAgeSeconds ({give_up}) must stay below MaximumRecordAgeInSeconds ({max_age})"
+    );
+    for binary in KINESIS_CONSUMERS {
+        let f = function_for_binary(&t, binary);
+        let var = &f["Properties"]["Environment"]["Variables"]
+            [bridge_core::pipeline::ENV_DEAD_LETTER_AFTER_AGE_SECONDS];
+        assert_eq!(
+            referenced_id(var).as_deref(),
+            Some("DeadLetterAfterAgeSeconds"),
+            "{binary}: {} is not set from the parameter",
+            bridge_core::pipeline::ENV_DEAD_LETTER_AFTER_AGE_SECONDS
+        );
+    }
+}
+
+#[test]
+fn apps_may_only_put_records_on_the_app_event_stream() {
+    let t = template();
+    let policies = resources_of_type(&t, "AWS::IAM::ManagedPolicy");
+    let (_, writer) = policies
+        .iter()
+        .find(|(name, _)| name == "AppEventWriterPolicy")
+        .expect("an AppEventWriterPolicy");
+    let statements = writer["Properties"]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        actions(&statements[0]),
+        ["kinesis:PutRecord", "kinesis:PutRecords"]
+    );
+    let resource = serde_yaml_ng::to_string(&statements[0]["Resource"]).unwrap();
+    assert!(
+        resource.contains("AppEventSourceStream") && !resource.contains('*'),
+        "the writer policy names the app event stream only: {resource}"
+    );
+    // And the forwarder writes its own dead-letter prefix only.
+    let f = function_for_binary(&t, app_events::handler::FUNCTION_NAME);
+    let puts: Vec<String> = policy_statements(f)
+        .into_iter()
+        .filter(|(_, s)| actions(s).contains(&"s3:PutObject"))
+        .map(|(_, s)| serde_yaml_ng::to_string(&s["Resource"]).unwrap())
+        .collect();
+    assert_eq!(puts.len(), 1);
+    assert!(
+        puts[0].contains("dead-letter/app-event-forwarder/*"),
+        "{}",
+        puts[0]
+    );
 }
