@@ -189,12 +189,18 @@ fn check_text(what: &str, value: Option<&String>, max: usize) -> Result<Option<S
 
 /// Checks and normalizes one client event that arrived at `received_at`, from `source`.
 pub fn normalize(
-    e: ClientEvent,
+    client: ClientEvent,
     data_len: usize,
     received_at: DateTime<Utc>,
     source: &SourceRef,
     limits: &Limits,
 ) -> Result<AppEvent, Invalid> {
+    let ClientEvent {
+        shape,
+        event: e,
+        traits: client_traits,
+    } = client;
+    let e_context = e.context.unwrap_or_default();
     if data_len > limits.max_record_bytes {
         return Err(Invalid(format!(
             "record of {data_len} bytes is over the {}-byte limit of an app event",
@@ -232,7 +238,7 @@ pub fn normalize(
         properties.insert(name.clone(), serde_json::Value::Number(number));
     }
     let mut traits = BTreeMap::new();
-    for (name, value) in &e.traits {
+    for (name, value) in &client_traits {
         check_name("trait", name, limits)?;
         let value = check_text(
             &format!("trait '{name}'"),
@@ -284,17 +290,17 @@ pub fn normalize(
         .map(|s| rfc3339(&(s + offset.unwrap_or_else(Duration::zero))));
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
     let context = Context {
-        platform: ctx("platform", e.context.platform.as_ref())?,
-        app_version: ctx("app_version", e.context.app_version.as_ref())?,
-        locale: ctx("locale", e.context.locale.as_ref())?,
-        device_id: ctx("device_id", e.context.device_id.as_ref())?,
-        os: ctx("os", e.context.os.as_ref())?,
-        os_version: ctx("os_version", e.context.os_version.as_ref())?,
-        model: ctx("model", e.context.model.as_ref())?,
-        make: ctx("make", e.context.make.as_ref())?,
+        platform: ctx("platform", e_context.platform.as_ref())?,
+        app_version: ctx("app_version", e_context.app_version.as_ref())?,
+        locale: ctx("locale", e_context.locale.as_ref())?,
+        device_id: ctx("device_id", e_context.device_id.as_ref())?,
+        os: ctx("os", e_context.os.as_ref())?,
+        os_version: ctx("os_version", e_context.os_version.as_ref())?,
+        model: ctx("model", e_context.model.as_ref())?,
+        make: ctx("make", e_context.make.as_ref())?,
         session_id,
         session_start,
-        input_shape: e.shape,
+        input_shape: shape,
     };
 
     // The same client event gives the same id whenever it comes (a provider resend, a redelivery); without a

@@ -145,31 +145,13 @@ pub struct PinpointEvent {
     pub endpoint: Option<PinpointEndpoint>,
 }
 
-/// One client event, whichever shape it came in.
-#[derive(Debug, Clone, PartialEq)]
+/// One client event, whichever shape it came in: read into our shape, with what only Pinpoint's carries.
+#[derive(Debug, Clone)]
 pub struct ClientEvent {
     /// Which shape it came in: `ours` or `pinpoint`.
     pub shape: &'static str,
-    /// The event name.
-    pub event_type: String,
-    /// The client's id of the event.
-    pub event_id: Option<String>,
-    /// Client time of the event.
-    pub timestamp: ClientTime,
-    /// Client time of sending.
-    pub sent_at: Option<ClientTime>,
-    /// The session.
-    pub session: Option<Session>,
-    /// Claimed user.
-    pub user_id: Option<String>,
-    /// Anonymous id.
-    pub anonymous_id: Option<String>,
-    /// Context.
-    pub context: Context,
-    /// String properties.
-    pub properties: BTreeMap<String, String>,
-    /// Numeric metrics.
-    pub metrics: BTreeMap<String, f64>,
+    /// The event, in our shape.
+    pub event: OurEvent,
     /// User traits (Pinpoint user attributes, values joined with commas).
     pub traits: BTreeMap<String, String>,
 }
@@ -193,20 +175,11 @@ pub fn parse(data: &[u8]) -> Result<ClientEvent, InputError> {
         .as_object()
         .ok_or_else(|| InputError::NotJson("the top level is not an object".into()))?;
     if object.contains_key("event_type") {
-        let e: OurEvent =
+        let event: OurEvent =
             serde_json::from_value(value).map_err(|e| InputError::Shape(e.to_string()))?;
         return Ok(ClientEvent {
             shape: "ours",
-            event_type: e.event_type,
-            event_id: e.event_id,
-            timestamp: e.timestamp,
-            sent_at: e.sent_at,
-            session: e.session,
-            user_id: e.user_id,
-            anonymous_id: e.anonymous_id,
-            context: e.context.unwrap_or_default(),
-            properties: e.properties,
-            metrics: e.metrics,
+            event,
             traits: BTreeMap::new(),
         });
     }
@@ -217,19 +190,21 @@ pub fn parse(data: &[u8]) -> Result<ClientEvent, InputError> {
         let user = endpoint.user.unwrap_or_default();
         return Ok(ClientEvent {
             shape: "pinpoint",
-            event_type: e.event_type,
-            event_id: e.event_id,
-            timestamp: e.timestamp,
-            sent_at: None,
-            session: e.session,
-            user_id: user.user_id,
-            anonymous_id: endpoint.id.clone(),
-            context: Context {
-                device_id: endpoint.id,
-                ..endpoint.demographic.unwrap_or_default()
+            event: OurEvent {
+                event_type: e.event_type,
+                event_id: e.event_id,
+                timestamp: e.timestamp,
+                sent_at: None,
+                session: e.session,
+                user_id: user.user_id,
+                anonymous_id: endpoint.id.clone(),
+                context: Some(Context {
+                    device_id: endpoint.id,
+                    ..endpoint.demographic.unwrap_or_default()
+                }),
+                properties: e.attributes,
+                metrics: e.metrics,
             },
-            properties: e.attributes,
-            metrics: e.metrics,
             traits: user
                 .user_attributes
                 .into_iter()
@@ -252,20 +227,27 @@ mod tests {
             "sent_at": 1763632805000, "session": {"id": "s1", "start": "2026-11-20T10:00:00Z"}, "anonymous_id": "a1",
             "context": {"platform": "iOS", "app_version": "2.1.0", "locale": "en_US"}, "properties": {"screen": "home"},
             "metrics": {"battery": 0.5}}"#;
-        let e = parse(ours).unwrap();
-        assert_eq!((e.shape, e.event_type.as_str()), ("ours", "_session.start"));
+        let c = parse(ours).unwrap();
+        let e = &c.event;
+        assert_eq!((c.shape, e.event_type.as_str()), ("ours", "_session.start"));
         assert_eq!(e.sent_at, Some(ClientTime::Millis(1_763_632_805_000)));
-        assert_eq!(e.context.platform.as_deref(), Some("iOS"));
+        assert_eq!(
+            e.context.as_ref().and_then(|c| c.platform.as_deref()),
+            Some("iOS")
+        );
         let pinpoint = br#"{"EventType": "_session.start", "Timestamp": "2026-11-20T10:00:00Z",
             "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T10:00:00Z"}, "Attributes": {"screen": "home"},
             "Endpoint": {"Id": "install-1", "Demographic": {"Platform": "Android", "AppVersion": "2.1.0",
             "Locale": "de_DE", "Make": "ExampleCo", "Model": "X1", "PlatformVersion": "14"},
             "User": {"UserId": "sub-1", "UserAttributes": {"plan": ["pro"]}}}}"#;
-        let p = parse(pinpoint).unwrap();
-        assert_eq!((p.shape, p.user_id.as_deref()), ("pinpoint", Some("sub-1")));
+        let c = parse(pinpoint).unwrap();
+        let p = &c.event;
+        assert_eq!((c.shape, p.user_id.as_deref()), ("pinpoint", Some("sub-1")));
         assert_eq!(p.anonymous_id.as_deref(), Some("install-1"));
-        assert_eq!(p.context.os_version.as_deref(), Some("14"));
-        assert_eq!(p.traits.get("plan").map(String::as_str), Some("pro"));
+        let ctx = p.context.clone().unwrap_or_default();
+        assert_eq!(ctx.os_version.as_deref(), Some("14"));
+        assert_eq!(ctx.device_id.as_deref(), Some("install-1"));
+        assert_eq!(c.traits.get("plan").map(String::as_str), Some("pro"));
         assert_eq!(p.properties.get("screen").map(String::as_str), Some("home"));
     }
 
