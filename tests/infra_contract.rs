@@ -465,3 +465,49 @@ fn apps_may_only_put_records_on_the_app_event_stream() {
         puts[0]
     );
 }
+
+#[test]
+fn the_trigger_forwarder_has_reserved_concurrency_that_a_consumer_burst_cannot_take() {
+    let t = template();
+    let f = function_for_binary(&t, auth_analytics::trigger_handler::FUNCTION_NAME);
+    let reserved =
+        serde_yaml_ng::to_string(&f["Properties"]["ReservedConcurrentExecutions"]).unwrap();
+    assert!(
+        reserved.contains("TriggerReservedConcurrency"),
+        "the trigger's ReservedConcurrentExecutions comes from the parameter: {reserved}"
+    );
+    let default = t["Parameters"]["TriggerReservedConcurrency"]["Default"]
+        .as_i64()
+        .unwrap();
+    assert!(default > 0, "reserved by default");
+}
+
+#[test]
+fn the_sync_processor_may_write_its_dead_letters_and_large_payloads_and_nothing_else() {
+    let t = template();
+    let f = function_for_binary(&t, sync_processor::handler::FUNCTION_NAME);
+    let resources: Vec<String> = policy_statements(f)
+        .into_iter()
+        .filter(|(_, s)| actions(s).contains(&"s3:PutObject"))
+        .flat_map(|(_, s)| {
+            s["Resource"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|r| serde_yaml_ng::to_string(r).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+    let own = format!(
+        "{}{}/*",
+        bridge_core::dead_letter::DEAD_LETTER_PREFIX,
+        sync_processor::handler::FUNCTION_NAME
+    );
+    assert!(resources[0].contains(&own), "{}", resources[0]);
+    assert!(
+        resources[1].contains(bridge_core::producer::LARGE_PAYLOAD_PREFIX),
+        "{}",
+        resources[1]
+    );
+}
