@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(b.next_wait(3, &Deadline::none()), Err(GiveUp::Attempts(3)));
         let slow = Backoff::new(9, Duration::from_secs(60), Duration::from_secs(60));
         // A passed deadline allows no wait at all, not even a zero one drawn by the jitter.
-        let past = Deadline::from_lambda_deadline_ms(1);
+        let past = Deadline::after(Duration::ZERO);
         assert_eq!(slow.next_wait(1, &past), Err(GiveUp::Deadline(1)));
         assert_eq!(
             GiveUp::Deadline(2).to_string(),
