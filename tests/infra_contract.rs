@@ -1,7 +1,7 @@
 //! The deployment contract: what the functions need at run time, checked against infra/template.yaml. The
 //! required variables come from each function's code (`REQUIRED_ENV`), so the list is never typed twice.
 
-#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
 
 use serde_yaml_ng::Value;
 
@@ -315,16 +315,10 @@ fn the_log_forwarder_may_write_its_dead_letters_and_nothing_else_in_the_bucket()
         bridge_core::dead_letter::DEAD_LETTER_PREFIX,
         auth_analytics::log_handler::FUNCTION_NAME
     );
-    let statements = f["Properties"]["Policies"][0]["Statement"]
-        .as_sequence()
-        .unwrap();
-    let puts: Vec<&Value> = statements
-        .iter()
-        .filter(|s| {
-            s["Action"]
-                .as_sequence()
-                .is_some_and(|a| a.iter().any(|a| a.as_str() == Some("s3:PutObject")))
-        })
+    let puts: Vec<&Value> = policy_statements(&t, f)
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| actions(s).contains(&"s3:PutObject"))
         .collect();
     assert_eq!(puts.len(), 1, "one s3:PutObject statement");
     assert_eq!(
@@ -334,14 +328,19 @@ fn the_log_forwarder_may_write_its_dead_letters_and_nothing_else_in_the_bucket()
     );
 }
 
-/// The statements of a function's inline policy, each with the condition it is under (`!If [cond, statement,
-/// !Ref AWS::NoValue]`), or `None` for an unconditional one.
-fn policy_statements(function: &Value) -> Vec<(Option<&str>, &Value)> {
-    function["Properties"]["Policies"]
+/// The statements of the policies on a function's role (the function names its role: `Role: !GetAtt X.Arn`),
+/// each with the condition it is under (`!If [cond, statement, !Ref AWS::NoValue]`), or `None` for an
+/// unconditional one.
+fn policy_statements<'a>(t: &'a Value, function: &Value) -> Vec<(Option<&'a str>, &'a Value)> {
+    let role_id =
+        referenced_id(&function["Properties"]["Role"]).expect("the function names its role");
+    let role = &t["Resources"][role_id.as_str()];
+    assert_eq!(role["Type"].as_str(), Some("AWS::IAM::Role"), "{role_id}");
+    role["Properties"]["Policies"]
         .as_sequence()
         .unwrap()
         .iter()
-        .flat_map(|p| p["Statement"].as_sequence().unwrap())
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_sequence().unwrap())
         .map(|s| match s {
             Value::Tagged(t) if t.tag == "!If" => (t.value[0].as_str(), &t.value[1]),
             plain => (None, plain),
@@ -379,7 +378,7 @@ fn a_function_given_the_hash_key_secret_may_read_exactly_that_secret() {
         given += 1;
         // !If [<condition>, <the secret>, !Ref AWS::NoValue]
         let (condition, secret) = (untag(var)[0].as_str(), &untag(var)[1]);
-        let statements = policy_statements(f);
+        let statements = policy_statements(&t, f);
         let secrets: Vec<_> = statements
             .iter()
             .filter(|(_, s)| {
@@ -453,7 +452,7 @@ fn apps_may_only_put_records_on_the_app_event_stream() {
     );
     // And the forwarder writes its own dead-letter prefix only.
     let f = function_for_binary(&t, app_events::handler::FUNCTION_NAME);
-    let puts: Vec<String> = policy_statements(f)
+    let puts: Vec<String> = policy_statements(&t, f)
         .into_iter()
         .filter(|(_, s)| actions(s).contains(&"s3:PutObject"))
         .map(|(_, s)| serde_yaml_ng::to_string(&s["Resource"]).unwrap())
@@ -486,7 +485,7 @@ fn the_trigger_forwarder_has_reserved_concurrency_that_a_consumer_burst_cannot_t
 fn the_sync_processor_may_write_its_dead_letters_and_large_payloads_and_nothing_else() {
     let t = template();
     let f = function_for_binary(&t, sync_processor::handler::FUNCTION_NAME);
-    let resources: Vec<String> = policy_statements(f)
+    let resources: Vec<String> = policy_statements(&t, f)
         .into_iter()
         .filter(|(_, s)| actions(s).contains(&"s3:PutObject"))
         .flat_map(|(_, s)| {
@@ -510,4 +509,227 @@ fn the_sync_processor_may_write_its_dead_letters_and_large_payloads_and_nothing_
         "{}",
         resources[1]
     );
+}
+
+#[test]
+fn alarm_emails_go_through_a_key_cloudwatch_may_use() {
+    let t = template();
+    let topics = resources_of_type(&t, "AWS::SNS::Topic");
+    assert!(!topics.is_empty(), "no alarm topic");
+    for (name, topic) in topics {
+        let key = &topic["Properties"]["KmsMasterKeyId"];
+        assert!(
+            !key.as_str().is_some_and(|k| k.starts_with("alias/aws/")),
+            "{name}: an AWS managed key cannot let CloudWatch publish: {key:?}"
+        );
+        let key_id = referenced_id(key).unwrap_or_else(|| panic!("{name}: key {key:?}"));
+        let key = &t["Resources"][key_id.as_str()];
+        assert_eq!(key["Type"].as_str(), Some("AWS::KMS::Key"), "{key_id}");
+        let grants: Vec<&Value> = key["Properties"]["KeyPolicy"]["Statement"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|s| s["Principal"]["Service"].as_str() == Some("cloudwatch.amazonaws.com"))
+            .collect();
+        assert_eq!(grants.len(), 1, "{key_id}: one grant to CloudWatch");
+        let granted = actions(grants[0]);
+        for needed in ["kms:Decrypt", "kms:GenerateDataKey*"] {
+            assert!(granted.contains(&needed), "{key_id}: lacks {needed}");
+        }
+        assert!(
+            !grants[0]["Condition"]["ArnLike"]["aws:SourceArn"].is_null(),
+            "{key_id}: the grant is not limited to this stack's alarms"
+        );
+    }
+}
+
+/// The template as CloudFormation gets it: what SAM's translator (pinned in `.venv-sam`, installed by `make
+/// infra-tools`) makes of it, through `scripts/sam-transform`. Roles and event source mappings SAM generates are
+/// only visible here.
+fn transformed() -> serde_json::Value {
+    let root = e2e::root();
+    let python = root.join(".venv-sam/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make infra-tools` (`make test` does)",
+        python.display()
+    );
+    let out = std::process::Command::new(&python)
+        .current_dir(&root)
+        .args(["scripts/sam-transform", "infra/template.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sam-transform failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every statement of an IAM role's or policy's documents, both branches of an `Fn::If` included.
+fn iam_statements(resource: &serde_json::Value) -> Vec<&serde_json::Value> {
+    let p = &resource["Properties"];
+    let documents: Vec<&serde_json::Value> = p["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|policy| &policy["PolicyDocument"])
+        .chain(p.get("PolicyDocument"))
+        .collect();
+    let mut out = Vec::new();
+    for doc in documents {
+        for s in doc["Statement"].as_array().unwrap() {
+            match s.get("Fn::If") {
+                Some(branches) => out.extend(
+                    branches.as_array().unwrap()[1..]
+                        .iter()
+                        .filter(|b| b.get("Effect").is_some()),
+                ),
+                None => out.push(s),
+            }
+        }
+    }
+    out
+}
+
+fn json_actions(statement: &serde_json::Value) -> Vec<&str> {
+    match &statement["Action"] {
+        serde_json::Value::String(a) => vec![a.as_str()],
+        serde_json::Value::Array(list) => list.iter().filter_map(|a| a.as_str()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn json_resources(statement: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match &statement["Resource"] {
+        serde_json::Value::Array(list) => list.iter().collect(),
+        one => vec![one],
+    }
+}
+
+/// Reading a stream: what Lambda's event source mapping does with the function's role.
+const KINESIS_READS: &[&str] = &[
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+    "kinesis:ListStreams",
+    "kinesis:SubscribeToShard",
+];
+
+#[test]
+fn deployed_roles_have_no_managed_policy_and_no_wildcard_resource() {
+    let t = transformed();
+    let mut checked = 0;
+    for (name, r) in t["Resources"].as_object().unwrap() {
+        let kind = r["Type"].as_str().unwrap();
+        if ![
+            "AWS::IAM::Role",
+            "AWS::IAM::Policy",
+            "AWS::IAM::ManagedPolicy",
+        ]
+        .contains(&kind)
+        {
+            continue;
+        }
+        let managed = &r["Properties"]["ManagedPolicyArns"];
+        assert!(
+            managed.is_null() || managed.as_array().is_some_and(Vec::is_empty),
+            "{name}: managed policies {managed}"
+        );
+        for s in iam_statements(r) {
+            for resource in json_resources(s) {
+                assert_ne!(resource.as_str(), Some("*"), "{name}: {s}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} IAM resources");
+}
+
+#[test]
+fn each_consumer_may_read_only_the_stream_it_consumes() {
+    let t = transformed();
+    let resources = t["Resources"].as_object().unwrap();
+    let mut consumers = 0;
+    for (name, f) in resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Lambda::Function")
+    {
+        let sources: Vec<&serde_json::Value> = resources
+            .values()
+            .filter(|r| r["Type"] == "AWS::Lambda::EventSourceMapping")
+            .filter(|r| r["Properties"]["FunctionName"]["Ref"] == name.as_str())
+            .map(|r| &r["Properties"]["EventSourceArn"])
+            .collect();
+        let role = f["Properties"]["Role"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: its role is not one of the stack's"));
+        let reads: Vec<&serde_json::Value> = iam_statements(&resources[role])
+            .into_iter()
+            .filter(|s| json_actions(s).iter().any(|a| KINESIS_READS.contains(a)))
+            .collect();
+        if sources.is_empty() {
+            assert!(
+                reads.is_empty(),
+                "{name} consumes no stream but may read one"
+            );
+            continue;
+        }
+        assert!(!reads.is_empty(), "{name}: its role cannot read its source");
+        for s in reads {
+            for resource in json_resources(s) {
+                assert!(
+                    sources.contains(&resource),
+                    "{name} may read {resource}, which it does not consume ({sources:?})"
+                );
+            }
+        }
+        consumers += 1;
+    }
+    assert_eq!(consumers, KINESIS_CONSUMERS.len());
+}
+
+#[test]
+fn large_payloads_outlive_the_warehouse_rows_that_point_at_them() {
+    let t = template();
+    let bucket = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|r| {
+            r["Properties"]["LifecycleConfiguration"]["Rules"]
+                .as_sequence()
+                .is_some_and(|rules| {
+                    rules.iter().any(|r| {
+                        r["Prefix"].as_str() == Some(bridge_core::producer::LARGE_PAYLOAD_PREFIX)
+                    })
+                })
+        })
+        .expect("a lifecycle rule for large payloads");
+    let rule = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| r["Prefix"].as_str() == Some(bridge_core::producer::LARGE_PAYLOAD_PREFIX))
+        .unwrap();
+    // `!If [WarehouseDelivery, Disabled, Enabled]`: never expired while the warehouse keeps pointer rows.
+    let status = &rule["Status"];
+    let Value::Tagged(tagged) = status else {
+        panic!("the large-payload rule does not depend on the warehouse: {status:?}")
+    };
+    assert_eq!(tagged.tag, "!If");
+    assert_eq!(tagged.value[0].as_str(), Some("WarehouseDelivery"));
+    assert_eq!(tagged.value[1].as_str(), Some("Disabled"));
+    // The warehouse itself expires no current object (only old versions).
+    let warehouse =
+        &t["Resources"]["WarehouseBucket"]["Properties"]["LifecycleConfiguration"]["Rules"];
+    for r in warehouse.as_sequence().unwrap() {
+        assert!(
+            r["ExpirationInDays"].is_null(),
+            "the warehouse expires rows: {r:?}"
+        );
+    }
 }
