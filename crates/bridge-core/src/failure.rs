@@ -24,6 +24,8 @@ pub enum FailureClass {
     UnusableEntries,
     /// An app event that fails the input contract (shape, sizes, names, times).
     InvalidAppEvent,
+    /// A record on an analytics stream that is neither a `cognito-auth-event/v1` nor an `app-event/v1` record.
+    NotAnAnalyticsEvent,
     /// A transient failure that outlasted the retry age limit: the record is dead-lettered with its data
     /// rather than left to the event source, which would drop the data once its own retries run out.
     RetriedTooLong,
@@ -59,6 +61,7 @@ impl FailureClass {
             Self::NotASubscriptionRecord => "not_a_subscription_record",
             Self::UnusableEntries => "unusable_entries",
             Self::InvalidAppEvent => "invalid_app_event",
+            Self::NotAnAnalyticsEvent => "not_an_analytics_event",
             Self::RetriedTooLong => "retried_too_long",
             Self::Unavailable => "unavailable",
             Self::Deadline => "deadline",

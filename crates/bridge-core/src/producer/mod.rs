@@ -28,7 +28,9 @@ pub use limits::{
     MAX_BYTES_PER_REQUEST, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST,
     plan_requests,
 };
-pub use sink::{EntryOutcome, KinesisSink, PutEntry, RecordSink, SinkError, entry_outcomes};
+pub use sink::{
+    EntryOutcome, KinesisSink, NoOutputs, PutEntry, RecordSink, SinkError, entry_outcomes,
+};
 
 /// Metric: PutRecords requests sent.
 pub const METRIC_PUT_RECORDS_CALLS: &str = "PutRecordsCalls";

@@ -150,3 +150,21 @@ mod tests {
         assert!(entry_outcomes(&output, 3).is_err());
     }
 }
+
+/// [`RecordSink`] of a function that produces no records (its outputs are writes of its own, such as rollups):
+/// the pipeline never calls it with an entry, and says so if it ever did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOutputs;
+
+#[async_trait]
+impl RecordSink for NoOutputs {
+    async fn put_records(&self, entries: &[PutEntry]) -> Result<Vec<EntryOutcome>, SinkError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(SinkError(format!(
+            "this function produces no records, yet {} were given to it",
+            entries.len()
+        )))
+    }
+}
