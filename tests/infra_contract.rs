@@ -1,7 +1,11 @@
 //! The deployment contract: what the functions need at run time, checked against infra/template.yaml. The
 //! required variables come from each function's code (`REQUIRED_ENV`), so the list is never typed twice.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
 
 use serde_yaml_ng::Value;
 

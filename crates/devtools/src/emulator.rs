@@ -123,6 +123,38 @@ impl LocalAws {
         })
     }
 
+    /// Creates the active-users rollup table (`pk`, `sk` strings), on demand, as the template declares it.
+    pub async fn create_rollup_table(&self, name: &str) -> Result<(), DevError> {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| DevError::Aws {
+            op: "CreateTable",
+            message: e.to_string(),
+        };
+        let mut create = self
+            .dynamodb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest);
+        for (attr, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+            create = create
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(attr)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(build)?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(attr)
+                        .key_type(kind)
+                        .build()
+                        .map_err(build)?,
+                );
+        }
+        create.send().await.map_err(aws("CreateTable"))?;
+        Ok(())
+    }
+
     /// Creates the dedup table: string key `pk`, on-demand, TTL on `expires_at`.
     pub async fn create_dedup_table(&self, name: &str) -> Result<(), DevError> {
         let build = |e: aws_sdk_dynamodb::error::BuildError| DevError::Aws {
