@@ -242,8 +242,8 @@ fn kinesis_event(docs: &[Value]) -> RawKinesisEvent {
     serde_json::from_value(event).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_late_arrivals() {
+/// A rollup with a fresh table and dead-letter bucket on moto: (emulator, store, rollup, bucket).
+async fn rollup_on_moto(dimensions: Vec<String>) -> (LocalAws, RollupStore, ActiveUsers, String) {
     let aws = LocalAws::from_env().await.unwrap_or_else(|e| panic!("{e}"));
     let (table, bucket) = (unique_name("rollup"), unique_name("dl"));
     aws.create_rollup_table(&table).await.unwrap();
@@ -253,12 +253,18 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
         &table,
         Duration::from_secs(8 * 86_400),
     );
-    let dims = vec!["platform".to_owned(), "locale".to_owned()];
     let rollup = ActiveUsers::new(
         store.clone(),
         DeadLetterWriter::new(Arc::new(S3BlobStore::new(aws.s3.clone())), &bucket),
-        dims,
+        dimensions,
     );
+    (aws, store, rollup, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_late_arrivals() {
+    let (_, store, rollup, _) =
+        rollup_on_moto(vec!["platform".to_owned(), "locale".to_owned()]).await;
 
     let month = generate();
     let (auth_schema, app_schema) = (
@@ -367,7 +373,11 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
     println!("30-day authenticating users: exact {exact}, estimate {estimate:.0}");
     assert!((estimate - exact).abs() / exact < 3.0 * RELATIVE_STANDARD_ERROR);
     // A dimension's sketch holds only its users.
-    let ios: BTreeSet<u32> = month_users.iter().copied().filter(|u| u.is_multiple_of(3)).collect();
+    let ios: BTreeSet<u32> = month_users
+        .iter()
+        .copied()
+        .filter(|u| u.is_multiple_of(3))
+        .collect();
     let mut ios_days = Vec::new();
     for d in 1..=DAYS {
         let key = plan::sketch_item(Definition::Authenticating, &pool, "platform=ios", day(d));
@@ -384,20 +394,7 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_that_are_not_analytics_events_are_dead_lettered_and_the_rest_counted() {
-    let aws = LocalAws::from_env().await.unwrap_or_else(|e| panic!("{e}"));
-    let (table, bucket) = (unique_name("rollup"), unique_name("dl"));
-    aws.create_rollup_table(&table).await.unwrap();
-    aws.create_bucket(&bucket).await.unwrap();
-    let store = RollupStore::new(
-        aws_sdk_dynamodb::Client::new(&aws.sdk),
-        &table,
-        Duration::from_secs(86_400),
-    );
-    let rollup = ActiveUsers::new(
-        store.clone(),
-        DeadLetterWriter::new(Arc::new(S3BlobStore::new(aws.s3.clone())), &bucket),
-        Vec::new(),
-    );
+    let (aws, store, rollup, bucket) = rollup_on_moto(Vec::new()).await;
     let docs = vec![
         auth_event("e1", "_userauth.sign_in", "trigger", 1, 3, 10),
         json!({"schema": "cognito-sync-change/v1", "event_id": "x"}),
