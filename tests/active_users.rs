@@ -244,7 +244,7 @@ fn kinesis_event(docs: &[Value]) -> RawKinesisEvent {
 
 /// A rollup with a fresh table and dead-letter bucket on moto: (emulator, store, rollup, bucket).
 async fn rollup_on_moto(dimensions: Vec<String>) -> (LocalAws, RollupStore, ActiveUsers, String) {
-    let aws = LocalAws::from_env().await.unwrap_or_else(|e| panic!("{e}"));
+    let aws = LocalAws::from_env().await.unwrap();
     let (table, bucket) = (unique_name("rollup"), unique_name("dl"));
     aws.create_rollup_table(&table).await.unwrap();
     aws.create_bucket(&bucket).await.unwrap();
