@@ -323,6 +323,21 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
                 month.auth_active.get(&d).map_or(0, |s| s.len()) as i64,
                 "{scope} {label} authenticating users"
             );
+            // 7-day retention, Pinpoint's definition: active on d and again within d+1..d+7.
+            let retained = month.auth_active.get(&d).map_or(0, |users| {
+                users
+                    .iter()
+                    .filter(|u| {
+                        (d + 1..=d + 7)
+                            .any(|r| month.auth_active.get(&r).is_some_and(|s| s.contains(u)))
+                    })
+                    .count()
+            }) as i64;
+            assert_eq!(
+                get(&plan::retained_attr(auth)),
+                retained,
+                "{scope} {label} retained"
+            );
             let new = first_day.values().filter(|f| **f == d).count() as i64;
             assert_eq!(get(&new_attr(auth)), new, "{scope} {label} new users");
             assert_eq!(

@@ -5,9 +5,11 @@
 //! - `active#<definition>#<scope>#<YYYY-MM-DD>` / actor: the actor was active that day (daily actives);
 //! - `active#<definition>#<scope>#<YYYY-MM>` / actor: active that calendar month (month-to-date actives);
 //! - `first#<definition>#<scope>` / actor, with `day`: the first day the actor was seen (new users);
+//! - `retained#<definition>#<scope>#<YYYY-MM-DD>` / actor: the actor, active that day, was active again within
+//!   the next 7 days (7-day retention of that day's cohort, Pinpoint's definition);
 //! - `event#<event id>` / `-`: the event was counted (a redelivered event counts once); expires after a while;
 //! - `count#<scope>` / `<YYYY-MM-DD>` or `<YYYY-MM>`: counters `<definition>.active`, `<definition>.new`,
-//!   `<origin>.<counter>`;
+//!   `<definition>.retained7`, `<origin>.<counter>`;
 //! - `sketch#<definition>#<scope>#<dimension>` / `<YYYY-MM-DD>`: a HyperLogLog sketch of the day's actors,
 //!   `all` or one `name=value` dimension (see [`crate::sketch`]).
 //!
@@ -68,6 +70,32 @@ pub fn month_marker(definition: Definition, scope: &str, day: NaiveDate, actor: 
 /// The first-seen marker of an actor.
 pub fn first_marker(definition: Definition, scope: &str, actor: &str) -> Key {
     Key::new(format!("first#{}#{scope}", definition.as_str()), actor)
+}
+
+/// Days after a cohort's day within which a return counts for 7-day retention.
+pub const RETENTION_DAYS: i64 = 7;
+
+/// The retention marker of an actor in a day's cohort.
+pub fn retained_marker(definition: Definition, scope: &str, cohort: NaiveDate, actor: &str) -> Key {
+    Key::new(
+        format!(
+            "retained#{}#{scope}#{}",
+            definition.as_str(),
+            day_label(cohort)
+        ),
+        actor,
+    )
+}
+
+/// The counter attribute of a cohort's actors who came back within [`RETENTION_DAYS`].
+pub fn retained_attr(definition: Definition) -> String {
+    format!("{}.retained7", definition.as_str())
+}
+
+fn days_around(day: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+    (-RETENTION_DAYS..=RETENTION_DAYS)
+        .filter(|d| *d != 0)
+        .filter_map(move |d| day.checked_add_signed(chrono::Duration::days(d)))
 }
 
 /// The marker of a counted event.
@@ -163,6 +191,18 @@ pub fn markers_to_read(activities: &[(usize, Activity)]) -> BTreeSet<Key> {
                 keys.insert(day_marker(active.definition, scope, a.day, &active.actor));
                 keys.insert(month_marker(active.definition, scope, a.day, &active.actor));
                 keys.insert(first_marker(active.definition, scope, &active.actor));
+                // For retention: the actor's days around this one, and the cohorts it may complete.
+                for other in days_around(a.day) {
+                    keys.insert(day_marker(active.definition, scope, other, &active.actor));
+                }
+                for cohort in days_around(a.day).filter(|c| *c < a.day).chain([a.day]) {
+                    keys.insert(retained_marker(
+                        active.definition,
+                        scope,
+                        cohort,
+                        &active.actor,
+                    ));
+                }
             }
         }
     }
@@ -186,6 +226,11 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
     // First days per (definition, scope, actor): the earliest day of the batch.
     let mut first: BTreeMap<(Definition, String, String), (NaiveDate, Vec<usize>)> =
         BTreeMap::new();
+    // Days of the batch per (definition, scope, actor), each with whether it is new (no marker yet).
+    let mut batch_days: BTreeMap<
+        (Definition, String, String),
+        BTreeMap<NaiveDate, (bool, Vec<usize>)>,
+    > = BTreeMap::new();
     for (i, a) in activities {
         let event = event_marker(&a.event_id);
         if !a.counters.is_empty() && !known.exists(&event) {
@@ -208,6 +253,13 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
             let d = active.definition;
             for scope in &a.scopes {
                 let day = day_marker(d, scope, a.day, &active.actor);
+                batch_days
+                    .entry((d, scope.clone(), active.actor.clone()))
+                    .or_default()
+                    .entry(a.day)
+                    .or_insert_with(|| (!known.exists(&day), Vec::new()))
+                    .1
+                    .push(*i);
                 if !known.exists(&day) {
                     let inc = vec![(counter_item(scope, &day_label(a.day)), active_attr(d), 1)];
                     need(day, MarkerWrite::Create { day: None }, inc, *i);
@@ -222,6 +274,39 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
                     .or_insert((a.day, Vec::new()));
                 entry.0 = entry.0.min(a.day);
                 entry.1.push(*i);
+            }
+        }
+    }
+    // 7-day retention: a new active day X completes the cohorts of the actor's active days in X-7..X-1, and
+    // its own cohort when the actor is active in X+1..X+7 (a late event can come after its return).
+    for ((d, scope, actor), days) in &batch_days {
+        let active_on = |day: NaiveDate| {
+            days.contains_key(&day) || known.exists(&day_marker(*d, scope, day, actor))
+        };
+        for (x, (new, records)) in days {
+            if !new {
+                continue;
+            }
+            let back = days_around(*x).filter(|c| c < x && active_on(*c));
+            let own = days_around(*x)
+                .any(|y| y > *x && active_on(y))
+                .then_some(*x);
+            for cohort in back.chain(own) {
+                let marker = retained_marker(*d, scope, cohort, actor);
+                if known.exists(&marker) {
+                    continue;
+                }
+                let op = out.entry(marker.clone()).or_insert_with(|| Op {
+                    marker,
+                    write: MarkerWrite::Create { day: None },
+                    increments: vec![(
+                        counter_item(scope, &day_label(cohort)),
+                        retained_attr(*d),
+                        1,
+                    )],
+                    records: Vec::new(),
+                });
+                op.records.extend(records);
             }
         }
     }
@@ -399,6 +484,46 @@ mod tests {
             ),
             1
         );
+    }
+
+    #[test]
+    fn a_return_within_seven_days_retains_the_cohort_once_whatever_the_order() {
+        let retained = |ops: &[Op], cohort: u32| {
+            total(
+                ops,
+                &counter_item("pool=p", &day_label(day(cohort))),
+                "authenticating_users.retained7",
+            )
+        };
+        // Days 1, 3 and 12 in one batch: day 1's cohort is retained (day 3), day 3's is not (12 is 9 days on).
+        let batch = vec![
+            (0, sign_in("e1", "alice", 1)),
+            (1, sign_in("e2", "alice", 3)),
+            (2, sign_in("e3", "alice", 12)),
+        ];
+        let all = ops(&batch, &HashMap::new());
+        assert_eq!(retained(&all, 1), 1);
+        assert_eq!(retained(&all, 3), 0);
+        assert_eq!(retained(&all, 12), 0);
+        // The same days one batch at a time, the return first and the cohort's day late: the same result.
+        let mut known: HashMap<Key, Option<String>> = HashMap::new();
+        let mut moved = 0;
+        for i in [1usize, 2, 0] {
+            let one = vec![batch[i].clone()];
+            let ops = ops(&one, &known);
+            moved += retained(&ops, 1) + retained(&ops, 3) + retained(&ops, 12);
+            for op in ops {
+                known.insert(op.marker, None);
+            }
+        }
+        assert_eq!(moved, 1);
+        // A redelivery moves nothing.
+        let again = ops(&batch, &known);
+        assert!(again.iter().all(|o| {
+            o.increments
+                .iter()
+                .all(|(_, a, _)| !a.ends_with("retained7"))
+        }));
     }
 
     #[test]
