@@ -21,6 +21,7 @@ const REQUIRED: &[(&str, &[&str])] = &[
         auth_analytics::config::LOG_REQUIRED_ENV,
     ),
     ("app-event-forwarder", app_events::config::REQUIRED_ENV),
+    ("active-users", active_users::config::REQUIRED_ENV),
 ];
 
 /// The binaries that consume a Kinesis stream (the trigger forwarder is invoked by Cognito instead).
@@ -28,6 +29,7 @@ const KINESIS_CONSUMERS: &[&str] = &[
     "sync-processor",
     "auth-log-forwarder",
     "app-event-forwarder",
+    "active-users",
 ];
 
 /// Cognito waits this long for a user pool trigger, and the limit cannot be changed.
@@ -736,4 +738,53 @@ fn large_payloads_outlive_the_warehouse_rows_that_point_at_them() {
             "the warehouse expires rows: {r:?}"
         );
     }
+}
+
+#[test]
+fn the_dashboard_charts_only_metrics_the_rollup_emits() {
+    use active_users::activity::{Counter, Definition};
+    use active_users::plan;
+    let t = template();
+    let dashboards = resources_of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1);
+    // `!Sub [body, {Pool: ...}]`: the body with its variables replaced by a placeholder is JSON.
+    let body = match &dashboards[0].1["Properties"]["DashboardBody"] {
+        Value::Tagged(t) => t.value[0].as_str().unwrap().to_owned(),
+        other => panic!("DashboardBody is not a !Sub: {other:?}"),
+    };
+    let mut plain = String::new();
+    let mut rest = body.as_str();
+    while let Some(i) = rest.find("${") {
+        plain.push_str(&rest[..i]);
+        plain.push('X');
+        rest = &rest[i + rest[i..].find('}').unwrap() + 1..];
+    }
+    plain.push_str(rest);
+    let doc: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    let mut emitted: Vec<String> = Vec::new();
+    for d in Definition::ALL {
+        emitted.extend([
+            plan::active_attr(d),
+            plan::new_attr(d),
+            plan::retained_attr(d),
+        ]);
+    }
+    for origin in ["trigger", "activity_log", "snapshot", "app"] {
+        emitted.extend(Counter::ALL.iter().map(|c| plan::event_attr(origin, *c)));
+    }
+    let mut charted = 0;
+    for widget in doc["widgets"].as_array().unwrap() {
+        for metric in widget["properties"]["metrics"].as_array().unwrap() {
+            let m = metric.as_array().unwrap();
+            let Some(namespace) = m[0].as_str() else {
+                continue; // a metric math expression
+            };
+            assert_eq!(namespace, active_users::handler::ROLLUP_NAMESPACE);
+            let name = m[1].as_str().unwrap();
+            assert!(emitted.iter().any(|e| e == name), "{name} is not emitted");
+            assert_eq!(m[2].as_str(), Some("Scope"));
+            charted += 1;
+        }
+    }
+    assert!(charted >= 8, "{charted}");
 }
