@@ -242,6 +242,35 @@ fn kinesis_event(docs: &[Value]) -> RawKinesisEvent {
     serde_json::from_value(event).unwrap()
 }
 
+/// Each series of the chart is one line with a point per day, plus its legend swatch, and is named in the legend.
+fn assert_chart_holds_every_series(svg: &str, days: usize) {
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    for (name, color) in devtools::report::SERIES {
+        let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
+        let lines: Vec<&str> = svg
+            .split('<')
+            .filter(|e| e.starts_with("polyline") && e.contains(&stroke))
+            .collect();
+        assert_eq!(lines.len(), 2, "{name}: the line and its legend swatch");
+        let points = lines
+            .iter()
+            .map(|l| {
+                l.split("points=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .count()
+            })
+            .max()
+            .unwrap();
+        assert_eq!(points, days, "{name}: one point per day");
+        assert!(svg.contains(name), "{name} is not in the legend");
+    }
+}
+
 /// A rollup with a fresh table and dead-letter bucket on moto: (emulator, store, rollup, bucket).
 async fn rollup_on_moto(dimensions: Vec<String>) -> (LocalAws, RollupStore, ActiveUsers, String) {
     let aws = LocalAws::from_env().await.unwrap();
@@ -400,6 +429,28 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
             ios_days.push(s);
         }
     }
+    // The report: the same exact counts per day, and a chart that holds each series with a point per day.
+    let (rows, month_to_date) =
+        devtools::report::rows(&store, Definition::Authenticating, &pool, day(1), day(DAYS))
+            .await
+            .unwrap();
+    assert_eq!(month_to_date, month_users.len() as i64);
+    for r in &rows {
+        let d = r.day.format("%d").to_string().parse::<u32>().unwrap();
+        assert_eq!(
+            r.active,
+            month.auth_active.get(&d).map_or(0, |s| s.len()) as i64
+        );
+        assert_eq!(
+            r.event("sign_ins"),
+            month.sign_ins.get(&d).copied().unwrap_or(0) as i64
+        );
+    }
+    let last = rows.last().unwrap();
+    assert!((last.rolling30 - exact).abs() / exact < 3.0 * RELATIVE_STANDARD_ERROR);
+    let svg = devtools::report::chart_svg("pool", &rows).unwrap();
+    assert_chart_holds_every_series(&svg, rows.len());
+
     let ios_estimate = Sketch::union(&ios_days).estimate();
     assert!(
         (ios_estimate - ios.len() as f64).abs() / (ios.len() as f64)

@@ -422,6 +422,59 @@ impl RollupStore {
         Ok((sketch, version))
     }
 
+    /// Every counter item of a scope: (period, counters), periods in order (months `YYYY-MM`, days
+    /// `YYYY-MM-DD`).
+    pub async fn counter_items(
+        &self,
+        scope: &str,
+    ) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(crate::plan::counter_item(scope, "").pk),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::new();
+        for item in pages {
+            let item = item.map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            let Some(key) = key_of(&item) else { continue };
+            out.push((key.sk, counters_of(&item)));
+        }
+        Ok(out)
+    }
+
+    /// The scopes that have counters (a Scan: for local runs and small tables; name the scope otherwise).
+    pub async fn scopes(&self) -> Result<Vec<String>, StoreError> {
+        let items = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(":p", AttributeValue::S("count#".into()))
+            .projection_expression("pk")
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        let mut scopes = BTreeSet::new();
+        for item in items {
+            let item = item.map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
+                scopes.insert(pk.trim_start_matches("count#").to_owned());
+            }
+        }
+        Ok(scopes.into_iter().collect())
+    }
+
     /// The counters of a scope and period (`YYYY-MM-DD` or `YYYY-MM`).
     pub async fn counters(
         &self,
@@ -436,14 +489,15 @@ impl RollupStore {
             .send()
             .await
             .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-        Ok(out
-            .item()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| k.as_str() != "pk" && k.as_str() != "sk")
-            .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
-            .collect())
+        Ok(out.item().map(counters_of).unwrap_or_default())
     }
+}
+
+fn counters_of(item: &HashMap<String, AttributeValue>) -> BTreeMap<String, i64> {
+    item.iter()
+        .filter(|(k, _)| k.as_str() != "pk" && k.as_str() != "sk")
+        .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
+        .collect()
 }
 
 enum Outcome {

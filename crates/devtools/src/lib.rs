@@ -5,6 +5,7 @@
 pub mod emulator;
 pub mod events;
 pub mod replay;
+pub mod report;
 pub mod sizes;
 
 pub use emulator::LocalAws;

@@ -1,0 +1,130 @@
+//! `report`: the active-users rollups as a table per day, and a chart (SVG) per scope (see `devtools::report`).
+//!
+//! `cargo run -p devtools --bin report -- --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD]
+//! [--to YYYY-MM-DD] [--out DIR]`. Without `--scope`, every scope in the table (a Scan: fine locally; name the
+//! scope against a large table). Without dates, the days that have counters. Uses the standard AWS
+//! environment (region, credentials, `AWS_ENDPOINT_URL` for the local emulator).
+
+use active_users::activity::Definition;
+use active_users::store::RollupStore;
+use chrono::NaiveDate;
+
+const USAGE: &str = "usage: report --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--out DIR]";
+
+struct Args {
+    table: String,
+    scopes: Vec<String>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    out: std::path::PathBuf,
+}
+
+fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        table: String::new(),
+        scopes: Vec::new(),
+        from: None,
+        to: None,
+        out: "target/report".into(),
+    };
+    let mut args = args;
+    let date = |v: String| {
+        NaiveDate::parse_from_str(&v, "%Y-%m-%d")
+            .map_err(|e| format!("'{v}' is not a YYYY-MM-DD date: {e}"))
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--table" => a.table = value,
+            "--scope" => a.scopes.push(value),
+            "--from" => a.from = Some(date(value)?),
+            "--to" => a.to = Some(date(value)?),
+            "--out" => a.out = value.into(),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    if a.table.is_empty() {
+        return Err("--table is required".into());
+    }
+    Ok(a)
+}
+
+async fn run(a: Args) -> Result<(), String> {
+    let sdk = bridge_core::aws::sdk_config().await;
+    let store = RollupStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &a.table,
+        std::time::Duration::from_secs(86_400),
+    );
+    let scopes = if a.scopes.is_empty() {
+        store.scopes().await.map_err(|e| e.to_string())?
+    } else {
+        a.scopes.clone()
+    };
+    if scopes.is_empty() {
+        return Err(format!("no rollups in {} yet", a.table));
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    for scope in scopes {
+        let days: Vec<NaiveDate> = store
+            .counter_items(&scope)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|(period, _)| NaiveDate::parse_from_str(&period, "%Y-%m-%d").ok())
+            .collect();
+        let (Some(first), Some(last)) = (days.first(), days.last()) else {
+            continue;
+        };
+        let (from, to) = (a.from.unwrap_or(*first), a.to.unwrap_or(*last));
+        let definitions: &[Definition] = if scope == "app" {
+            &[Definition::SessionUsers, Definition::SessionDevices]
+        } else {
+            &[Definition::Authenticating]
+        };
+        for definition in definitions {
+            let (rows, month) = devtools::report::rows(&store, *definition, &scope, from, to)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "\n{scope}, {} ({from} to {to}; ~ = estimated from sketches, 0.81% standard error; month to date {month})",
+                definition.as_str()
+            );
+            print!("{}", devtools::report::table(&rows));
+            let title = format!("{scope} {}", definition.as_str());
+            let svg = devtools::report::chart_svg(&title, &rows).map_err(|e| e.to_string())?;
+            let file: String = format!("{scope}-{}", definition.as_str())
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = a.out.join(format!("{file}.svg"));
+            std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("chart: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("report: {e}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("report: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

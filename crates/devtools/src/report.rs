@@ -1,0 +1,302 @@
+//! `devtools report`: the active-users rollups of one scope and definition as a table per day, and a chart of
+//! daily and 30-day actives and of sign-ins, sign-ups and failures over time (SVG, drawn by `plotters` without
+//! system fonts: the viewer renders the text).
+//!
+//! Exact from the counters: daily actives, new, retained, event counts, month-to-date. Estimated from the daily
+//! sketches (union on read): rolling 7- and 30-day actives, and so the sticky factor (daily over 30-day).
+
+use std::collections::BTreeMap;
+
+use active_users::activity::Definition;
+use active_users::plan;
+use active_users::sketch::Sketch;
+use active_users::store::{RollupStore, StoreError};
+use chrono::NaiveDate;
+use plotters::prelude::*;
+
+/// One day of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayRow {
+    /// The day.
+    pub day: NaiveDate,
+    /// Actives that day (exact).
+    pub active: i64,
+    /// Actors first seen that day (exact).
+    pub new: i64,
+    /// Of that day's actives, those active again within the next 7 days (exact; complete 7 days later).
+    pub retained7: i64,
+    /// Distinct actives over the 7 days ending that day (estimate).
+    pub rolling7: f64,
+    /// Distinct actives over the 30 days ending that day (estimate).
+    pub rolling30: f64,
+    /// The day's event counters, by `<origin>.<counter>`.
+    pub events: BTreeMap<String, i64>,
+}
+
+impl DayRow {
+    /// Daily over 30-day actives.
+    pub fn sticky(&self) -> Option<f64> {
+        (self.rolling30 > 0.0).then(|| self.active as f64 / self.rolling30)
+    }
+
+    /// Of the day's actives, the share active again within 7 days.
+    pub fn retention7(&self) -> Option<f64> {
+        (self.active > 0).then(|| self.retained7 as f64 / self.active as f64)
+    }
+
+    /// An event counter: the trigger's count when the trigger saw any that day, else the user-activity log's
+    /// (each origin counts on its own; they are never added).
+    pub fn event(&self, counter: &str) -> i64 {
+        let get = |origin: &str| self.events.get(&format!("{origin}.{counter}")).copied();
+        get("trigger")
+            .or_else(|| get("activity_log"))
+            .or_else(|| get("app"))
+            .unwrap_or(0)
+    }
+
+    /// Successful sign-ins over sign-ins and failures, from the user-activity log (the triggers never see a
+    /// failed sign-in).
+    pub fn success_rate(&self) -> Option<f64> {
+        let ok = self
+            .events
+            .get("activity_log.sign_ins")
+            .copied()
+            .unwrap_or(0);
+        let failed = self
+            .events
+            .get("activity_log.auth_failures")
+            .copied()
+            .unwrap_or(0);
+        (ok + failed > 0).then(|| ok as f64 / (ok + failed) as f64)
+    }
+}
+
+/// The days `from..=to` of a scope and definition, with the month-to-date actives of `to`'s month.
+pub async fn rows(
+    store: &RollupStore,
+    definition: Definition,
+    scope: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(Vec<DayRow>, i64), StoreError> {
+    let counters: BTreeMap<String, BTreeMap<String, i64>> =
+        store.counter_items(scope).await?.into_iter().collect();
+    let mut sketches: BTreeMap<NaiveDate, Sketch> = BTreeMap::new();
+    let mut day = from - chrono::Duration::days(29);
+    while day <= to {
+        let key = plan::sketch_item(definition, scope, "all", day);
+        if let (Some(s), _) = store.read_sketch(&key).await? {
+            sketches.insert(day, s);
+        }
+        day += chrono::Duration::days(1);
+    }
+    let window = |end: NaiveDate, days: i64| {
+        let start = end - chrono::Duration::days(days - 1);
+        Sketch::union(sketches.range(start..=end).map(|(_, s)| s)).estimate()
+    };
+    let mut out = Vec::new();
+    let mut day = from;
+    while day <= to {
+        let c = counters
+            .get(&plan::day_label(day))
+            .cloned()
+            .unwrap_or_default();
+        let get = |attr: String| c.get(&attr).copied().unwrap_or(0);
+        out.push(DayRow {
+            day,
+            active: get(plan::active_attr(definition)),
+            new: get(plan::new_attr(definition)),
+            retained7: get(plan::retained_attr(definition)),
+            rolling7: window(day, 7),
+            rolling30: window(day, 30),
+            events: c
+                .iter()
+                .filter(|(k, _)| {
+                    Definition::ALL
+                        .iter()
+                        .all(|d| !k.starts_with(&format!("{}.", d.as_str())))
+                })
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        });
+        day += chrono::Duration::days(1);
+    }
+    let month = counters
+        .get(&plan::month_label(to))
+        .and_then(|c| c.get(&plan::active_attr(definition)).copied())
+        .unwrap_or(0);
+    Ok((out, month))
+}
+
+/// The rows as a text table.
+pub fn table(rows: &[DayRow]) -> String {
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}%", v * 100.0));
+    let mut out = format!(
+        "{:<10} {:>7} {:>6} {:>8} {:>8} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "day",
+        "active",
+        "new",
+        "7-day~",
+        "30-day~",
+        "sticky",
+        "retained7",
+        "sign-ins",
+        "attempts",
+        "sign-ups",
+        "failures",
+        "success"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<10} {:>7} {:>6} {:>8.0} {:>8.0} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            plan::day_label(r.day),
+            r.active,
+            r.new,
+            r.rolling7,
+            r.rolling30,
+            pct(r.sticky()),
+            pct(r.retention7()),
+            r.event("sign_ins"),
+            r.event("sign_in_attempts"),
+            r.event("sign_ups"),
+            r.events
+                .get("activity_log.auth_failures")
+                .copied()
+                .unwrap_or(0),
+            pct(r.success_rate()),
+        ));
+    }
+    out
+}
+
+/// The series of the chart, with their colours: each colour is used by one series only.
+pub const SERIES: &[(&str, RGBColor)] = &[
+    ("daily active users", RGBColor(0x1F, 0x77, 0xB4)),
+    ("30-day active users", RGBColor(0xFF, 0x7F, 0x0E)),
+    ("sign-ins", RGBColor(0x2C, 0xA0, 0x2C)),
+    ("sign-ups", RGBColor(0x94, 0x67, 0xBD)),
+    ("authentication failures", RGBColor(0xD6, 0x27, 0x28)),
+];
+
+/// Why the chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("chart: {0}")]
+pub struct ChartError(String);
+
+/// An SVG of two charts: daily and 30-day actives; sign-ins, sign-ups and failures; one point per day.
+pub fn chart_svg(title: &str, rows: &[DayRow]) -> Result<String, ChartError> {
+    let e = |e: &dyn std::fmt::Display| ChartError(e.to_string());
+    let values: Vec<Vec<f64>> = vec![
+        rows.iter().map(|r| r.active as f64).collect(),
+        rows.iter().map(|r| r.rolling30.round()).collect(),
+        rows.iter().map(|r| r.event("sign_ins") as f64).collect(),
+        rows.iter().map(|r| r.event("sign_ups") as f64).collect(),
+        rows.iter()
+            .map(|r| {
+                r.events
+                    .get("activity_log.auth_failures")
+                    .copied()
+                    .unwrap_or(0) as f64
+            })
+            .collect(),
+    ];
+    let labels: Vec<String> = rows.iter().map(|r| plan::day_label(r.day)).collect();
+    let n = i32::try_from(rows.len()).map_err(|x| e(&x))?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 800)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let (top, bottom) = root.split_vertically(400);
+        for (area, caption, series) in [
+            (&top, format!("{title}: active users"), 0..2),
+            (
+                &bottom,
+                format!("{title}: sign-ins, sign-ups, failures"),
+                2..5,
+            ),
+        ] {
+            let max = values[series.clone()]
+                .iter()
+                .flatten()
+                .fold(1.0f64, |m, v| m.max(*v));
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 20))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0i32..(n - 1).max(1), 0f64..max * 1.1)
+                .map_err(|x| e(&x))?;
+            chart
+                .configure_mesh()
+                .x_labels(8)
+                .x_label_formatter(&|i| {
+                    usize::try_from(*i)
+                        .ok()
+                        .and_then(|i| labels.get(i).cloned())
+                        .unwrap_or_default()
+                })
+                .draw()
+                .map_err(|x| e(&x))?;
+            for s in series {
+                let (name, color) = SERIES[s];
+                chart
+                    .draw_series(LineSeries::new(
+                        values[s]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (i32::try_from(i).unwrap_or(i32::MAX), *v)),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|x| e(&x))?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(|x| e(&x))?;
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(d: u32, active: i64) -> DayRow {
+        DayRow {
+            day: NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default(),
+            active,
+            new: 1,
+            retained7: active / 2,
+            rolling7: 0.0,
+            rolling30: (active * 3) as f64,
+            events: BTreeMap::from([
+                ("trigger.sign_ins".to_owned(), active),
+                ("activity_log.sign_ins".to_owned(), 9),
+                ("activity_log.auth_failures".to_owned(), 1),
+            ]),
+        }
+    }
+
+    #[test]
+    fn rates_and_origins() {
+        let r = row(1, 10);
+        assert_eq!(r.sticky(), Some(10.0 / 30.0));
+        assert_eq!(r.retention7(), Some(0.5));
+        assert_eq!(
+            r.event("sign_ins"),
+            10,
+            "the trigger's count, not both origins added"
+        );
+        assert_eq!(r.success_rate(), Some(0.9));
+        assert!(table(&[r]).contains("2026-11-01"));
+    }
+}
