@@ -82,12 +82,13 @@ fmt: ## Format the code.
 # The function is built first, visibly: cargo lambda watch would otherwise compile it silently on the first invoke.
 # Each package is built on its own, as the runs below select it, so that the runs do not recompile for a
 # different feature set. (cargo lambda watch may still rebuild sync-processor in its own environment: ~40 s.)
-demo: tools ## Every pipeline end to end on local moto servers: sync (through cargo lambda), auth analytics, app events.
+demo: tools ## Every pipeline end to end on local moto servers: sync (through cargo lambda), auth analytics, app events, active users (report and chart).
 	cargo build -p sync-processor --bin sync-processor
 	cargo build -p devtools --bins
 	scripts/with-moto cargo run --quiet -p devtools --bin demo
 	scripts/with-moto cargo run --quiet -p devtools --bin demo-auth
 	scripts/with-moto cargo run --quiet -p devtools --bin demo-app
+	scripts/with-moto cargo run --quiet -p devtools --bin demo-active
 
 invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }

@@ -21,7 +21,6 @@ use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::kinesis_event::RawKinesisEvent;
 use bridge_core::pipeline::Flow as _;
 use bridge_core::telemetry::Metrics;
-use chrono::NaiveDate;
 use devtools::emulator::{LocalAws, unique_name};
 use e2e::{assert_valid, validator};
 use serde_json::{Value, json};
@@ -29,177 +28,10 @@ use serde_json::{Value, json};
 // Scale: moto's TransactWriteItems deep-copies the whole table once per item of the transaction, so its cost
 // grows with items x table size (150 users took 118 s here, 60 users about 20 s). DynamoDB has no such cost; the
 // logic under test is the same at any size. A full-size run needs an emulator without that copy.
-const POOL: &str = "us-east-1_EXAMPLE";
-const CLIENT: &str = "exampleclient1";
+use devtools::synthetic::{CLIENT, DAYS, Month, POOL, auth_event, day, generate};
+
+/// Users in the generated month (see the scale note above).
 const USERS: u32 = 60;
-/// Users with app sessions and no sign-in at all: session users, never authenticating users.
-const APP_ONLY_USERS: u32 = 10;
-const DAYS: u32 = 30;
-
-fn day(d: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
-}
-
-fn sub(u: u32) -> String {
-    format!("{u:08x}-0000-4000-8000-000000000000")
-}
-
-struct Month {
-    /// (day, event) in the order they happened.
-    events: Vec<(u32, Value)>,
-    /// Authenticating users per day.
-    auth_active: BTreeMap<u32, BTreeSet<u32>>,
-    /// Session users and devices per day.
-    session_users: BTreeMap<u32, BTreeSet<u32>>,
-    session_devices: BTreeMap<u32, BTreeSet<String>>,
-    /// Distinct sign-in events and failures per day.
-    sign_ins: BTreeMap<u32, u64>,
-    failures: BTreeMap<u32, u64>,
-}
-
-/// An auth event as the forwarders write it: from a trigger, or (failures) from the user-activity log.
-fn auth_event(id: &str, kind: &str, origin: &str, u: u32, d: u32, second: u32) -> Value {
-    let ts = format!(
-        "2026-11-{d:02}T{:02}:{:02}:{:02}Z",
-        second / 3600,
-        second / 60 % 60,
-        second % 60
-    );
-    let mut e = json!({"schema": "cognito-auth-event/v1", "event_id": id, "type": kind, "timestamp": ts,
-           "received_at": null, "source": null, "origin": origin, "user_pool_id": POOL, "client_id": CLIENT,
-           "user_sub": sub(u), "context": {"platform": if u.is_multiple_of(3) { "ios" } else { "android" }, "locale": "en-US"}});
-    if origin == "trigger" {
-        let source = match kind {
-            "_userauth.sign_up" => "PostConfirmation_ConfirmSignUp",
-            "_userauth.sign_in_attempt" => "PreAuthentication_Authentication",
-            "_userauth.sign_in" => "PostAuthentication_Authentication",
-            _ => "TokenGeneration_RefreshTokens",
-        };
-        e["trigger_source"] = source.into();
-        e["trigger_version"] = "1".into();
-    } else {
-        e["received_at"] = ts.into();
-        e["source"] = json!({"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/user-activity",
-                             "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0});
-        e["activity"] = json!({"event_type": "SignIn", "event_response": "Fail", "cognito_event_id": null,
-                               "log_event_id": id});
-    }
-    e
-}
-
-fn app_event(id: &str, u: u32, device: &str, d: u32, second: u32) -> Value {
-    let ts = format!(
-        "2026-11-{d:02}T{:02}:{:02}:{:02}.000Z",
-        second / 3600,
-        second / 60 % 60,
-        second % 60
-    );
-    json!({"schema": "app-event/v1", "event_id": id, "type": "track", "event": "_session.start",
-           "anonymous_id": null, "user_id": format!("user-{u}"), "timestamp": ts, "received_at": ts, "sent_at": null,
-           "clock": {"original_timestamp": ts, "offset_ms": null},
-           "context": {"platform": "web", "app_version": "1.4.0", "locale": "en-US", "device_id": device, "os": null,
-                       "os_version": null, "model": null, "make": null, "session_id": id, "session_start": ts,
-                       "input_shape": "ours"},
-           "properties": {}, "traits": {},
-           "source": {"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events-source",
-                      "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
-}
-
-fn generate() -> Month {
-    let mut rng = fastrand::Rng::with_seed(20_261_101);
-    let mut m = Month {
-        events: Vec::new(),
-        auth_active: BTreeMap::new(),
-        session_users: BTreeMap::new(),
-        session_devices: BTreeMap::new(),
-        sign_ins: BTreeMap::new(),
-        failures: BTreeMap::new(),
-    };
-    let mut n = 0u64;
-    let mut next_id = |prefix: &str| {
-        n += 1;
-        // Event ids are 32 hex digits; the prefix keeps event kinds apart.
-        format!("{prefix}{n:030x}")
-    };
-    for u in 0..USERS + APP_ONLY_USERS {
-        let active_days: BTreeSet<u32> = (0..rng.u32(1..=6)).map(|_| rng.u32(1..=DAYS)).collect();
-        for (k, &d) in active_days.iter().enumerate() {
-            let second = rng.u32(0..86_000);
-            if u < USERS {
-                if k == 0 {
-                    m.events.push((
-                        d,
-                        auth_event(&next_id("a1"), "_userauth.sign_up", "trigger", u, d, second),
-                    ));
-                }
-                m.events.push((
-                    d,
-                    auth_event(
-                        &next_id("a2"),
-                        "_userauth.sign_in_attempt",
-                        "trigger",
-                        u,
-                        d,
-                        second,
-                    ),
-                ));
-                if rng.u8(0..10) == 0 {
-                    m.events.push((
-                        d,
-                        auth_event(
-                            &next_id("a3"),
-                            "_userauth.auth_fail",
-                            "activity_log",
-                            u,
-                            d,
-                            second,
-                        ),
-                    ));
-                    *m.failures.entry(d).or_default() += 1;
-                }
-                // A sign-in, or on some days only a token refresh: both make an authenticating user.
-                if rng.bool() || k == 0 {
-                    m.events.push((
-                        d,
-                        auth_event(
-                            &next_id("a4"),
-                            "_userauth.sign_in",
-                            "trigger",
-                            u,
-                            d,
-                            second + 1,
-                        ),
-                    ));
-                    *m.sign_ins.entry(d).or_default() += 1;
-                } else {
-                    m.events.push((
-                        d,
-                        auth_event(
-                            &next_id("a5"),
-                            "_userauth.token_refresh",
-                            "trigger",
-                            u,
-                            d,
-                            second + 1,
-                        ),
-                    ));
-                }
-                m.auth_active.entry(d).or_default().insert(u);
-            }
-            // Some users (and the app-only ones) use the app: one or two devices.
-            if u.is_multiple_of(5) || u >= USERS {
-                let device = format!("device-{u}-{}", rng.u8(0..2));
-                m.events
-                    .push((d, app_event(&next_id("b1"), u, &device, d, second + 2)));
-                m.session_users.entry(d).or_default().insert(u);
-                m.session_devices.entry(d).or_default().insert(device);
-            }
-        }
-    }
-    m.events
-        .sort_by_key(|(d, e)| (*d, e["timestamp"].as_str().unwrap().to_owned()));
-    m
-}
 
 /// Batches as the stream would deliver them: mostly in order, 3% of the events three days late, 5% twice.
 fn deliveries(month: &Month) -> Vec<Vec<Value>> {
@@ -286,7 +118,8 @@ async fn rollup_on_moto(dimensions: Vec<String>) -> (LocalAws, RollupStore, Acti
         store.clone(),
         DeadLetterWriter::new(Arc::new(S3BlobStore::new(aws.s3.clone())), &bucket),
         dimensions,
-    );
+    )
+    .without_emf();
     (aws, store, rollup, bucket)
 }
 
@@ -295,7 +128,7 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
     let (_, store, rollup, _) =
         rollup_on_moto(vec!["platform".to_owned(), "locale".to_owned()]).await;
 
-    let month = generate();
+    let month = generate(USERS);
     let (auth_schema, app_schema) = (
         validator("cognito-auth-event.v1.json"),
         validator("app-event.v1.json"),
@@ -441,10 +274,17 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
             r.active,
             month.auth_active.get(&d).map_or(0, |s| s.len()) as i64
         );
+        let (ok, failed) = (
+            month.sign_ins.get(&d).copied().unwrap_or(0),
+            month.failures.get(&d).copied().unwrap_or(0),
+        );
         assert_eq!(
             r.event("sign_ins"),
-            month.sign_ins.get(&d).copied().unwrap_or(0) as i64
+            ok as i64,
+            "one origin's count, never both"
         );
+        let rate = (ok + failed > 0).then(|| ok as f64 / (ok + failed) as f64);
+        assert_eq!(r.success_rate(), rate);
     }
     let last = rows.last().unwrap();
     assert!((last.rolling30 - exact).abs() / exact < 3.0 * RELATIVE_STANDARD_ERROR);

@@ -55,6 +55,7 @@ pub struct ActiveUsers {
     pipeline: Pipeline,
     store: RollupStore,
     dimensions: Vec<String>,
+    emf: bool,
 }
 
 impl ActiveUsers {
@@ -69,7 +70,14 @@ impl ActiveUsers {
             pipeline: Pipeline::new(producer, dead_letters),
             store,
             dimensions,
+            emf: true,
         }
+    }
+
+    /// Without the rollup's EMF lines on stdout (local runs that print a report instead).
+    pub fn without_emf(mut self) -> Self {
+        self.emf = false;
+        self
     }
 
     /// Builds the real ports from config (once per cold start).
@@ -209,9 +217,11 @@ impl Flow for ActiveUsers {
         for (records, e) in &failed {
             fail(slots, records, e);
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        for line in rollup_emf(&applied, now) {
-            println!("{line}");
+        if self.emf {
+            let now = chrono::Utc::now().timestamp_millis();
+            for line in rollup_emf(&applied, now) {
+                println!("{line}");
+            }
         }
     }
 

@@ -209,6 +209,9 @@ pub fn markers_to_read(activities: &[(usize, Activity)]) -> BTreeSet<Key> {
     keys
 }
 
+/// (definition, scope, actor).
+type ActorKey = (Definition, String, String);
+
 /// The marker writes of a batch, given what exists.
 pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
     let mut out: BTreeMap<Key, Op> = BTreeMap::new();
@@ -224,13 +227,10 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
             .push(i);
     };
     // First days per (definition, scope, actor): the earliest day of the batch.
-    let mut first: BTreeMap<(Definition, String, String), (NaiveDate, Vec<usize>)> =
-        BTreeMap::new();
+    let mut first: BTreeMap<ActorKey, (NaiveDate, Vec<usize>)> = BTreeMap::new();
     // Days of the batch per (definition, scope, actor), each with whether it is new (no marker yet).
-    let mut batch_days: BTreeMap<
-        (Definition, String, String),
-        BTreeMap<NaiveDate, (bool, Vec<usize>)>,
-    > = BTreeMap::new();
+    let mut batch_days: BTreeMap<ActorKey, BTreeMap<NaiveDate, (bool, Vec<usize>)>> =
+        BTreeMap::new();
     for (i, a) in activities {
         let event = event_marker(&a.event_id);
         if !a.counters.is_empty() && !known.exists(&event) {

@@ -7,5 +7,6 @@ pub mod events;
 pub mod replay;
 pub mod report;
 pub mod sizes;
+pub mod synthetic;
 
 pub use emulator::LocalAws;

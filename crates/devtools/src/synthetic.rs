@@ -1,0 +1,205 @@
+//! A generated month of auth and app events, as the forwarders write them (schema-valid
+//! `cognito-auth-event/v1` and `app-event/v1` records), with the exact answers a rollup must give: for the
+//! active-users tests and demo. Deterministic (fixed seeds).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+/// The user pool of the generated events.
+pub const POOL: &str = "us-east-1_EXAMPLE";
+/// The app client of the generated events.
+pub const CLIENT: &str = "exampleclient1";
+/// Users with app sessions and no sign-in at all: session users, never authenticating users.
+pub const APP_ONLY_USERS: u32 = 10;
+/// The days of November 2026 the month spans.
+pub const DAYS: u32 = 30;
+
+/// Day `d` of November 2026.
+pub fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default()
+}
+
+fn sub(u: u32) -> String {
+    format!("{u:08x}-0000-4000-8000-000000000000")
+}
+
+/// The generated events and the exact answers.
+#[derive(Debug, Clone)]
+pub struct Month {
+    /// (day, event) in the order they happened.
+    pub events: Vec<(u32, Value)>,
+    /// Authenticating users per day.
+    pub auth_active: BTreeMap<u32, BTreeSet<u32>>,
+    /// Session users and devices per day.
+    pub session_users: BTreeMap<u32, BTreeSet<u32>>,
+    pub session_devices: BTreeMap<u32, BTreeSet<String>>,
+    /// Distinct sign-ins per day (each seen once by the trigger and once by the user-activity log), and
+    /// failures (the log only).
+    pub sign_ins: BTreeMap<u32, u64>,
+    pub failures: BTreeMap<u32, u64>,
+}
+
+/// An auth event as the forwarders write it: from a trigger, or (failures) from the user-activity log.
+pub fn auth_event(id: &str, kind: &str, origin: &str, u: u32, d: u32, second: u32) -> Value {
+    let ts = format!(
+        "2026-11-{d:02}T{:02}:{:02}:{:02}Z",
+        second / 3600,
+        second / 60 % 60,
+        second % 60
+    );
+    let mut e = json!({"schema": "cognito-auth-event/v1", "event_id": id, "type": kind, "timestamp": ts,
+           "received_at": null, "source": null, "origin": origin, "user_pool_id": POOL, "client_id": CLIENT,
+           "user_sub": sub(u), "context": {"platform": if u.is_multiple_of(3) { "ios" } else { "android" }, "locale": "en-US"}});
+    if origin == "trigger" {
+        let source = match kind {
+            "_userauth.sign_up" => "PostConfirmation_ConfirmSignUp",
+            "_userauth.sign_in_attempt" => "PreAuthentication_Authentication",
+            "_userauth.sign_in" => "PostAuthentication_Authentication",
+            _ => "TokenGeneration_RefreshTokens",
+        };
+        e["trigger_source"] = source.into();
+        e["trigger_version"] = "1".into();
+    } else {
+        e["received_at"] = ts.into();
+        e["source"] = json!({"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/user-activity",
+                             "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0});
+        let response = if kind == "_userauth.auth_fail" {
+            "Fail"
+        } else {
+            "Pass"
+        };
+        e["activity"] = json!({"event_type": "SignIn", "event_response": response, "cognito_event_id": null,
+                               "log_event_id": id});
+    }
+    e
+}
+
+fn app_event(id: &str, u: u32, device: &str, d: u32, second: u32) -> Value {
+    let ts = format!(
+        "2026-11-{d:02}T{:02}:{:02}:{:02}.000Z",
+        second / 3600,
+        second / 60 % 60,
+        second % 60
+    );
+    json!({"schema": "app-event/v1", "event_id": id, "type": "track", "event": "_session.start",
+           "anonymous_id": null, "user_id": format!("user-{u}"), "timestamp": ts, "received_at": ts, "sent_at": null,
+           "clock": {"original_timestamp": ts, "offset_ms": null},
+           "context": {"platform": "web", "app_version": "1.4.0", "locale": "en-US", "device_id": device, "os": null,
+                       "os_version": null, "model": null, "make": null, "session_id": id, "session_start": ts,
+                       "input_shape": "ours"},
+           "properties": {}, "traits": {},
+           "source": {"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events-source",
+                      "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
+}
+
+/// A month for `users` users who sign in (and, every fifth, use the app) plus [`APP_ONLY_USERS`] who only use
+/// the app: each active on one to six days.
+pub fn generate(users: u32) -> Month {
+    let mut rng = fastrand::Rng::with_seed(20_261_101);
+    let mut m = Month {
+        events: Vec::new(),
+        auth_active: BTreeMap::new(),
+        session_users: BTreeMap::new(),
+        session_devices: BTreeMap::new(),
+        sign_ins: BTreeMap::new(),
+        failures: BTreeMap::new(),
+    };
+    let mut n = 0u64;
+    let mut next_id = |prefix: &str| {
+        n += 1;
+        // Event ids are 32 hex digits; the prefix keeps event kinds apart.
+        format!("{prefix}{n:030x}")
+    };
+    for u in 0..users + APP_ONLY_USERS {
+        let active_days: BTreeSet<u32> = (0..rng.u32(1..=6)).map(|_| rng.u32(1..=DAYS)).collect();
+        for (k, &d) in active_days.iter().enumerate() {
+            let second = rng.u32(0..86_000);
+            if u < users {
+                if k == 0 {
+                    m.events.push((
+                        d,
+                        auth_event(&next_id("a1"), "_userauth.sign_up", "trigger", u, d, second),
+                    ));
+                }
+                m.events.push((
+                    d,
+                    auth_event(
+                        &next_id("a2"),
+                        "_userauth.sign_in_attempt",
+                        "trigger",
+                        u,
+                        d,
+                        second,
+                    ),
+                ));
+                if rng.u8(0..10) == 0 {
+                    m.events.push((
+                        d,
+                        auth_event(
+                            &next_id("a3"),
+                            "_userauth.auth_fail",
+                            "activity_log",
+                            u,
+                            d,
+                            second,
+                        ),
+                    ));
+                    *m.failures.entry(d).or_default() += 1;
+                }
+                // A sign-in, or on some days only a token refresh: both make an authenticating user.
+                if rng.bool() || k == 0 {
+                    m.events.push((
+                        d,
+                        auth_event(
+                            &next_id("a4"),
+                            "_userauth.sign_in",
+                            "trigger",
+                            u,
+                            d,
+                            second + 1,
+                        ),
+                    ));
+                    // The user-activity log sees the same sign-in: another event, another origin.
+                    m.events.push((
+                        d,
+                        auth_event(
+                            &next_id("a6"),
+                            "_userauth.sign_in",
+                            "activity_log",
+                            u,
+                            d,
+                            second + 1,
+                        ),
+                    ));
+                    *m.sign_ins.entry(d).or_default() += 1;
+                } else {
+                    m.events.push((
+                        d,
+                        auth_event(
+                            &next_id("a5"),
+                            "_userauth.token_refresh",
+                            "trigger",
+                            u,
+                            d,
+                            second + 1,
+                        ),
+                    ));
+                }
+                m.auth_active.entry(d).or_default().insert(u);
+            }
+            // Some users (and the app-only ones) use the app: one or two devices.
+            if u.is_multiple_of(5) || u >= users {
+                let device = format!("device-{u}-{}", rng.u8(0..2));
+                m.events
+                    .push((d, app_event(&next_id("b1"), u, &device, d, second + 2)));
+                m.session_users.entry(d).or_default().insert(u);
+                m.session_devices.entry(d).or_default().insert(device);
+            }
+        }
+    }
+    m.events
+        .sort_by_key(|(d, e)| (*d, e["timestamp"].as_str().unwrap_or_default().to_owned()));
+    m
+}
