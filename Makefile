@@ -100,7 +100,7 @@ events: ## Regenerate the generated sample events from their readable sources.
 	cargo run --quiet -p devtools --bin gen-events
 	cargo run --quiet -p devtools --bin gen-auth-events
 
-bench: ## Measure throughput and memory of the sync processor on this machine.
+bench: ## Measure throughput and memory of the sync processor, and the active-users rollup's writes per event, on this machine.
 	cargo run --quiet --release -p devtools --bin bench
 
 lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: see requirements-sam.in, requirements-checkov.in).

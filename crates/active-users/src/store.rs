@@ -187,8 +187,8 @@ impl RollupStore {
     }
 
     /// Packs ops into transactions of at most [`MAX_TRANSACTION_ITEMS`] items (markers plus the distinct counter
-    /// items they move).
-    fn pack(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    /// items they move): what [`RollupStore::apply`] sends, one TransactWriteItems request each.
+    pub fn pack(ops: Vec<Op>) -> Vec<Vec<Op>> {
         let mut out: Vec<Vec<Op>> = Vec::new();
         let mut current: Vec<Op> = Vec::new();
         let mut counters: BTreeSet<Key> = BTreeSet::new();

@@ -2,7 +2,10 @@
 //! `cognito-auth-event/v1` and `app-event/v1` records), with the exact answers a rollup must give: for the
 //! active-users tests and demo. Deterministic (fixed seeds).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use active_users::plan::{self, Key};
+use active_users::store::RollupStore;
 
 use chrono::NaiveDate;
 use serde_json::{Value, json};
@@ -202,4 +205,109 @@ pub fn generate(users: u32) -> Month {
     m.events
         .sort_by_key(|(d, e)| (*d, e["timestamp"].as_str().unwrap_or_default().to_owned()));
     m
+}
+
+/// Batches as the stream would deliver them: by arrival day, 500 at most, 3% of the events three days late and
+/// 5% twice.
+pub fn deliveries(month: &Month) -> Vec<Vec<Value>> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut by_day: BTreeMap<u32, Vec<Value>> = BTreeMap::new();
+    for (d, e) in &month.events {
+        let arrives = if rng.u8(0..100) < 3 { d + 3 } else { *d };
+        let list = by_day.entry(arrives).or_default();
+        list.push(e.clone());
+        if rng.u8(0..100) < 5 {
+            list.push(e.clone());
+        }
+    }
+    by_day
+        .into_values()
+        .flat_map(|events| {
+            events
+                .chunks(500)
+                .map(<[Value]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What rolling a month up costs and gives, simulated in memory exactly as the store uses the table.
+#[derive(Debug, Default)]
+pub struct Simulation {
+    /// Events delivered (repeats and redeliveries included).
+    pub delivered: u64,
+    /// Markers written (each with its counter moves).
+    pub marker_writes: u64,
+    /// TransactWriteItems requests.
+    pub transactions: u64,
+    /// Sketch items touched per batch (an upper bound of sketch writes: an unchanged sketch is not written).
+    pub sketch_writes: u64,
+    /// Markers the plan wanted to create although they existed (must be 0: what exists is never written).
+    pub rewrites: u64,
+    /// The markers, with the day of first-seen markers.
+    pub markers: HashMap<Key, Option<String>>,
+    /// The counters: (item, attribute) -> value.
+    pub counters: HashMap<(Key, String), i64>,
+}
+
+impl std::fmt::Display for Simulation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per = |n: u64| n as f64 / self.delivered.max(1) as f64;
+        write!(
+            f,
+            "{} events delivered: {} marker writes ({:.3} per event) in {} transactions, at most {} sketch writes; \
+             {:.3} write requests and {:.2} WCU per event (a transactional write is 2 WCU per item; sketches up to \
+             8 KiB)",
+            self.delivered,
+            self.marker_writes,
+            per(self.marker_writes),
+            self.transactions,
+            self.sketch_writes,
+            per(self.transactions + self.sketch_writes),
+            per(2 * self.marker_writes) + per(self.sketch_writes * 8),
+        )
+    }
+}
+
+/// Rolls `month` up as delivered by [`deliveries`] (every seventh batch twice, as after a function error), with
+/// the planning of `active_users::plan` and an in-memory table: a marker is written only if absent.
+pub fn simulate_rollup(month: &Month, dimensions: &[String]) -> Simulation {
+    let mut sim = Simulation::default();
+    for (i, docs) in deliveries(month).iter().enumerate() {
+        for _ in 0..if i % 7 == 3 { 2 } else { 1 } {
+            let activities: Vec<(usize, active_users::activity::Activity)> = docs
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| {
+                    let bytes = serde_json::to_vec(d).ok()?;
+                    Some((j, active_users::activity::read(&bytes, dimensions).ok()?))
+                })
+                .collect();
+            sim.delivered += docs.len() as u64;
+            let known: HashMap<Key, Option<String>> = plan::markers_to_read(&activities)
+                .into_iter()
+                .filter_map(|k| sim.markers.get(&k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            let ops = plan::ops(&activities, &known);
+            sim.transactions += RollupStore::pack(ops.clone()).len() as u64;
+            sim.sketch_writes += plan::sketch_updates(&activities).len() as u64;
+            for op in ops {
+                let day = match &op.write {
+                    plan::MarkerWrite::Create { day } => {
+                        if sim.markers.contains_key(&op.marker) {
+                            sim.rewrites += 1;
+                        }
+                        day.clone()
+                    }
+                    plan::MarkerWrite::MoveFirstDay { to, .. } => Some(to.clone()),
+                };
+                sim.markers.insert(op.marker, day);
+                sim.marker_writes += 1;
+                for (item, attr, n) in op.increments {
+                    *sim.counters.entry((item, attr)).or_default() += n;
+                }
+            }
+        }
+    }
+    sim
 }
