@@ -268,6 +268,19 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
     let svg = devtools::report::chart_svg("pool", &rows).unwrap();
     assert_chart_holds_every_series(&svg, rows.len());
 
+    // The report's breakdown lists every platform and estimates each one's 30-day actives.
+    let by = devtools::report::breakdown(&store, Definition::Authenticating, &pool, day(DAYS))
+        .await
+        .unwrap();
+    let dims: Vec<&str> = by.iter().map(|b| b.dimension.as_str()).collect();
+    assert_eq!(
+        dims,
+        vec!["locale=en-US", "platform=android", "platform=ios"]
+    );
+    assert!(
+        (by[2].rolling30 - ios.len() as f64).abs() / (ios.len() as f64)
+            < 3.0 * RELATIVE_STANDARD_ERROR
+    );
     let ios_estimate = Sketch::union(&ios_days).estimate();
     assert!(
         (ios_estimate - ios.len() as f64).abs() / (ios.len() as f64)

@@ -11,7 +11,8 @@
 //! - `count#<scope>` / `<YYYY-MM-DD>` or `<YYYY-MM>`: counters `<definition>.active`, `<definition>.new`,
 //!   `<definition>.retained7`, `<origin>.<counter>`;
 //! - `sketch#<definition>#<scope>#<dimension>` / `<YYYY-MM-DD>`: a HyperLogLog sketch of the day's actors,
-//!   `all` or one `name=value` dimension (see [`crate::sketch`]).
+//!   `all` or one `name=value` dimension (see [`crate::sketch`]);
+//! - `dims#<definition>#<scope>` / `-`: the set of `name=value` dimensions that have sketches.
 //!
 //! A counter moves in the same transaction as the marker that justifies it, so a counter is exactly the
 //! number of its markers; at most one marker write per (actor, period), never one per event.
@@ -129,6 +130,19 @@ pub fn sketch_item(definition: Definition, scope: &str, dimension: &str, day: Na
         format!("sketch#{}#{scope}#{dimension}", definition.as_str()),
         day_label(day),
     )
+}
+
+/// The item listing the dimension values (`name=value`) that have sketches, per definition and scope: a
+/// string set, added to when a value's first sketch of a day is written.
+pub fn dimension_index(definition: Definition, scope: &str) -> Key {
+    Key::new(format!("dims#{}#{scope}", definition.as_str()), "-")
+}
+
+/// The definition, scope and dimension of a sketch item's key.
+pub fn sketch_parts(key: &Key) -> Option<(&str, &str, &str)> {
+    let mut parts = key.pk.splitn(4, '#');
+    (parts.next() == Some("sketch")).then_some(())?;
+    Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
 /// What to write to a marker.

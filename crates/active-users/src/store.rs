@@ -378,6 +378,9 @@ impl RollupStore {
                 .table_name(&self.table)
                 .set_item(Some(item));
             put = if version == 0 {
+                // A dimension value's first sketch of the day: list the value first (an idempotent set add), so
+                // that a failure here leaves nothing half done.
+                self.index_dimension(key).await?;
                 put.condition_expression("attribute_not_exists(pk)")
             } else {
                 put.condition_expression("version = :v")
@@ -394,6 +397,56 @@ impl RollupStore {
             "sketch {} {} kept changing under us",
             key.pk, key.sk
         )))
+    }
+
+    async fn index_dimension(&self, key: &Key) -> Result<(), StoreError> {
+        let Some((definition, scope, dim)) = crate::plan::sketch_parts(key) else {
+            return Ok(());
+        };
+        if dim == "all" {
+            return Ok(());
+        }
+        let index = Key {
+            pk: format!("dims#{definition}#{scope}"),
+            sk: "-".into(),
+        };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&index)))
+            .update_expression("ADD #v :d")
+            .expression_attribute_names("#v", "values")
+            .expression_attribute_values(":d", AttributeValue::Ss(vec![dim.to_owned()]))
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// The `name=value` dimensions that have sketches for a definition and scope.
+    pub async fn dimension_values(
+        &self,
+        definition: crate::activity::Definition,
+        scope: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&crate::plan::dimension_index(
+                definition, scope,
+            ))))
+            .send()
+            .await
+            .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        let mut values: Vec<String> = out
+            .item()
+            .and_then(|i| i.get("values"))
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default();
+        values.sort();
+        Ok(values)
     }
 
     /// A stored sketch and its version (0: none stored).

@@ -128,6 +128,65 @@ pub async fn rows(
     Ok((out, month))
 }
 
+/// One dimension value's distinct actives on a day and over the 7 and 30 days ending then (estimates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breakdown {
+    /// `name=value`.
+    pub dimension: String,
+    /// That day.
+    pub day: f64,
+    /// The 7 days ending that day.
+    pub rolling7: f64,
+    /// The 30 days ending that day.
+    pub rolling30: f64,
+}
+
+/// The breakdown of a definition's actives by every dimension value that has sketches, for the days ending `day`.
+pub async fn breakdown(
+    store: &RollupStore,
+    definition: Definition,
+    scope: &str,
+    day: NaiveDate,
+) -> Result<Vec<Breakdown>, StoreError> {
+    let mut out = Vec::new();
+    for dimension in store.dimension_values(definition, scope).await? {
+        let mut days: Vec<(i64, Sketch)> = Vec::new();
+        for back in 0..30 {
+            let d = day - chrono::Duration::days(back);
+            if let (Some(s), _) = store
+                .read_sketch(&plan::sketch_item(definition, scope, &dimension, d))
+                .await?
+            {
+                days.push((back, s));
+            }
+        }
+        let within =
+            |n: i64| Sketch::union(days.iter().filter(|(b, _)| *b < n).map(|(_, s)| s)).estimate();
+        out.push(Breakdown {
+            dimension,
+            day: within(1),
+            rolling7: within(7),
+            rolling30: within(30),
+        });
+    }
+    Ok(out)
+}
+
+/// The breakdown as a text table.
+pub fn breakdown_table(rows: &[Breakdown]) -> String {
+    let mut out = format!(
+        "{:<32} {:>8} {:>8} {:>8}\n",
+        "dimension", "day~", "7-day~", "30-day~"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<32} {:>8.0} {:>8.0} {:>8.0}\n",
+            r.dimension, r.day, r.rolling7, r.rolling30
+        ));
+    }
+    out
+}
+
 /// The rows as a text table.
 pub fn table(rows: &[DayRow]) -> String {
     let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}%", v * 100.0));

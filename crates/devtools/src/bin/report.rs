@@ -91,6 +91,13 @@ async fn run(a: Args) -> Result<(), String> {
                 definition.as_str()
             );
             print!("{}", devtools::report::table(&rows));
+            let by = devtools::report::breakdown(&store, *definition, &scope, to)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !by.is_empty() {
+                println!("by dimension, days ending {to}:");
+                print!("{}", devtools::report::breakdown_table(&by));
+            }
             let title = format!("{scope} {}", definition.as_str());
             let svg = devtools::report::chart_svg(&title, &rows).map_err(|e| e.to_string())?;
             let file: String = format!("{scope}-{}", definition.as_str())
