@@ -88,7 +88,8 @@ demo: tools ## Every pipeline end to end on local moto servers: sync (through ca
 	scripts/with-moto cargo run --quiet -p devtools --bin demo
 	scripts/with-moto cargo run --quiet -p devtools --bin demo-auth
 	scripts/with-moto cargo run --quiet -p devtools --bin demo-app
-	scripts/with-moto cargo run --quiet -p devtools --bin demo-active
+	scripts/with-moto bash -c 'cargo run --quiet -p devtools --bin demo-active && \
+	  cargo run --quiet -p devtools --bin report -- --table demo-active-users --out target/report'
 
 invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }
