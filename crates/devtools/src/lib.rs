@@ -3,6 +3,7 @@
 //! Kinesis events Lambda would hand a function.
 
 pub mod emulator;
+pub mod esm;
 pub mod events;
 pub mod replay;
 pub mod report;

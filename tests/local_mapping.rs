@@ -1,0 +1,296 @@
+//! The local event source mapping (`devtools::esm`) against moto: real Kinesis shards and a real SQS on-failure
+//! queue. The function is a scripted fake here, since what is under test is the mapping's behaviour around it.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::primitives::Blob;
+use base64::Engine as _;
+use devtools::LocalAws;
+use devtools::emulator::unique_name;
+use devtools::esm::{InvokeOutcome, Invoker, LocalMapping, MappingSettings};
+use serde_json::{Value, json};
+
+type Script = dyn Fn(usize, &[(String, String)]) -> InvokeOutcome + Send + Sync;
+
+/// A function that answers by a script of (call number, [(sequence number, data)]) and records what it saw.
+struct Scripted {
+    script: Box<Script>,
+    calls: Mutex<Vec<Vec<(String, String)>>>,
+}
+
+impl Scripted {
+    fn new(
+        script: impl Fn(usize, &[(String, String)]) -> InvokeOutcome + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            script: Box::new(script),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Invoker for Scripted {
+    async fn invoke(&self, event: Value) -> InvokeOutcome {
+        let records: Vec<(String, String)> = event["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(r["kinesis"]["data"].as_str().unwrap())
+                    .unwrap();
+                (
+                    r["kinesis"]["sequenceNumber"].as_str().unwrap().to_owned(),
+                    String::from_utf8(data).unwrap(),
+                )
+            })
+            .collect();
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(records.clone());
+            calls.len() - 1
+        };
+        (self.script)(n, &records)
+    }
+}
+
+fn failures(ids: &[&str]) -> InvokeOutcome {
+    let list: Vec<Value> = ids.iter().map(|i| json!({"itemIdentifier": i})).collect();
+    InvokeOutcome::Response(serde_json::to_vec(&json!({"batchItemFailures": list})).unwrap())
+}
+
+fn ok() -> InvokeOutcome {
+    InvokeOutcome::Response(br#"{"batchItemFailures":[]}"#.to_vec())
+}
+
+struct Setup {
+    aws: LocalAws,
+    stream: String,
+    arn: String,
+    sqs: aws_sdk_sqs::Client,
+    queue: String,
+    /// Sequence numbers of the records put, by data.
+    seqs: BTreeMap<String, String>,
+}
+
+/// A one-shard stream holding `records` (partition key, data), and an SQS queue.
+async fn setup(records: &[(&str, &str)], shards: i32) -> Setup {
+    let aws = LocalAws::from_env().await.unwrap();
+    let stream = unique_name("esm");
+    let arn = aws.create_stream(&stream, shards).await.unwrap();
+    let mut seqs = BTreeMap::new();
+    for (key, data) in records {
+        let out = aws
+            .kinesis
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(*key)
+            .data(Blob::new(data.as_bytes()))
+            .send()
+            .await
+            .unwrap();
+        seqs.insert((*data).to_owned(), out.sequence_number);
+    }
+    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name(unique_name("on-failure"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    Setup {
+        aws,
+        stream,
+        arn,
+        sqs,
+        queue,
+        seqs,
+    }
+}
+
+fn mapping(s: &Setup, settings: MappingSettings, f: Arc<Scripted>) -> LocalMapping {
+    LocalMapping::new(
+        s.aws.clone(),
+        &s.stream,
+        &s.arn,
+        "arn:aws:lambda:us-east-1:123456789012:function:under-test",
+        settings,
+        f,
+    )
+    .with_on_failure_queue(s.sqs.clone(), &s.queue)
+}
+
+async fn queued(s: &Setup) -> Vec<Value> {
+    let out = s
+        .sqs
+        .receive_message()
+        .queue_url(&s.queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    out.messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap()).unwrap())
+        .collect()
+}
+
+fn ten() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("a", "r0"),
+        ("b", "r1"),
+        ("c", "r2"),
+        ("a", "r3"),
+        ("b", "r4"),
+        ("c", "r5"),
+        ("a", "r6"),
+        ("b", "r7"),
+        ("c", "r8"),
+        ("a", "r9"),
+    ]
+}
+
+fn with_reports() -> MappingSettings {
+    MappingSettings {
+        batch_size: 10,
+        report_batch_item_failures: true,
+        maximum_retry_attempts: Some(2),
+        ..MappingSettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_failure_redelivers_exactly_from_the_lowest_failed_record() {
+    let s = setup(&ten(), 1).await;
+    let (r4, r7) = (s.seqs["r4"].clone(), s.seqs["r7"].clone());
+    let f = Scripted::new(move |n, _| if n == 0 { failures(&[&r7, &r4]) } else { ok() });
+    let report = mapping(&s, with_reports(), f.clone())
+        .drain()
+        .await
+        .unwrap();
+    let calls = f.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let second: Vec<&str> = calls[1].iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(second, vec!["r4", "r5", "r6", "r7", "r8", "r9"]);
+    assert_eq!(report.succeeded.len(), 10);
+    assert!(report.on_failure.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bisection_isolates_a_failing_record_and_exhausted_retries_describe_it_to_the_queue() {
+    let s = setup(&ten(), 1).await;
+    let settings = MappingSettings {
+        bisect_on_function_error: true,
+        ..with_reports()
+    };
+    // The function crashes on any batch holding r5.
+    let f = Scripted::new(|_, records| {
+        if records.iter().any(|(_, d)| d == "r5") {
+            InvokeOutcome::FunctionError("boom".into())
+        } else {
+            ok()
+        }
+    });
+    let report = mapping(&s, settings, f.clone()).drain().await.unwrap();
+    assert_eq!(report.succeeded.len(), 9, "every other record goes through");
+    assert!(!report.succeeded.contains(&s.seqs["r5"]));
+    let messages = queued(&s).await;
+    assert_eq!(messages.len(), 1);
+    let info = &messages[0]["KinesisBatchInfo"];
+    assert_eq!(info["startSequenceNumber"], s.seqs["r5"].as_str());
+    assert_eq!(info["endSequenceNumber"], s.seqs["r5"].as_str());
+    assert_eq!(info["batchSize"], 1);
+    assert_eq!(info["streamArn"], s.arn.as_str());
+    assert_eq!(info["shardId"], "shardId-000000000000");
+    assert_eq!(
+        messages[0]["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    assert_eq!(messages[0]["responseContext"]["functionError"], "Unhandled");
+    assert_eq!(messages[0]["version"], "1.0");
+    // r5 alone was tried once and retried twice (bisecting used no retry).
+    let alone = f
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.len() == 1 && c[0].1 == "r5")
+        .count();
+    assert_eq!(alone, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_item_identifier_retries_the_whole_batch() {
+    let s = setup(&ten(), 1).await;
+    let f = Scripted::new(|n, _| {
+        if n == 0 {
+            failures(&["not-in-the-batch"])
+        } else {
+            ok()
+        }
+    });
+    let report = mapping(&s, with_reports(), f.clone())
+        .drain()
+        .await
+        .unwrap();
+    let calls = f.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1].len(), 10, "the whole batch again");
+    assert_eq!(report.succeeded.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_holds_per_partition_key_with_a_parallelization_factor() {
+    let records: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("user-{}", i % 6), format!("{:02}", i)))
+        .collect();
+    let refs: Vec<(&str, &str)> = records
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.as_str()))
+        .collect();
+    let s = setup(&refs, 1).await;
+    let settings = MappingSettings {
+        batch_size: 4,
+        parallelization_factor: 3,
+        ..with_reports()
+    };
+    let f = Scripted::new(|_, _| ok());
+    let report = mapping(&s, settings, f.clone()).drain().await.unwrap();
+    assert_eq!(report.succeeded.len(), 60);
+    let mut seen: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for call in f.calls.lock().unwrap().iter() {
+        for (_, d) in call {
+            let i: usize = d.parse().unwrap();
+            seen.entry(i % 6).or_default().push(i);
+        }
+    }
+    for (key, order) in seen {
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "user-{key} out of order");
+    }
+    // More than one lane was used.
+    let lanes: std::collections::BTreeSet<Vec<usize>> = f
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut keys: Vec<usize> = c
+                .iter()
+                .map(|(_, d)| d.parse::<usize>().unwrap() % 6)
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        })
+        .collect();
+    assert!(lanes.len() > 1);
+}
