@@ -47,6 +47,7 @@ build: ## Build every crate and target.
 	cargo build --workspace --all-targets
 
 test: tools infra-check ## Run every test: unit, end to end against a moto server, and the infra checks.
+	cargo build --workspace --bins
 	scripts/with-moto cargo test --workspace
 
 # The linters read parameter defaults: scripts/template-variants writes copies whose defaults select the other

@@ -294,3 +294,95 @@ async fn order_holds_per_partition_key_with_a_parallelization_factor() {
         .collect();
     assert!(lanes.len() > 1);
 }
+
+/// The real `sync-processor` binary (built by `make test` before the tests run) behind the local Runtime API,
+/// driven by the local mapping with the template's settings: Cognito Sync records put on a source stream come
+/// out on the output stream, one change per key, and a poison record is dead-lettered without blocking the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_sync_processor_binary_runs_behind_the_mapping() {
+    use devtools::runtime_api::LocalFunction;
+    let binary = e2e::root().join("target/debug/sync-processor");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --workspace --bins` (`make test` does)",
+        binary.display()
+    );
+    let mut records: Vec<(String, String)> = Vec::new();
+    let (mut expected_changes, mut poison_put) = (0, 0);
+    for sample in ["sync-inline-replace", "sync-poison"] {
+        let event = e2e::sample(sample);
+        for r in event["Records"].as_array().unwrap() {
+            // A poison sample whose base64 is broken cannot be on a real stream: only the others are put.
+            let Ok(data) = base64::engine::general_purpose::STANDARD
+                .decode(r["kinesis"]["data"].as_str().unwrap_or_default())
+            else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&data).into_owned();
+            if sample == "sync-inline-replace" {
+                let doc: Value = serde_json::from_str(&text).unwrap();
+                expected_changes += doc["kinesisSyncRecords"].as_array().unwrap().len();
+            } else {
+                poison_put += 1;
+            }
+            records.push((
+                r["kinesis"]["partitionKey"].as_str().unwrap().to_owned(),
+                text,
+            ));
+        }
+    }
+    let refs: Vec<(&str, &str)> = records
+        .iter()
+        .map(|(k, d)| (k.as_str(), d.as_str()))
+        .collect();
+    let s = setup(&refs, 1).await;
+    let (output, table, bucket) = (
+        unique_name("out"),
+        unique_name("marks"),
+        unique_name("bridge"),
+    );
+    s.aws.create_stream(&output, 1).await.unwrap();
+    s.aws.create_dedup_table(&table).await.unwrap();
+    s.aws.create_bucket(&bucket).await.unwrap();
+    let env = vec![
+        ("OUTPUT_STREAM_NAME".to_owned(), output.clone()),
+        ("DEDUP_TABLE_NAME".to_owned(), table),
+        ("DEAD_LETTER_BUCKET".to_owned(), bucket.clone()),
+    ];
+    let function = LocalFunction::start(
+        "sync-processor",
+        binary,
+        env,
+        std::time::Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
+    let settings =
+        MappingSettings::from_template(&template, "SyncProcessorFunction", "CognitoStream")
+            .unwrap();
+    let report = LocalMapping::new(
+        s.aws.clone(),
+        &s.stream,
+        &s.arn,
+        "arn:aws:lambda:us-east-1:123456789012:function:sync-processor",
+        settings,
+        function.clone(),
+    )
+    .with_on_failure_queue(s.sqs.clone(), &s.queue)
+    .drain()
+    .await
+    .unwrap();
+    function.stop().await;
+    assert_eq!(report.succeeded.len(), records.len(), "{report:?}");
+    assert!(report.on_failure.is_empty());
+    let out = s.aws.read_stream(&output).await.unwrap();
+    // One change per key of the good sample, and the poison sample's one good change (see the sync tests).
+    assert_eq!(out.len(), expected_changes + 1);
+    let letters = s.aws.read_objects(&bucket, "dead-letter/").await.unwrap();
+    assert_eq!(
+        letters.len(),
+        poison_put - 1,
+        "every other poison record is dead-lettered"
+    );
+}

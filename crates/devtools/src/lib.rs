@@ -7,6 +7,7 @@ pub mod esm;
 pub mod events;
 pub mod replay;
 pub mod report;
+pub mod runtime_api;
 pub mod sizes;
 pub mod synthetic;
 

@@ -1,0 +1,308 @@
+//! A small Lambda Runtime API for running a function's real binary locally, as Lambda runs it: the binary is
+//! started with `AWS_LAMBDA_RUNTIME_API` pointing here, asks for the next invocation, and posts its response or
+//! error. One instance at a time, like one Lambda execution environment. A timeout kills the process and the next
+//! invocation starts a fresh one (Lambda resets the environment too); a process that dies mid-invocation is a
+//! crash. Loopback only.
+//!
+//! Endpoints (Lambda's "Runtime API"): `GET /2018-06-01/runtime/invocation/next`,
+//! `POST /2018-06-01/runtime/invocation/{id}/response`, `POST /2018-06-01/runtime/invocation/{id}/error`,
+//! `POST /2018-06-01/runtime/init/error`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::esm::{InvokeOutcome, Invoker};
+
+/// What the function posted.
+#[derive(Debug)]
+enum Reply {
+    Response(Vec<u8>),
+    Error(String),
+}
+
+#[derive(Debug)]
+struct Invocation {
+    id: String,
+    body: Vec<u8>,
+    deadline_ms: i64,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    next: Mutex<mpsc::Receiver<Invocation>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    function_arn: String,
+}
+
+/// A function binary behind a local Runtime API.
+#[derive(Debug)]
+pub struct LocalFunction {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+    address: String,
+    queue: mpsc::Sender<Invocation>,
+    child: Mutex<Option<Child>>,
+    counter: AtomicU64,
+    name: String,
+    shared: Arc<Shared>,
+}
+
+/// Why the local function could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("local function: {0}")]
+pub struct RuntimeError(String);
+
+impl LocalFunction {
+    /// Serves the Runtime API on a free loopback port for the binary at `binary`, run with `env` (on top of this
+    /// process's environment) and stopped after `timeout` per invocation.
+    pub async fn start(
+        name: &str,
+        binary: PathBuf,
+        env: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| RuntimeError(format!("bind: {e}")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| RuntimeError(e.to_string()))?
+            .to_string();
+        let (tx, rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            next: Mutex::new(rx),
+            waiting: Mutex::new(HashMap::new()),
+            function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+        });
+        let served = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, served.clone()));
+            }
+        });
+        Ok(Arc::new(Self {
+            binary,
+            env,
+            timeout,
+            address,
+            queue: tx,
+            child: Mutex::new(None),
+            counter: AtomicU64::new(0),
+            name: name.to_owned(),
+            shared,
+        }))
+    }
+
+    fn spawn(&self) -> Result<Child, RuntimeError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.env("AWS_LAMBDA_RUNTIME_API", &self.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", &self.name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", self.name),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        cmd.spawn()
+            .map_err(|e| RuntimeError(format!("cannot start {}: {e}", self.binary.display())))
+    }
+
+    /// Stops the running instance, if any.
+    pub async fn stop(&self) {
+        if let Some(mut child) = self.child.lock().await.take() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Invoker for LocalFunction {
+    async fn invoke(&self, event: Value) -> InvokeOutcome {
+        let mut slot = self.child.lock().await;
+        let running = match slot.take() {
+            Some(mut c) => c.try_wait().ok().flatten().is_none().then_some(c),
+            None => None,
+        };
+        let mut child = match running {
+            Some(c) => c,
+            None => match self.spawn() {
+                Ok(c) => c,
+                Err(e) => return InvokeOutcome::FunctionError(e.to_string()),
+            },
+        };
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let timeout_ms = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX / 4);
+        let invocation = Invocation {
+            id: format!("local-{n:08}"),
+            body: serde_json::to_vec(&event).unwrap_or_default(),
+            deadline_ms: chrono::Utc::now().timestamp_millis() + timeout_ms,
+            reply,
+        };
+        if self.queue.send(invocation).await.is_err() {
+            return InvokeOutcome::FunctionError("the runtime API is gone".into());
+        }
+        let outcome = tokio::select! {
+            answer = answer => match answer {
+                Ok(Reply::Response(body)) => InvokeOutcome::Response(body),
+                Ok(Reply::Error(e)) => InvokeOutcome::FunctionError(e),
+                Err(_) => InvokeOutcome::Crash,
+            },
+            _ = child.wait() => InvokeOutcome::Crash,
+            () = tokio::time::sleep(self.timeout) => InvokeOutcome::Timeout,
+        };
+        match outcome {
+            InvokeOutcome::Response(_) | InvokeOutcome::FunctionError(_) => *slot = Some(child),
+            // Lambda resets the environment after a timeout; a crashed process is gone.
+            _ => {
+                let _ = child.kill().await;
+                // An invocation the dead process never took must not reach the next one; one it took is gone.
+                while self.shared.next.lock().await.try_recv().is_ok() {}
+                self.shared.waiting.lock().await.clear();
+            }
+        }
+        outcome
+    }
+}
+
+/// One connection from the runtime client (keep-alive: several requests).
+async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let Some((method, path, body)) = read_request(&mut reader).await else {
+            return;
+        };
+        let (status, headers, payload): (&str, Vec<(String, String)>, Vec<u8>) =
+            match (method.as_str(), path.as_str()) {
+                ("GET", "/2018-06-01/runtime/invocation/next") => {
+                    let next = shared.next.lock().await.recv().await;
+                    let Some(inv) = next else { return };
+                    shared
+                        .waiting
+                        .lock()
+                        .await
+                        .insert(inv.id.clone(), inv.reply);
+                    (
+                        "200 OK",
+                        vec![
+                            ("Lambda-Runtime-Aws-Request-Id".into(), inv.id),
+                            (
+                                "Lambda-Runtime-Deadline-Ms".into(),
+                                inv.deadline_ms.to_string(),
+                            ),
+                            (
+                                "Lambda-Runtime-Invoked-Function-Arn".into(),
+                                shared.function_arn.clone(),
+                            ),
+                            (
+                                "Lambda-Runtime-Trace-Id".into(),
+                                "Root=1-00000000-000000000000000000000000".into(),
+                            ),
+                        ],
+                        inv.body,
+                    )
+                }
+                ("POST", p) if p.starts_with("/2018-06-01/runtime/invocation/") => {
+                    let rest = &p["/2018-06-01/runtime/invocation/".len()..];
+                    let (id, kind) = rest.split_once('/').unwrap_or((rest, ""));
+                    let reply = match kind {
+                        "response" => Some(Reply::Response(body)),
+                        "error" => Some(Reply::Error(String::from_utf8_lossy(&body).into_owned())),
+                        _ => None,
+                    };
+                    match (reply, shared.waiting.lock().await.remove(id)) {
+                        (Some(reply), Some(tx)) => {
+                            let _ = tx.send(reply);
+                            ("202 Accepted", Vec::new(), b"{}".to_vec())
+                        }
+                        _ => ("400 Bad Request", Vec::new(), b"{}".to_vec()),
+                    }
+                }
+                ("POST", "/2018-06-01/runtime/init/error") => {
+                    ("202 Accepted", Vec::new(), b"{}".to_vec())
+                }
+                _ => ("404 Not Found", Vec::new(), b"{}".to_vec()),
+            };
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        if write.write_all(head.as_bytes()).await.is_err()
+            || write.write_all(&payload).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// One HTTP/1.1 request: method, path, body (Content-Length or chunked).
+async fn read_request<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+) -> Option<(String, String, Vec<u8>)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).await.ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = v.trim().parse().ok()?,
+                "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
+                _ => {}
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).await.ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if length > 0 {
+        body = vec![0; length];
+        reader.read_exact(&mut body).await.ok()?;
+    }
+    Some((method, path, body))
+}
