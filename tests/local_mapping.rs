@@ -386,3 +386,55 @@ async fn the_real_sync_processor_binary_runs_behind_the_mapping() {
         "every other poison record is dead-lettered"
     );
 }
+
+/// A process that exits at once is a crash, one that never answers a timeout; both are retried as Lambda
+/// retries a function error, then described to the on-failure queue. Real processes, no runtime client in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_and_a_timeout_are_retried_then_given_up() {
+    use devtools::runtime_api::LocalFunction;
+    let dir = std::env::temp_dir().join(unique_name("fn"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let silent = dir.join("silent");
+    std::fs::write(&silent, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&silent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for (binary, condition) in [("/bin/false".into(), "crash"), (silent, "timeout")] {
+        let s = setup(&[("a", "r0"), ("b", "r1")], 1).await;
+        let function = LocalFunction::start(
+            condition,
+            binary,
+            Vec::new(),
+            std::time::Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+        let settings = MappingSettings {
+            batch_size: 10,
+            report_batch_item_failures: true,
+            maximum_retry_attempts: Some(1),
+            ..MappingSettings::default()
+        };
+        let report = LocalMapping::new(
+            s.aws.clone(),
+            &s.stream,
+            &s.arn,
+            "arn:aws:lambda:us-east-1:123456789012:function:f",
+            settings,
+            function.clone(),
+        )
+        .with_on_failure_queue(s.sqs.clone(), &s.queue)
+        .drain()
+        .await
+        .unwrap();
+        function.stop().await;
+        assert_eq!(
+            report.invocations.len(),
+            2,
+            "{condition}: one try and one retry"
+        );
+        assert!(report.succeeded.is_empty(), "{condition}");
+        let messages = queued(&s).await;
+        assert_eq!(messages.len(), 1, "{condition}");
+        assert_eq!(messages[0]["KinesisBatchInfo"]["batchSize"], 2);
+        assert_eq!(messages[0]["requestContext"]["approximateInvokeCount"], 2);
+    }
+}

@@ -505,7 +505,7 @@ impl LocalMapping {
         shard_id: &str,
         records: &[Rec],
         condition: &str,
-        retries: u32,
+        invocations: u32,
         function_error: Option<&str>,
     ) -> Result<Value, DevError> {
         let iso = |secs: f64| {
@@ -522,7 +522,7 @@ impl LocalMapping {
                 "requestId": format!("local-{}-{}", shard_id, first.seq),
                 "functionArn": self.function_arn,
                 "condition": condition,
-                "approximateInvokeCount": retries + 1,
+                "approximateInvokeCount": invocations,
             },
             "responseContext": {
                 "statusCode": 200,
