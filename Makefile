@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools build test lint infra-check package fmt demo invoke events bench lock clean
+.PHONY: help tools infra-tools build test lint infra-check package fmt demo local invoke events bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -91,6 +91,10 @@ demo: tools ## Every pipeline end to end on local moto servers: sync (through ca
 	scripts/with-moto cargo run --quiet -p devtools --bin demo-app
 	scripts/with-moto bash -c 'cargo run --quiet -p devtools --bin demo-active && \
 	  cargo run --quiet -p devtools --bin report -- --table demo-active-users --out target/report'
+
+local: tools ## The Kinesis-triggered functions' real binaries on a local emulator, driven from their streams with the template's mapping settings; Ctrl-C stops everything.
+	cargo build --workspace --bins
+	scripts/with-moto cargo run --quiet -p devtools --bin local
 
 invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }

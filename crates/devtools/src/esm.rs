@@ -20,7 +20,7 @@
 //! Simplification: a redelivery after a partial failure holds the rest of the failed batch only; Lambda would
 //! refill it up to `BatchSize` from the checkpoint. Order and lineage are the same.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,6 +288,15 @@ impl LocalMapping {
     /// Reads every shard from the starting position to its current end and drives the function until each is
     /// done (every record succeeded or given up).
     pub async fn drain(&self) -> Result<DrainReport, DevError> {
+        self.drain_from(&mut HashMap::new()).await
+    }
+
+    /// Like [`LocalMapping::drain`], from each shard's checkpoint (the last sequence number done; none: the
+    /// starting position), and moves the checkpoints past what it did: called again, it takes only new records.
+    pub async fn drain_from(
+        &self,
+        checkpoints: &mut HashMap<String, String>,
+    ) -> Result<DrainReport, DevError> {
         let shards = self
             .aws
             .kinesis
@@ -301,7 +310,12 @@ impl LocalMapping {
             })?;
         let mut report = DrainReport::default();
         for shard in shards.shards.unwrap_or_default() {
-            let records = self.read_shard(&shard.shard_id).await?;
+            let records = self
+                .read_shard(&shard.shard_id, checkpoints.get(&shard.shard_id))
+                .await?;
+            if let Some(last) = records.last() {
+                checkpoints.insert(shard.shard_id.clone(), last.seq.clone());
+            }
             let lanes = self.settings.parallelization_factor.max(1);
             let mut by_lane: Vec<Vec<Rec>> = vec![Vec::new(); lanes];
             for r in records {
@@ -320,7 +334,11 @@ impl LocalMapping {
         Ok(report)
     }
 
-    async fn read_shard(&self, shard_id: &str) -> Result<Vec<Rec>, DevError> {
+    async fn read_shard(
+        &self,
+        shard_id: &str,
+        after: Option<&String>,
+    ) -> Result<Vec<Rec>, DevError> {
         let aws = |op: &'static str| move |e: String| DevError::Aws { op, message: e };
         let mut request = self
             .aws
@@ -328,14 +346,19 @@ impl LocalMapping {
             .get_shard_iterator()
             .stream_name(&self.stream_name)
             .shard_id(shard_id);
-        request = match self.settings.starting_position {
-            StartingPosition::TrimHorizon => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            StartingPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-            StartingPosition::AtTimestamp(t) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(t)),
+        request = match (after, self.settings.starting_position) {
+            (Some(seq), _) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            (None, position) => match position {
+                StartingPosition::TrimHorizon => {
+                    request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+                }
+                StartingPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+                StartingPosition::AtTimestamp(t) => request
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(t)),
+            },
         };
         let mut iterator = request
             .send()
