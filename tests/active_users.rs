@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use active_users::ActiveUsers;
 use active_users::activity::Definition;
@@ -16,8 +14,6 @@ use active_users::plan::{self, active_attr, new_attr};
 use active_users::sketch::{RELATIVE_STANDARD_ERROR, Sketch};
 use active_users::store::RollupStore;
 use bridge_core::Deadline;
-use bridge_core::blob::S3BlobStore;
-use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::kinesis_event::RawKinesisEvent;
 use bridge_core::pipeline::Flow as _;
 use bridge_core::telemetry::Metrics;
@@ -86,17 +82,7 @@ async fn rollup_on_moto(dimensions: Vec<String>) -> (LocalAws, RollupStore, Acti
     let (table, bucket) = (unique_name("rollup"), unique_name("dl"));
     aws.create_rollup_table(&table).await.unwrap();
     aws.create_bucket(&bucket).await.unwrap();
-    let store = RollupStore::new(
-        aws_sdk_dynamodb::Client::new(&aws.sdk),
-        &table,
-        Duration::from_secs(8 * 86_400),
-    );
-    let rollup = ActiveUsers::new(
-        store.clone(),
-        DeadLetterWriter::new(Arc::new(S3BlobStore::new(aws.s3.clone())), &bucket),
-        dimensions,
-    )
-    .without_emf();
+    let (store, rollup) = devtools::synthetic::local_rollup(&aws, &table, &bucket, dimensions);
     (aws, store, rollup, bucket)
 }
 
@@ -145,12 +131,7 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
 
     let pool = format!("pool={POOL}");
     let client = format!("{pool}/client={CLIENT}");
-    let mut first_day: BTreeMap<u32, u32> = BTreeMap::new();
-    for (d, users) in &month.auth_active {
-        for u in users {
-            first_day.entry(*u).or_insert(*d);
-        }
-    }
+    let first_day = month.first_days();
     for d in 1..=DAYS {
         let label = plan::day_label(day(d));
         for scope in [&pool, &client] {
@@ -163,15 +144,7 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
                 "{scope} {label} authenticating users"
             );
             // 7-day retention, Pinpoint's definition: active on d and again within d+1..d+7.
-            let retained = month.auth_active.get(&d).map_or(0, |users| {
-                users
-                    .iter()
-                    .filter(|u| {
-                        (d + 1..=d + 7)
-                            .any(|r| month.auth_active.get(&r).is_some_and(|s| s.contains(u)))
-                    })
-                    .count()
-            }) as i64;
+            let retained = month.retained(d) as i64;
             assert_eq!(
                 get(&plan::retained_attr(auth)),
                 retained,
@@ -206,7 +179,7 @@ async fn a_month_of_events_gives_exact_counts_despite_repeats_redeliveries_and_l
         );
         assert_eq!(get(&active_attr(Definition::Authenticating)), 0);
     }
-    let month_users: BTreeSet<u32> = month.auth_active.values().flatten().copied().collect();
+    let month_users = month.auth_users();
     let c = store.counters(&pool, "2026-11").await.unwrap();
     assert_eq!(
         c[&active_attr(Definition::Authenticating)],
@@ -336,12 +309,7 @@ fn three_thousand_users_plan_to_exact_counts() {
             .copied()
             .unwrap_or(0)
     };
-    let mut first_day: BTreeMap<u32, u32> = BTreeMap::new();
-    for (d, users) in &month.auth_active {
-        for u in users {
-            first_day.entry(*u).or_insert(*d);
-        }
-    }
+    let first_day = month.first_days();
     let auth = Definition::Authenticating;
     for d in 1..=DAYS {
         let label = plan::day_label(day(d));
@@ -349,15 +317,7 @@ fn three_thousand_users_plan_to_exact_counts() {
         assert_eq!(get(&label, active_attr(auth)), active, "{label} active");
         let new = first_day.values().filter(|f| **f == d).count() as i64;
         assert_eq!(get(&label, new_attr(auth)), new, "{label} new");
-        let retained = month.auth_active.get(&d).map_or(0, |users| {
-            users
-                .iter()
-                .filter(|u| {
-                    (d + 1..=d + 7)
-                        .any(|r| month.auth_active.get(&r).is_some_and(|s| s.contains(u)))
-                })
-                .count()
-        }) as i64;
+        let retained = month.retained(d) as i64;
         assert_eq!(
             get(&label, plan::retained_attr(auth)),
             retained,
@@ -370,7 +330,7 @@ fn three_thousand_users_plan_to_exact_counts() {
             "{label} sign-ins"
         );
     }
-    let users: BTreeSet<u32> = month.auth_active.values().flatten().copied().collect();
+    let users = month.auth_users();
     assert_eq!(get("2026-11", active_attr(auth)), users.len() as i64);
     println!("3,000 users: {sim}");
 }

@@ -115,7 +115,7 @@ async fn setup(records: &[(&str, &str)], shards: i32) -> Setup {
     }
 }
 
-fn mapping(s: &Setup, settings: MappingSettings, f: Arc<Scripted>) -> LocalMapping {
+fn mapping(s: &Setup, settings: MappingSettings, f: Arc<dyn Invoker>) -> LocalMapping {
     LocalMapping::new(
         s.aws.clone(),
         &s.stream,
@@ -361,18 +361,10 @@ async fn the_real_sync_processor_binary_runs_behind_the_mapping() {
     let settings =
         MappingSettings::from_template(&template, "SyncProcessorFunction", "CognitoStream")
             .unwrap();
-    let report = LocalMapping::new(
-        s.aws.clone(),
-        &s.stream,
-        &s.arn,
-        "arn:aws:lambda:us-east-1:123456789012:function:sync-processor",
-        settings,
-        function.clone(),
-    )
-    .with_on_failure_queue(s.sqs.clone(), &s.queue)
-    .drain()
-    .await
-    .unwrap();
+    let report = mapping(&s, settings, function.clone())
+        .drain()
+        .await
+        .unwrap();
     function.stop().await;
     assert_eq!(report.succeeded.len(), records.len(), "{report:?}");
     assert!(report.on_failure.is_empty());
@@ -413,18 +405,10 @@ async fn a_crash_and_a_timeout_are_retried_then_given_up() {
             maximum_retry_attempts: Some(1),
             ..MappingSettings::default()
         };
-        let report = LocalMapping::new(
-            s.aws.clone(),
-            &s.stream,
-            &s.arn,
-            "arn:aws:lambda:us-east-1:123456789012:function:f",
-            settings,
-            function.clone(),
-        )
-        .with_on_failure_queue(s.sqs.clone(), &s.queue)
-        .drain()
-        .await
-        .unwrap();
+        let report = mapping(&s, settings, function.clone())
+            .drain()
+            .await
+            .unwrap();
         function.stop().await;
         assert_eq!(
             report.invocations.len(),

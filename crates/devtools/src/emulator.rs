@@ -64,6 +64,19 @@ pub fn is_loopback_endpoint(endpoint: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Where reading a shard starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardStart {
+    /// The oldest record kept.
+    TrimHorizon,
+    /// After the newest record (nothing yet).
+    Latest,
+    /// Records from this time (seconds since the epoch).
+    AtTimestamp(i64),
+    /// After this sequence number.
+    After(String),
+}
+
 impl LocalAws {
     /// Clients for the emulator at `AWS_ENDPOINT_URL`. Refuses any endpoint off loopback, so that a test can
     /// never reach a real AWS account.
@@ -220,29 +233,54 @@ impl LocalAws {
             .map_err(aws("ListShards"))?;
         let mut records = Vec::new();
         for shard in shards.shards.unwrap_or_default() {
-            let mut iterator = self
+            records.extend(
+                self.read_shard(name, &shard.shard_id, ShardStart::TrimHorizon)
+                    .await?,
+            );
+        }
+        Ok(records)
+    }
+
+    /// The records of one shard from `start` to its current end, in sequence order.
+    pub async fn read_shard(
+        &self,
+        name: &str,
+        shard_id: &str,
+        start: ShardStart,
+    ) -> Result<Vec<Record>, DevError> {
+        let request = self
+            .kinesis
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard_id);
+        let request = match start {
+            ShardStart::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            ShardStart::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+            ShardStart::AtTimestamp(secs) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(secs)),
+            ShardStart::After(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+        };
+        let mut iterator = request
+            .send()
+            .await
+            .map_err(aws("GetShardIterator"))?
+            .shard_iterator;
+        let mut records = Vec::new();
+        while let Some(it) = iterator {
+            let out = self
                 .kinesis
-                .get_shard_iterator()
-                .stream_name(name)
-                .shard_id(shard.shard_id)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
                 .send()
                 .await
-                .map_err(aws("GetShardIterator"))?
-                .shard_iterator;
-            while let Some(it) = iterator {
-                let out = self
-                    .kinesis
-                    .get_records()
-                    .shard_iterator(it)
-                    .limit(10_000)
-                    .send()
-                    .await
-                    .map_err(aws("GetRecords"))?;
-                let done = out.records.is_empty() || out.millis_behind_latest == Some(0);
-                records.extend(out.records);
-                iterator = if done { None } else { out.next_shard_iterator };
-            }
+                .map_err(aws("GetRecords"))?;
+            let done = out.records.is_empty() || out.millis_behind_latest == Some(0);
+            records.extend(out.records);
+            iterator = if done { None } else { out.next_shard_iterator };
         }
         Ok(records)
     }

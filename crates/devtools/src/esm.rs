@@ -25,11 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kinesis::types::{Record, ShardIteratorType};
+use aws_sdk_kinesis::types::Record;
 use serde_json::{Value, json};
 
 use crate::LocalAws;
-use crate::emulator::DevError;
+use crate::emulator::{DevError, ShardStart};
 
 /// Where a mapping starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,62 +339,27 @@ impl LocalMapping {
         shard_id: &str,
         after: Option<&String>,
     ) -> Result<Vec<Rec>, DevError> {
-        let aws = |op: &'static str| move |e: String| DevError::Aws { op, message: e };
-        let mut request = self
-            .aws
-            .kinesis
-            .get_shard_iterator()
-            .stream_name(&self.stream_name)
-            .shard_id(shard_id);
-        request = match (after, self.settings.starting_position) {
-            (Some(seq), _) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(seq),
-            (None, position) => match position {
-                StartingPosition::TrimHorizon => {
-                    request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-                }
-                StartingPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-                StartingPosition::AtTimestamp(t) => request
-                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                    .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(t)),
-            },
+        let start = match (after, self.settings.starting_position) {
+            (Some(seq), _) => ShardStart::After(seq.clone()),
+            (None, StartingPosition::TrimHorizon) => ShardStart::TrimHorizon,
+            (None, StartingPosition::Latest) => ShardStart::Latest,
+            (None, StartingPosition::AtTimestamp(t)) => ShardStart::AtTimestamp(t),
         };
-        let mut iterator = request
-            .send()
-            .await
-            .map_err(|e| {
-                aws("GetShardIterator")(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())
-            })?
-            .shard_iterator;
-        let mut out = Vec::new();
-        while let Some(it) = iterator {
-            let page = self
-                .aws
-                .kinesis
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .map_err(|e| {
-                    aws("GetRecords")(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())
-                })?;
-            let done = page.records.is_empty() || page.millis_behind_latest == Some(0);
-            out.extend(page.records.into_iter().map(|r: Record| {
-                Rec {
-                    seq: r.sequence_number,
-                    key: r.partition_key.unwrap_or_default(),
-                    data: r.data.into_inner(),
-                    #[allow(clippy::cast_precision_loss)]
-                    arrival: r
-                        .approximate_arrival_timestamp
-                        .map_or(0.0, |t| t.as_secs_f64()),
-                }
-            }));
-            iterator = if done { None } else { page.next_shard_iterator };
-        }
-        Ok(out)
+        let records = self
+            .aws
+            .read_shard(&self.stream_name, shard_id, start)
+            .await?;
+        Ok(records
+            .into_iter()
+            .map(|r: Record| Rec {
+                seq: r.sequence_number,
+                key: r.partition_key.unwrap_or_default(),
+                data: r.data.into_inner(),
+                arrival: r
+                    .approximate_arrival_timestamp
+                    .map_or(0.0, |t| t.as_secs_f64()),
+            })
+            .collect())
     }
 
     fn event(&self, shard_id: &str, records: &[Rec]) -> Value {

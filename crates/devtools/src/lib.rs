@@ -12,3 +12,25 @@ pub mod sizes;
 pub mod synthetic;
 
 pub use emulator::LocalAws;
+
+/// The `main` of a devtools command: runs `run` on a tokio runtime; an error is printed after `name` and makes the
+/// exit status a failure.
+pub fn run_main<F>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start a runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

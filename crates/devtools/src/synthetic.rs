@@ -311,3 +311,58 @@ pub fn simulate_rollup(month: &Month, dimensions: &[String]) -> Simulation {
     }
     sim
 }
+
+impl Month {
+    /// Each authenticating user's first active day.
+    pub fn first_days(&self) -> BTreeMap<u32, u32> {
+        let mut first = BTreeMap::new();
+        for (d, users) in &self.auth_active {
+            for u in users {
+                first.entry(*u).or_insert(*d);
+            }
+        }
+        first
+    }
+
+    /// Authenticating users of day `d` active again within `d+1..=d+7` (Pinpoint's 7-day retention).
+    pub fn retained(&self, d: u32) -> usize {
+        self.auth_active.get(&d).map_or(0, |users| {
+            users
+                .iter()
+                .filter(|u| {
+                    (d + 1..=d + 7).any(|r| self.auth_active.get(&r).is_some_and(|s| s.contains(u)))
+                })
+                .count()
+        })
+    }
+
+    /// Every authenticating user of the month.
+    pub fn auth_users(&self) -> BTreeSet<u32> {
+        self.auth_active.values().flatten().copied().collect()
+    }
+}
+
+/// The active-users rollup on the emulator, over `table` and dead-lettering to `bucket`, without its EMF lines
+/// (local runs print reports instead): the store it writes and the rollup.
+pub fn local_rollup(
+    aws: &crate::LocalAws,
+    table: &str,
+    bucket: &str,
+    dimensions: Vec<String>,
+) -> (RollupStore, active_users::ActiveUsers) {
+    let store = RollupStore::new(
+        aws_sdk_dynamodb::Client::new(&aws.sdk),
+        table,
+        std::time::Duration::from_secs(8 * 86_400),
+    );
+    let rollup = active_users::ActiveUsers::new(
+        store.clone(),
+        bridge_core::dead_letter::DeadLetterWriter::new(
+            std::sync::Arc::new(bridge_core::blob::S3BlobStore::new(aws.s3.clone())),
+            bucket,
+        ),
+        dimensions,
+    )
+    .without_emf();
+    (store, rollup)
+}

@@ -7,17 +7,11 @@
 //! sign-ins are exact. `make demo` then runs `report --table demo-active-users` on the same emulator.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use active_users::ActiveUsers;
 use active_users::activity::Definition;
-use active_users::store::RollupStore;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bridge_core::Deadline;
-use bridge_core::blob::S3BlobStore;
-use bridge_core::dead_letter::DeadLetterWriter;
 use bridge_core::kinesis_event::RawKinesisEvent;
 use bridge_core::pipeline::Flow as _;
 use bridge_core::telemetry::Metrics;
@@ -32,20 +26,7 @@ const USERS: u32 = 40;
 const TABLE: &str = "demo-active-users";
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("demo-active: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo-active: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    devtools::run_main("demo-active", run())
 }
 
 async fn run() -> Result<(), String> {
@@ -107,17 +88,12 @@ async fn run() -> Result<(), String> {
         }
     }
 
-    let store = RollupStore::new(
-        aws_sdk_dynamodb::Client::new(&aws.sdk),
+    let (store, rollup) = devtools::synthetic::local_rollup(
+        &aws,
         &table,
-        Duration::from_secs(8 * 86_400),
-    );
-    let rollup = ActiveUsers::new(
-        store.clone(),
-        DeadLetterWriter::new(Arc::new(S3BlobStore::new(aws.s3.clone())), &bucket),
+        &bucket,
         vec!["platform".into(), "app_version".into(), "locale".into()],
-    )
-    .without_emf();
+    );
     let metrics = Metrics::new();
     let mut batches = 0;
     for (stream, arn) in [(&auth_stream, &auth_arn), (&app_stream, &app_arn)] {

@@ -26,20 +26,7 @@ const EXPECTED_EVENTS: usize = 7;
 const EXPECTED_DEAD_LETTERS: u64 = 7;
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("demo-app: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo-app: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    devtools::run_main("demo-app", run())
 }
 
 async fn run() -> Result<(), String> {

@@ -27,20 +27,7 @@ use serde_json::Value;
 const EXPECTED_EVENTS: usize = 20;
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("demo-auth: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo-auth: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    devtools::run_main("demo-auth", run())
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {

@@ -98,20 +98,7 @@ fn local_name(logical: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("local: cannot start a runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("local: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    devtools::run_main("local", run())
 }
 
 async fn run() -> Result<(), String> {
