@@ -191,11 +191,14 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         let Some((method, path, body)) = read_request(&mut reader).await else {
             return;
         };
+        // The invocation handed out on this request, should the process be gone before it gets it.
+        let mut handed_out = None;
         let (status, headers, payload): (&str, Vec<(String, String)>, Vec<u8>) =
             match (method.as_str(), path.as_str()) {
                 ("GET", "/2018-06-01/runtime/invocation/next") => {
                     let next = shared.next.lock().await.recv().await;
                     let Some(inv) = next else { return };
+                    handed_out = Some(inv.id.clone());
                     shared
                         .waiting
                         .lock()
@@ -253,6 +256,11 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         if write.write_all(head.as_bytes()).await.is_err()
             || write.write_all(&payload).await.is_err()
         {
+            // A dead process's connection took it: dropping its reply makes the invocation a crash at once
+            // (retried), instead of a wait for the timeout.
+            if let Some(id) = handed_out {
+                shared.waiting.lock().await.remove(&id);
+            }
             return;
         }
     }
