@@ -97,6 +97,9 @@ impl RollupStore {
                 }
                 let request = KeysAndAttributes::builder()
                     .set_keys(Some(std::mem::take(&mut pending)))
+                    // Strongly consistent: a marker the previous batch wrote must be seen, or a retention
+                    // (which reads the days around) would be missed; the conditions guard the writes anyway.
+                    .consistent_read(true)
                     .projection_expression("pk, sk, #d")
                     .expression_attribute_names("#d", "day")
                     .build()

@@ -242,6 +242,10 @@ pub struct Simulation {
     pub transactions: u64,
     /// Sketch items touched per batch (an upper bound of sketch writes: an unchanged sketch is not written).
     pub sketch_writes: u64,
+    /// Marker keys read first (BatchGetItem, 100 keys a request).
+    pub keys_read: u64,
+    /// BatchGetItem requests.
+    pub read_requests: u64,
     /// Markers the plan wanted to create although they existed (must be 0: what exists is never written).
     pub rewrites: u64,
     /// The markers, with the day of first-seen markers.
@@ -257,7 +261,7 @@ impl std::fmt::Display for Simulation {
             f,
             "{} events delivered: {} marker writes ({:.3} per event) in {} transactions, at most {} sketch writes; \
              {:.3} write requests and {:.2} WCU per event (a transactional write is 2 WCU per item; sketches up to \
-             8 KiB)",
+             8 KiB); {} marker keys read first ({:.1} per event) in {} BatchGetItem requests",
             self.delivered,
             self.marker_writes,
             per(self.marker_writes),
@@ -265,6 +269,9 @@ impl std::fmt::Display for Simulation {
             self.sketch_writes,
             per(self.transactions + self.sketch_writes),
             per(2 * self.marker_writes) + per(self.sketch_writes * 8),
+            self.keys_read,
+            per(self.keys_read),
+            self.read_requests,
         )
     }
 }
@@ -284,7 +291,13 @@ pub fn simulate_rollup(month: &Month, dimensions: &[String]) -> Simulation {
                 })
                 .collect();
             sim.delivered += docs.len() as u64;
-            let known: HashMap<Key, Option<String>> = plan::markers_to_read(&activities)
+            let wanted = plan::markers_to_read(&activities);
+            sim.keys_read += wanted.len() as u64;
+            sim.read_requests += wanted
+                .len()
+                .div_ceil(active_users::store::MAX_BATCH_GET_KEYS)
+                as u64;
+            let known: HashMap<Key, Option<String>> = wanted
                 .into_iter()
                 .filter_map(|k| sim.markers.get(&k).map(|v| (k.clone(), v.clone())))
                 .collect();
