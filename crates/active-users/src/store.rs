@@ -18,6 +18,8 @@ use crate::sketch::Sketch;
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Keys in one BatchGetItem request, at most (DynamoDB's limit).
 pub const MAX_BATCH_GET_KEYS: usize = 100;
+/// BatchGetItem requests in flight at once.
+const PARALLEL_READS: usize = 4;
 /// Attempts of a sketch's read-merge-write when another invocation wrote it in between.
 const SKETCH_ATTEMPTS: u32 = 5;
 
@@ -81,51 +83,67 @@ impl RollupStore {
         keys: &BTreeSet<Key>,
         deadline: Deadline,
     ) -> Result<HashMap<Key, Option<String>>, StoreError> {
-        let mut found = HashMap::new();
+        use futures_util::stream::{StreamExt as _, TryStreamExt as _};
         let all: Vec<&Key> = keys.iter().collect();
-        for chunk in all.chunks(MAX_BATCH_GET_KEYS) {
-            let mut pending: Vec<HashMap<String, AttributeValue>> =
-                chunk.iter().map(|k| key_map(k)).collect();
-            let mut rounds = 0;
-            while !pending.is_empty() {
-                rounds += 1;
-                if rounds > 6 || deadline.remaining() == Some(Duration::ZERO) {
-                    return Err(StoreError(format!(
-                        "{} marker reads left unprocessed",
-                        pending.len()
-                    )));
+        let chunks: Vec<Vec<HashMap<String, AttributeValue>>> = all
+            .chunks(MAX_BATCH_GET_KEYS)
+            .map(|chunk| chunk.iter().map(|k| key_map(k)).collect())
+            .collect();
+        // A few requests at a time: a batch needs about one per five events.
+        let found: Vec<Vec<(Key, Option<String>)>> = futures_util::stream::iter(chunks)
+            .map(|chunk| self.read_chunk(chunk, deadline))
+            .buffer_unordered(PARALLEL_READS)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// One BatchGetItem of at most [`MAX_BATCH_GET_KEYS`] keys, with its unprocessed keys asked again.
+    async fn read_chunk(
+        &self,
+        mut pending: Vec<HashMap<String, AttributeValue>>,
+        deadline: Deadline,
+    ) -> Result<Vec<(Key, Option<String>)>, StoreError> {
+        let mut found = Vec::new();
+        let mut rounds = 0;
+        while !pending.is_empty() {
+            rounds += 1;
+            if rounds > 6 || deadline.remaining() == Some(Duration::ZERO) {
+                return Err(StoreError(format!(
+                    "{} marker reads left unprocessed",
+                    pending.len()
+                )));
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                // Strongly consistent: a marker the previous batch wrote must be seen, or a retention
+                // (which reads the days around) would be missed; the conditions guard the writes anyway.
+                .consistent_read(true)
+                .projection_expression("pk, sk, #d")
+                .expression_attribute_names("#d", "day")
+                .build()
+                .map_err(err)?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for item in out
+                .responses()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                if let Some(key) = key_of(item) {
+                    let day = item.get("day").and_then(|d| d.as_s().ok()).cloned();
+                    found.push((key, day));
                 }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut pending)))
-                    // Strongly consistent: a marker the previous batch wrote must be seen, or a retention
-                    // (which reads the days around) would be missed; the conditions guard the writes anyway.
-                    .consistent_read(true)
-                    .projection_expression("pk, sk, #d")
-                    .expression_attribute_names("#d", "day")
-                    .build()
-                    .map_err(err)?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(key) = key_of(item) {
-                        let day = item.get("day").and_then(|d| d.as_s().ok()).cloned();
-                        found.insert(key, day);
-                    }
-                }
-                if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                    pending = left.keys().to_vec();
-                    tokio::time::sleep(Duration::from_millis(20 << rounds)).await;
-                }
+            }
+            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                pending = left.keys().to_vec();
+                tokio::time::sleep(Duration::from_millis(20 << rounds)).await;
             }
         }
         Ok(found)
