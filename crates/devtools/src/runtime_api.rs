@@ -8,7 +8,7 @@
 //! `POST /2018-06-01/runtime/invocation/{id}/response`, `POST /2018-06-01/runtime/invocation/{id}/error`,
 //! `POST /2018-06-01/runtime/init/error`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -58,6 +58,7 @@ pub struct LocalFunction {
     counter: AtomicU64,
     name: String,
     shared: Arc<Shared>,
+    metrics: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 /// Why the local function could not start.
@@ -103,6 +104,7 @@ impl LocalFunction {
             counter: AtomicU64::new(0),
             name: name.to_owned(),
             shared,
+            metrics: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
         }))
     }
 
@@ -118,11 +120,28 @@ impl LocalFunction {
             )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
-        cmd.spawn()
-            .map_err(|e| RuntimeError(format!("cannot start {}: {e}", self.binary.display())))
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError(format!("cannot start {}: {e}", self.binary.display())))?;
+        // The function's stdout carries its EMF lines (one per invocation): their counters add up here.
+        if let Some(stdout) = child.stdout.take() {
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    add_emf(&metrics, &line);
+                }
+            });
+        }
+        Ok(child)
+    }
+
+    /// The totals of every EMF metric the function has printed so far.
+    pub fn metrics(&self) -> BTreeMap<String, u64> {
+        self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Stops the running instance, if any.
@@ -180,6 +199,28 @@ impl Invoker for LocalFunction {
             }
         }
         outcome
+    }
+}
+
+/// Adds an EMF line's declared metrics to `totals`; any other line is ignored.
+fn add_emf(totals: &std::sync::Mutex<BTreeMap<String, u64>>, line: &str) {
+    let Ok(doc) = serde_json::from_str::<Value>(line) else {
+        return;
+    };
+    let Some(directives) = doc["_aws"]["CloudWatchMetrics"].as_array() else {
+        return;
+    };
+    let Ok(mut totals) = totals.lock() else {
+        return;
+    };
+    for metric in directives
+        .iter()
+        .filter_map(|d| d["Metrics"].as_array())
+        .flatten()
+    {
+        if let Some(name) = metric["Name"].as_str() {
+            *totals.entry(name.to_owned()).or_default() += doc[name].as_u64().unwrap_or(0);
+        }
     }
 }
 
@@ -313,4 +354,23 @@ async fn read_request<R: tokio::io::AsyncRead + Unpin>(
         reader.read_exact(&mut body).await.ok()?;
     }
     Some((method, path, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_lines_add_up_and_other_lines_are_ignored() {
+        let totals = std::sync::Mutex::new(BTreeMap::new());
+        let line = r#"{"_aws":{"CloudWatchMetrics":[{"Metrics":[{"Name":"RecordsIn"},{"Name":"DeadLettered"}]}]},"RecordsIn":3,"DeadLettered":1}"#;
+        add_emf(&totals, line);
+        add_emf(&totals, line);
+        add_emf(&totals, "a log line");
+        add_emf(&totals, r#"{"level":"INFO"}"#);
+        let totals = totals.into_inner().unwrap_or_default();
+        assert_eq!(totals.get("RecordsIn"), Some(&6));
+        assert_eq!(totals.get("DeadLettered"), Some(&2));
+        assert_eq!(totals.len(), 2);
+    }
 }

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use devtools::LocalAws;
@@ -85,6 +86,11 @@ const SPECS: &[Spec] = &[
     },
 ];
 
+/// The function of a mapping's name (`function <- stream`).
+fn function_name(mapping: &str) -> &str {
+    mapping.split(" <- ").next().unwrap_or(mapping)
+}
+
 /// The local name of a resource: its logical id in kebab case.
 fn local_name(logical: &str) -> String {
     let mut out = String::new();
@@ -126,7 +132,7 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| s(&e))?;
 
-    let mut mappings: Vec<(String, LocalMapping)> = Vec::new();
+    let mut mappings: Vec<(String, LocalMapping, Arc<LocalFunction>)> = Vec::new();
     let mut functions = Vec::new();
     for spec in SPECS {
         let binary = root.join("target/debug").join(spec.binary);
@@ -177,6 +183,7 @@ async fn run() -> Result<(), String> {
             mappings.push((
                 format!("{} <- {}", spec.binary, local_name(stream)),
                 mapping,
+                function.clone(),
             ));
         }
         functions.push(function);
@@ -192,7 +199,7 @@ async fn run() -> Result<(), String> {
         local_name("RollupTable"),
         local_name("BridgeBucket")
     );
-    for (name, _) in &mappings {
+    for (name, _, _) in &mappings {
         println!("  mapping {name}");
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -213,7 +220,7 @@ async fn run() -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => break Ok(()),
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        for ((name, mapping), checkpoint) in mappings.iter().zip(checkpoints.iter_mut()) {
+        for ((name, mapping, function), checkpoint) in mappings.iter().zip(checkpoints.iter_mut()) {
             let report = match mapping.drain_from(checkpoint).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -230,6 +237,13 @@ async fn run() -> Result<(), String> {
                     report.succeeded.len(),
                     report.on_failure.len()
                 );
+                let totals: Vec<String> = function
+                    .metrics()
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                println!("  {} so far: {}", function_name(name), totals.join(", "));
             }
         }
     };
