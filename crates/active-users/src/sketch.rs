@@ -3,6 +3,10 @@
 //! the Java, C++ and Python libraries, with MurmurHash3 under a fixed seed: a sketch written today is read the
 //! same way by a later version, or by a warehouse job in another language.
 //!
+//! The bytes are a format, not a canonical form: a sketch in set mode may serialize its hash table in another
+//! order after a deserialization (tests/malformed_input.rs saw it), so compare sketches by content, or by bytes
+//! only within one in-memory sketch (as the store does to skip unchanged writes).
+//!
 //! Precision `lg_k` 14 (16,384 registers): relative standard error 1.04 / sqrt(16384) = 0.81%, about 1.6% at
 //! two standard deviations, for a single day or any union of days. Stored as HLL_4 (about 8 KiB at most per
 //! sketch; far smaller while a day has few actors, which DataSketches keeps as an exact list).
