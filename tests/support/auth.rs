@@ -10,7 +10,6 @@
     reason = "test fixtures fail loudly"
 )]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,12 +39,7 @@ pub async fn local() -> LocalAws {
     LocalAws::from_env().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
+pub use bridge_core::config::env_map as env;
 
 /// A fresh one-shard output stream.
 pub async fn output_stream(aws: &LocalAws) -> String {

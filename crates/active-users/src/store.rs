@@ -32,6 +32,11 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// An SDK error with its whole chain of causes.
+fn sdk_err(e: impl std::error::Error) -> StoreError {
+    err(aws_sdk_dynamodb::error::DisplayErrorContext(e))
+}
+
 /// The rollup table.
 #[derive(Debug, Clone)]
 pub struct RollupStore {
@@ -129,7 +134,7 @@ impl RollupStore {
                 .request_items(&self.table, request)
                 .send()
                 .await
-                .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+                .map_err(sdk_err)?;
             for item in out
                 .responses()
                 .and_then(|r| r.get(&self.table))
@@ -339,13 +344,9 @@ impl RollupStore {
                         Err(Outcome::Raced(raced))
                     }
                 }
-                other => Err(Outcome::Failed(err(
-                    aws_sdk_dynamodb::error::DisplayErrorContext(other),
-                ))),
+                other => Err(Outcome::Failed(sdk_err(other))),
             },
-            Err(other) => Err(Outcome::Failed(err(
-                aws_sdk_dynamodb::error::DisplayErrorContext(other),
-            ))),
+            Err(other) => Err(Outcome::Failed(sdk_err(other))),
         }
     }
 
@@ -411,7 +412,7 @@ impl RollupStore {
                 Ok(_) => return Ok(true),
                 Err(SdkError::ServiceError(e))
                     if e.err().is_conditional_check_failed_exception() => {}
-                Err(e) => return Err(err(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+                Err(e) => return Err(sdk_err(e)),
             }
         }
         Err(StoreError(format!(
@@ -440,7 +441,7 @@ impl RollupStore {
             .expression_attribute_values(":d", AttributeValue::Ss(vec![dim.to_owned()]))
             .send()
             .await
-            .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_err)?;
         Ok(())
     }
 
@@ -459,7 +460,7 @@ impl RollupStore {
             ))))
             .send()
             .await
-            .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_err)?;
         let mut values: Vec<String> = out
             .item()
             .and_then(|i| i.get("values"))
@@ -480,7 +481,7 @@ impl RollupStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_err)?;
         let Some(item) = out.item() else {
             return Ok((None, 0));
         };
@@ -518,7 +519,7 @@ impl RollupStore {
             .await;
         let mut out = Vec::new();
         for item in pages {
-            let item = item.map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            let item = item.map_err(sdk_err)?;
             let Some(key) = key_of(&item) else { continue };
             out.push((key.sk, counters_of(&item)));
         }
@@ -541,7 +542,7 @@ impl RollupStore {
             .await;
         let mut scopes = BTreeSet::new();
         for item in items {
-            let item = item.map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            let item = item.map_err(sdk_err)?;
             if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
                 scopes.insert(pk.trim_start_matches("count#").to_owned());
             }
@@ -562,7 +563,7 @@ impl RollupStore {
             .set_key(Some(key_map(&crate::plan::counter_item(scope, period))))
             .send()
             .await
-            .map_err(|e| err(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_err)?;
         Ok(out.item().map(counters_of).unwrap_or_default())
     }
 }

@@ -40,6 +40,14 @@ impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<String, String
     }
 }
 
+/// An environment of the given variables (tests and local runs): a map that [`Env`] reads.
+pub fn env_map(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// A required, non-empty variable.
 pub fn required(env: &impl Env, var: &'static str) -> Result<String, ConfigError> {
     optional(env, var).ok_or(ConfigError::Missing(var))
@@ -104,14 +112,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use super::env_map as env;
 
     #[test]
     fn required_names_the_missing_variable() {
