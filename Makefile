@@ -80,27 +80,22 @@ package: tools infra-tools ## Build every function for arm64 (sam build, cargo-l
 fmt: ## Format the code.
 	cargo fmt --all
 
-# The function is built first, visibly: cargo lambda watch would otherwise compile it silently on the first invoke.
-# Each package is built on its own, as the runs below select it, so that the runs do not recompile for a
-# different feature set. (cargo lambda watch may still rebuild sync-processor in its own environment: ~40 s.)
-demo: tools ## Every pipeline end to end on local moto servers: sync (through cargo lambda), auth analytics, app events, active users (report and chart).
-	cargo build -p sync-processor --bin sync-processor
-	cargo build -p devtools --bins
-	scripts/with-moto cargo run --quiet -p devtools --bin demo
-	scripts/with-moto cargo run --quiet -p devtools --bin demo-auth
-	scripts/with-moto cargo run --quiet -p devtools --bin demo-app
-	scripts/with-moto bash -c 'cargo run --quiet -p devtools --bin demo-active && \
-	  cargo run --quiet -p devtools --bin report -- --table demo-active-users --out target/report'
-
-local: tools ## The Kinesis-triggered functions' real binaries on a local emulator, driven from their streams with the template's mapping settings; Ctrl-C stops everything.
+# Every binary is built once, for the whole workspace, and run from target/debug: `cargo run -p X` would resolve
+# features for X alone and recompile shared crates that `make test` had just built.
+BINS := target/debug
+demo: tools ## The whole pipeline on a local moto server: every function's binary driven by the template's mappings, then the active-users report and charts.
 	cargo build --workspace --bins
-	scripts/with-moto cargo run --quiet -p devtools --bin local
+	scripts/with-moto bash -c '$(BINS)/demo && \
+	  $(BINS)/report --table rollup-table --from 2026-11-01 --to 2026-11-30 --out target/report'
 
-invoke: tools ## Invoke the sync processor through cargo lambda with EVENT=events/<file>.json on moto.
+local: tools ## Every function's real binary on a local emulator, driven from its streams with the template's mapping settings; Ctrl-C stops everything.
+	cargo build --workspace --bins
+	scripts/with-moto $(BINS)/local
+
+invoke: tools ## Invoke the sync processor's binary with EVENT=events/<file>.json on moto.
 	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=events/sync-poison.json" >&2; exit 2; }
-	cargo build -p sync-processor --bin sync-processor
-	cargo build -p devtools --bins
-	scripts/with-moto cargo run --quiet -p devtools --bin demo -- --event "$(EVENT)"
+	cargo build --workspace --bins
+	scripts/with-moto $(BINS)/demo --event "$(EVENT)"
 
 events: ## Regenerate the generated sample events from their readable sources.
 	cargo run --quiet -p devtools --bin gen-events

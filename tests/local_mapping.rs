@@ -422,3 +422,117 @@ async fn a_crash_and_a_timeout_are_retried_then_given_up() {
         assert_eq!(messages[0]["requestContext"]["approximateInvokeCount"], 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_is_not_full_waits_for_its_batching_window() {
+    let s = setup(&[("a", "w0"), ("b", "w1"), ("c", "w2")], 1).await;
+    let settings = MappingSettings {
+        batch_size: 10,
+        batching_window: std::time::Duration::from_secs(2),
+        ..with_reports()
+    };
+    let f = Scripted::new(|_, _| ok());
+    let m = mapping(&s, settings.clone(), f.clone());
+    let mut checkpoints = std::collections::HashMap::new();
+    // moto stamps arrival in whole seconds or finer; the window counts from the first record's arrival.
+    let first = m.drain_from(&mut checkpoints).await.unwrap();
+    assert!(first.invocations.is_empty(), "{first:?}");
+    assert_eq!(first.waiting, 3);
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let second = m.drain_from(&mut checkpoints).await.unwrap();
+    assert_eq!(second.invocations.len(), 1);
+    assert_eq!(second.succeeded.len(), 3);
+    assert_eq!(second.waiting, 0);
+    // A full batch does not wait: batch size 2 sends two at once and holds the third back.
+    let s = setup(&[("a", "x0"), ("b", "x1"), ("c", "x2")], 1).await;
+    let g = Scripted::new(|_, _| ok());
+    let full = MappingSettings {
+        batch_size: 2,
+        ..settings
+    };
+    let report = mapping(&s, full, g.clone())
+        .drain_from(&mut std::collections::HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(g.calls.lock().unwrap().len(), 1, "{report:?}");
+    assert_eq!(report.succeeded.len(), 2);
+    assert_eq!(report.waiting, 1);
+}
+
+/// `make local`'s stack: every function of the template deployed on the emulator, the trigger forwarder reached
+/// through the local Lambda Invoke API, and its auth event carried by the active-users mapping into the rollup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_stack_invokes_the_trigger_and_its_event_reaches_the_rollup() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let aws = LocalAws::from_env().await.unwrap();
+    let mut stack = devtools::deployment::Deployment::start(aws.clone(), &e2e::root())
+        .await
+        .unwrap();
+    let functions = stack
+        .functions()
+        .map(|(name, f)| (name.to_owned(), f.clone()))
+        .collect();
+    let endpoint = devtools::runtime_api::serve_invoke_api(functions)
+        .await
+        .unwrap();
+    let address = endpoint.trim_start_matches("http://").to_owned();
+    let sample =
+        std::fs::read(e2e::root().join("events/auth/PostAuthentication_Authentication.json"))
+            .unwrap();
+    let post = |path: String, body: Vec<u8>| {
+        let address = address.clone();
+        async move {
+            let mut conn = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: lambda\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            conn.write_all(&body).await.unwrap();
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer).await.unwrap();
+            let text = String::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            (head.to_owned(), body.to_owned())
+        }
+    };
+    let (head, body) = post(
+        "/2015-03-31/functions/auth-trigger-forwarder/invocations".into(),
+        sample.clone(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("X-Amz-Function-Error"), "{head}");
+    // The trigger answers Cognito with the event it was given.
+    let sent: Value = serde_json::from_slice(&sample).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), sent);
+    let (head, _) = post(
+        "/2015-03-31/functions/no-such-function/invocations".into(),
+        b"{}".to_vec(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    stack
+        .settle(std::time::Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    let rollup = stack
+        .mappings
+        .iter()
+        .find(|m| m.name == "active-users <- auth-events-stream")
+        .unwrap();
+    assert_eq!(
+        rollup.delivered.len(),
+        1,
+        "the one auth event reached the rollup"
+    );
+    assert_eq!(rollup.given_up, 0);
+    let metrics = stack.function("active-users").unwrap().metrics();
+    assert!(
+        metrics.get("MarkersWritten").copied().unwrap_or(0) > 0,
+        "{metrics:?}"
+    );
+    assert_eq!(metrics.get("DeadLettered").copied().unwrap_or(0), 0);
+    stack.stop().await;
+}

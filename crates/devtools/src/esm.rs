@@ -3,7 +3,10 @@
 //!
 //! What it does, per shard (Lambda developer guide, "Kinesis batch item failures", "on-failure destination",
 //! "parameters"; corners in ../shared/REFERENCE.md):
-//! - batches of at most `BatchSize` records, in sequence order, from `StartingPosition`;
+//! - batches of at most `BatchSize` records and at most 6 MB of invocation payload (Lambda's synchronous invoke
+//!   limit), in sequence order, from `StartingPosition`;
+//! - `MaximumBatchingWindowInSeconds`: full batches go at once; records that do not fill one are left on the
+//!   shard until the oldest of them has waited that long (per shard, before the split into lanes);
 //! - `ParallelizationFactor` > 1: the shard's records are split by partition key over that many lanes, each lane
 //!   in order, so order holds per partition key;
 //! - `ReportBatchItemFailures`: an empty or null list (or an empty response) is success; otherwise the mapping
@@ -59,7 +62,12 @@ pub struct MappingSettings {
     pub maximum_record_age: Option<Duration>,
     /// `ParallelizationFactor`.
     pub parallelization_factor: usize,
+    /// `MaximumBatchingWindowInSeconds`.
+    pub batching_window: Duration,
 }
+
+/// Lambda's synchronous invocation payload limit: a batch is cut before its event would exceed it.
+pub const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
 
 impl Default for MappingSettings {
     /// Lambda's defaults for a Kinesis mapping.
@@ -72,6 +80,7 @@ impl Default for MappingSettings {
             maximum_retry_attempts: None,
             maximum_record_age: None,
             parallelization_factor: 1,
+            batching_window: Duration::ZERO,
         }
     }
 }
@@ -148,6 +157,8 @@ impl MappingSettings {
             parallelization_factor: number("ParallelizationFactor")?
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(1),
+            batching_window: positive(number("MaximumBatchingWindowInSeconds")?)
+                .map_or(Duration::ZERO, Duration::from_secs),
         })
     }
 }
@@ -181,6 +192,8 @@ pub struct DrainReport {
     pub succeeded: Vec<String>,
     /// The on-failure messages sent.
     pub on_failure: Vec<Value>,
+    /// Records left on the stream for now: they do not fill a batch and the batching window is still open.
+    pub waiting: usize,
 }
 
 /// The mapping: a stream on the emulator, a function, the settings and an optional on-failure queue.
@@ -258,6 +271,30 @@ fn read_response(body: &[u8], batch: &[Rec]) -> Result<Option<usize>, String> {
     Ok(lowest)
 }
 
+/// The bytes a record adds to a Kinesis event: its base64 data and the fields around it (ARNs, ids, names).
+fn event_bytes(r: &Rec) -> usize {
+    r.data.len().div_ceil(3) * 4 + r.key.len() + r.seq.len() + 512
+}
+
+/// Consecutive batches of at most `batch_size` records whose event stays within `max_bytes` (a record too large
+/// on its own still goes, alone: Lambda would fail that invocation, and the function's error path shows it).
+fn batches(records: &[Rec], batch_size: usize, max_bytes: usize) -> Vec<&[Rec]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 16);
+    for (i, r) in records.iter().enumerate() {
+        let add = event_bytes(r);
+        if i > start && (i - start == batch_size || bytes + add > max_bytes) {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 16);
+        }
+        bytes += add;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
 impl LocalMapping {
     /// A mapping of `stream_name` (ARN `stream_arn`) to the function `function_arn`, run by `invoker`.
     pub fn new(
@@ -286,16 +323,25 @@ impl LocalMapping {
     }
 
     /// Reads every shard from the starting position to its current end and drives the function until each is
-    /// done (every record succeeded or given up).
+    /// done (every record succeeded or given up), as if each batching window had already passed.
     pub async fn drain(&self) -> Result<DrainReport, DevError> {
-        self.drain_from(&mut HashMap::new()).await
+        self.poll(&mut HashMap::new(), true).await
     }
 
     /// Like [`LocalMapping::drain`], from each shard's checkpoint (the last sequence number done; none: the
     /// starting position), and moves the checkpoints past what it did: called again, it takes only new records.
+    /// A shard whose new records do not fill a batch waits for its batching window (see `DrainReport::waiting`).
     pub async fn drain_from(
         &self,
         checkpoints: &mut HashMap<String, String>,
+    ) -> Result<DrainReport, DevError> {
+        self.poll(checkpoints, false).await
+    }
+
+    async fn poll(
+        &self,
+        checkpoints: &mut HashMap<String, String>,
+        flush: bool,
     ) -> Result<DrainReport, DevError> {
         let shards = self
             .aws
@@ -310,9 +356,14 @@ impl LocalMapping {
             })?;
         let mut report = DrainReport::default();
         for shard in shards.shards.unwrap_or_default() {
-            let records = self
+            let mut records = self
                 .read_shard(&shard.shard_id, checkpoints.get(&shard.shard_id))
                 .await?;
+            if !flush {
+                let held = self.held_back(&records);
+                report.waiting += held;
+                records.truncate(records.len() - held);
+            }
             if let Some(last) = records.last() {
                 checkpoints.insert(shard.shard_id.clone(), last.seq.clone());
             }
@@ -362,6 +413,27 @@ impl LocalMapping {
             .collect())
     }
 
+    /// How many records at the end do not fill a batch and are still inside the batching window (full batches
+    /// go at once).
+    fn held_back(&self, records: &[Rec]) -> usize {
+        let window = self.settings.batching_window.as_secs_f64();
+        if window <= 0.0 {
+            return 0;
+        }
+        let batch_size = self.settings.batch_size.max(1);
+        match batches(records, batch_size, MAX_EVENT_BYTES).last() {
+            Some(tail) if tail.len() < batch_size => {
+                let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                if now - tail[0].arrival < window {
+                    tail.len()
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
     fn event(&self, shard_id: &str, records: &[Rec]) -> Value {
         let items: Vec<Value> = records
             .iter()
@@ -382,7 +454,7 @@ impl LocalMapping {
     async fn run_lane(&self, shard_id: &str, records: Vec<Rec>) -> Result<DrainReport, DevError> {
         let mut report = DrainReport::default();
         let batch_size = self.settings.batch_size.max(1);
-        for chunk in records.chunks(batch_size) {
+        for chunk in batches(&records, batch_size, MAX_EVENT_BYTES) {
             // The front piece is always the oldest unfinished records: order holds.
             let mut pieces: VecDeque<Piece> = VecDeque::from([Piece {
                 records: chunk.to_vec(),
@@ -605,10 +677,46 @@ mod tests {
                 maximum_retry_attempts: Some(20),
                 maximum_record_age: Some(Duration::from_secs(86_400)),
                 parallelization_factor: 1,
+                batching_window: Duration::from_secs(1),
             })
         );
         assert!(
             MappingSettings::from_template(&template, "SyncProcessorFunction", "Nope").is_err()
+        );
+    }
+
+    #[test]
+    fn batches_stop_at_the_batch_size_and_at_six_megabytes() {
+        let sizes = |b: &[&[Rec]]| b.iter().map(|x| x.len()).collect::<Vec<_>>();
+        let small = recs(7);
+        assert_eq!(sizes(&batches(&small, 3, MAX_EVENT_BYTES)), [3, 3, 1]);
+        assert_eq!(sizes(&batches(&small, 100, MAX_EVENT_BYTES)), [7]);
+        assert!(batches(&[], 3, MAX_EVENT_BYTES).is_empty());
+        // 1 MiB records (Kinesis's largest): base64 makes each ~1.33 MiB, so four fit under 6 MiB, not five.
+        let big: Vec<Rec> = (0..10)
+            .map(|i| Rec {
+                data: vec![b'x'; 1024 * 1024],
+                ..recs(10)[i].clone()
+            })
+            .collect();
+        let cut = batches(&big, 500, MAX_EVENT_BYTES);
+        assert_eq!(sizes(&cut), [4, 4, 2]);
+        for b in &cut {
+            let total: usize = b.iter().map(event_bytes).sum();
+            assert!(total <= MAX_EVENT_BYTES, "{total}");
+        }
+        // A record over the limit on its own still goes, alone.
+        let huge = vec![Rec {
+            data: vec![b'x'; 5 * 1024 * 1024],
+            ..recs(1)[0].clone()
+        }];
+        assert_eq!(
+            sizes(&batches(
+                &[huge.clone(), huge].concat(),
+                500,
+                MAX_EVENT_BYTES
+            )),
+            [1, 1]
         );
     }
 

@@ -2,6 +2,7 @@
 //! guard that refuses anything but a loopback endpoint), provisioning, reading streams back, and building the
 //! Kinesis events Lambda would hand a function.
 
+pub mod deployment;
 pub mod emulator;
 pub mod esm;
 pub mod events;

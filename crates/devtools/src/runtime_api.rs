@@ -307,6 +307,96 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
+/// Serves Lambda's `Invoke` API (`POST /2015-03-31/functions/{name}/invocations`, request-response) on a free
+/// loopback port for `functions` (by name), so that `aws lambda invoke --endpoint-url ...` reaches the local
+/// binaries. Returns the endpoint URL. A function error answers 200 with `X-Amz-Function-Error: Unhandled`, as
+/// Lambda does; a timeout or crash answers the same with Lambda's error shape; an unknown name answers 404.
+/// The request's signature is not checked.
+pub async fn serve_invoke_api(
+    functions: BTreeMap<String, Arc<LocalFunction>>,
+) -> Result<String, RuntimeError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| RuntimeError(format!("bind: {e}")))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| RuntimeError(e.to_string()))?;
+    let functions = Arc::new(functions);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let functions = functions.clone();
+            tokio::spawn(async move {
+                // One request per connection: the answer closes it.
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                let Some((method, path, body)) = read_request(&mut reader).await else {
+                    return;
+                };
+                let (status, error, payload) = invoke_api(&functions, &method, &path, &body).await;
+                let mut head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\nX-Amz-Executed-Version: $LATEST\r\n",
+                    payload.len()
+                );
+                if error {
+                    head.push_str("X-Amz-Function-Error: Unhandled\r\n");
+                }
+                head.push_str("\r\n");
+                let _ = write.write_all(head.as_bytes()).await;
+                let _ = write.write_all(&payload).await;
+                let _ = write.shutdown().await;
+            });
+        }
+    });
+    Ok(format!("http://{address}"))
+}
+
+/// One `Invoke` request: (status line, function error, body).
+async fn invoke_api(
+    functions: &BTreeMap<String, Arc<LocalFunction>>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (&'static str, bool, Vec<u8>) {
+    let path = path.split('?').next().unwrap_or(path);
+    let name = path
+        .strip_prefix("/2015-03-31/functions/")
+        .and_then(|rest| rest.strip_suffix("/invocations"))
+        // A full ARN names the function after its last colon-separated part.
+        .map(|name| name.rsplit(':').next().unwrap_or(name));
+    let not_found = |what: String| {
+        let doc = serde_json::json!({"Type": "User", "message": what});
+        ("404 Not Found", false, doc.to_string().into_bytes())
+    };
+    let (Some(name), "POST") = (name, method) else {
+        return not_found(format!("{method} {path} is not an Invoke request"));
+    };
+    let Some(function) = functions.get(name) else {
+        return not_found(format!("Function not found: {name}"));
+    };
+    let event: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                let doc = serde_json::json!({"Type": "User", "message": format!("Could not parse request body into json: {e}")});
+                return ("400 Bad Request", false, doc.to_string().into_bytes());
+            }
+        }
+    };
+    let error = |kind: &str, message: String| {
+        let doc = serde_json::json!({"errorType": kind, "errorMessage": message});
+        ("200 OK", true, doc.to_string().into_bytes())
+    };
+    match function.invoke(event).await {
+        InvokeOutcome::Response(payload) => ("200 OK", false, payload),
+        InvokeOutcome::FunctionError(e) => ("200 OK", true, e.into_bytes()),
+        InvokeOutcome::Timeout => error("Sandbox.Timedout", "Task timed out".into()),
+        InvokeOutcome::Crash => error("Runtime.ExitError", "the function's process exited".into()),
+    }
+}
+
 /// One HTTP/1.1 request: method, path, body (Content-Length or chunked).
 async fn read_request<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut BufReader<R>,

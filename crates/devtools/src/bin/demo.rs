@@ -1,32 +1,43 @@
-//! `make demo`: the sync processor end to end on the local emulator.
+//! `make demo`: the whole pipeline on the local emulator, driven as AWS drives it (run under scripts/with-moto,
+//! after `cargo build --workspace --bins`).
 //!
-//! Creates the source and output streams, the dedup table and the bucket; puts the sample Cognito Streams
-//! records on the source stream one `PutRecord` at a time, as Cognito does (with an S3Url record whose
-//! payload it stores and presigns); builds the Kinesis event Lambda would deliver from what is on the stream;
-//! invokes the real `sync-processor` binary through `cargo lambda watch` and `cargo lambda invoke`; prints
-//! what landed and a summary; exits non-zero if an expected change is missing. Runs under scripts/with-moto.
+//! 1. Provisions the template's stack ([`devtools::deployment`]): streams, tables, bucket, on-failure queues; starts
+//!    every function's real binary behind a local Runtime API and a local event source mapping per Kinesis event,
+//!    with the template's settings.
+//! 2. Puts the sample Cognito Sync records on the source stream one `PutRecord` at a time, as Cognito does (live
+//!    updates, an S3Url update whose payload it stores and presigns, a bulk-publish replay with repeats and stale
+//!    versions, a dataset removal, and a poison sample's records).
+//! 3. Puts the user-activity log subscription records on their stream, as CloudWatch Logs would.
+//! 4. Invokes the trigger forwarder with every trigger sample, as Cognito would, and times each answer.
+//! 5. Puts the sample app events on their stream (their times moved to now, keeping their spacing, so that the
+//!    forwarder's clock checks judge them as written).
+//! 6. Lets the mappings drive every function until nothing moves, the chained active-users rollup included, then
+//!    prints a summary per function and a few records that landed, and checks every expectation.
+//! 7. Puts a generated month of auth and app events on the event streams and lets the active-users mapping roll
+//!    it up; checks every day's active users and sign-ins. `make demo` then runs `report` on the rollup table.
 //!
-//! With `--event FILE` it provisions the same resources and invokes the function with that Lambda event
-//! instead (`make invoke EVENT=events/sync-poison.json`), printing the response and what landed.
+//! Exits non-zero if anything expected is missing. With `--event FILE` it invokes the sync processor once with
+//! that Lambda event instead (`make invoke EVENT=events/sync-poison.json`) and prints what landed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use active_users::activity::{AUTHENTICATING_TYPES, Definition};
 use aws_sdk_kinesis::primitives::Blob;
-use devtools::events::{event_from_stream_records, sample_documents};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use base64::Engine as _;
+use devtools::deployment::{Deployment, local_name};
+use devtools::esm::{InvokeOutcome, Invoker as _};
+use devtools::events::sample_documents;
+use devtools::synthetic::{DAYS, POOL, day, generate};
 use devtools::{LocalAws, sizes};
 use serde_json::Value;
-use sync_processor::config as sp;
 
-const SOURCE: &str = "cognito-sync-source";
-const OUTPUT: &str = "cognito-sync-changes";
-const TABLE: &str = "cognito-sync-marks";
-const BUCKET: &str = "cognito-bridge-demo";
-/// The samples put on the stream, in order. The poison sample's non-base64 record cannot exist on a real
-/// stream (Kinesis stores bytes), so only its other records are put.
-const SAMPLES: &[&str] = &[
+/// The samples put on the sync source stream, in order. The poison sample's non-base64 record cannot exist on a
+/// real stream (Kinesis stores bytes), so only its other records are put.
+const SYNC_SAMPLES: &[&str] = &[
     "sync-inline-replace",
     "sync-inline-remove",
     "sync-s3url",
@@ -36,7 +47,7 @@ const SAMPLES: &[&str] = &[
 ];
 
 /// (identity suffix, dataset, type, key) of every change that must land.
-const EXPECTED: &[(&str, &str, &str, &str)] = &[
+const EXPECTED_CHANGES: &[(&str, &str, &str, &str)] = &[
     ("000000000001", "settings", "record.replace", "theme"),
     ("000000000001", "settings", "record.replace", "locale"),
     ("000000000001", "settings", "record.replace", "audio"),
@@ -49,411 +60,745 @@ const EXPECTED: &[(&str, &str, &str, &str)] = &[
     ("000000000003", "game", "record.replace", "best"),
     ("000000000004", "settings", "record.replace", "theme"),
 ];
-/// Changes forwarded in all (level is forwarded three times: versions 1, 2 and 3).
-const EXPECTED_FORWARDED: usize = 13;
-/// Dead letters expected (the poison sample's records that can exist on a stream).
-const EXPECTED_DEAD_LETTERS: usize = 3;
+/// Changes forwarded in all (level is forwarded three times: versions 1, 2 and 3; repeats and stale replays never).
+const EXPECTED_CHANGES_FORWARDED: usize = 13;
+/// Sync dead letters (the poison sample's records that can exist on a stream).
+const EXPECTED_SYNC_DEAD_LETTERS: usize = 3;
+/// Auth events: 13 trigger samples and 7 user-activity entries.
+const EXPECTED_AUTH_EVENTS: usize = 20;
+/// App events: 5 of app-events.json (a resend collapses) and 2 of app-hostile.json; 7 hostile records refused.
+const EXPECTED_APP_EVENTS: usize = 7;
+const EXPECTED_APP_DEAD_LETTERS: usize = 7;
+/// Users of the generated month (moto's transactions copy the table per item: a few dozen users keep it quick).
+const MONTH_USERS: u32 = 40;
+/// How long the mappings may take to settle.
+const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 
 fn main() -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("demo: cannot start tokio: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("demo failed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    devtools::run_main("demo", run())
 }
-
-type Result<T> = std::result::Result<T, String>;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn read_json(relative: &str) -> Result<Value> {
+fn read_json(relative: &str) -> Result<Value, String> {
     let bytes = std::fs::read(root().join(relative)).map_err(|e| format!("{relative}: {e}"))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{relative}: {e}"))
 }
 
-async fn provision(aws: &LocalAws) -> Result<String> {
-    println!("== provisioning the local emulator at {}", aws.endpoint);
-    let source_arn = aws
-        .create_stream(SOURCE, 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    aws.create_stream(OUTPUT, 1)
-        .await
-        .map_err(|e| e.to_string())?;
-    aws.create_dedup_table(TABLE)
-        .await
-        .map_err(|e| e.to_string())?;
-    aws.create_bucket(BUCKET).await.map_err(|e| e.to_string())?;
-    Ok(source_arn)
+fn text(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
-/// Invokes the function once with `event_file` through cargo lambda; returns its response and metrics.
-fn invoke_through_cargo_lambda(
-    aws: &LocalAws,
-    event_file: &Path,
-) -> Result<(Value, Option<Value>)> {
-    println!("== invoking the sync-processor binary through cargo lambda watch / invoke");
-    let demo_dir = root().join(".demo");
-    std::fs::create_dir_all(&demo_dir).map_err(|e| e.to_string())?;
-    let port = free_port()?;
-    let log = demo_dir.join("watch.log");
-    let mut watch = Watch::start(aws, port, &log)?;
-    let response = invoke(port, event_file);
-    let metrics = wait_for_metrics(&log, Duration::from_secs(20));
-    watch.stop();
-    let response = response?;
-    println!("   function answered: {response}");
-    Ok((response, metrics))
+async fn put(aws: &LocalAws, stream: &str, key: &str, data: Vec<u8>) -> Result<(), String> {
+    aws.kinesis
+        .put_record()
+        .stream_name(stream)
+        .partition_key(key)
+        .data(Blob::new(data))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "PutRecord on {stream}: {}",
+                aws_sdk_kinesis::error::DisplayErrorContext(&e)
+            )
+        })
 }
 
-/// `--event FILE`: one invocation with a given event, no expectations.
-async fn run_event(file: &Path) -> Result<bool> {
-    let aws = LocalAws::from_env().await.map_err(|e| e.to_string())?;
-    provision(&aws).await?;
-    let (_, metrics) = invoke_through_cargo_lambda(&aws, file)?;
-    let outputs = print_outputs(&aws).await?;
-    let dead = print_dead_letters(&aws).await?;
-    println!(
-        "== {} changes forwarded, {} dead letters",
-        outputs.len(),
-        dead.len()
-    );
-    println!("   metrics: {}", metrics.unwrap_or_default());
-    Ok(true)
-}
-
-async fn run() -> Result<bool> {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--event") {
-        let file = args.get(i + 1).ok_or("--event needs a file")?;
-        return run_event(&std::fs::canonicalize(file).map_err(|e| format!("{file}: {e}"))?).await;
+/// Moves every RFC 3339 time and every epoch-milliseconds number under a time-like key by `delta_ms`.
+fn shift_times(v: &mut Value, delta_ms: i64) {
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                let timelike = key.contains("imestamp") || key.ends_with("_at");
+                match value {
+                    Value::Number(n) if timelike => {
+                        if let Some(ms) = n.as_i64().filter(|ms| *ms > 1_000_000_000_000) {
+                            *value = Value::from(ms + delta_ms);
+                        }
+                    }
+                    other => shift_times(other, delta_ms),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| shift_times(i, delta_ms)),
+        Value::String(s) => {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                let moved =
+                    t.with_timezone(&chrono::Utc) + chrono::Duration::milliseconds(delta_ms);
+                *s = moved.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            }
+        }
+        _ => {}
     }
-    let aws = LocalAws::from_env().await.map_err(|e| e.to_string())?;
-    let source_arn = provision(&aws).await?;
+}
 
-    println!("== putting the sample Cognito Streams records on {SOURCE}");
+async fn put_sync_samples(stack: &Deployment) -> Result<usize, String> {
+    let aws = &stack.aws;
+    let (stream, bucket) = (local_name("SourceStream"), local_name("BridgeBucket"));
     let payload = std::fs::read(root().join("events/payloads/sync-s3url-payload.json"))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("events/payloads/sync-s3url-payload.json: {e}"))?;
+    let key = "cognito-sync/profile/7.json";
     aws.s3
         .put_object()
-        .bucket(BUCKET)
-        .key("cognito-sync/profile/7.json")
+        .bucket(&bucket)
+        .key(key)
         .body(payload.into())
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(text)?;
     let presign = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(900))
-        .map_err(|e| e.to_string())?;
+        .map_err(text)?;
     let url = aws
         .s3
         .get_object()
-        .bucket(BUCKET)
-        .key("cognito-sync/profile/7.json")
+        .bucket(&bucket)
+        .key(key)
         .presigned(presign)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut put = 0;
-    for name in SAMPLES {
+        .map_err(text)?;
+    let mut n = 0;
+    for name in SYNC_SAMPLES {
         let source = read_json(&format!("events/src/{name}.json"))?;
-        let mut records: Vec<(String, Vec<u8>)> = sample_documents(&source)
-            .into_iter()
-            .map(|(pk, mut doc)| {
-                if doc.get("kinesisSyncRecordsURL").is_some() {
-                    doc["kinesisSyncRecordsURL"] = Value::String(url.uri().to_owned());
-                }
-                (pk, serde_json::to_vec(&doc).unwrap_or_default())
-            })
-            .collect();
+        let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+        for (pk, mut doc) in sample_documents(&source) {
+            if doc.get("kinesisSyncRecordsURL").is_some() {
+                doc["kinesisSyncRecordsURL"] = Value::String(url.uri().to_owned());
+            }
+            records.push((pk, serde_json::to_vec(&doc).map_err(text)?));
+        }
         // Raw-text poison goes on the stream as the bytes it is.
         for r in source["records"].as_array().into_iter().flatten() {
-            if let (Some(pk), Some(text)) = (r["partitionKey"].as_str(), r["dataText"].as_str()) {
-                records.push((pk.to_owned(), text.as_bytes().to_vec()));
+            if let (Some(pk), Some(raw)) = (r["partitionKey"].as_str(), r["dataText"].as_str()) {
+                records.push((pk.to_owned(), raw.as_bytes().to_vec()));
             }
         }
         for (pk, data) in records {
-            aws.kinesis
-                .put_record()
-                .stream_name(SOURCE)
-                .partition_key(pk)
-                .data(Blob::new(data))
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "PutRecord: {}",
-                        aws_sdk_kinesis::error::DisplayErrorContext(&e)
-                    )
-                })?;
-            put += 1;
+            put(aws, &stream, &pk, data).await?;
+            n += 1;
         }
     }
-    let on_stream = aws.read_stream(SOURCE).await.map_err(|e| e.to_string())?;
-    println!("   {put} records put, {} read back", on_stream.len());
-    let source_sizes: Vec<usize> = on_stream.iter().map(|r| r.data.as_ref().len()).collect();
-
-    let demo_dir = root().join(".demo");
-    std::fs::create_dir_all(&demo_dir).map_err(|e| e.to_string())?;
-    let event = event_from_stream_records(&source_arn, "shardId-000000000000", &on_stream);
-    let event_file = demo_dir.join("kinesis-event.json");
-    std::fs::write(
-        &event_file,
-        serde_json::to_vec_pretty(&event).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let (response, metrics) = invoke_through_cargo_lambda(&aws, &event_file)?;
-    let outputs = print_outputs(&aws).await?;
-    let dead = print_dead_letters(&aws).await?;
-
-    let count = |name: &str| {
-        metrics
-            .as_ref()
-            .and_then(|m| m[name].as_u64())
-            .map_or("?".to_owned(), |n| n.to_string())
-    };
-    println!("== summary");
-    println!("   records in:         {}", sizes::summary(&source_sizes));
-    println!("   changes forwarded:  {}", outputs.len());
-    println!("   duplicates dropped: {}", count("DuplicatesDropped"));
-    println!("   stale dropped:      {}", count("StaleDropped"));
-    println!("   dead-lettered:      {}", dead.len());
-    println!("   PutRecords calls:   {}", count("PutRecordsCalls"));
-
-    let got: BTreeSet<(String, String, String, String)> = outputs
-        .iter()
-        .map(|d| {
-            let id = d["identity_id"].as_str().unwrap_or_default();
-            (
-                id[id.len().saturating_sub(12)..].to_owned(),
-                d["dataset"].as_str().unwrap_or_default().to_owned(),
-                d["type"].as_str().unwrap_or_default().to_owned(),
-                d["key"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    let mut ok = true;
-    for (id, dataset, kind, key) in EXPECTED {
-        if !got.contains(&(
-            (*id).into(),
-            (*dataset).into(),
-            (*kind).into(),
-            (*key).into(),
-        )) {
-            eprintln!("MISSING: {kind} {dataset}/{key} of identity …{id}");
-            ok = false;
-        }
-    }
-    if outputs.len() != EXPECTED_FORWARDED {
-        eprintln!(
-            "expected {EXPECTED_FORWARDED} changes on the output stream, found {}",
-            outputs.len()
-        );
-        ok = false;
-    }
-    if dead.len() != EXPECTED_DEAD_LETTERS {
-        eprintln!(
-            "expected {EXPECTED_DEAD_LETTERS} dead letters, found {}",
-            dead.len()
-        );
-        ok = false;
-    }
-    if response["batchItemFailures"]
-        .as_array()
-        .is_none_or(|a| !a.is_empty())
-    {
-        eprintln!("expected no batch item failures, got {response}");
-        ok = false;
-    }
-    println!(
-        "{}",
-        if ok {
-            "demo: every expected change landed"
-        } else {
-            "demo: FAILED"
-        }
-    );
-    Ok(ok)
+    Ok(n)
 }
 
-async fn print_outputs(aws: &LocalAws) -> Result<Vec<Value>> {
-    let records = aws.read_stream(OUTPUT).await.map_err(|e| e.to_string())?;
-    let outputs: Vec<Value> = records
+/// The Kinesis records of a sample Lambda event: (partition key, data, arrival in seconds).
+fn sample_records(relative: &str) -> Result<Vec<(String, Vec<u8>, f64)>, String> {
+    let sample = read_json(relative)?;
+    let mut out = Vec::new();
+    for r in sample["Records"].as_array().into_iter().flatten() {
+        let k = &r["kinesis"];
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(k["data"].as_str().unwrap_or_default())
+            .map_err(|e| format!("{relative}: {e}"))?;
+        out.push((
+            k["partitionKey"].as_str().unwrap_or("pk").to_owned(),
+            data,
+            k["approximateArrivalTimestamp"].as_f64().unwrap_or(0.0),
+        ));
+    }
+    Ok(out)
+}
+
+/// Invokes the trigger forwarder with every trigger sample; returns (samples, answered unchanged, latencies).
+async fn invoke_triggers(stack: &Deployment) -> Result<(usize, usize, Vec<Duration>), String> {
+    let trigger = stack
+        .function("auth-trigger-forwarder")
+        .ok_or("the trigger forwarder is not deployed")?;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("events/auth"))
+        .map_err(|e| format!("events/auth: {e}"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let (mut unchanged, mut latencies) = (0, Vec::new());
+    for path in &paths {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let input: Value = serde_json::from_slice(&bytes).map_err(text)?;
+        let started = Instant::now();
+        let outcome = trigger.invoke(input.clone()).await;
+        let took = started.elapsed();
+        latencies.push(took);
+        let verdict = match outcome {
+            InvokeOutcome::Response(body) => {
+                let same = serde_json::from_slice::<Value>(&body).is_ok_and(|r| r == input);
+                unchanged += usize::from(same);
+                if same {
+                    "answered unchanged"
+                } else {
+                    "answered CHANGED"
+                }
+            }
+            InvokeOutcome::FunctionError(_) => "FAILED",
+            InvokeOutcome::Timeout => "TIMED OUT",
+            InvokeOutcome::Crash => "CRASHED",
+        };
+        println!(
+            "   {:<42} {verdict} in {:.1} ms",
+            input["triggerSource"].as_str().unwrap_or("?"),
+            took.as_secs_f64() * 1000.0
+        );
+    }
+    Ok((paths.len(), unchanged, latencies))
+}
+
+async fn read_docs(aws: &LocalAws, logical: &str) -> Result<Vec<Value>, String> {
+    let records = aws.read_stream(&local_name(logical)).await.map_err(text)?;
+    Ok(records
         .iter()
         .filter_map(|r| serde_json::from_slice(r.data.as_ref()).ok())
-        .collect();
-    let sizes: Vec<usize> = records.iter().map(|r| r.data.as_ref().len()).collect();
-    println!("== on {OUTPUT}: {}", sizes::summary(&sizes));
-    for d in &outputs {
-        let identity = d["identity_id"].as_str().unwrap_or_default();
-        let value = d["value"]
-            .as_str()
-            .map_or("-".to_owned(), |v| format!("{v:?}"));
+        .collect())
+}
+
+async fn dead_letters(aws: &LocalAws, function: &str) -> Result<Vec<Value>, String> {
+    let objects = aws
+        .read_objects(
+            &local_name("BridgeBucket"),
+            &format!("dead-letter/{function}/"),
+        )
+        .await
+        .map_err(text)?;
+    Ok(objects
+        .iter()
+        .filter_map(|(_, body)| serde_json::from_slice(body).ok())
+        .collect())
+}
+
+/// A failed expectation, printed at once and counted.
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn expect(&mut self, ok: bool, what: String) {
+        println!("   [{}] {what}", if ok { " ok " } else { "FAIL" });
+        if !ok {
+            self.0.push(what);
+        }
+    }
+}
+
+fn summary(stack: &Deployment) {
+    println!("== per function (from each function's EMF metrics and its mappings)");
+    println!(
+        "   {:<24} {:>6} {:>10} {:>10} {:>6} {:>6} {:>8} {:>8} {:>9}",
+        "function",
+        "in",
+        "forwarded",
+        "duplicate",
+        "stale",
+        "dead",
+        "retried",
+        "batches",
+        "given up"
+    );
+    for (binary, f) in stack.functions() {
+        let m = f.metrics();
+        let get = |k: &str| m.get(k).copied().unwrap_or(0);
+        let mappings: Vec<_> = stack
+            .mappings
+            .iter()
+            .filter(|x| x.function == binary)
+            .collect();
+        let forwarded = get("ChangesForwarded")
+            + get("AuthEventsForwarded")
+            + get("AppEventsForwarded")
+            + get("MarkersWritten");
+        let (delivered, deliveries, batches, given_up) =
+            mappings.iter().fold((0, 0, 0, 0), |a, x| {
+                (
+                    a.0 + x.delivered.len(),
+                    a.1 + x.deliveries,
+                    a.2 + x.invocations,
+                    a.3 + x.given_up,
+                )
+            });
+        let input = if mappings.is_empty() {
+            get("TriggerEvents") as usize
+        } else {
+            delivered
+        };
         println!(
-            "   {:<15} …{} {:<9} {:<9} {:<45} (sync {})",
+            "   {:<24} {:>6} {:>10} {:>10} {:>6} {:>6} {:>8} {:>8} {:>9}",
+            binary,
+            input,
+            forwarded,
+            get("DuplicatesDropped"),
+            get("StaleDropped"),
+            get("DeadLettered"),
+            deliveries - delivered,
+            batches,
+            given_up
+        );
+    }
+    println!(
+        "   (active-users' \"forwarded\" are the markers it wrote; \"retried\" counts record redeliveries)"
+    );
+}
+
+async fn check_pipeline(stack: &Deployment, checks: &mut Checks) -> Result<(), String> {
+    let aws = &stack.aws;
+    println!("== landed");
+    let changes = read_docs(aws, "SyncChangesStream").await?;
+    for d in changes.iter().take(5) {
+        let identity = d["identity_id"].as_str().unwrap_or_default();
+        println!(
+            "   sync  {:<15} …{} {:<9} {:<9} (sync {})",
             d["type"].as_str().unwrap_or_default(),
             &identity[identity.len().saturating_sub(4)..],
             d["dataset"].as_str().unwrap_or_default(),
             d["key"].as_str().unwrap_or("-"),
-            value,
             d["record_sync_count"]
                 .as_i64()
                 .or(d["dataset_sync_count"].as_i64())
                 .unwrap_or_default()
         );
     }
-    Ok(outputs)
-}
-
-async fn print_dead_letters(aws: &LocalAws) -> Result<Vec<(String, Vec<u8>)>> {
-    let dead = aws
-        .read_objects(BUCKET, "dead-letter/")
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("== dead letters in s3://{BUCKET}/dead-letter/:");
-    for (key, body) in &dead {
-        let reason = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|d| d["reason"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!("   {key}\n     reason: {reason}");
+    let auth = read_docs(aws, "AuthEventsStream").await?;
+    for d in auth.iter().step_by(5) {
+        println!(
+            "   auth  {:<26} {:<8} sub={}",
+            d["type"].as_str().unwrap_or("?"),
+            d["origin"].as_str().unwrap_or("?"),
+            d["user_sub"].as_str().unwrap_or("-")
+        );
     }
-    Ok(dead)
-}
+    let app = read_docs(aws, "AppEventsStream").await?;
+    for d in app.iter().take(3) {
+        println!(
+            "   app   {:<26} {:<8} user={} at={}",
+            d["event"].as_str().unwrap_or("?"),
+            d["context"]["input_shape"].as_str().unwrap_or("?"),
+            d["user_id"]
+                .as_str()
+                .or(d["anonymous_id"].as_str())
+                .unwrap_or("-"),
+            d["timestamp"].as_str().unwrap_or("-")
+        );
+    }
+    for letter in dead_letters(aws, "app-event-forwarder")
+        .await?
+        .iter()
+        .take(3)
+    {
+        let reason: String = letter["reason"]
+            .as_str()
+            .unwrap_or("?")
+            .chars()
+            .take(100)
+            .collect();
+        println!("   refused: {reason}");
+    }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
+    println!("== record sizes (Kinesis bills each record by the KiB)");
+    for logical in [
+        "SourceStream",
+        "SyncChangesStream",
+        "AuthEventsStream",
+        "AppEventsStream",
+    ] {
+        let records = aws.read_stream(&local_name(logical)).await.map_err(text)?;
+        let sizes: Vec<usize> = records.iter().map(|r| r.data.as_ref().len()).collect();
+        println!("   {:<20} {}", local_name(logical), sizes::summary(&sizes));
+    }
 
-/// `cargo lambda watch`. Interrupting it (SIGINT, as Ctrl-C would) stops the function instance it runs too.
-struct Watch(Child);
-
-impl Watch {
-    fn start(aws: &LocalAws, port: u16, log: &Path) -> Result<Self> {
-        let log_file = std::fs::File::create(log).map_err(|e| e.to_string())?;
-        let env = [
-            (sp::ENV_OUTPUT_STREAM, OUTPUT.to_owned()),
-            (sp::ENV_DEDUP_TABLE, TABLE.to_owned()),
-            (sp::ENV_DEAD_LETTER_BUCKET, BUCKET.to_owned()),
-            (sp::ENV_S3_URL_ALLOWED_ORIGINS, aws.endpoint.clone()),
-            (bridge_core::aws::ENV_S3_FORCE_PATH_STYLE, "true".to_owned()),
-            ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-        ];
-        let mut cmd = Command::new("cargo-lambda");
-        cmd.current_dir(root())
-            .args([
-                "lambda",
-                "watch",
-                "--quiet",
-                "--ignore-changes",
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-                &port.to_string(),
-            ])
-            .args(["--package", "sync-processor"]);
-        for (k, v) in env {
-            cmd.arg("--env-var").arg(format!("{k}={v}"));
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start `cargo lambda watch` (is .venv/bin on PATH? run `make demo`): {e}"
-                )
-            })?;
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(120) {
-                return Err(format!(
-                    "cargo lambda watch did not listen on {port}; see {}",
-                    log.display()
-                ));
+    println!("== checks");
+    let got: BTreeSet<(String, String, String, String)> = changes
+        .iter()
+        .map(|d| {
+            let id = d["identity_id"].as_str().unwrap_or_default();
+            let field = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            (
+                id[id.len().saturating_sub(12)..].to_owned(),
+                field("dataset"),
+                field("type"),
+                field("key"),
+            )
+        })
+        .collect();
+    let missing: Vec<String> = EXPECTED_CHANGES
+        .iter()
+        .filter(|(id, ds, kind, key)| {
+            !got.contains(&((*id).into(), (*ds).into(), (*kind).into(), (*key).into()))
+        })
+        .map(|(id, ds, kind, key)| format!("{kind} {ds}/{key} of …{id}"))
+        .collect();
+    checks.expect(
+        missing.is_empty(),
+        format!(
+            "sync: every expected change landed ({} of {}){}",
+            EXPECTED_CHANGES.len() - missing.len(),
+            EXPECTED_CHANGES.len(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; missing: {}", missing.join(", "))
             }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(Self(child))
+        ),
+    );
+    checks.expect(
+        changes.len() == EXPECTED_CHANGES_FORWARDED,
+        format!(
+            "sync: {} changes forwarded, no repeat or stale version (expected {EXPECTED_CHANGES_FORWARDED})",
+            changes.len()
+        ),
+    );
+    let sync_dead = dead_letters(aws, "sync-processor").await?.len();
+    checks.expect(
+        sync_dead == EXPECTED_SYNC_DEAD_LETTERS,
+        format!("sync: {sync_dead} poison records dead-lettered with their reasons (expected {EXPECTED_SYNC_DEAD_LETTERS})"),
+    );
+    checks.expect(
+        auth.len() == EXPECTED_AUTH_EVENTS,
+        format!(
+            "auth: {} auth events landed (expected {EXPECTED_AUTH_EVENTS})",
+            auth.len()
+        ),
+    );
+    checks.expect(
+        app.len() == EXPECTED_APP_EVENTS,
+        format!(
+            "app: {} app events landed (expected {EXPECTED_APP_EVENTS})",
+            app.len()
+        ),
+    );
+    let app_dead = dead_letters(aws, "app-event-forwarder").await?.len();
+    checks.expect(
+        app_dead == EXPECTED_APP_DEAD_LETTERS,
+        format!("app: {app_dead} hostile records refused (expected {EXPECTED_APP_DEAD_LETTERS})"),
+    );
+    for m in &stack.mappings {
+        let on_stream = aws.read_stream(&m.stream).await.map_err(text)?.len();
+        checks.expect(
+            m.delivered.len() == on_stream && m.given_up == 0,
+            format!(
+                "{}: all {on_stream} records delivered, {} given up",
+                m.name, m.given_up
+            ),
+        );
     }
+    check_sample_rollup(stack, &auth, checks).await
+}
 
-    fn stop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-s", "INT", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
+/// The rollup of the samples' auth events, day by day, against the events on the stream.
+async fn check_sample_rollup(
+    stack: &Deployment,
+    auth: &[Value],
+    checks: &mut Checks,
+) -> Result<(), String> {
+    let mut expected: BTreeMap<(String, chrono::NaiveDate), BTreeSet<String>> = BTreeMap::new();
+    for e in auth {
+        let (Some(pool), Some(sub), Some(ts)) = (
+            e["user_pool_id"].as_str(),
+            e["user_sub"].as_str(),
+            e["timestamp"].as_str(),
+        ) else {
+            continue;
+        };
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+            continue;
+        };
+        if AUTHENTICATING_TYPES.contains(&e["type"].as_str().unwrap_or_default()) {
+            expected
+                .entry((
+                    format!("pool={pool}"),
+                    t.with_timezone(&chrono::Utc).date_naive(),
+                ))
+                .or_default()
+                .insert(sub.to_owned());
+        }
+    }
+    let store = active_users::store::RollupStore::new(
+        stack.aws.dynamodb.clone(),
+        local_name("RollupTable"),
+        Duration::from_secs(86_400),
+    );
+    for ((scope, d), users) in &expected {
+        let (rows, _) = devtools::report::rows(&store, Definition::Authenticating, scope, *d, *d)
+            .await
+            .map_err(text)?;
+        let got = rows.first().map_or(0, |r| r.active);
+        checks.expect(
+            got == users.len() as i64,
+            format!(
+                "active-users: {scope} {d}: {got} authenticating users rolled up (the stream says {})",
+                users.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A generated month on the event streams, rolled up by the active-users function through its mappings.
+async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String> {
+    let aws = stack.aws.clone();
+    let month = generate(MONTH_USERS);
+    let (auth_stream, app_stream) = (
+        local_name("AuthEventsStream"),
+        local_name("AppEventsStream"),
+    );
+    println!(
+        "== 7/7 active users: {} generated events of {MONTH_USERS} users over November 2026 onto {auth_stream} and {app_stream}",
+        month.events.len()
+    );
+    for chunk in month.events.chunks(500) {
+        for (stream, schema) in [
+            (&auth_stream, "cognito-auth-event/v1"),
+            (&app_stream, "app-event/v1"),
+        ] {
+            let mut entries = Vec::new();
+            for (_, e) in chunk.iter().filter(|(_, e)| e["schema"] == schema) {
+                let key = e["user_sub"]
+                    .as_str()
+                    .or(e["user_id"].as_str())
+                    .unwrap_or("anonymous");
+                entries.push(
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(serde_json::to_vec(e).map_err(text)?))
+                        .build()
+                        .map_err(text)?,
+                );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if entries.is_empty() {
+                continue;
+            }
+            let out = aws
+                .kinesis
+                .put_records()
+                .stream_name(stream.as_str())
+                .set_records(Some(entries))
+                .send()
+                .await
+                .map_err(|e| text(aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+            if out.failed_record_count().unwrap_or(0) > 0 {
+                return Err(format!("{stream}: some records were not stored"));
+            }
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
-}
-
-fn invoke(port: u16, event_file: &Path) -> Result<Value> {
-    let out = Command::new("cargo-lambda")
-        .current_dir(root())
-        .args([
-            "lambda",
-            "invoke",
-            "sync-processor",
-            "--invoke-port",
-            &port.to_string(),
-            "--invoke-address",
-            "127.0.0.1",
-        ])
-        .arg("--data-file")
-        .arg(event_file)
-        .output()
-        .map_err(|e| format!("cannot run `cargo lambda invoke`: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "cargo lambda invoke failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    serde_json::from_str(stdout.trim())
-        .map_err(|e| format!("invoke answered something that is not JSON ({e}): {stdout}"))
-}
-
-/// The function's EMF line from the watch log.
-fn wait_for_metrics(log: &Path, wait: Duration) -> Option<Value> {
     let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let found = text
-            .lines()
-            .filter_map(|l| l.find('{').map(|i| &l[i..]))
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| {
-                v.get("_aws").is_some() && v["Function"] == sync_processor::handler::FUNCTION_NAME
-            });
-        if found.is_some() || started.elapsed() > wait {
-            return found;
+    stack
+        .settle(SETTLE_LIMIT, |m, r| {
+            if !r.invocations.is_empty() {
+                let sizes: Vec<String> =
+                    r.invocations.iter().map(|b| b.len().to_string()).collect();
+                println!("   {}: batches of {}", m.name, sizes.join(", "));
+            }
+        })
+        .await?;
+    let rollup = stack
+        .function("active-users")
+        .map(|f| f.metrics())
+        .unwrap_or_default();
+    let get = |k: &str| rollup.get(k).copied().unwrap_or(0);
+    println!(
+        "   rolled up in {:.1} s: {} markers in {} transactions, {} sketch writes (active-users' totals)",
+        started.elapsed().as_secs_f64(),
+        get(active_users::handler::METRIC_MARKERS_WRITTEN),
+        get(active_users::handler::METRIC_TRANSACTIONS),
+        get(active_users::handler::METRIC_SKETCHES_WRITTEN),
+    );
+    let store = active_users::store::RollupStore::new(
+        aws.dynamodb.clone(),
+        local_name("RollupTable"),
+        Duration::from_secs(86_400),
+    );
+    let pool = format!("pool={POOL}");
+    let (rows, month_to_date) =
+        devtools::report::rows(&store, Definition::Authenticating, &pool, day(1), day(DAYS))
+            .await
+            .map_err(text)?;
+    let mut wrong = Vec::new();
+    for (d, r) in (1..=DAYS).zip(&rows) {
+        let active = month.auth_active.get(&d).map_or(0, |u| u.len()) as i64;
+        let sign_ins = month.sign_ins.get(&d).copied().unwrap_or(0) as i64;
+        if r.active != active || r.event("sign_ins") != sign_ins {
+            wrong.push(format!(
+                "day {d}: active {} (expected {active}), sign-ins {} (expected {sign_ins})",
+                r.active,
+                r.event("sign_ins")
+            ));
         }
-        std::thread::sleep(Duration::from_millis(200));
+    }
+    checks.expect(
+        wrong.is_empty(),
+        format!(
+            "active-users: every day's active users and sign-ins are exact ({month_to_date} authenticating users in the month){}",
+            if wrong.is_empty() { String::new() } else { format!(": {}", wrong.join("; ")) }
+        ),
+    );
+    Ok(())
+}
+
+async fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let event_file = match args.iter().position(|a| a == "--event") {
+        Some(i) => Some(args.get(i + 1).ok_or("--event needs a file")?.clone()),
+        None => None,
+    };
+    let started = Instant::now();
+    let aws = LocalAws::from_env().await.map_err(text)?;
+    println!(
+        "== 1/7 the template's stack on the local emulator at {}",
+        aws.endpoint
+    );
+    let mut stack = Deployment::start(aws, &root()).await?;
+    for m in &stack.mappings {
+        println!("   mapping {}", m.name);
+    }
+    let result = match event_file {
+        Some(file) => invoke_event(&stack, &file).await,
+        None => story(&mut stack).await,
+    };
+    stack.stop().await;
+    println!("demo: {:.0} s", started.elapsed().as_secs_f64());
+    result
+}
+
+/// `--event FILE`: the sync processor on one event.
+async fn invoke_event(stack: &Deployment, file: &str) -> Result<(), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+    let event: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{file}: {e}"))?;
+    let f = stack
+        .function("sync-processor")
+        .ok_or("sync-processor is not deployed")?;
+    let outcome = f.invoke(event).await;
+    match &outcome {
+        InvokeOutcome::Response(body) => println!(
+            "== the function answered: {}",
+            String::from_utf8_lossy(body)
+        ),
+        other => println!("== the invocation failed: {other:?}"),
+    }
+    for d in read_docs(&stack.aws, "SyncChangesStream").await? {
+        println!("   forwarded: {d}");
+    }
+    for letter in dead_letters(&stack.aws, "sync-processor").await? {
+        println!(
+            "   dead letter: {}",
+            letter["reason"].as_str().unwrap_or("?")
+        );
+    }
+    println!("   metrics: {:?}", f.metrics());
+    Ok(())
+}
+
+async fn story(stack: &mut Deployment) -> Result<(), String> {
+    let aws = stack.aws.clone();
+    println!(
+        "== 2/7 the sample Cognito Sync records onto {}",
+        local_name("SourceStream")
+    );
+    let n = put_sync_samples(stack).await?;
+    println!(
+        "   {n} records put (live updates, an S3Url update, a bulk-publish replay, a dataset removal, poison)"
+    );
+
+    println!(
+        "== 3/7 the user-activity log records onto {}",
+        local_name("AuthLogSourceStream")
+    );
+    let logs = sample_records("events/auth-activity-log.json")?;
+    let log_sizes: Vec<usize> = logs.iter().map(|(_, d, _)| d.len()).collect();
+    for (key, data, _) in logs {
+        put(&aws, &local_name("AuthLogSourceStream"), &key, data).await?;
+    }
+    println!(
+        "   {} (gzip subscription records)",
+        sizes::summary(&log_sizes)
+    );
+
+    println!("== 4/7 the trigger forwarder, invoked with every trigger sample");
+    let (samples, unchanged, mut latencies) = invoke_triggers(stack).await?;
+    latencies.sort();
+
+    println!(
+        "== 5/7 the sample app events onto {} (times moved to now)",
+        local_name("AppEventSourceStream")
+    );
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut app_records = 0;
+    for file in ["events/app-events.json", "events/app-hostile.json"] {
+        let records = sample_records(file)?;
+        let first = records.first().map_or(0.0, |r| r.2);
+        let delta = now_ms - (first * 1000.0) as i64;
+        for (key, data, _) in records {
+            let data = match serde_json::from_slice::<Value>(&data) {
+                Ok(mut doc) => {
+                    shift_times(&mut doc, delta);
+                    serde_json::to_vec(&doc).map_err(text)?
+                }
+                Err(_) => data,
+            };
+            put(&aws, &local_name("AppEventSourceStream"), &key, data).await?;
+            app_records += 1;
+        }
+    }
+    println!(
+        "   {app_records} records put (both input shapes, a resend, a slow clock, hostile input)"
+    );
+
+    println!(
+        "== 6/7 the mappings drive every function (batching window, batch size and retries from the template)"
+    );
+    let settled = Instant::now();
+    stack
+        .settle(SETTLE_LIMIT, |m, r| {
+            if !r.invocations.is_empty() {
+                println!(
+                    "   {}: {} invocation(s), {} records done, {} given up",
+                    m.name,
+                    r.invocations.len(),
+                    r.succeeded.len(),
+                    r.on_failure.len()
+                );
+            }
+        })
+        .await?;
+    println!("   settled in {:.1} s", settled.elapsed().as_secs_f64());
+    summary(stack);
+
+    let mut checks = Checks(Vec::new());
+    check_pipeline(stack, &mut checks).await?;
+    let slowest = latencies.last().copied().unwrap_or_default();
+    checks.expect(
+        unchanged == samples && samples > 0,
+        format!(
+            "trigger: {unchanged} of {samples} sign-in flows answered unchanged; slowest {:.1} ms, median {:.1} ms (first includes the cold start)",
+            slowest.as_secs_f64() * 1000.0,
+            latencies.get(latencies.len() / 2).copied().unwrap_or_default().as_secs_f64() * 1000.0
+        ),
+    );
+    month(stack, &mut checks).await?;
+    if checks.0.is_empty() {
+        println!(
+            "demo: every check passed; the report of table {} follows",
+            local_name("RollupTable")
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{} check(s) failed: {}",
+            checks.0.len(),
+            checks.0.join("; ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_move_and_nothing_else_does() {
+        let mut v = serde_json::json!({"timestamp": "2023-11-14T22:04:00.000Z", "sent_at": 1_700_000_000_000_i64,
+            "metrics": {"score": 1250}, "session": {"startTimestamp": "2023-11-14T22:14:10Z"}, "id": "2023"});
+        shift_times(&mut v, 1000);
+        assert_eq!(v["timestamp"], "2023-11-14T22:04:01.000Z");
+        assert_eq!(v["sent_at"], 1_700_000_001_000_i64);
+        assert_eq!(v["metrics"]["score"], 1250);
+        assert_eq!(v["session"]["startTimestamp"], "2023-11-14T22:14:11.000Z");
+        assert_eq!(v["id"], "2023");
     }
 }

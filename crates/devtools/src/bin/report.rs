@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p devtools --bin report -- --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD]
 //! [--to YYYY-MM-DD] [--out DIR]`. Without `--scope`, every scope in the table (a Scan: fine locally; name the
-//! scope against a large table). Without dates, the days that have counters. Uses the standard AWS
+//! scope against a large table). Without dates, the days that have counters; a scope with none in the range is
+//! left out. Uses the standard AWS
 //! environment (region, credentials, `AWS_ENDPOINT_URL` for the local emulator).
 
 use active_users::activity::Definition;
@@ -77,6 +78,10 @@ async fn run(a: Args) -> Result<(), String> {
             continue;
         };
         let (from, to) = (a.from.unwrap_or(*first), a.to.unwrap_or(*last));
+        // A scope with no counters in the range has nothing to show.
+        if !days.iter().any(|d| (from..=to).contains(d)) {
+            continue;
+        }
         let definitions: &[Definition] = if scope == "app" {
             &[Definition::SessionUsers, Definition::SessionDevices]
         } else {
