@@ -199,3 +199,36 @@ async fn hostile_records_are_dead_lettered_with_reasons_while_the_rest_flows() {
         );
     }
 }
+
+/// A KPL aggregate of three app events (made by the real aggregation library) gives three events, each with its
+/// `user_record`; delivered again, as after a retry of the aggregate, the siblings come out with the same
+/// `event_id`s, so a consumer collapses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kpl_aggregate_gives_one_event_per_user_record_and_redelivery_keeps_their_ids() {
+    let h = AppHarness::new().await;
+    let sample = sample("app-events");
+    let docs: Vec<Value> = [0, 1, 4]
+        .iter()
+        .map(|i| e2e::record_data(&sample, *i))
+        .collect();
+    let mut event = json!({"Records": [sample["Records"][0].clone()]});
+    e2e::set_record_aggregate(&mut event, 0, &docs, "anonymous_id");
+    for _ in 0..2 {
+        let (failed, _) = h.run(&event).await;
+        assert!(failed.is_empty(), "{failed:?}");
+    }
+    let out = h.outputs().await;
+    assert_eq!(out.len(), 6);
+    let ids: Vec<&str> = out
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[..3], ids[3..], "the same event_ids on the redelivery");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 3);
+    let positions: Vec<u64> = out
+        .iter()
+        .map(|d| d["source"]["user_record"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, vec![0, 1, 2, 0, 1, 2]);
+    assert!(h.dead_letters().await.is_empty());
+}

@@ -68,3 +68,69 @@ proptest! {
         prop_assert!((back.estimate() - actors.len() as f64).abs() <= 1.0 + actors.len() as f64 * 0.02);
     }
 }
+
+/// A KPL aggregate: the magic bytes and then anything, so the deaggregator's own checks are reached; or a
+/// well-formed aggregate damaged (then `true`).
+fn aggregate_like() -> impl Strategy<Value = (Vec<u8>, bool)> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..512)
+            .prop_map(|b| [bridge_core::kpl::MAGIC.to_vec(), b].concat())
+            .prop_map(|b| (b, false)),
+        // A well-formed aggregate with a few bytes changed or cut off.
+        (
+            proptest::collection::vec(
+                ("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..64)),
+                1..6
+            ),
+            any::<usize>(),
+            any::<u8>(),
+        )
+            .prop_map(|(users, at, byte)| {
+                let records: Vec<bridge_core::kpl::UserRecord> = users
+                    .into_iter()
+                    .map(|(pk, data)| bridge_core::kpl::UserRecord {
+                        partition_key: pk,
+                        explicit_hash_key: None,
+                        data,
+                    })
+                    .collect();
+                let mut bytes = bridge_core::kpl::aggregate(&records);
+                let at = 4 + at % (bytes.len() - 4);
+                if byte % 2 == 0 {
+                    bytes[at] ^= byte | 1;
+                } else {
+                    bytes.truncate(at);
+                }
+                (bytes, true)
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_deaggregator_never_panics_and_never_accepts_a_damaged_aggregate((bytes, damaged) in aggregate_like()) {
+        let read = bridge_core::kpl::deaggregate(&bytes);
+        if damaged {
+            prop_assert!(matches!(read, Some(Err(_))), "a damaged aggregate was read: {:?}", read);
+        }
+        if let Some(Ok(users)) = read {
+            // Only a checksum-valid message gets through: re-encoding what was read must give a valid aggregate.
+            prop_assert!(!users.is_empty());
+            prop_assert!(matches!(bridge_core::kpl::deaggregate(&bridge_core::kpl::aggregate(&users)), Some(Ok(_))));
+        }
+    }
+
+    #[test]
+    fn user_records_survive_aggregation(
+        users in proptest::collection::vec(("[a-z0-9]{1,16}", proptest::option::of("[0-9]{1,38}"), proptest::collection::vec(any::<u8>(), 0..128)), 1..20)
+    ) {
+        let records: Vec<bridge_core::kpl::UserRecord> = users
+            .into_iter()
+            .map(|(pk, ehk, data)| bridge_core::kpl::UserRecord { partition_key: pk, explicit_hash_key: ehk, data })
+            .collect();
+        let back = bridge_core::kpl::deaggregate(&bridge_core::kpl::aggregate(&records));
+        prop_assert_eq!(back, Some(Ok(records)));
+    }
+}

@@ -1090,3 +1090,96 @@ fn logs_carry_no_sync_values_and_no_identity_ids() {
         assert!(!logs.contains(private), "logs leak {private:?}:\n{logs}");
     }
 }
+
+/// KPL-aggregated input, made by the real aggregation library: each user record is its own change with its own
+/// lineage (`user_record`), a transient failure of one user record retries its whole aggregate (and the siblings
+/// that went out are dropped as duplicates when it comes again), and a corrupt or truncated aggregate is a dead
+/// letter that says why, not "expected value at line 1 column 1".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kpl_aggregated_records_are_deaggregated_with_their_own_lineage() {
+    const CAROL: &str = "us-east-1:cccccccc-0000-4000-8000-000000000003";
+    const DAVE: &str = "us-east-1:dddddddd-0000-4000-8000-000000000004";
+    const ERIN: &str = "us-east-1:eeeeeeee-0000-4000-8000-000000000005";
+    let failing = LoopbackServer::start(Answer::Status(503)).await;
+    let h = Harness::allowing(&failing.origin, &[(ENV_S3_FETCH_ATTEMPTS, "2")]).await;
+    let first = [
+        inline(ALICE, "settings", "theme", Some("dark"), 1, T + 1_000),
+        inline(BOB, "settings", "theme", Some("light"), 1, T + 1_000),
+        inline(CAROL, "game", "level", Some("3"), 1, T + 1_000),
+    ];
+    let second = [
+        s3url(DAVE, &format!("{}/payloads/d.json", failing.origin)),
+        inline(ERIN, "settings", "locale", Some("fr"), 1, T + 1_000),
+    ];
+    let mut event = event_of(&[
+        first[0].clone(),
+        second[0].clone(),
+        first[0].clone(),
+        first[0].clone(),
+    ]);
+    let aggregate = e2e::set_record_aggregate(&mut event, 0, &first, "identityId");
+    e2e::set_record_aggregate(&mut event, 1, &second, "identityId");
+    // Ours reads the library's bytes back exactly.
+    let users = bridge_core::kpl::deaggregate(&aggregate).unwrap().unwrap();
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[1].partition_key, BOB);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&users[2].data).unwrap(),
+        first[2]
+    );
+    // A corrupt copy (one bit) and a truncated one.
+    let mut corrupt = aggregate.clone();
+    corrupt[12] ^= 0x01;
+    let truncated = aggregate[..aggregate.len() / 2].to_vec();
+    for (i, bytes) in [(2, &corrupt), (3, &truncated)] {
+        use base64::Engine as _;
+        event["Records"][i]["kinesis"]["data"] =
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+
+    let (response, metrics) = h.run(&event).await;
+    assert_eq!(
+        failed_ids(&response),
+        vec![seq(&event, 1)],
+        "only Dave's aggregate is retried"
+    );
+    assert_eq!(metrics.get(METRIC_RECORDS_IN), 4, "Kinesis records in");
+    let out = h.outputs().await;
+    let lineage: BTreeMap<String, (String, u64)> = out
+        .iter()
+        .map(|d| {
+            (
+                d["identity_id"].as_str().unwrap().to_owned(),
+                (
+                    d["source"]["sequence_number"].as_str().unwrap().to_owned(),
+                    d["source"]["user_record"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lineage,
+        BTreeMap::from([
+            (ALICE.to_owned(), (seq(&event, 0), 0)),
+            (BOB.to_owned(), (seq(&event, 0), 1)),
+            (CAROL.to_owned(), (seq(&event, 0), 2)),
+            (ERIN.to_owned(), (seq(&event, 1), 1)),
+        ])
+    );
+    let letters = h.dead_letters().await;
+    assert_eq!(letters.len(), 2);
+    for letter in &letters {
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("KPL-aggregated record: MD5 mismatch"),
+            "{reason}"
+        );
+    }
+
+    // The redelivery Lambda makes from the reported sequence number: Erin's change is not forwarded twice.
+    let redelivered = json!({"Records": [event["Records"][1].clone()]});
+    let (response, metrics) = h.run(&redelivered).await;
+    assert_eq!(failed_ids(&response), vec![seq(&event, 1)]);
+    assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 1);
+    assert_eq!(h.outputs().await.len(), 4);
+}

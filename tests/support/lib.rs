@@ -149,3 +149,56 @@ impl Drop for LoopbackServer {
         self.task.abort();
     }
 }
+
+/// Aggregates `(partition key, data)` user records into one Kinesis record with the real KPL aggregation library
+/// (`aws-kinesis-agg`, pinned in `.venv`, through `scripts/kpl-aggregate`): (its partition key, its bytes).
+pub fn kpl_aggregate(users: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let input: Vec<Value> = users
+        .iter()
+        .map(|(pk, data)| serde_json::json!({"partition_key": pk, "data_base64": b64.encode(data), "explicit_hash_key": null}))
+        .collect();
+    let mut child = std::process::Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("scripts/kpl-aggregate"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scripts/kpl-aggregate with .venv/bin/python (make tools)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&serde_json::to_vec(&input).expect("json"))
+        .expect("write user records");
+    let out = child.wait_with_output().expect("kpl-aggregate");
+    assert!(out.status.success(), "kpl-aggregate failed");
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).expect("kpl-aggregate output");
+    assert_eq!(records.len(), 1, "one aggregate");
+    (
+        records[0]["partition_key"].as_str().expect("pk").to_owned(),
+        b64.decode(records[0]["data_base64"].as_str().expect("data"))
+            .expect("base64"),
+    )
+}
+
+/// Replaces record `index` of `event` with a KPL aggregate of `docs` made by the real library, keyed by `key` of
+/// each document.
+pub fn set_record_aggregate(event: &mut Value, index: usize, docs: &[Value], key: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let users: Vec<(String, Vec<u8>)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d[key].as_str().unwrap_or("pk").to_owned(),
+                serde_json::to_vec(d).expect("json"),
+            )
+        })
+        .collect();
+    let (pk, bytes) = kpl_aggregate(&users);
+    event["Records"][index]["kinesis"]["partitionKey"] = Value::String(pk);
+    event["Records"][index]["kinesis"]["data"] =
+        Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes));
+    bytes
+}

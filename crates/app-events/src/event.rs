@@ -359,6 +359,7 @@ mod tests {
             shard_id: "shardId-000000000000".into(),
             sequence_number: seq.into(),
             sub_sequence: 0,
+            user_record: None,
         }
     }
 

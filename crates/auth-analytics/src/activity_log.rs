@@ -251,6 +251,7 @@ mod tests {
             shard_id: "shardId-000000000000".into(),
             sequence_number: "1".into(),
             sub_sequence: 0,
+            user_record: None,
         }
     }
 

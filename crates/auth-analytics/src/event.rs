@@ -206,12 +206,7 @@ impl AuthEvent {
             kind: self.kind.clone(),
             timestamp: self.timestamp.clone(),
             received_at: self.received_at.clone(),
-            source: self.source.clone().unwrap_or(SourceRef {
-                stream_arn: String::new(),
-                shard_id: String::new(),
-                sequence_number: String::new(),
-                sub_sequence: 0,
-            }),
+            source: self.source.clone().unwrap_or_default(),
         }
     }
 }

@@ -16,6 +16,10 @@ pub struct SourceRef {
     pub sequence_number: String,
     /// The position of this output among those made from one source record (0 for the first).
     pub sub_sequence: u32,
+    /// For a KPL-aggregated source record, the position of the user record this output came from (the KCL's
+    /// "sub-sequence number"); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_record: Option<u32>,
 }
 
 /// The fields every output record starts with (DESIGN.md §3.3).
@@ -122,6 +126,7 @@ mod tests {
                     shard_id: "s".into(),
                     sequence_number: "1".into(),
                     sub_sequence: 0,
+                    user_record: None,
                 },
             },
             payload_ref: PayloadRef {

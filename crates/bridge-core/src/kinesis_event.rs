@@ -105,6 +105,7 @@ pub fn decode_record(raw: serde_json::Value) -> Result<SourceRecord, Box<Undecod
         shard_id: shard_from_event_id(event_id).to_owned(),
         sequence_number: seq.clone().unwrap_or_default(),
         sub_sequence: 0,
+        user_record: None,
     };
     let arrival = raw
         .pointer("/kinesis/approximateArrivalTimestamp")
@@ -150,6 +151,7 @@ pub fn decode_record(raw: serde_json::Value) -> Result<SourceRecord, Box<Undecod
             shard_id: shard_from_event_id(loose.event_id.as_deref().unwrap_or_default()).to_owned(),
             sequence_number,
             sub_sequence: 0,
+            user_record: None,
         },
         partition_key: loose.kinesis.partition_key.unwrap_or_default(),
         arrival: loose

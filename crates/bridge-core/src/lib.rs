@@ -15,6 +15,7 @@ pub mod dedup;
 pub mod envelope;
 pub mod failure;
 pub mod kinesis_event;
+pub mod kpl;
 pub mod pipeline;
 pub mod producer;
 pub mod retry;

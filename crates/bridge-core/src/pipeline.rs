@@ -312,11 +312,10 @@ impl Pipeline {
         metrics: &Metrics,
     ) -> KinesisEventResponse {
         metrics.add(METRIC_RECORDS_IN, event.records.len() as u64);
-        let mut slots: Vec<Slot<F::Item>> = event
-            .records
-            .into_iter()
-            .map(|raw| decode(flow, raw, metrics))
-            .collect();
+        let mut slots: Vec<Slot<F::Item>> = Vec::with_capacity(event.records.len());
+        for raw in event.records {
+            decode(flow, raw, metrics, &mut slots);
+        }
         let mut plan = flow.resolve(&mut slots, deadline, metrics).await;
         self.write_dead_letters(F::FUNCTION, &mut slots, metrics)
             .await;
@@ -412,11 +411,20 @@ impl Pipeline {
     }
 }
 
-fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<F::Item> {
-    match decode_record(raw) {
+/// Decodes one Kinesis record into its slots: one, or one per user record of a KPL aggregate (each with its
+/// own partition key and `user_record` lineage, all reported by the aggregate's sequence number: a retry of one
+/// redelivers the aggregate, and the siblings come again with their same `event_id`s).
+fn decode<F: Flow>(
+    flow: &F,
+    raw: serde_json::Value,
+    metrics: &Metrics,
+    slots: &mut Vec<Slot<F::Item>>,
+) {
+    let record = match decode_record(raw) {
+        Ok(record) => record,
         Err(u) => {
             let u = *u;
-            Slot {
+            slots.push(Slot {
                 source: u.source,
                 arrival: u.arrival,
                 data: None,
@@ -429,26 +437,59 @@ fn decode<F: Flow>(flow: &F, raw: serde_json::Value, metrics: &Metrics) -> Slot<
                     u.reason,
                 )),
                 results: Vec::new(),
+            });
+            return;
+        }
+    };
+    match crate::kpl::deaggregate(&record.data) {
+        None => slots.push(decode_one(flow, record, metrics)),
+        Some(Err(e)) => slots.push(Slot {
+            state: State::DeadLetter(Failure::new(
+                FailureClass::UndecodableKinesisRecord,
+                e.to_string(),
+            )),
+            order_keys: Vec::new(),
+            source: record.source,
+            arrival: record.arrival,
+            data: Some(record.data),
+            raw: None,
+            partition_key: Some(record.partition_key),
+            payload: None,
+            results: Vec::new(),
+        }),
+        Some(Ok(users)) => {
+            for (j, user) in users.into_iter().enumerate() {
+                let one = SourceRecord {
+                    source: crate::envelope::SourceRef {
+                        user_record: Some(u32::try_from(j).unwrap_or(u32::MAX)),
+                        ..record.source.clone()
+                    },
+                    partition_key: user.partition_key,
+                    arrival: record.arrival,
+                    data: user.data,
+                };
+                slots.push(decode_one(flow, one, metrics));
             }
         }
-        Ok(record) => {
-            let decoded = flow.decode(&record, metrics);
-            Slot {
-                state: match decoded.result {
-                    Ok(item) => State::Working(item),
-                    Err(f) if f.is_transient() => State::Retry(f),
-                    Err(f) => State::DeadLetter(f),
-                },
-                order_keys: decoded.order_keys,
-                source: record.source,
-                arrival: record.arrival,
-                data: Some(record.data),
-                raw: None,
-                partition_key: Some(record.partition_key),
-                payload: None,
-                results: Vec::new(),
-            }
-        }
+    }
+}
+
+fn decode_one<F: Flow>(flow: &F, record: SourceRecord, metrics: &Metrics) -> Slot<F::Item> {
+    let decoded = flow.decode(&record, metrics);
+    Slot {
+        state: match decoded.result {
+            Ok(item) => State::Working(item),
+            Err(f) if f.is_transient() => State::Retry(f),
+            Err(f) => State::DeadLetter(f),
+        },
+        order_keys: decoded.order_keys,
+        source: record.source,
+        arrival: record.arrival,
+        data: Some(record.data),
+        raw: None,
+        partition_key: Some(record.partition_key),
+        payload: None,
+        results: Vec::new(),
     }
 }
 

@@ -315,6 +315,7 @@ mod tests {
                     shard_id: "s".into(),
                     sequence_number: "1".into(),
                     sub_sequence: 0,
+                    user_record: None,
                 },
             },
         }
