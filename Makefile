@@ -101,8 +101,13 @@ events: ## Regenerate the generated sample events from their readable sources.
 	cargo run --quiet -p devtools --bin gen-events
 	cargo run --quiet -p devtools --bin gen-auth-events
 
-bench: ## Measure throughput and memory of the sync processor, and the active-users rollup's writes per event, on this machine.
-	cargo run --quiet --release -p devtools --bin bench
+# The end-to-end figures (release binaries against moto) go to BENCHMARKS.md and target/bench/e2e.json. Only the
+# binaries measured are built (each links with LTO), with the workspace's one feature set.
+BENCH_BINS := sync-processor auth-log-forwarder auth-trigger-forwarder app-event-forwarder active-users bench bench-e2e
+bench: tools ## Measure on this machine: the release binaries end to end against moto (CPU, RSS, requests, cold start, trigger latency; writes BENCHMARKS.md), then the in-process record path and the rollup's writes per event.
+	cargo build --release --workspace $(foreach b,$(BENCH_BINS),--bin $(b))
+	scripts/with-moto target/release/bench-e2e
+	target/release/bench
 
 lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: see requirements-sam.in, requirements-checkov.in).
 	rm -rf $(VENV)

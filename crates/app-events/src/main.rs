@@ -5,7 +5,8 @@ use bridge_core::config::ProcessEnv;
 use bridge_core::pipeline::Flow as _;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
+// One thread: an instance serves one invocation at a time, and cross-thread wake-ups cost CPU (BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     bridge_core::telemetry::init_logging();
     let config = Config::from_env(&ProcessEnv)?;

@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod emulator;
 pub mod esm;
 pub mod events;
+pub mod proxy;
 pub mod replay;
 pub mod report;
 pub mod runtime_api;

@@ -44,6 +44,10 @@ struct Shared {
     next: Mutex<mpsc::Receiver<Invocation>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     function_arn: String,
+    /// When the running process was started, until it first asked for an invocation.
+    spawned_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Process start to its first `next` request, of the latest process.
+    cold_start: std::sync::Mutex<Option<Duration>>,
 }
 
 /// A function binary behind a local Runtime API.
@@ -87,6 +91,8 @@ impl LocalFunction {
             next: Mutex::new(rx),
             waiting: Mutex::new(HashMap::new()),
             function_arn: format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            spawned_at: std::sync::Mutex::new(None),
+            cold_start: std::sync::Mutex::new(None),
         });
         let served = shared.clone();
         tokio::spawn(async move {
@@ -123,6 +129,9 @@ impl LocalFunction {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
+        if let Ok(mut at) = self.shared.spawned_at.lock() {
+            *at = Some(std::time::Instant::now());
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| RuntimeError(format!("cannot start {}: {e}", self.binary.display())))?;
@@ -142,6 +151,25 @@ impl LocalFunction {
     /// The totals of every EMF metric the function has printed so far.
     pub fn metrics(&self) -> BTreeMap<String, u64> {
         self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The running process's id, if one is running.
+    pub async fn pid(&self) -> Option<u32> {
+        self.child.lock().await.as_ref().and_then(Child::id)
+    }
+
+    /// The latest process's cold start: from its start to its first request for an invocation.
+    pub fn cold_start(&self) -> Option<Duration> {
+        self.shared.cold_start.lock().ok().and_then(|c| *c)
+    }
+
+    /// Starts the process now, if none is running, so that it can be measured before its first invocation.
+    pub async fn warm(&self) -> Result<(), RuntimeError> {
+        let mut slot = self.child.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.spawn()?);
+        }
+        Ok(())
     }
 
     /// Stops the running instance, if any.
@@ -237,6 +265,12 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         let (status, headers, payload): (&str, Vec<(String, String)>, Vec<u8>) =
             match (method.as_str(), path.as_str()) {
                 ("GET", "/2018-06-01/runtime/invocation/next") => {
+                    if let (Ok(mut at), Ok(mut cold)) =
+                        (shared.spawned_at.lock(), shared.cold_start.lock())
+                        && let Some(started) = at.take()
+                    {
+                        *cold = Some(started.elapsed());
+                    }
                     let next = shared.next.lock().await.recv().await;
                     let Some(inv) = next else { return };
                     handed_out = Some(inv.id.clone());

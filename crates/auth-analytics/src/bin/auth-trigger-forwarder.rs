@@ -5,7 +5,8 @@ use auth_analytics::{TriggerConfig, TriggerForwarder};
 use bridge_core::config::ProcessEnv;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-#[tokio::main]
+// One thread: an instance serves one invocation at a time, and cross-thread wake-ups cost CPU (BENCHMARKS.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     bridge_core::telemetry::init_logging();
     let sdk = bridge_core::aws::sdk_config().await;
