@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools build test lint infra-check package fmt demo local invoke events bench lock clean
+.PHONY: help tools infra-tools build test lint infra-check package fmt demo local invoke events bench chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -108,6 +108,26 @@ bench: tools ## Measure on this machine: the release binaries end to end against
 	cargo build --release --workspace $(foreach b,$(BENCH_BINS),--bin $(b))
 	scripts/with-moto target/release/bench-e2e
 	target/release/bench
+
+chaos: tools ## The chaos run at full size: 10,000 Cognito Sync records through the sync processor's binary under injected faults (make test runs 600).
+	cargo build --workspace --bins
+	CHAOS_RECORDS=$${CHAOS_RECORDS:-10000} scripts/with-moto cargo test --workspace --test chaos -- --nocapture
+
+# cargo-fuzz (pinned, into .tools/) on the nightly toolchain; each target runs FUZZ_SECONDS. A crash stops the run
+# with its input in fuzz/artifacts/<target>/; add it to the regression tests. Not part of `make test`: the fuzz
+# build compiles the crates again with sanitizers (minutes on 2 cores).
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := sync_record cloudwatch_logs s3_payload kpl
+.tools/bin/cargo-fuzz:
+	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .tools
+fuzz: .tools/bin/cargo-fuzz ## Fuzz the decoders (sync records, CloudWatch Logs gzip, S3Url bodies, KPL aggregates) for FUZZ_SECONDS each (default 60; nightly toolchain).
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  PATH="$(CURDIR)/.tools/bin:$$PATH" cargo +nightly fuzz run $$t fuzz/corpus/$$t $$(test -d fuzz/seeds/$$t && echo fuzz/seeds/$$t) \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1; \
+	done
 
 lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: see requirements-sam.in, requirements-checkov.in).
 	rm -rf $(VENV)

@@ -9,6 +9,14 @@
 //!
 //! Operations are named from `X-Amz-Target` (JSON protocols: Kinesis, DynamoDB, SQS, Secrets Manager, cognito-idp)
 //! or, for S3's REST protocol, `S3 <method>`.
+//!
+//! With a [`FaultPlan`] it is also the fault injector of the chaos runs (faults moto cannot produce), seeded so a
+//! run can be repeated: per-entry `PutRecords` failures (it forwards only the entries it lets through and answers
+//! with a correct partial-failure response: `FailedRecordCount`, per-entry `ErrorCode` and `ErrorMessage`),
+//! throttling errors in each service's own shape (`ProvisionedThroughputExceededException` for Kinesis and
+//! DynamoDB, `SlowDown` for S3, `ThrottlingException` otherwise), 5xx, latency, connection resets, and "applied,
+//! but the response lost" (forwarded, then the connection dropped without an answer). A timeout is latency past
+//! the client's own timeout.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +57,175 @@ impl Counts {
     }
 }
 
+/// Which faults to inject, each a probability per request (per entry for `entry_failure`), from a seed.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    /// The seed of the plan's random choices.
+    pub seed: u64,
+    /// `PutRecords` entries failed with `ProvisionedThroughputExceededException` (the rest are stored).
+    pub entry_failure: f64,
+    /// Requests answered with the service's throttling error, not forwarded.
+    pub throttle: f64,
+    /// Requests answered with a 500, not forwarded.
+    pub server_error: f64,
+    /// Requests forwarded (applied) whose response is then lost: the connection drops without an answer.
+    pub lost_response: f64,
+    /// Connections reset before the request is forwarded.
+    pub reset: f64,
+    /// Requests delayed by `latency` before they are forwarded.
+    pub slow: f64,
+    /// The delay of a slow request.
+    pub latency: std::time::Duration,
+    /// Operations the plan applies to (`PutRecords`, `PutItem`, `S3 GET`...); empty: all.
+    pub only: Vec<String>,
+}
+
+/// What the proxy does with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Forward,
+    Throttle,
+    ServerError,
+    LoseResponse,
+    Reset,
+    Slow,
+}
+
+struct Faults {
+    plan: FaultPlan,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl Faults {
+    fn roll(&self) -> f64 {
+        self.rng.lock().map_or(1.0, |mut r| r.f64())
+    }
+
+    fn decide(&self, op: &str) -> Action {
+        let p = &self.plan;
+        if !p.only.is_empty() && !p.only.iter().any(|o| o == op) {
+            return Action::Forward;
+        }
+        let x = self.roll();
+        let mut edge = 0.0;
+        for (chance, action) in [
+            (p.throttle, Action::Throttle),
+            (p.server_error, Action::ServerError),
+            (p.lost_response, Action::LoseResponse),
+            (p.reset, Action::Reset),
+            (p.slow, Action::Slow),
+        ] {
+            edge += chance;
+            if x < edge {
+                return action;
+            }
+        }
+        Action::Forward
+    }
+}
+
+type Response = (String, Vec<(String, String)>, Vec<u8>);
+
+/// The error answer of a throttle or a 500, in the request's protocol.
+fn error_response(req: &Request, op: &str, throttle: bool) -> Response {
+    if req.header("x-amz-target").is_none() {
+        let (status, code) = if throttle {
+            ("HTTP/1.1 503 Slow Down", "SlowDown")
+        } else {
+            ("HTTP/1.1 500 Internal Server Error", "InternalError")
+        };
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the fault proxy</Message><RequestId>fault</RequestId></Error>"
+        );
+        return (
+            status.to_owned(),
+            vec![("Content-Type".into(), "application/xml".into())],
+            body.into_bytes(),
+        );
+    }
+    let kinesis_or_dynamo = req
+        .header("x-amz-target")
+        .is_some_and(|t| t.starts_with("Kinesis_") || t.starts_with("DynamoDB_"));
+    let (status, kind) = match (throttle, kinesis_or_dynamo) {
+        (true, true) => ("HTTP/1.1 400 Bad Request", "ProvisionedThroughputExceededException"),
+        (true, false) => ("HTTP/1.1 400 Bad Request", "ThrottlingException"),
+        (false, _) => ("HTTP/1.1 500 Internal Server Error", "InternalFailure"),
+    };
+    let body = serde_json::json!({"__type": kind, "message": format!("{op}: injected by the fault proxy")});
+    (
+        status.to_owned(),
+        vec![
+            ("Content-Type".into(), "application/x-amz-json-1.1".into()),
+            ("x-amzn-ErrorType".into(), kind.to_owned()),
+        ],
+        body.to_string().into_bytes(),
+    )
+}
+
+/// A `PutRecords` request with some entries failed: only the others are forwarded, and the answer lists every
+/// entry in order, the failed ones with their error.
+async fn put_records_partly(
+    upstream: &str,
+    req: &Request,
+    faults: &Faults,
+    injected: &Counts,
+) -> Option<Response> {
+    let mut doc: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
+    let entries = doc.get("Records")?.as_array()?.clone();
+    let failed: Vec<bool> = entries
+        .iter()
+        .map(|_| faults.roll() < faults.plan.entry_failure)
+        .collect();
+    let kept: Vec<serde_json::Value> = entries
+        .iter()
+        .zip(&failed)
+        .filter(|(_, f)| !**f)
+        .map(|(e, _)| e.clone())
+        .collect();
+    let mut results: Vec<serde_json::Value> = Vec::new();
+    let mut upstream_failed = 0;
+    let mut answer_headers = vec![(
+        "Content-Type".to_owned(),
+        "application/x-amz-json-1.1".to_owned(),
+    )];
+    if !kept.is_empty() {
+        doc["Records"] = serde_json::Value::Array(kept);
+        let forwarded = Request {
+            line: req.line.clone(),
+            headers: req.headers.clone(),
+            body: serde_json::to_vec(&doc).ok()?,
+        };
+        let (status, headers, body) = forward(upstream, &forwarded).await?;
+        if !status.contains(" 200 ") {
+            return Some((status, headers, body));
+        }
+        answer_headers = headers;
+        let answer: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        upstream_failed = answer["FailedRecordCount"].as_u64().unwrap_or(0);
+        results = answer["Records"].as_array()?.clone();
+    }
+    let mut upstream_results = results.into_iter();
+    let mut merged = Vec::with_capacity(entries.len());
+    let mut n_failed = 0u64;
+    for f in &failed {
+        if *f {
+            n_failed += 1;
+            injected.add("PutRecords entry failed".into());
+            merged.push(serde_json::json!({"ErrorCode": "ProvisionedThroughputExceededException",
+                "ErrorMessage": "Rate exceeded for shard shardId-000000000000 (injected by the fault proxy)"}));
+        } else {
+            merged.push(upstream_results.next()?);
+        }
+    }
+    let body =
+        serde_json::json!({"FailedRecordCount": upstream_failed + n_failed, "Records": merged});
+    Some((
+        "HTTP/1.1 200 OK".to_owned(),
+        answer_headers,
+        body.to_string().into_bytes(),
+    ))
+}
+
 /// The proxy: its endpoint and its counts.
 #[derive(Debug)]
 pub struct CountingProxy {
@@ -58,6 +235,8 @@ pub struct CountingProxy {
     pub counts: Arc<Counts>,
     /// Client connections accepted.
     pub connections: Arc<std::sync::atomic::AtomicU64>,
+    /// Faults injected, by kind.
+    pub injected: Arc<Counts>,
 }
 
 /// One request as read: head lines (without the request line) and body.
@@ -187,6 +366,22 @@ async fn forward(
 impl CountingProxy {
     /// Proxies to `upstream` (`http://host:port`) on a free loopback port.
     pub async fn start(upstream: &str, mode: ClientConnections) -> std::io::Result<Self> {
+        Self::with_faults(upstream, mode, None).await
+    }
+
+    /// Like [`CountingProxy::start`], injecting the faults of `plan`.
+    pub async fn with_faults(
+        upstream: &str,
+        mode: ClientConnections,
+        plan: Option<FaultPlan>,
+    ) -> std::io::Result<Self> {
+        let faults = plan.map(|plan| {
+            Arc::new(Faults {
+                rng: Mutex::new(fastrand::Rng::with_seed(plan.seed)),
+                plan,
+            })
+        });
+        let injected = Arc::new(Counts::default());
         let upstream = upstream
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -195,11 +390,12 @@ impl CountingProxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let counts = Arc::new(Counts::default());
         let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (c, n) = (counts.clone(), connections.clone());
+        let (c, n, inj) = (counts.clone(), connections.clone(), injected.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (counts, upstream) = (c.clone(), upstream.clone());
+                let (counts, upstream, faults, injected) =
+                    (c.clone(), upstream.clone(), faults.clone(), inj.clone());
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let (read, mut write) = stream.into_split();
@@ -213,11 +409,37 @@ impl CountingProxy {
                             headers,
                             body,
                         };
-                        counts.add(req.operation());
-                        let (status, headers, body) =
-                            forward(&upstream, &req).await.unwrap_or_else(|| {
-                                ("HTTP/1.1 502 Bad Gateway".into(), Vec::new(), Vec::new())
-                            });
+                        let op = req.operation();
+                        counts.add(op.clone());
+                        let action = faults.as_ref().map_or(Action::Forward, |f| f.decide(&op));
+                        if action != Action::Forward {
+                            injected.add(format!("{op} {action:?}"));
+                        }
+                        let answer = match action {
+                            Action::Reset => return,
+                            Action::Throttle => Some(error_response(&req, &op, true)),
+                            Action::ServerError => Some(error_response(&req, &op, false)),
+                            Action::LoseResponse => {
+                                let _ = forward(&upstream, &req).await;
+                                return;
+                            }
+                            Action::Slow | Action::Forward => {
+                                if action == Action::Slow
+                                    && let Some(f) = &faults
+                                {
+                                    tokio::time::sleep(f.plan.latency).await;
+                                }
+                                match &faults {
+                                    Some(f) if op == "PutRecords" && f.plan.entry_failure > 0.0 => {
+                                        put_records_partly(&upstream, &req, f, &injected).await
+                                    }
+                                    _ => forward(&upstream, &req).await,
+                                }
+                            }
+                        };
+                        let (status, headers, body) = answer.unwrap_or_else(|| {
+                            ("HTTP/1.1 502 Bad Gateway".into(), Vec::new(), Vec::new())
+                        });
                         let mut head = format!("{status}\r\n");
                         for (k, v) in &headers {
                             if !hop_by_hop(k) {
@@ -253,6 +475,7 @@ impl CountingProxy {
             endpoint,
             counts,
             connections,
+            injected,
         })
     }
 }

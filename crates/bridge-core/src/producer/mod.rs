@@ -5,9 +5,12 @@
 //!
 //! Order: records go out in input order, one request after another. Once an entry of a partition key fails,
 //! the key's later entries are not sent in that attempt: they wait for the next one, behind the failed entry,
-//! and are reported with it if it gives up. What cannot be promised: PutRecords itself does not stop at a
-//! failed entry, so a later entry of the same key *in the same request* may land before the failed one's
-//! resend. Envelopes carry their own ordering fields (sync counts, timestamps) for consumers that must reorder.
+//! and are reported with it if it gives up. PutRecords itself does not stop at a failed entry, so two entries of
+//! one key in one request could land out of order; [`Producer::send_in_order`] therefore never puts a key's
+//! entries of different groups (the outputs of different source records) in one request: a later group goes in
+//! a later request, behind any failure of the earlier one, while other keys fill the request (the chaos run in
+//! `tests/chaos.rs` measured the reordering before this). Entries of one group (one source record's changes) may
+//! share a request: their mutual order is not promised. Envelopes also carry their own ordering fields.
 
 pub mod large;
 pub mod limits;
@@ -26,7 +29,7 @@ use crate::telemetry::Metrics;
 pub use large::{LARGE_PAYLOAD_PREFIX, LargePayloads};
 pub use limits::{
     MAX_BYTES_PER_REQUEST, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST,
-    plan_requests,
+    plan_ordered_requests, plan_requests,
 };
 pub use sink::{
     EntryOutcome, KinesisSink, NoOutputs, PutEntry, RecordSink, SinkError, entry_outcomes,
@@ -81,6 +84,7 @@ impl ProduceFailure {
 #[derive(Debug)]
 struct Job {
     entry: PutEntry,
+    group: usize,
     delivery: Delivery,
     outcome: Option<Result<Delivery, ProduceFailure>>,
     last_error: Option<String>,
@@ -105,21 +109,36 @@ impl Producer {
     }
 
     /// Sends every record; one outcome per record, in input order. No request starts after the deadline,
-    /// and none outlasts it: what is not stored by then is a transient failure.
+    /// and none outlasts it: what is not stored by then is a transient failure. Records of one partition key may
+    /// share a request (use [`Producer::send_in_order`] to keep their order under partial failures).
     pub async fn send(
         &self,
         records: Vec<OutboundRecord>,
         deadline: Deadline,
         metrics: &Metrics,
     ) -> Vec<Result<Delivery, ProduceFailure>> {
+        let records = records.into_iter().map(|r| (r, 0)).collect();
+        self.send_in_order(records, deadline, metrics).await
+    }
+
+    /// Like [`Producer::send`], each record with its group (the source record it came from): a partition key's
+    /// records of different groups never share a request, so a failed entry is resent before any later group of
+    /// its key is sent.
+    pub async fn send_in_order(
+        &self,
+        records: Vec<(OutboundRecord, usize)>,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) -> Vec<Result<Delivery, ProduceFailure>> {
         let mut jobs = Vec::with_capacity(records.len());
         // A key whose output failed for this invocation holds its later outputs back.
         let mut failed_keys: HashSet<String> = HashSet::new();
-        for record in records {
+        for (record, group) in records {
             let key = record.partition_key.clone();
             let mut job = match self.prepare(record, metrics).await {
                 Ok((entry, delivery)) => Job {
                     entry,
+                    group,
                     delivery,
                     outcome: None,
                     last_error: None,
@@ -129,6 +148,7 @@ impl Producer {
                         partition_key: key.clone(),
                         data: Bytes::new(),
                     },
+                    group,
                     delivery: Delivery::Direct,
                     outcome: Some(Err(failure)),
                     last_error: None,
@@ -200,17 +220,27 @@ impl Producer {
         deadline: Deadline,
         metrics: &Metrics,
     ) -> (Vec<usize>, bool) {
-        let sizes: Vec<usize> = pending.iter().map(|&i| jobs[i].entry.size()).collect();
+        let planned: Vec<(&str, usize, usize)> = pending
+            .iter()
+            .map(|&i| {
+                let job = &jobs[i];
+                (job.entry.partition_key.as_str(), job.group, job.entry.size())
+            })
+            .collect();
+        let requests: Vec<Vec<usize>> = plan_ordered_requests(&planned)
+            .into_iter()
+            .map(|request| request.into_iter().map(|k| pending[k]).collect())
+            .collect();
         let mut again = Vec::new();
         let mut failed_keys: HashSet<String> = HashSet::new();
-        for range in plan_requests(&sizes) {
+        for (n, request) in requests.iter().enumerate() {
             let left = deadline.remaining();
             if left == Some(std::time::Duration::ZERO) {
-                again.extend_from_slice(&pending[range.start..]);
+                again.extend(requests[n..].iter().flatten().copied());
                 again.sort_unstable();
                 return (again, true);
             }
-            let (held, send): (Vec<usize>, Vec<usize>) = pending[range]
+            let (held, send): (Vec<usize>, Vec<usize>) = request
                 .iter()
                 .partition(|&&i| failed_keys.contains(&jobs[i].entry.partition_key));
             for &i in &held {
@@ -478,6 +508,49 @@ mod tests {
             .map(|e| String::from_utf8_lossy(&e.data).into_owned())
             .collect();
         assert_eq!(a, vec!["first-0", "second-a"]);
+    }
+
+    #[tokio::test]
+    async fn in_order_a_keys_later_record_never_shares_a_request_with_its_failed_earlier_one() {
+        // a's first record (two outputs) and b's record fill one request; a's second record goes in the next.
+        // a's first output fails: its second record is held, and lands only after the resend. With plain `send`
+        // (one group) the same failure lets a's second record land first: that is what PutRecords does.
+        let records = || {
+            vec![
+                (record("a", "a1-x"), 0),
+                (record("a", "a1-y"), 0),
+                (record("b", "b1"), 1),
+                (record("a", "a2"), 2),
+            ]
+        };
+        let sink = Arc::new(MemorySink {
+            fail: vec![vec![0]],
+            ..Default::default()
+        });
+        let outcomes = Producer::new(sink.clone(), None, fast())
+            .send_in_order(records(), Deadline::none(), &Metrics::new())
+            .await;
+        assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+        let a = |sink: &MemorySink| -> Vec<String> {
+            sink.stored()
+                .iter()
+                .filter(|e| e.partition_key == "a")
+                .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+                .collect()
+        };
+        assert_eq!(a(&sink), vec!["a1-y", "a1-x", "a2"], "a2 after a1's resend");
+        let plain = Arc::new(MemorySink {
+            fail: vec![vec![0]],
+            ..Default::default()
+        });
+        Producer::new(plain.clone(), None, fast())
+            .send(
+                records().into_iter().map(|(r, _)| r).collect(),
+                Deadline::none(),
+                &Metrics::new(),
+            )
+            .await;
+        assert_eq!(a(&plain), vec!["a1-y", "a2", "a1-x"], "PutRecords goes on past a failed entry");
     }
 
     #[tokio::test]
