@@ -1,13 +1,14 @@
-//! The chaos run of the sync processor: its real binary, behind the local Runtime API, driven by the local event
-//! source mapping with the template's settings (bisection, retries), talking to moto through the fault proxy
-//! (`devtools::proxy`): per-entry PutRecords throttles, throttles and 5xx on every service, responses lost after
-//! the request was applied, one process killed mid-batch and one invocation that runs out of time.
+//! The chaos runs of the Kinesis-triggered forwarders (the sync processor and the auth log forwarder): each real
+//! binary, behind the local Runtime API, driven by the local event source mapping with the template's settings
+//! (bisection, retries), talking to moto through the fault proxy (`devtools::proxy`): 20% of PutRecords entries
+//! throttled, 3% throttles and 5% 500s on every service, 2% responses lost after the request was applied, one
+//! process killed mid-batch and one invocation frozen until it runs out of time.
 //!
 //! The same input runs once without faults; what it forwards is the expectation. Under faults: every expected
-//! change is present (nothing lost), nothing else is (no stale version, nothing invented), every repeat carries an
-//! `event_id` already seen, no batch is given up, the dead letters are the same, and each identity's changes come
-//! in the order of their source records. `make test` runs it at `CHAOS_RECORDS` (default 600) records; `make
-//! chaos` at 10,000.
+//! output is present (nothing lost), nothing else is (no stale version, nothing invented), every repeat carries an
+//! `event_id` already seen, no batch is given up, the dead letters are the same, and each identity's outputs come
+//! in the order of their source records. `make test` runs them at `CHAOS_RECORDS` (default 600) records each;
+//! `make chaos` at 10,000.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
@@ -44,8 +45,10 @@ fn change_doc(id: usize, dataset: &str, keys: &[(usize, i64)], at: i64) -> Value
     let sync_count = keys.iter().map(|k| k.1).max().unwrap_or(1);
     let changes: Vec<Value> = keys
         .iter()
-        .map(|(k, sc)| json!({"key": format!("k{k}"), "value": format!("v{sc}"), "syncCount": sc,
-            "lastModifiedDate": at, "deviceLastModifiedDate": at - 10, "op": "replace"}))
+        .map(|(k, sc)| {
+            json!({"key": format!("k{k}"), "value": format!("v{sc}"), "syncCount": sc,
+            "lastModifiedDate": at, "deviceLastModifiedDate": at - 10, "op": "replace"})
+        })
         .collect();
     json!({"identityPoolId": POOL, "identityId": identity(id), "datasetName": dataset, "operation": "replace",
            "payloadType": "Inline", "syncCount": sync_count, "lastModifiedDate": at, "kinesisSyncRecords": changes})
@@ -145,24 +148,71 @@ impl Invoker for Saboteur {
     }
 }
 
-async fn run(aws: &LocalAws, docs: &[Value], plan: Option<FaultPlan>) -> RunResult {
+/// A Kinesis-triggered function under chaos: its binary, its template mapping, its variables (output stream,
+/// dedup table and bucket names filled in), the source stream's shards, and the field of an output that names the
+/// identity whose order is kept.
+struct Case {
+    binary: &'static str,
+    logical: &'static str,
+    event: &'static str,
+    env: fn(&str, &str, &str) -> Vec<(String, String)>,
+    shards: i32,
+    identity: &'static str,
+}
+
+const SYNC: Case = Case {
+    binary: "sync-processor",
+    logical: "SyncProcessorFunction",
+    event: "CognitoStream",
+    env: |out, table, bucket| {
+        vec![
+            ("OUTPUT_STREAM_NAME".into(), out.into()),
+            ("DEDUP_TABLE_NAME".into(), table.into()),
+            ("DEAD_LETTER_BUCKET".into(), bucket.into()),
+        ]
+    },
+    shards: 2,
+    identity: "identity_id",
+};
+
+const AUTH_LOG: Case = Case {
+    binary: "auth-log-forwarder",
+    logical: "AuthLogForwarderFunction",
+    event: "UserActivityLogs",
+    env: |out, _, bucket| {
+        vec![
+            ("AUTH_OUTPUT_STREAM_NAME".into(), out.into()),
+            ("DEAD_LETTER_BUCKET".into(), bucket.into()),
+        ]
+    },
+    // CloudWatch Logs picks its own partition keys: one shard keeps a user's entries in order at the source.
+    shards: 1,
+    identity: "user_sub",
+};
+
+async fn run(
+    aws: &LocalAws,
+    case: &Case,
+    input: &[(String, Vec<u8>)],
+    plan: Option<FaultPlan>,
+) -> RunResult {
     let (source, out, table, bucket) = (
         unique_name("chaos-src"),
         unique_name("chaos-out"),
         unique_name("chaos-marks"),
         unique_name("chaos"),
     );
-    let source_arn = aws.create_stream(&source, 2).await.unwrap();
+    let source_arn = aws.create_stream(&source, case.shards).await.unwrap();
     aws.create_stream(&out, 2).await.unwrap();
     aws.create_dedup_table(&table).await.unwrap();
     aws.create_bucket(&bucket).await.unwrap();
-    for chunk in docs.chunks(500) {
+    for chunk in input.chunks(500) {
         let entries: Vec<PutRecordsRequestEntry> = chunk
             .iter()
-            .map(|d| {
+            .map(|(key, data)| {
                 PutRecordsRequestEntry::builder()
-                    .partition_key(d["identityId"].as_str().unwrap())
-                    .data(Blob::new(serde_json::to_vec(d).unwrap()))
+                    .partition_key(key)
+                    .data(Blob::new(data.clone()))
                     .build()
                     .unwrap()
             })
@@ -181,21 +231,15 @@ async fn run(aws: &LocalAws, docs: &[Value], plan: Option<FaultPlan>) -> RunResu
     let proxy = CountingProxy::with_faults(&aws.endpoint, ClientConnections::KeepAlive, plan)
         .await
         .unwrap();
-    let env = vec![
-        ("OUTPUT_STREAM_NAME".to_owned(), out.clone()),
-        ("DEDUP_TABLE_NAME".to_owned(), table),
-        ("DEAD_LETTER_BUCKET".to_owned(), bucket.clone()),
-        ("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint.clone()),
-    ];
-    let binary = e2e::root().join("target/debug/sync-processor");
+    let mut env = (case.env)(&out, &table, &bucket);
+    env.push(("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint.clone()));
+    let binary = e2e::root().join("target/debug").join(case.binary);
     assert!(binary.exists(), "build the binaries first (make test does)");
-    let function = LocalFunction::start("sync-processor", binary, env, Duration::from_secs(8))
+    let function = LocalFunction::start(case.binary, binary, env, Duration::from_secs(8))
         .await
         .unwrap();
     let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
-    let settings =
-        MappingSettings::from_template(&template, "SyncProcessorFunction", "CognitoStream")
-            .unwrap();
+    let settings = MappingSettings::from_template(&template, case.logical, case.event).unwrap();
     let settings = MappingSettings {
         // Smaller batches than the template's 500 give the faults more invocations to land in.
         batch_size: 100,
@@ -221,7 +265,10 @@ async fn run(aws: &LocalAws, docs: &[Value], plan: Option<FaultPlan>) -> RunResu
         aws.clone(),
         &source,
         &source_arn,
-        "arn:aws:lambda:us-east-1:123456789012:function:sync-processor",
+        &format!(
+            "arn:aws:lambda:us-east-1:123456789012:function:{}",
+            case.binary
+        ),
         settings,
         saboteur.clone(),
     )
@@ -230,31 +277,49 @@ async fn run(aws: &LocalAws, docs: &[Value], plan: Option<FaultPlan>) -> RunResu
     function.stop().await;
     let mut outputs = Vec::new();
     // Per shard, in order (one identity always maps to one shard).
-    let shards = aws.kinesis.list_shards().stream_name(&out).send().await.unwrap();
+    let shards = aws
+        .kinesis
+        .list_shards()
+        .stream_name(&out)
+        .send()
+        .await
+        .unwrap();
     for shard in shards.shards() {
         for r in aws
-            .read_shard(&out, shard.shard_id(), devtools::emulator::ShardStart::TrimHorizon)
+            .read_shard(
+                &out,
+                shard.shard_id(),
+                devtools::emulator::ShardStart::TrimHorizon,
+            )
             .await
             .unwrap()
         {
             outputs.push(serde_json::from_slice(r.data.as_ref()).unwrap());
         }
     }
-    let dead_letters = aws.read_objects(&bucket, "dead-letter/").await.unwrap().len();
+    let dead_letters = aws
+        .read_objects(&bucket, "dead-letter/")
+        .await
+        .unwrap()
+        .len();
     RunResult {
         outputs,
         dead_letters,
         given_up: report.on_failure.len(),
         invocations: report.invocations.len(),
         injected: proxy.injected.snapshot(),
-        failed_invocations: saboteur.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        failed_invocations: saboteur
+            .failures
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default(),
     }
 }
 
 /// The identities whose changes, in order of first appearance on the output stream, do not follow the order of
 /// their source records (the source sequence number each change carries). Changes of one source record (the keys of
 /// one sync) have no order among themselves.
-fn out_of_order(outputs: &[Value]) -> Vec<String> {
+fn out_of_order(outputs: &[Value], identity_field: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut last: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut wrong = BTreeSet::new();
@@ -264,7 +329,9 @@ fn out_of_order(outputs: &[Value]) -> Vec<String> {
         }
         let seq = d["source"]["sequence_number"].as_str().unwrap().to_owned();
         let position = (seq.len(), seq);
-        let identity = d["identity_id"].as_str().unwrap().to_owned();
+        let Some(identity) = d[identity_field].as_str().map(str::to_owned) else {
+            continue;
+        };
         if last.get(&identity).is_some_and(|p| *p > position) {
             wrong.insert(identity.clone());
         }
@@ -273,18 +340,10 @@ fn out_of_order(outputs: &[Value]) -> Vec<String> {
     wrong.into_iter().collect()
 }
 
-fn input_identities(docs: &[Value]) -> usize {
-    docs.iter()
-        .filter_map(|d| d["identityId"].as_str())
-        .collect::<BTreeSet<_>>()
-        .len()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_faults_nothing_is_lost_invented_or_reordered() {
+/// Runs `input` without and with faults and checks the chaos run against the calm one.
+async fn chaos(case: &Case, input: &[(String, Vec<u8>)]) {
     let aws = LocalAws::from_env().await.unwrap();
-    let docs = input(records());
-    let calm = run(&aws, &docs, None).await;
+    let calm = run(&aws, case, input, None).await;
     assert_eq!(calm.given_up, 0);
     let plan = FaultPlan {
         seed: 20_261_201,
@@ -294,7 +353,7 @@ async fn under_faults_nothing_is_lost_invented_or_reordered() {
         lost_response: 0.02,
         ..FaultPlan::default()
     };
-    let chaos = run(&aws, &docs, Some(plan)).await;
+    let chaos = run(&aws, case, input, Some(plan)).await;
 
     let expected: BTreeSet<&str> = calm
         .outputs
@@ -309,11 +368,19 @@ async fn under_faults_nothing_is_lost_invented_or_reordered() {
     let lost: Vec<&&str> = expected.difference(&got).collect();
     let invented: Vec<&&str> = got.difference(&expected).collect();
     let repeats = chaos.outputs.len() - got.len();
+    let identities: BTreeSet<&str> = calm
+        .outputs
+        .iter()
+        .filter_map(|d| d[case.identity].as_str())
+        .collect();
+    let reordered = out_of_order(&chaos.outputs, case.identity);
     println!(
-        "chaos: {} source records; without faults {} changes forwarded in {} invocations; under faults {} \
-         records out ({} distinct, {repeats} repeats of an event_id already out) in {} invocations, {} lost, {} \
-         not expected, {} dead letters (calm: {}), {} batches given up; faults injected: {:?}",
-        docs.len(),
+        "chaos {}: {} source records; without faults {} outputs in {} invocations; under faults {} records out \
+         ({} distinct, {repeats} repeats of an event_id already out) in {} invocations, {} lost, {} not expected, \
+         {} of {} identities out of order, {} dead letters (calm: {}), {} batches given up; invocations failed \
+         whole: {:?}; faults injected: {:?}",
+        case.binary,
+        input.len(),
         expected.len(),
         calm.invocations,
         chaos.outputs.len(),
@@ -321,38 +388,96 @@ async fn under_faults_nothing_is_lost_invented_or_reordered() {
         chaos.invocations,
         lost.len(),
         invented.len(),
+        reordered.len(),
+        identities.len(),
         chaos.dead_letters,
         calm.dead_letters,
         chaos.given_up,
+        chaos.failed_invocations,
         chaos.injected
     );
+    assert!(!expected.is_empty());
     assert!(lost.is_empty(), "lost: {lost:?}");
-    assert!(invented.is_empty(), "not expected (stale or invented): {invented:?}");
+    assert!(
+        invented.is_empty(),
+        "not expected (stale or invented): {invented:?}"
+    );
     assert_eq!(chaos.given_up, 0, "no batch may be given up");
     assert_eq!(chaos.dead_letters, calm.dead_letters);
-    // Order: each identity's changes come in the order of their source records, faults or not.
-    assert!(out_of_order(&calm.outputs).is_empty());
-    let reordered = out_of_order(&chaos.outputs);
-    println!(
-        "chaos: {} of {} identities out of order",
-        reordered.len(),
-        input_identities(&docs)
+    // Order: each identity's outputs come in the order of their source records, faults or not.
+    assert!(out_of_order(&calm.outputs, case.identity).is_empty());
+    assert!(
+        reordered.is_empty(),
+        "identities whose outputs came out of order: {reordered:?}"
     );
-    assert!(reordered.is_empty(), "identities whose changes came out of order: {reordered:?}");
     // The faults did happen.
-    let total = |prefix: &str| -> u64 {
+    let total = |part: &str| -> u64 {
         chaos
             .injected
             .iter()
-            .filter(|(k, _)| k.contains(prefix))
+            .filter(|(k, _)| k.contains(part))
             .map(|(_, v)| v)
             .sum()
     };
     assert!(total("entry failed") > 0 && total("Throttle") > 0 && total("ServerError") > 0);
     assert!(total("LoseResponse") > 0, "{:?}", chaos.injected);
     assert!(chaos.invocations > calm.invocations, "faults cost retries");
-    println!("chaos: invocations that failed whole: {:?}", chaos.failed_invocations);
-    assert!(chaos.failed_invocations.iter().any(|f| f.starts_with("Crash")), "a process was killed mid-batch");
-    assert!(chaos.failed_invocations.iter().any(|f| f.starts_with("Timeout")), "an invocation ran out of time");
+    assert!(
+        chaos
+            .failed_invocations
+            .iter()
+            .any(|f| f.starts_with("Crash")),
+        "a process was killed mid-batch"
+    );
+    assert!(
+        chaos
+            .failed_invocations
+            .iter()
+            .any(|f| f.starts_with("Timeout")),
+        "an invocation ran out of time"
+    );
     assert!(calm.failed_invocations.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_processor_under_faults_loses_invents_and_reorders_nothing() {
+    let input: Vec<(String, Vec<u8>)> = input(records())
+        .iter()
+        .map(|d| {
+            (
+                d["identityId"].as_str().unwrap().to_owned(),
+                serde_json::to_vec(d).unwrap(),
+            )
+        })
+        .collect();
+    chaos(&SYNC, &input).await;
+}
+
+/// User-activity log records as a CloudWatch Logs subscription writes them (gzip), one entry each, for 40 users;
+/// every seventh a failed sign-in.
+fn activity_records(n: usize) -> Vec<(String, Vec<u8>)> {
+    use std::io::Write as _;
+    (0..n)
+        .map(|i| {
+            let message = json!({"eventSource": "USER_ACTIVITY", "eventTimestamp": (T + i as i64 * 1000).to_string(),
+                "logLevel": "INFO", "logSourceId": {"userPoolId": "us-east-1_EXAMPLE"},
+                "message": {"challenges": [], "clientId": "1example23456789", "eventId": format!("a0000000-0000-4000-8000-{i:012}"),
+                    "eventResponse": if i.is_multiple_of(7) { "Fail" } else { "Pass" }, "eventType": "SignIn",
+                    "hasContextData": "false", "ipAddress": "192.0.2.10", "requestId": format!("req-{i}"),
+                    "userName": format!("user{}", i % 40), "userPoolId": "us-east-1_EXAMPLE",
+                    "userSub": format!("4f3e2d1c-0000-4000-8000-{:012}", i % 40), "version": "1"}});
+            let doc = json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
+                "logGroup": "/aws/cognito/userpool/us-east-1_EXAMPLE/user-activity", "logStream": "user-activity-stream-0001",
+                "subscriptionFilters": ["to-kinesis"],
+                "logEvents": [{"id": format!("{i:056}"), "timestamp": T + i as i64 * 1000, "message": message.to_string()}]});
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(doc.to_string().as_bytes()).unwrap();
+            (format!("pk-{}", i % 7), gz.finish().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_log_forwarder_under_faults_loses_invents_and_reorders_nothing() {
+    chaos(&AUTH_LOG, &activity_records(records())).await;
 }

@@ -328,12 +328,18 @@ impl Pipeline {
             }
         }
         let outbound = outputs(flow, &mut plan, &mut slots, metrics);
-        let (records, owners): (Vec<(OutboundRecord, usize)>, Vec<(usize, usize)>) = outbound
-            .into_iter()
-            .map(|(record, (i, k))| ((record, i), (i, k)))
-            .unzip();
+        // Each output with its group (its record's index), and its owner: (record index, output index).
+        let mut records: Vec<(OutboundRecord, usize)> = Vec::with_capacity(outbound.len());
+        let mut owners: Vec<(usize, usize)> = Vec::with_capacity(outbound.len());
+        for (record, (i, k)) in outbound {
+            records.push((record, i));
+            owners.push((i, k));
+        }
         // Each output's group is its record: a key's outputs of later records wait behind an earlier failure.
-        let results = self.producer.send_in_order(records, deadline, metrics).await;
+        let results = self
+            .producer
+            .send_in_order(records, deadline, metrics)
+            .await;
         // Outcomes go back to their records by index, whatever order they were sent or answered in.
         for ((i, k), result) in owners.into_iter().zip(results) {
             slots[i].results[k] = Some(result);

@@ -147,7 +147,10 @@ fn error_response(req: &Request, op: &str, throttle: bool) -> Response {
         .header("x-amz-target")
         .is_some_and(|t| t.starts_with("Kinesis_") || t.starts_with("DynamoDB_"));
     let (status, kind) = match (throttle, kinesis_or_dynamo) {
-        (true, true) => ("HTTP/1.1 400 Bad Request", "ProvisionedThroughputExceededException"),
+        (true, true) => (
+            "HTTP/1.1 400 Bad Request",
+            "ProvisionedThroughputExceededException",
+        ),
         (true, false) => ("HTTP/1.1 400 Bad Request", "ThrottlingException"),
         (false, _) => ("HTTP/1.1 500 Internal Server Error", "InternalFailure"),
     };

@@ -49,7 +49,8 @@ pub fn plan_ordered_requests(entries: &[(&str, usize, usize)]) -> Vec<Vec<usize>
         for &i in &remaining {
             let (key, group, size) = entries[i];
             let full = !request.is_empty()
-                && (request.len() == MAX_RECORDS_PER_REQUEST || bytes + size > MAX_BYTES_PER_REQUEST);
+                && (request.len() == MAX_RECORDS_PER_REQUEST
+                    || bytes + size > MAX_BYTES_PER_REQUEST);
             let behind = deferred.contains(key) || in_request.get(key).is_some_and(|g| *g != group);
             if full || behind {
                 deferred.insert(key);
@@ -94,9 +95,11 @@ mod tests {
             let order: Vec<usize> = flat
                 .iter()
                 .copied()
-                .filter(|&i| [("a", [0, 1, 3, 5].as_slice()), ("b", &[2, 6]), ("c", &[4])]
-                    .iter()
-                    .any(|(k, ix)| *k == key && ix.contains(&i)))
+                .filter(|&i| {
+                    [("a", [0, 1, 3, 5].as_slice()), ("b", &[2, 6]), ("c", &[4])]
+                        .iter()
+                        .any(|(k, ix)| *k == key && ix.contains(&i))
+                })
                 .collect();
             let mut sorted = order.clone();
             sorted.sort_unstable();

@@ -224,7 +224,11 @@ impl Producer {
             .iter()
             .map(|&i| {
                 let job = &jobs[i];
-                (job.entry.partition_key.as_str(), job.group, job.entry.size())
+                (
+                    job.entry.partition_key.as_str(),
+                    job.group,
+                    job.entry.size(),
+                )
             })
             .collect();
         let requests: Vec<Vec<usize>> = plan_ordered_requests(&planned)
@@ -550,7 +554,11 @@ mod tests {
                 &Metrics::new(),
             )
             .await;
-        assert_eq!(a(&plain), vec!["a1-y", "a2", "a1-x"], "PutRecords goes on past a failed entry");
+        assert_eq!(
+            a(&plain),
+            vec!["a1-y", "a2", "a1-x"],
+            "PutRecords goes on past a failed entry"
+        );
     }
 
     #[tokio::test]
