@@ -1,4 +1,5 @@
-//! The chaos runs of the Kinesis-triggered forwarders (the sync processor and the auth log forwarder): each real
+//! The chaos runs of the Kinesis-triggered forwarders (the sync processor, the auth log forwarder and the app event
+//! forwarder): each real
 //! binary, behind the local Runtime API, driven by the local event source mapping with the template's settings
 //! (bisection, retries), talking to moto through the fault proxy (`devtools::proxy`): 20% of PutRecords entries
 //! throttled, 3% throttles and 5% 500s on every service, 2% responses lost after the request was applied, one
@@ -188,6 +189,20 @@ const AUTH_LOG: Case = Case {
     // CloudWatch Logs picks its own partition keys: one shard keeps a user's entries in order at the source.
     shards: 1,
     identity: "user_sub",
+};
+
+const APP: Case = Case {
+    binary: "app-event-forwarder",
+    logical: "AppEventForwarderFunction",
+    event: "AppEvents",
+    env: |out, _, bucket| {
+        vec![
+            ("OUTPUT_STREAM_NAME".into(), out.into()),
+            ("DEAD_LETTER_BUCKET".into(), bucket.into()),
+        ]
+    },
+    shards: 2,
+    identity: "anonymous_id",
 };
 
 async fn run(
@@ -480,4 +495,26 @@ fn activity_records(n: usize) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_log_forwarder_under_faults_loses_invents_and_reorders_nothing() {
     chaos(&AUTH_LOG, &activity_records(records())).await;
+}
+
+/// App events as Amplify's Kinesis provider writes them, for 40 installs, timed around now (the forwarder judges
+/// times against arrival), partitioned by install.
+fn app_records(n: usize) -> Vec<(String, Vec<u8>)> {
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            let install = format!("install-{:04}", i % 40);
+            let at = now - chrono::Duration::seconds((n - i) as i64);
+            let doc = json!({"anonymous_id": install, "event_id": format!("e-{i:06}"),
+                "event_type": if i % 5 == 0 { "_session.start" } else { "level_complete" },
+                "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "context": {"platform": "Web", "app_version": "1.4.0", "device_id": install}});
+            (install, serde_json::to_vec(&doc).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_event_forwarder_under_faults_loses_invents_and_reorders_nothing() {
+    chaos(&APP, &app_records(records())).await;
 }
