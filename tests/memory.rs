@@ -15,10 +15,7 @@ const T: i64 = 1_700_000_000_000;
 
 /// Peak resident set of this process so far, from /proc/self/status.
 fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
+    devtools::peak_rss_kib("self").unwrap() * 1024
 }
 
 /// The sync processor's `MemorySize` in infra/template.yaml, in bytes.

@@ -452,20 +452,14 @@ fn decode<F: Flow>(
     };
     match crate::kpl::deaggregate(&record.data) {
         None => slots.push(decode_one(flow, record, metrics)),
-        Some(Err(e)) => slots.push(Slot {
-            state: State::DeadLetter(Failure::new(
+        Some(Err(e)) => slots.push(slot_of(
+            record,
+            Vec::new(),
+            State::DeadLetter(Failure::new(
                 FailureClass::UndecodableKinesisRecord,
                 e.to_string(),
             )),
-            order_keys: Vec::new(),
-            source: record.source,
-            arrival: record.arrival,
-            data: Some(record.data),
-            raw: None,
-            partition_key: Some(record.partition_key),
-            payload: None,
-            results: Vec::new(),
-        }),
+        )),
         Some(Ok(users)) => {
             for (j, user) in users.into_iter().enumerate() {
                 let one = SourceRecord {
@@ -485,13 +479,19 @@ fn decode<F: Flow>(
 
 fn decode_one<F: Flow>(flow: &F, record: SourceRecord, metrics: &Metrics) -> Slot<F::Item> {
     let decoded = flow.decode(&record, metrics);
+    let state = match decoded.result {
+        Ok(item) => State::Working(item),
+        Err(f) if f.is_transient() => State::Retry(f),
+        Err(f) => State::DeadLetter(f),
+    };
+    slot_of(record, decoded.order_keys, state)
+}
+
+/// The slot of a decoded record (its data kept for a dead letter).
+fn slot_of<T>(record: SourceRecord, order_keys: Vec<String>, state: State<T>) -> Slot<T> {
     Slot {
-        state: match decoded.result {
-            Ok(item) => State::Working(item),
-            Err(f) if f.is_transient() => State::Retry(f),
-            Err(f) => State::DeadLetter(f),
-        },
-        order_keys: decoded.order_keys,
+        state,
+        order_keys,
         source: record.source,
         arrival: record.arrival,
         data: Some(record.data),

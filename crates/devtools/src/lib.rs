@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod emulator;
 pub mod esm;
 pub mod events;
+mod http;
 pub mod proxy;
 pub mod replay;
 pub mod report;
@@ -35,4 +36,17 @@ where
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The peak resident set size (`VmHWM`, what Lambda reports as "Max Memory Used") of a process, in KiB: `process`
+/// is a pid, or `self`. Linux only (`/proc`).
+pub fn peak_rss_kib(process: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

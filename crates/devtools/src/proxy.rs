@@ -21,7 +21,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
+
+use crate::http::{read_body, read_head};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the proxy does with the function's connections.
@@ -264,64 +266,6 @@ impl Request {
         let method = self.line.split_whitespace().next().unwrap_or("?");
         format!("S3 {method}")
     }
-}
-
-async fn read_head<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut BufReader<R>,
-) -> Option<(String, Vec<(String, String)>)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).await.ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    Some((line.trim_end().to_owned(), headers))
-}
-
-/// Reads a body framed by Content-Length or chunked encoding (re-framed as Content-Length).
-async fn read_body<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut BufReader<R>,
-    headers: &[(String, String)],
-    to_eof: bool,
-) -> Option<Vec<u8>> {
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    let mut body = Vec::new();
-    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).await.ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body = vec![0; n];
-        reader.read_exact(&mut body).await.ok()?;
-    } else if to_eof {
-        reader.read_to_end(&mut body).await.ok()?;
-    }
-    Some(body)
 }
 
 fn hop_by_hop(name: &str) -> bool {

@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::esm::{InvokeOutcome, Invoker};
+use crate::http::read_request;
 
 /// What the function posted.
 #[derive(Debug)]
@@ -429,55 +430,6 @@ async fn invoke_api(
         InvokeOutcome::Timeout => error("Sandbox.Timedout", "Task timed out".into()),
         InvokeOutcome::Crash => error("Runtime.ExitError", "the function's process exited".into()),
     }
-}
-
-/// One HTTP/1.1 request: method, path, body (Content-Length or chunked).
-async fn read_request<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut BufReader<R>,
-) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).await.ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let (mut length, mut chunked) = (0usize, false);
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).await.ok()? == 0 {
-            return None;
-        }
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            match k.trim().to_ascii_lowercase().as_str() {
-                "content-length" => length = v.trim().parse().ok()?,
-                "transfer-encoding" => chunked = v.trim().eq_ignore_ascii_case("chunked"),
-                _ => {}
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).await.ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else if length > 0 {
-        body = vec![0; length];
-        reader.read_exact(&mut body).await.ok()?;
-    }
-    Some((method, path, body))
 }
 
 #[cfg(test)]

@@ -163,17 +163,6 @@ fn cpu(pid: u32, ticks: u64) -> Option<Duration> {
     ))
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// What one invocation of a case cost.
 #[derive(Debug, Clone, serde::Serialize)]
 struct Run {
@@ -333,7 +322,7 @@ async fn measure_once(
     let outcome = f.invoke(event.clone()).await;
     let wall = started.elapsed();
     let after = cpu(pid, ticks).unwrap_or_default();
-    let rss = peak_rss_kib(pid).unwrap_or(0);
+    let rss = devtools::peak_rss_kib(&pid.to_string()).unwrap_or(0);
     // The EMF line is read from the function's stdout as it prints it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let metrics = f.metrics();

@@ -65,17 +65,6 @@ fn processor(dedup: Arc<MemoryDedup>) -> Option<Processor> {
     ))
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 fn report(name: &str, records: usize, changes: usize, times: &mut [Duration]) {
     times.sort();
     let median = times[times.len() / 2];
@@ -155,7 +144,7 @@ async fn main() {
         body.len(),
         times[ROUNDS / 2].as_secs_f64() * 1e3
     );
-    match peak_rss_kib() {
+    match devtools::peak_rss_kib("self") {
         Some(kib) => println!(
             "peak resident memory of the benchmark process: {:.1} MiB",
             kib as f64 / 1024.0
