@@ -876,7 +876,11 @@ async fn a_put_failure_is_retried_without_moving_marks_so_nothing_is_lost() {
         .filter(|d| d["identity_id"] == ALICE)
         .map(|d| d["event_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(alice.len(), 2, "no duplicate: nothing of alice's went out before the failure cleared");
+    assert_eq!(
+        alice.len(),
+        2,
+        "no duplicate: nothing of alice's went out before the failure cleared"
+    );
     assert_eq!(alice[0], first_id, "her first change first");
     assert_eq!(
         out.iter().filter(|d| d["identity_id"] == BOB).count(),

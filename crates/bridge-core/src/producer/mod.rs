@@ -29,7 +29,7 @@ use crate::telemetry::Metrics;
 pub use large::{LARGE_PAYLOAD_PREFIX, LargePayloads};
 pub use limits::{
     MAX_BYTES_PER_REQUEST, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES, MAX_RECORDS_PER_REQUEST,
-    plan_ordered_requests, plan_requests,
+    plan_ordered_requests,
 };
 pub use sink::{
     EntryOutcome, KinesisSink, NoOutputs, PutEntry, RecordSink, SinkError, entry_outcomes,
