@@ -100,7 +100,24 @@ async fn both_shapes_map_as_documented_and_validate() {
     assert_eq!(m.get(METRIC_EVENTS_FORWARDED), 5);
     assert_eq!(m.get(METRIC_DUPLICATES_DROPPED), 1, "the provider's resend");
     assert!(h.dead_letters().await.is_empty());
-    let out = h.outputs().await;
+    let stream = h.outputs().await;
+    // On the stream each user's events keep their order; across users the order is the producer's (a user's
+    // later record goes in a later request).
+    let first_user: Vec<&str> = stream
+        .iter()
+        .filter(|d| d["user_id"] == "4f3e2d1c-0000-4000-8000-000000000001")
+        .map(|d| d["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        first_user,
+        ["_session.start", "level_complete", "_session.stop"]
+    );
+    // In source order (their lineage):
+    let mut out = stream.clone();
+    out.sort_by_key(|d| {
+        let seq = d["source"]["sequence_number"].as_str().unwrap().to_owned();
+        (seq.len(), seq)
+    });
     let names: Vec<&str> = out.iter().map(|d| d["event"].as_str().unwrap()).collect();
     assert_eq!(
         names,
