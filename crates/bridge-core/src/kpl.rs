@@ -278,6 +278,14 @@ pub fn aggregate(records: &[UserRecord]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// An aggregate around a hand-written protobuf `message`, with its right checksum.
+    fn forged(message: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(message);
+        out.extend_from_slice(Md5::digest(message).as_slice());
+        out
+    }
+
     fn user(pk: &str, data: &str) -> UserRecord {
         UserRecord {
             partition_key: pk.into(),
@@ -324,11 +332,7 @@ mod tests {
             assert!(e.is_some(), "cut at {cut}");
         }
         // A message whose checksum is right but whose protobuf is cut short.
-        let message = vec![0x0a, 0x05, b'a'];
-        let mut forged = MAGIC.to_vec();
-        forged.extend_from_slice(&message);
-        forged.extend_from_slice(Md5::digest(&message).as_slice());
-        let e = deaggregate(&forged)
+        let e = deaggregate(&forged(&[0x0a, 0x05, b'a']))
             .and_then(Result::err)
             .map(|e| e.to_string());
         assert!(
@@ -341,11 +345,7 @@ mod tests {
     #[test]
     fn a_key_index_outside_the_table_is_an_error() {
         // records { partition_key_index: 3, data: "x" } with an empty key table.
-        let message = vec![0x1a, 0x05, 0x08, 0x03, 0x1a, 0x01, b'x'];
-        let mut forged = MAGIC.to_vec();
-        forged.extend_from_slice(&message);
-        forged.extend_from_slice(Md5::digest(&message).as_slice());
-        let e = deaggregate(&forged)
+        let e = deaggregate(&forged(&[0x1a, 0x05, 0x08, 0x03, 0x1a, 0x01, b'x']))
             .and_then(Result::err)
             .map(|e| e.to_string());
         assert!(

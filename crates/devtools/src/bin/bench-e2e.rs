@@ -379,14 +379,15 @@ async fn max_batch(aws: &LocalAws, stack: &Stack) -> Result<Value, String> {
             d
         })
         .collect();
-    while docs.len() > 1
-        && serde_json::to_vec(&event_of(&docs)).map_or(0, |b| b.len())
-            > devtools::esm::MAX_EVENT_BYTES
-    {
-        let over = serde_json::to_vec(&event_of(&docs)).map_or(0, |b| b.len())
-            - devtools::esm::MAX_EVENT_BYTES;
-        let per = serde_json::to_vec(&event_of(&docs)).map_or(1, |b| b.len()) / docs.len();
-        docs.truncate(docs.len() - (over / per.max(1) + 1).min(docs.len() - 1));
+    loop {
+        // One serialization per round: the event's size decides both whether and how much to cut.
+        let bytes = serde_json::to_vec(&event_of(&docs)).map_or(0, |b| b.len());
+        if docs.len() <= 1 || bytes <= devtools::esm::MAX_EVENT_BYTES {
+            break;
+        }
+        let over = bytes - devtools::esm::MAX_EVENT_BYTES;
+        let per = (bytes / docs.len()).max(1);
+        docs.truncate(docs.len() - (over / per + 1).min(docs.len() - 1));
     }
     for (n, i) in (0..docs.len()).step_by(100).enumerate() {
         let payload: Vec<Value> = (0..20)
