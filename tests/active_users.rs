@@ -334,3 +334,101 @@ fn three_thousand_users_plan_to_exact_counts() {
     assert_eq!(get("2026-11", active_attr(auth)), users.len() as i64);
     println!("3,000 users: {sim}");
 }
+
+/// A transaction applied whose answer is lost: the SDK sends it again, DynamoDB cancels it (its markers exist),
+/// and the store must see that its own earlier write won (the markers "raced"), not count again nor give up. Half
+/// of the TransactWriteItems answers are lost through the fault proxy; every batch is redelivered until it
+/// succeeds, as Lambda does. Every counter ends as in a run without faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_transaction_answers_count_nothing_twice() {
+    use devtools::proxy::{ClientConnections, CountingProxy, FaultPlan};
+    let aws = LocalAws::from_env().await.unwrap();
+    let month = generate(12);
+    let batches = devtools::synthetic::deliveries(&month);
+    let run = |plan: Option<FaultPlan>| {
+        let aws = aws.clone();
+        let batches = batches.clone();
+        async move {
+            let (table, bucket) = (unique_name("rollup"), unique_name("dl"));
+            aws.create_rollup_table(&table).await.unwrap();
+            aws.create_bucket(&bucket).await.unwrap();
+            let proxy =
+                CountingProxy::with_faults(&aws.endpoint, ClientConnections::KeepAlive, plan)
+                    .await
+                    .unwrap();
+            let through_proxy = aws_sdk_dynamodb::config::Builder::from(&aws.sdk)
+                .endpoint_url(&proxy.endpoint)
+                .build();
+            let store = RollupStore::new(
+                aws_sdk_dynamodb::Client::from_conf(through_proxy),
+                &table,
+                std::time::Duration::from_secs(8 * 86_400),
+            );
+            let rollup = ActiveUsers::new(
+                store.clone(),
+                bridge_core::dead_letter::DeadLetterWriter::new(
+                    std::sync::Arc::new(bridge_core::blob::S3BlobStore::new(aws.s3.clone())),
+                    &bucket,
+                ),
+                vec!["platform".to_owned()],
+            )
+            .without_emf();
+            let metrics = Metrics::new();
+            let mut redeliveries = 0;
+            for docs in &batches {
+                let mut attempts = 0;
+                while !rollup
+                    .process(kinesis_event(docs), Deadline::none(), &metrics)
+                    .await
+                    .batch_item_failures
+                    .is_empty()
+                {
+                    attempts += 1;
+                    redeliveries += 1;
+                    assert!(attempts < 20, "a batch never succeeded");
+                }
+            }
+            let mut counters = std::collections::BTreeMap::new();
+            let reader = RollupStore::new(
+                aws_sdk_dynamodb::Client::new(&aws.sdk),
+                &table,
+                std::time::Duration::from_secs(8 * 86_400),
+            );
+            for scope in reader.scopes().await.unwrap() {
+                for (period, c) in reader.counter_items(&scope).await.unwrap() {
+                    counters.insert(format!("{scope} {period}"), c);
+                }
+            }
+            (
+                counters,
+                metrics.get(active_users::handler::METRIC_MARKERS_RACED),
+                redeliveries,
+                proxy.injected.snapshot(),
+            )
+        }
+    };
+    let (calm, calm_raced, _, _) = run(None).await;
+    let (chaos, raced, redeliveries, injected) = run(Some(FaultPlan {
+        seed: 20_261_203,
+        lost_response: 0.5,
+        only: vec!["TransactWriteItems".to_owned()],
+        ..FaultPlan::default()
+    }))
+    .await;
+    println!(
+        "{} counter items; under lost transaction answers: {raced} markers raced, {redeliveries} batches \
+         redelivered, faults injected {injected:?}",
+        calm.len()
+    );
+    assert!(!calm.is_empty());
+    assert_eq!(calm_raced, 0);
+    assert!(
+        injected
+            .get("TransactWriteItems LoseResponse")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(raced > 0, "a resent transaction found its own markers");
+    assert_eq!(chaos, calm);
+}

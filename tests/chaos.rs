@@ -1,15 +1,19 @@
-//! The chaos runs of the Kinesis-triggered forwarders (the sync processor, the auth log forwarder and the app event
-//! forwarder): each real
-//! binary, behind the local Runtime API, driven by the local event source mapping with the template's settings
-//! (bisection, retries), talking to moto through the fault proxy (`devtools::proxy`): 20% of PutRecords entries
-//! throttled, 3% throttles and 5% 500s on every service, 2% responses lost after the request was applied, one
-//! process killed mid-batch and one invocation frozen until it runs out of time.
+//! The chaos runs of every Kinesis-triggered function (the sync processor, the auth log forwarder, the app event
+//! forwarder and the active-users rollup): each real binary, behind the local Runtime API, driven by the local
+//! event source mapping with the template's settings (bisection, retries), talking to moto through the fault proxy
+//! (`devtools::proxy`): 20% of PutRecords entries throttled, 3% throttles and 5% 500s on every service, 2% responses
+//! lost after the request was applied (5% for the rollup, which has no per-entry failures), one process killed
+//! mid-batch and one invocation frozen until it runs out of time.
 //!
-//! The same input runs once without faults; what it forwards is the expectation. Under faults: every expected
-//! output is present (nothing lost), nothing else is (no stale version, nothing invented), every repeat carries an
-//! `event_id` already seen, no batch is given up, the dead letters are the same, and each identity's outputs come
-//! in the order of their source records. `make test` runs them at `CHAOS_RECORDS` (default 600) records each;
-//! `make chaos` at 10,000.
+//! The same input runs once without faults; what it produces is the expectation. Under faults, for the forwarders:
+//! every expected output is present (nothing lost), nothing else is (no stale version, nothing invented), every
+//! repeat carries an `event_id` already seen, and each identity's outputs come in the order of their source
+//! records; for the rollup: every counter of every scope and day is the same. For all: no batch is given up and the
+//! dead letters are the same. `make test` runs them at `CHAOS_RECORDS` (default 600) records each; `make chaos` at
+//! 10,000 (the rollup's input is capped by moto's speed, see its test).
+//!
+//! The trigger forwarder, invoked synchronously by Cognito, gets the fail-open checks under the same faults plus
+//! slow answers and connection resets: every sign-in answered in time, every auth event on the stream or spilled.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
@@ -101,6 +105,8 @@ struct RunResult {
     invocations: usize,
     injected: BTreeMap<String, u64>,
     failed_invocations: Vec<String>,
+    /// The rollup's counters, `scope period` to counters (the active-users case).
+    rollup: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// Kills the process mid-invocation on call `crash_at`, freezes it (SIGSTOP) on call `freeze_at` so that the
@@ -159,6 +165,8 @@ struct Case {
     env: fn(&str, &str, &str) -> Vec<(String, String)>,
     shards: i32,
     identity: &'static str,
+    /// The function writes the rollup table (named like the dedup table) instead of an output stream.
+    rollup: bool,
 }
 
 const SYNC: Case = Case {
@@ -174,6 +182,23 @@ const SYNC: Case = Case {
     },
     shards: 2,
     identity: "identity_id",
+    rollup: false,
+};
+
+const ACTIVE_USERS: Case = Case {
+    binary: "active-users",
+    logical: "ActiveUsersFunction",
+    event: "AuthEvents",
+    env: |_, table, bucket| {
+        vec![
+            ("ROLLUP_TABLE_NAME".into(), table.into()),
+            ("DEAD_LETTER_BUCKET".into(), bucket.into()),
+            ("ACTIVE_USER_DIMENSIONS".into(), "platform".into()),
+        ]
+    },
+    shards: 2,
+    identity: "user_sub",
+    rollup: true,
 };
 
 const AUTH_LOG: Case = Case {
@@ -189,6 +214,7 @@ const AUTH_LOG: Case = Case {
     // CloudWatch Logs picks its own partition keys: one shard keeps a user's entries in order at the source.
     shards: 1,
     identity: "user_sub",
+    rollup: false,
 };
 
 const APP: Case = Case {
@@ -203,6 +229,7 @@ const APP: Case = Case {
     },
     shards: 2,
     identity: "anonymous_id",
+    rollup: false,
 };
 
 async fn run(
@@ -219,7 +246,11 @@ async fn run(
     );
     let source_arn = aws.create_stream(&source, case.shards).await.unwrap();
     aws.create_stream(&out, 2).await.unwrap();
-    aws.create_dedup_table(&table).await.unwrap();
+    if case.rollup {
+        aws.create_rollup_table(&table).await.unwrap();
+    } else {
+        aws.create_dedup_table(&table).await.unwrap();
+    }
     aws.create_bucket(&bucket).await.unwrap();
     for chunk in input.chunks(500) {
         let entries: Vec<PutRecordsRequestEntry> = chunk
@@ -256,8 +287,9 @@ async fn run(
     let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
     let settings = MappingSettings::from_template(&template, case.logical, case.event).unwrap();
     let settings = MappingSettings {
-        // Smaller batches than the template's 500 give the faults more invocations to land in.
-        batch_size: 100,
+        // Smaller batches than the template's 500 give the faults more invocations to land in (the rollup's input
+        // is smaller still: moto's transactions are slow).
+        batch_size: if case.rollup { 25 } else { 100 },
         ..settings
     };
     let saboteur = Arc::new(Saboteur {
@@ -317,7 +349,21 @@ async fn run(
         .await
         .unwrap()
         .len();
+    let mut rollup = BTreeMap::new();
+    if case.rollup {
+        let store = active_users::store::RollupStore::new(
+            aws_sdk_dynamodb::Client::new(&aws.sdk),
+            &table,
+            Duration::from_secs(86_400),
+        );
+        for scope in store.scopes().await.unwrap() {
+            for (period, counters) in store.counter_items(&scope).await.unwrap() {
+                rollup.insert(format!("{scope} {period}"), counters);
+            }
+        }
+    }
     RunResult {
+        rollup,
         outputs,
         dead_letters,
         given_up: report.on_failure.len(),
@@ -365,11 +411,62 @@ async fn chaos(case: &Case, input: &[(String, Vec<u8>)]) {
         entry_failure: 0.20,
         throttle: 0.03,
         server_error: 0.05,
-        lost_response: 0.02,
+        // The rollup has no per-entry failures; more of its few transactions lose their answer instead.
+        lost_response: if case.rollup { 0.05 } else { 0.02 },
         ..FaultPlan::default()
     };
     let chaos = run(&aws, case, input, Some(plan)).await;
+    if case.rollup {
+        check_rollup(case, input, &calm, &chaos);
+    } else {
+        check_outputs(case, input, &calm, &chaos);
+    }
+    assert_eq!(chaos.given_up, 0, "no batch may be given up");
+    assert_eq!(chaos.dead_letters, calm.dead_letters);
+    // The faults did happen.
+    let total = |part: &str| -> u64 {
+        chaos
+            .injected
+            .iter()
+            .filter(|(k, _)| k.contains(part))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let kinds: &[&str] = if case.rollup {
+        // Its marker and counter writes.
+        &[
+            "TransactWriteItems",
+            "Throttle",
+            "ServerError",
+            "LoseResponse",
+        ]
+    } else {
+        &["entry failed", "Throttle", "ServerError", "LoseResponse"]
+    };
+    for kind in kinds {
+        assert!(total(kind) > 0, "{kind} happened: {:?}", chaos.injected);
+    }
+    assert!(chaos.invocations > calm.invocations, "faults cost retries");
+    assert!(
+        chaos
+            .failed_invocations
+            .iter()
+            .any(|f| f.starts_with("Crash")),
+        "a process was killed mid-batch"
+    );
+    assert!(
+        chaos
+            .failed_invocations
+            .iter()
+            .any(|f| f.starts_with("Timeout")),
+        "an invocation ran out of time"
+    );
+    assert!(calm.failed_invocations.is_empty());
+}
 
+/// The forwarders: every expected output present, nothing else, repeats carry a known `event_id`, order per
+/// identity kept.
+fn check_outputs(case: &Case, input: &[(String, Vec<u8>)], calm: &RunResult, chaos: &RunResult) {
     let expected: BTreeSet<&str> = calm
         .outputs
         .iter()
@@ -417,41 +514,49 @@ async fn chaos(case: &Case, input: &[(String, Vec<u8>)]) {
         invented.is_empty(),
         "not expected (stale or invented): {invented:?}"
     );
-    assert_eq!(chaos.given_up, 0, "no batch may be given up");
-    assert_eq!(chaos.dead_letters, calm.dead_letters);
     // Order: each identity's outputs come in the order of their source records, faults or not.
     assert!(out_of_order(&calm.outputs, case.identity).is_empty());
     assert!(
         reordered.is_empty(),
         "identities whose outputs came out of order: {reordered:?}"
     );
-    // The faults did happen.
-    let total = |part: &str| -> u64 {
-        chaos
-            .injected
-            .iter()
-            .filter(|(k, _)| k.contains(part))
-            .map(|(_, v)| v)
-            .sum()
-    };
-    assert!(total("entry failed") > 0 && total("Throttle") > 0 && total("ServerError") > 0);
-    assert!(total("LoseResponse") > 0, "{:?}", chaos.injected);
-    assert!(chaos.invocations > calm.invocations, "faults cost retries");
-    assert!(
-        chaos
-            .failed_invocations
-            .iter()
-            .any(|f| f.starts_with("Crash")),
-        "a process was killed mid-batch"
+}
+
+/// The rollup: every counter of every scope and period exactly as without faults (a marker written twice or a
+/// counter added twice after a lost response would show here).
+fn check_rollup(case: &Case, input: &[(String, Vec<u8>)], calm: &RunResult, chaos: &RunResult) {
+    type Counters = BTreeMap<String, i64>;
+    let differ: Vec<(&String, Option<&Counters>, Option<&Counters>)> = calm
+        .rollup
+        .keys()
+        .chain(chaos.rollup.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| calm.rollup.get(*k) != chaos.rollup.get(*k))
+        .map(|k| (k, calm.rollup.get(k), chaos.rollup.get(k)))
+        .collect();
+    println!(
+        "chaos {}: {} source records; without faults {} counter items in {} invocations; under faults {} counter \
+         items in {} invocations, {} differ; {} dead letters (calm: {}), {} batches given up; invocations failed \
+         whole: {:?}; faults injected: {:?}",
+        case.binary,
+        input.len(),
+        calm.rollup.len(),
+        calm.invocations,
+        chaos.rollup.len(),
+        chaos.invocations,
+        differ.len(),
+        chaos.dead_letters,
+        calm.dead_letters,
+        chaos.given_up,
+        chaos.failed_invocations,
+        chaos.injected
     );
+    assert!(!calm.rollup.is_empty());
     assert!(
-        chaos
-            .failed_invocations
-            .iter()
-            .any(|f| f.starts_with("Timeout")),
-        "an invocation ran out of time"
+        differ.is_empty(),
+        "counters that differ (calm, chaos): {differ:?}"
     );
-    assert!(calm.failed_invocations.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,4 +622,202 @@ fn app_records(n: usize) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_event_forwarder_under_faults_loses_invents_and_reorders_nothing() {
     chaos(&APP, &app_records(records())).await;
+}
+
+/// The trigger forwarder under the same faults, plus slow answers (twice its put budget) and connection resets:
+/// every sign-in is answered with its own event, within the put budget plus the local Runtime API's overhead; every
+/// auth event is on the stream or in a spilled line (none lost), each under one `event_id` (a repeat on the stream
+/// after a lost response carries the same one), and the spilled lines are exactly what the metric counts.
+///
+/// A process crash is left out here: a trigger that dies fails that sign-in in Cognito, and no code of ours can
+/// answer for a killed process (the Lambda service retries nothing for a synchronous trigger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_forwarder_under_faults_answers_every_sign_in_in_time_and_loses_no_event() {
+    use auth_analytics::trigger_handler as th;
+    let aws = LocalAws::from_env().await.unwrap();
+    let out = unique_name("chaos-auth");
+    aws.create_stream(&out, 1).await.unwrap();
+    let budget = Duration::from_millis(300);
+    let plan = FaultPlan {
+        seed: 20_261_202,
+        entry_failure: 0.20,
+        throttle: 0.03,
+        server_error: 0.05,
+        lost_response: 0.02,
+        reset: 0.02,
+        slow: 0.03,
+        latency: budget * 2,
+        ..FaultPlan::default()
+    };
+    let proxy = CountingProxy::with_faults(&aws.endpoint, ClientConnections::KeepAlive, Some(plan))
+        .await
+        .unwrap();
+    let env = vec![
+        ("AUTH_OUTPUT_STREAM_NAME".to_owned(), out.clone()),
+        ("PUT_BUDGET_MS".to_owned(), budget.as_millis().to_string()),
+        ("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint.clone()),
+    ];
+    let binary = e2e::root().join("target/debug/auth-trigger-forwarder");
+    assert!(binary.exists(), "build the binaries first (make test does)");
+    let function = LocalFunction::start(th::FUNCTION_NAME, binary, env, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let sample: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            e2e::root().join("events/auth/PostAuthentication_Authentication.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let n = (records() / 2).max(100);
+    let sub = |i: usize| format!("4f3e2d1c-0000-4000-8000-{i:012}");
+    // The first invocation starts the process (cold start, outside the put budget); it is not timed.
+    function.warm().await.unwrap();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut event = sample.clone();
+        event["userName"] = json!(format!("user{i}"));
+        event["request"]["userAttributes"]["sub"] = json!(sub(i));
+        let started = std::time::Instant::now();
+        let outcome = function.invoke(event.clone()).await;
+        let took = started.elapsed();
+        let InvokeOutcome::Response(body) = outcome else {
+            panic!("sign-in {i} was not answered: {outcome:?}");
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            event,
+            "sign-in {i}'s answer is its event"
+        );
+        if i > 0 {
+            times.push(took);
+        }
+    }
+    // Every invocation's metric line has been read before the counts are compared.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while function
+        .metrics()
+        .get(th::METRIC_TRIGGER_EVENTS)
+        .copied()
+        .unwrap_or(0)
+        < n as u64
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    function.stop().await;
+    let metrics = function.metrics();
+    let spilled: Vec<Value> = function
+        .printed()
+        .into_iter()
+        .filter(|l| l.get("spilled").is_some())
+        .map(|l| l["record"].clone())
+        .collect();
+    let streamed: Vec<Value> = aws
+        .read_shard(
+            &out,
+            "shardId-000000000000",
+            devtools::emulator::ShardStart::TrimHorizon,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(r.data.as_ref()).unwrap())
+        .collect();
+    // Per user: the event_ids seen on the stream and in spilled lines.
+    let mut ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for doc in streamed.iter().chain(&spilled) {
+        ids.entry(doc["user_sub"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(doc["event_id"].as_str().unwrap().to_owned());
+    }
+    let on_stream: BTreeSet<&str> = streamed
+        .iter()
+        .map(|d| d["user_sub"].as_str().unwrap())
+        .collect();
+    let spilled_and_streamed = spilled
+        .iter()
+        .filter(|d| on_stream.contains(d["user_sub"].as_str().unwrap()))
+        .count();
+    times.sort();
+    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+    let slowest = *times.last().unwrap();
+    println!(
+        "chaos auth-trigger-forwarder: {n} sign-ins, put budget {budget:?}; answered p50 {:?}, p99 {:?}, slowest \
+         {slowest:?} (after the first); {} records on the stream ({} users), {} spilled ({} of them also on the \
+         stream: applied, answer lost), metrics {metrics:?}; faults injected: {:?}",
+        pct(50),
+        pct(99),
+        streamed.len(),
+        on_stream.len(),
+        spilled.len(),
+        spilled_and_streamed,
+        proxy.injected.snapshot()
+    );
+    let lost: Vec<String> = (0..n).map(sub).filter(|s| !ids.contains_key(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "auth events neither on the stream nor spilled: {lost:?}"
+    );
+    assert_eq!(ids.len(), n, "no event of a user that did not sign in");
+    let split: Vec<_> = ids.iter().filter(|(_, e)| e.len() != 1).collect();
+    assert!(split.is_empty(), "one event_id per sign-in: {split:?}");
+    assert_eq!(metrics.get(th::METRIC_TRIGGER_EVENTS), Some(&(n as u64)));
+    assert_eq!(
+        metrics.get(th::METRIC_EVENTS_SPILLED),
+        Some(&(spilled.len() as u64)),
+        "every spilled line is counted"
+    );
+    assert_eq!(
+        metrics
+            .get(th::METRIC_EVENTS_FORWARDED)
+            .copied()
+            .unwrap_or(0)
+            + spilled.len() as u64,
+        n as u64
+    );
+    assert!(!spilled.is_empty(), "the slow answers spill their events");
+    // Within the put budget, plus what the local Runtime API and a shared 2-core machine add around it.
+    assert!(
+        slowest <= budget + Duration::from_millis(700),
+        "slowest answer {slowest:?} for a {budget:?} budget"
+    );
+    let injected = proxy.injected.snapshot();
+    for kind in [
+        "entry failed",
+        "Throttle",
+        "ServerError",
+        "LoseResponse",
+        "Reset",
+        "Slow",
+    ] {
+        assert!(
+            injected.iter().any(|(k, v)| k.contains(kind) && *v > 0),
+            "{kind} happened: {injected:?}"
+        );
+    }
+}
+
+/// Auth and app events of a generated month (with the stream's repeats and late arrivals) for the active-users
+/// rollup. Its size is moto's, not ours: moto's TransactWriteItems copies the table per item (see
+/// tests/active_users.rs), so `CHAOS_RECORDS` scales it only up to 60 users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_users_under_faults_counts_every_user_and_event_exactly_once() {
+    let users = u32::try_from(records() / 30).unwrap_or(60).clamp(10, 60);
+    let month = devtools::synthetic::generate(users);
+    let input: Vec<(String, Vec<u8>)> = devtools::synthetic::deliveries(&month)
+        .concat()
+        .iter()
+        .map(|d| {
+            (
+                d["user_sub"]
+                    .as_str()
+                    .or(d["user_id"].as_str())
+                    .unwrap_or("app")
+                    .to_owned(),
+                serde_json::to_vec(d).unwrap(),
+            )
+        })
+        .collect();
+    chaos(&ACTIVE_USERS, &input).await;
 }

@@ -242,9 +242,8 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
     };
     // First days per (definition, scope, actor): the earliest day of the batch.
     let mut first: BTreeMap<ActorKey, (NaiveDate, Vec<usize>)> = BTreeMap::new();
-    // Days of the batch per (definition, scope, actor), each with whether it is new (no marker yet).
-    let mut batch_days: BTreeMap<ActorKey, BTreeMap<NaiveDate, (bool, Vec<usize>)>> =
-        BTreeMap::new();
+    // Days of the batch per (definition, scope, actor), each with its records.
+    let mut batch_days: BTreeMap<ActorKey, BTreeMap<NaiveDate, Vec<usize>>> = BTreeMap::new();
     for (i, a) in activities {
         let event = event_marker(&a.event_id);
         if !a.counters.is_empty() && !known.exists(&event) {
@@ -271,8 +270,7 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
                     .entry((d, scope.clone(), active.actor.clone()))
                     .or_default()
                     .entry(a.day)
-                    .or_insert_with(|| (!known.exists(&day), Vec::new()))
-                    .1
+                    .or_default()
                     .push(*i);
                 if !known.exists(&day) {
                     let inc = vec![(counter_item(scope, &day_label(a.day)), active_attr(d), 1)];
@@ -291,16 +289,16 @@ pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
             }
         }
     }
-    // 7-day retention: a new active day X completes the cohorts of the actor's active days in X-7..X-1, and
-    // its own cohort when the actor is active in X+1..X+7 (a late event can come after its return).
+    // 7-day retention: an active day X completes the cohorts of the actor's active days in X-7..X-1, and its own
+    // cohort when the actor is active in X+1..X+7 (a late event can come after its return). Every active day of
+    // the batch is judged, not only one whose day marker is new: a redelivery after a partial write (the day
+    // marker written, the retention marker's transaction failed, throttled or its process killed) must still
+    // write the retention marker. A retention marker that exists is skipped, so nothing counts twice.
     for ((d, scope, actor), days) in &batch_days {
         let active_on = |day: NaiveDate| {
             days.contains_key(&day) || known.exists(&day_marker(*d, scope, day, actor))
         };
-        for (x, (new, records)) in days {
-            if !new {
-                continue;
-            }
+        for (x, records) in days {
             let back = days_around(*x).filter(|c| c < x && active_on(*c));
             let own = days_around(*x)
                 .any(|y| y > *x && active_on(y))
@@ -531,6 +529,30 @@ mod tests {
             }
         }
         assert_eq!(moved, 1);
+        // A redelivery after a partial write: the day markers landed, the retention marker did not (its
+        // transaction failed). The redelivered batch writes it, once.
+        let mut partial = known.clone();
+        partial.remove(&retained_marker(
+            Definition::Authenticating,
+            "pool=p",
+            day(1),
+            "alice",
+        ));
+        assert!(partial.contains_key(&day_marker(
+            Definition::Authenticating,
+            "pool=p",
+            day(3),
+            "alice"
+        )));
+        for one in [
+            vec![batch[0].clone()],
+            vec![batch[1].clone()],
+            batch.clone(),
+        ] {
+            let redone = ops(&one, &partial);
+            assert_eq!(retained(&redone, 1), 1, "{one:?}");
+            assert_eq!(retained(&redone, 3) + retained(&redone, 12), 0);
+        }
         // A redelivery moves nothing.
         let again = ops(&batch, &known);
         assert!(again.iter().all(|o| {

@@ -64,7 +64,11 @@ pub struct LocalFunction {
     name: String,
     shared: Arc<Shared>,
     metrics: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+    printed: Arc<std::sync::Mutex<Vec<Value>>>,
 }
+
+/// The most JSON lines (other than EMF) a local function keeps of what it printed.
+const MAX_PRINTED_LINES: usize = 100_000;
 
 /// Why the local function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,7 @@ impl LocalFunction {
             name: name.to_owned(),
             shared,
             metrics: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
+            printed: Arc::new(std::sync::Mutex::new(Vec::new())),
         }))
     }
 
@@ -136,13 +141,23 @@ impl LocalFunction {
         let mut child = cmd
             .spawn()
             .map_err(|e| RuntimeError(format!("cannot start {}: {e}", self.binary.display())))?;
-        // The function's stdout carries its EMF lines (one per invocation): their counters add up here.
+        // The function's stdout carries its EMF lines (one per invocation): their counters add up here. Its
+        // other JSON lines (a trigger's spilled events, JSON logs) are kept, up to MAX_PRINTED_LINES.
         if let Some(stdout) = child.stdout.take() {
             let metrics = self.metrics.clone();
+            let printed = self.printed.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    add_emf(&metrics, &line);
+                    if add_emf(&metrics, &line) {
+                        continue;
+                    }
+                    if let Ok(doc @ Value::Object(_)) = serde_json::from_str::<Value>(&line)
+                        && let Ok(mut kept) = printed.lock()
+                        && kept.len() < MAX_PRINTED_LINES
+                    {
+                        kept.push(doc);
+                    }
                 }
             });
         }
@@ -152,6 +167,11 @@ impl LocalFunction {
     /// The totals of every EMF metric the function has printed so far.
     pub fn metrics(&self) -> BTreeMap<String, u64> {
         self.metrics.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The JSON lines other than EMF that the function's processes have printed so far, in order.
+    pub fn printed(&self) -> Vec<Value> {
+        self.printed.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// The running process's id, if one is running.
@@ -231,16 +251,19 @@ impl Invoker for LocalFunction {
     }
 }
 
-/// Adds an EMF line's declared metrics to `totals`; any other line is ignored.
-fn add_emf(totals: &std::sync::Mutex<BTreeMap<String, u64>>, line: &str) {
+/// Adds an EMF line's declared metrics to `totals` and says whether it was one; any other line is left alone.
+fn add_emf(totals: &std::sync::Mutex<BTreeMap<String, u64>>, line: &str) -> bool {
+    if !line.contains("\"_aws\"") {
+        return false;
+    }
     let Ok(doc) = serde_json::from_str::<Value>(line) else {
-        return;
+        return false;
     };
     let Some(directives) = doc["_aws"]["CloudWatchMetrics"].as_array() else {
-        return;
+        return false;
     };
     let Ok(mut totals) = totals.lock() else {
-        return;
+        return true;
     };
     for metric in directives
         .iter()
@@ -251,6 +274,7 @@ fn add_emf(totals: &std::sync::Mutex<BTreeMap<String, u64>>, line: &str) {
             *totals.entry(name.to_owned()).or_default() += doc[name].as_u64().unwrap_or(0);
         }
     }
+    true
 }
 
 /// One connection from the runtime client (keep-alive: several requests).
@@ -440,10 +464,11 @@ mod tests {
     fn emf_lines_add_up_and_other_lines_are_ignored() {
         let totals = std::sync::Mutex::new(BTreeMap::new());
         let line = r#"{"_aws":{"CloudWatchMetrics":[{"Metrics":[{"Name":"RecordsIn"},{"Name":"DeadLettered"}]}]},"RecordsIn":3,"DeadLettered":1}"#;
-        add_emf(&totals, line);
-        add_emf(&totals, line);
-        add_emf(&totals, "a log line");
-        add_emf(&totals, r#"{"level":"INFO"}"#);
+        assert!(add_emf(&totals, line));
+        assert!(add_emf(&totals, line));
+        assert!(!add_emf(&totals, "a log line"));
+        assert!(!add_emf(&totals, r#"{"level":"INFO"}"#));
+        assert!(!add_emf(&totals, r#"{"_aws":{}}"#));
         let totals = totals.into_inner().unwrap_or_default();
         assert_eq!(totals.get("RecordsIn"), Some(&6));
         assert_eq!(totals.get("DeadLettered"), Some(&2));
