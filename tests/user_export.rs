@@ -79,3 +79,106 @@ async fn snapshot_export_of_250_users_pages_under_the_rate_and_resumes_from_a_to
     assert_eq!(out.len(), 253);
     assert_eq!(ids, subs);
 }
+
+/// The export through the fault proxy: cognito-idp throttles in its own shape (`TooManyRequestsException`), 500s
+/// and lost answers on ListUsers and PutRecords, and 20% of PutRecords entries failed. Throttles are waited out by
+/// the export's own backoff; a 500 or a lost answer stops it with a token, and the run resumes from that token as
+/// an operator would. Every user ends on the stream, each under one `event_id` (a page resent after a stop
+/// repeats the same ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_under_faults_resumes_and_exports_every_user_under_one_id() {
+    use devtools::proxy::{ClientConnections, CountingProxy, FaultPlan};
+    let aws = local().await;
+    let (idp, pool) = user_pool(&aws).await;
+    let mut subs = std::collections::HashSet::new();
+    for i in 0..150 {
+        subs.insert(create_user(&idp, &pool, &format!("user{i:03}"), &[]).await);
+    }
+    let stream = output_stream(&aws).await;
+    let proxy = CountingProxy::with_faults(
+        &aws.endpoint,
+        ClientConnections::KeepAlive,
+        Some(FaultPlan {
+            seed: 20_261_204,
+            entry_failure: 0.2,
+            throttle: 0.2,
+            server_error: 0.05,
+            lost_response: 0.05,
+            only: vec!["ListUsers".to_owned(), "PutRecords".to_owned()],
+            ..FaultPlan::default()
+        }),
+    )
+    .await
+    .unwrap();
+    // As the export's Lambda builds its clients: the SDK's retries off, its own backoff on.
+    let sdk = bridge_core::aws::own_retries(&aws.sdk);
+    let idp_conf = aws_sdk_cognitoidentityprovider::config::Builder::from(&sdk)
+        .endpoint_url(&proxy.endpoint)
+        .build();
+    let kinesis_conf = aws_sdk_kinesis::config::Builder::from(&sdk)
+        .endpoint_url(&proxy.endpoint)
+        .build();
+    let exporter = auth_analytics::export::SnapshotExporter::new(
+        aws_sdk_cognitoidentityprovider::Client::from_conf(idp_conf),
+        bridge_core::producer::Producer::new(
+            std::sync::Arc::new(bridge_core::producer::KinesisSink::new(
+                aws_sdk_kinesis::Client::from_conf(kinesis_conf),
+                &stream,
+            )),
+            None,
+            bridge_core::retry::Backoff::default(),
+        ),
+        &pool,
+        30.0,
+        auth_analytics::sharing::AttributeSharing::off(),
+    );
+    let mut token = None;
+    let mut stops = Vec::new();
+    loop {
+        match exporter
+            .run(token.clone(), None, &Metrics::new(), |_| {})
+            .await
+        {
+            Ok(done) => {
+                assert_eq!(done.next_token, None);
+                break;
+            }
+            Err(e) => {
+                stops.push(e.reason.chars().take(60).collect::<String>());
+                assert!(stops.len() < 40, "the export never finished: {stops:?}");
+                token = e.resume_token;
+            }
+        }
+    }
+    let out = outputs(&aws, &stream).await;
+    let mut ids: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for (pk, doc) in &out {
+        ids.entry(pk.clone())
+            .or_default()
+            .insert(doc["event_id"].as_str().unwrap().to_owned());
+    }
+    let injected = proxy.injected.snapshot();
+    println!(
+        "export under faults: {} users, {} records out, {} stops resumed from their token ({stops:?}); faults \
+         injected: {injected:?}",
+        subs.len(),
+        out.len(),
+        stops.len()
+    );
+    assert_eq!(
+        ids.keys()
+            .cloned()
+            .collect::<std::collections::HashSet<_>>(),
+        subs
+    );
+    assert!(ids.values().all(|e| e.len() == 1), "one event_id per user");
+    assert!(injected.get("ListUsers Throttle").copied().unwrap_or(0) > 0);
+    assert!(
+        injected
+            .get("PutRecords entry failed")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}

@@ -14,7 +14,7 @@
 //! run can be repeated: per-entry `PutRecords` failures (it forwards only the entries it lets through and answers
 //! with a correct partial-failure response: `FailedRecordCount`, per-entry `ErrorCode` and `ErrorMessage`),
 //! throttling errors in each service's own shape (`ProvisionedThroughputExceededException` for Kinesis and
-//! DynamoDB, `SlowDown` for S3, `ThrottlingException` otherwise), 5xx, latency, connection resets, and "applied,
+//! DynamoDB, `TooManyRequestsException` for cognito-idp, `SlowDown` for S3, `ThrottlingException` otherwise), 5xx, latency, connection resets, and "applied,
 //! but the response lost" (forwarded, then the connection dropped without an answer). A timeout is latency past
 //! the client's own timeout.
 
@@ -128,6 +128,21 @@ impl Faults {
 
 type Response = (String, Vec<(String, String)>, Vec<u8>);
 
+/// The code a JSON-protocol service throttles with: Kinesis and DynamoDB
+/// `ProvisionedThroughputExceededException`, cognito-idp `TooManyRequestsException`, the others
+/// `ThrottlingException`.
+fn throttle_code(req: &Request) -> &'static str {
+    match req.header("x-amz-target") {
+        Some(t) if t.starts_with("Kinesis_") || t.starts_with("DynamoDB_") => {
+            "ProvisionedThroughputExceededException"
+        }
+        Some(t) if t.starts_with("AWSCognitoIdentityProviderService.") => {
+            "TooManyRequestsException"
+        }
+        _ => "ThrottlingException",
+    }
+}
+
 /// The error answer of a throttle or a 500, in the request's protocol.
 fn error_response(req: &Request, op: &str, throttle: bool) -> Response {
     if req.header("x-amz-target").is_none() {
@@ -145,16 +160,10 @@ fn error_response(req: &Request, op: &str, throttle: bool) -> Response {
             body.into_bytes(),
         );
     }
-    let kinesis_or_dynamo = req
-        .header("x-amz-target")
-        .is_some_and(|t| t.starts_with("Kinesis_") || t.starts_with("DynamoDB_"));
-    let (status, kind) = match (throttle, kinesis_or_dynamo) {
-        (true, true) => (
-            "HTTP/1.1 400 Bad Request",
-            "ProvisionedThroughputExceededException",
-        ),
-        (true, false) => ("HTTP/1.1 400 Bad Request", "ThrottlingException"),
-        (false, _) => ("HTTP/1.1 500 Internal Server Error", "InternalFailure"),
+    let (status, kind) = if throttle {
+        ("HTTP/1.1 400 Bad Request", throttle_code(req))
+    } else {
+        ("HTTP/1.1 500 Internal Server Error", "InternalFailure")
     };
     let body = serde_json::json!({"__type": kind, "message": format!("{op}: injected by the fault proxy")});
     (
