@@ -109,7 +109,7 @@ bench: tools ## Measure on this machine: the release binaries end to end against
 	scripts/with-moto target/release/bench-e2e
 	target/release/bench
 
-chaos: tools ## The chaos runs at full size: 10,000 records each through the sync processor's, the auth log forwarder's and the app event forwarder's binaries under injected faults (make test runs 600).
+chaos: tools ## The chaos runs at full size under injected faults: 10,000 records each through the sync processor's, the auth log forwarder's and the app event forwarder's binaries, 5,000 sign-ins through the trigger forwarder, a 60-user month through the active-users rollup (make test runs 600 / 300 / 20 users).
 	cargo build --workspace --bins
 	CHAOS_RECORDS=$${CHAOS_RECORDS:-10000} scripts/with-moto cargo test --workspace --test chaos -- --nocapture
 
