@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools build test lint infra-check package fmt demo local invoke events bench chaos fuzz lock clean
+.PHONY: help tools infra-tools build test lint infra-check package fmt demo local invoke events bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -108,6 +108,13 @@ bench: tools ## Measure on this machine: the release binaries end to end against
 	cargo build --release --workspace $(foreach b,$(BENCH_BINS),--bin $(b))
 	scripts/with-moto target/release/bench-e2e
 	target/release/bench
+
+profile: tools ## Where the sync processor's CPU and bytes go: its release code with symbols (target/profiling) under perf on the bench's 3,000-record event (kept-alive connections), then per crate: its samples and its binary's bytes.
+	cargo build --profile profiling --workspace --bin sync-processor
+	cargo build --release --workspace --bin bench-e2e
+	BENCH_BIN_DIR=target/profiling BENCH_ONLY=sync-3000 scripts/with-moto perf record -F 4999 -o target/profiling/perf.data -- target/release/bench-e2e
+	scripts/breakdown perf target/profiling/perf.data sync-processor 30
+	scripts/breakdown size target/profiling/sync-processor 30
 
 chaos: tools ## The chaos runs at full size under injected faults: 10,000 records each through the sync processor's, the auth log forwarder's and the app event forwarder's binaries, 5,000 sign-ins through the trigger forwarder, a 60-user month through the active-users rollup (make test runs 600 / 300 / 20 users).
 	cargo build --workspace --bins
