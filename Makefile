@@ -66,7 +66,7 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# A cold arm64 release build of the three functions (thin LTO, one codegen unit) takes many minutes on 2 cores.
+# A cold arm64 release build of the five functions (opt-level "s", fat LTO, one codegen unit) takes many minutes on 2 cores.
 # FAST=1 (CI) keeps the release profile's panic=abort and strip but skips optimization and LTO: it proves the
 # arm64 packaging path (sam build, cargo-lambda, zig, the bootstraps) in minutes instead of a quarter hour, and
 # builds into .aws-sam/build-fast, which `sam deploy` does not pick up. Deploy what a plain `make package` built.
