@@ -359,20 +359,13 @@ async fn lost_transaction_answers_count_nothing_twice() {
             let through_proxy = aws_sdk_dynamodb::config::Builder::from(&aws.sdk)
                 .endpoint_url(&proxy.endpoint)
                 .build();
-            let store = RollupStore::new(
+            let (_, rollup) = devtools::synthetic::rollup_over(
                 aws_sdk_dynamodb::Client::from_conf(through_proxy),
+                &aws,
                 &table,
-                std::time::Duration::from_secs(8 * 86_400),
-            );
-            let rollup = ActiveUsers::new(
-                store.clone(),
-                bridge_core::dead_letter::DeadLetterWriter::new(
-                    std::sync::Arc::new(bridge_core::blob::S3BlobStore::new(aws.s3.clone())),
-                    &bucket,
-                ),
+                &bucket,
                 vec!["platform".to_owned()],
-            )
-            .without_emf();
+            );
             let metrics = Metrics::new();
             let mut redeliveries = 0;
             for docs in &batches {
@@ -388,17 +381,12 @@ async fn lost_transaction_answers_count_nothing_twice() {
                     assert!(attempts < 20, "a batch never succeeded");
                 }
             }
-            let mut counters = std::collections::BTreeMap::new();
-            let reader = RollupStore::new(
+            let counters = e2e::rollup_counters(&RollupStore::new(
                 aws_sdk_dynamodb::Client::new(&aws.sdk),
                 &table,
                 std::time::Duration::from_secs(8 * 86_400),
-            );
-            for scope in reader.scopes().await.unwrap() {
-                for (period, c) in reader.counter_items(&scope).await.unwrap() {
-                    counters.insert(format!("{scope} {period}"), c);
-                }
-            }
+            ))
+            .await;
             (
                 counters,
                 metrics.get(active_users::handler::METRIC_MARKERS_RACED),

@@ -349,19 +349,16 @@ async fn run(
         .await
         .unwrap()
         .len();
-    let mut rollup = BTreeMap::new();
-    if case.rollup {
-        let store = active_users::store::RollupStore::new(
+    let rollup = if case.rollup {
+        e2e::rollup_counters(&active_users::store::RollupStore::new(
             aws_sdk_dynamodb::Client::new(&aws.sdk),
             &table,
             Duration::from_secs(86_400),
-        );
-        for scope in store.scopes().await.unwrap() {
-            for (period, counters) in store.counter_items(&scope).await.unwrap() {
-                rollup.insert(format!("{scope} {period}"), counters);
-            }
-        }
-    }
+        ))
+        .await
+    } else {
+        BTreeMap::new()
+    };
     RunResult {
         rollup,
         outputs,

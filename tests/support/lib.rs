@@ -28,6 +28,19 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Every counter item of a rollup table: `"<scope> <period>"` to its counters (a Scan: test-sized tables).
+pub async fn rollup_counters(
+    store: &active_users::store::RollupStore,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> {
+    let mut all = std::collections::BTreeMap::new();
+    for scope in store.scopes().await.unwrap() {
+        for (period, counters) in store.counter_items(&scope).await.unwrap() {
+            all.insert(format!("{scope} {period}"), counters);
+        }
+    }
+    all
+}
+
 /// A JSON file of the repository.
 pub fn json_file(relative: &str) -> Value {
     let path = root().join(relative);

@@ -363,11 +363,24 @@ pub fn local_rollup(
     bucket: &str,
     dimensions: Vec<String>,
 ) -> (RollupStore, active_users::ActiveUsers) {
-    let store = RollupStore::new(
+    rollup_over(
         aws_sdk_dynamodb::Client::new(&aws.sdk),
+        aws,
         table,
-        std::time::Duration::from_secs(8 * 86_400),
-    );
+        bucket,
+        dimensions,
+    )
+}
+
+/// [`local_rollup`] with its table reached through `dynamodb` (a client pointed at a fault proxy, say).
+pub fn rollup_over(
+    dynamodb: aws_sdk_dynamodb::Client,
+    aws: &crate::LocalAws,
+    table: &str,
+    bucket: &str,
+    dimensions: Vec<String>,
+) -> (RollupStore, active_users::ActiveUsers) {
+    let store = RollupStore::new(dynamodb, table, std::time::Duration::from_secs(8 * 86_400));
     let rollup = active_users::ActiveUsers::new(
         store.clone(),
         bridge_core::dead_letter::DeadLetterWriter::new(
