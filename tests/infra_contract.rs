@@ -10,19 +10,7 @@
 use serde_yaml_ng::Value;
 
 /// Each function binary and the variables its `Config::from_env` requires.
-const REQUIRED: &[(&str, &[&str])] = &[
-    ("sync-processor", sync_processor::config::REQUIRED_ENV),
-    (
-        "auth-trigger-forwarder",
-        auth_analytics::config::TRIGGER_REQUIRED_ENV,
-    ),
-    (
-        "auth-log-forwarder",
-        auth_analytics::config::LOG_REQUIRED_ENV,
-    ),
-    ("app-event-forwarder", app_events::config::REQUIRED_ENV),
-    ("active-users", active_users::config::REQUIRED_ENV),
-];
+const REQUIRED: &[(&str, &[&str])] = devtools::deployment::REQUIRED_ENV;
 
 /// The binaries that consume a Kinesis stream (the trigger forwarder is invoked by Cognito instead).
 const KINESIS_CONSUMERS: &[&str] = &[

@@ -83,20 +83,7 @@ fn inline(
 }
 
 fn event_of(docs: &[Value]) -> Value {
-    let payloads: Vec<(String, Value)> = docs
-        .iter()
-        .map(|d| {
-            (
-                d["identityId"].as_str().unwrap_or("pk").to_owned(),
-                d.clone(),
-            )
-        })
-        .collect();
-    devtools::events::event_from_payloads(
-        &devtools::events::example_stream_arn("cognito-sync-source"),
-        &payloads,
-        1_700_000_100.0,
-    )
+    devtools::events::sync_event("cognito-sync-source", docs)
 }
 
 fn s3url(identity: &str, url: &str) -> Value {

@@ -33,6 +33,21 @@ pub struct FunctionSpec {
     pub timeout: Duration,
 }
 
+/// Each function binary and the variables its `Config::from_env` requires.
+pub const REQUIRED_ENV: &[(&str, &[&str])] = &[
+    ("sync-processor", sync_processor::config::REQUIRED_ENV),
+    (
+        "auth-trigger-forwarder",
+        auth_analytics::config::TRIGGER_REQUIRED_ENV,
+    ),
+    (
+        "auth-log-forwarder",
+        auth_analytics::config::LOG_REQUIRED_ENV,
+    ),
+    ("app-event-forwarder", app_events::config::REQUIRED_ENV),
+    ("active-users", active_users::config::REQUIRED_ENV),
+];
+
 /// Every stream the template creates.
 pub const STREAMS: &[&str] = &[
     "SourceStream",
@@ -345,19 +360,7 @@ mod tests {
 
     #[test]
     fn every_function_gets_its_required_variables_and_reads_known_streams() {
-        let required: &[(&str, &[&str])] = &[
-            ("sync-processor", sync_processor::config::REQUIRED_ENV),
-            (
-                "auth-trigger-forwarder",
-                auth_analytics::config::TRIGGER_REQUIRED_ENV,
-            ),
-            (
-                "auth-log-forwarder",
-                auth_analytics::config::LOG_REQUIRED_ENV,
-            ),
-            ("app-event-forwarder", app_events::config::REQUIRED_ENV),
-            ("active-users", active_users::config::REQUIRED_ENV),
-        ];
+        let required = REQUIRED_ENV;
         for (binary, vars) in required {
             let spec = FUNCTIONS.iter().find(|f| f.binary == *binary);
             let Some(spec) = spec else {

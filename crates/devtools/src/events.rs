@@ -67,6 +67,21 @@ pub fn sequence_number(n: u64) -> String {
     format!("4959033827149025660855969253836157109592157598913{n:07}")
 }
 
+/// Cognito Sync documents as a Kinesis event of one shard of `stream` (an example ARN of that name), each keyed
+/// by its identity as Cognito Streams writes them.
+pub fn sync_event(stream: &str, docs: &[Value]) -> Value {
+    let payloads: Vec<(String, Value)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["identityId"].as_str().unwrap_or("pk").to_owned(),
+                d.clone(),
+            )
+        })
+        .collect();
+    event_from_payloads(&example_stream_arn(stream), &payloads, 1_700_000_100.0)
+}
+
 /// An event of `payloads` (partition key, JSON document) on one shard, with synthetic sequence numbers.
 pub fn event_from_payloads(
     stream_arn: &str,

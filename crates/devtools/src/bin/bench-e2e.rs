@@ -19,7 +19,7 @@ use base64::Engine as _;
 use devtools::LocalAws;
 use devtools::emulator::unique_name;
 use devtools::esm::{InvokeOutcome, Invoker as _};
-use devtools::events::{event_from_payloads, example_stream_arn};
+use devtools::events::{example_stream_arn, sync_event};
 use devtools::proxy::{ClientConnections, CountingProxy};
 use devtools::runtime_api::LocalFunction;
 use serde_json::{Value, json};
@@ -103,20 +103,7 @@ fn sync_docs(records: usize, value_len: usize) -> Vec<Value> {
 }
 
 fn event_of(docs: &[Value]) -> Value {
-    let payloads: Vec<(String, Value)> = docs
-        .iter()
-        .map(|d| {
-            (
-                d["identityId"].as_str().unwrap_or("pk").to_owned(),
-                d.clone(),
-            )
-        })
-        .collect();
-    event_from_payloads(
-        &example_stream_arn("bench-source"),
-        &payloads,
-        1_700_000_100.0,
-    )
+    sync_event("bench-source", docs)
 }
 
 /// A CloudWatch Logs subscription record (gzip) holding one user-activity entry.
