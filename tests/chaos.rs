@@ -659,13 +659,7 @@ async fn trigger_forwarder_under_faults_answers_every_sign_in_in_time_and_loses_
     let function = LocalFunction::start(th::FUNCTION_NAME, binary, env, Duration::from_secs(5))
         .await
         .unwrap();
-    let sample: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            e2e::root().join("events/auth/PostAuthentication_Authentication.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let sample = e2e::auth::trigger_sample("PostAuthentication_Authentication");
     let n = (records() / 2).max(100);
     let sub = |i: usize| format!("4f3e2d1c-0000-4000-8000-{i:012}");
     // The first invocation starts the process (cold start, outside the put budget); it is not timed.
@@ -711,11 +705,7 @@ async fn trigger_forwarder_under_faults_answers_every_sign_in_in_time_and_loses_
         .map(|l| l["record"].clone())
         .collect();
     let streamed: Vec<Value> = aws
-        .read_shard(
-            &out,
-            "shardId-000000000000",
-            devtools::emulator::ShardStart::TrimHorizon,
-        )
+        .read_stream(&out)
         .await
         .unwrap()
         .iter()

@@ -360,8 +360,7 @@ mod tests {
 
     #[test]
     fn every_function_gets_its_required_variables_and_reads_known_streams() {
-        let required = REQUIRED_ENV;
-        for (binary, vars) in required {
+        for (binary, vars) in REQUIRED_ENV {
             let spec = FUNCTIONS.iter().find(|f| f.binary == *binary);
             let Some(spec) = spec else {
                 panic!("{binary} is not deployed locally");
@@ -376,6 +375,6 @@ mod tests {
                 assert!(STREAMS.contains(stream), "{binary}: {stream}");
             }
         }
-        assert_eq!(FUNCTIONS.len(), required.len());
+        assert_eq!(FUNCTIONS.len(), REQUIRED_ENV.len());
     }
 }

@@ -14,8 +14,9 @@
 //! run can be repeated: per-entry `PutRecords` failures (it forwards only the entries it lets through and answers
 //! with a correct partial-failure response: `FailedRecordCount`, per-entry `ErrorCode` and `ErrorMessage`),
 //! throttling errors in each service's own shape (`ProvisionedThroughputExceededException` for Kinesis and
-//! DynamoDB, `TooManyRequestsException` for cognito-idp, `SlowDown` for S3, `ThrottlingException` otherwise), 5xx, latency, connection resets, and "applied,
-//! but the response lost" (forwarded, then the connection dropped without an answer). A timeout is latency past
+//! DynamoDB, `TooManyRequestsException` for cognito-idp, `SlowDown` for S3, `ThrottlingException` otherwise),
+//! 5xx, latency, connection resets, and "applied, but the response lost" (forwarded, then the connection dropped
+//! without an answer). A timeout is latency past
 //! the client's own timeout.
 
 use std::collections::BTreeMap;

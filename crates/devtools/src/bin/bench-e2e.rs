@@ -179,8 +179,8 @@ struct Run {
     client_connections: u64,
     rounds_us_per_record: String,
     batch_item_failures: usize,
-    /// The most records of one partition key in the event: outputs of different records of a key never share a
-    /// PutRecords request (order under partial failures), so no fewer requests than this.
+    /// The most source records with outputs under one partition key ([`longest_chain`]): outputs of different
+    /// records of a key never share a PutRecords request (order under partial failures), so no fewer requests.
     longest_chain: usize,
 }
 
