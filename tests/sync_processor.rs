@@ -711,9 +711,8 @@ async fn records_failing_past_the_age_limit_are_dead_lettered_with_their_data_an
     config.dedup_table = "no-such-table".into();
     // The sample arrived in 2023: far past a one-hour limit. Instead of retrying until the event source
     // drops the data, every record goes to the dead-letter bucket with it.
-    let broken = Processor::connect(&config, &h.aws.sdk, h.aws.s3.clone())
-        .unwrap()
-        .with_give_up_age(Some(std::time::Duration::from_secs(3_600)));
+    config.pipeline.give_up_age = Some(std::time::Duration::from_secs(3_600));
+    let broken = Processor::connect(&config, &h.aws.sdk, h.aws.s3.clone()).unwrap();
     let event = sample("sync-inline-replace");
     let records = event["Records"].as_array().unwrap().len();
     let (response, m) = h.run_with(&broken, &event).await;

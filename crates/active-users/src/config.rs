@@ -28,8 +28,8 @@ pub struct Config {
     pub dimensions: Vec<String>,
     /// Life of an event marker.
     pub event_marker_ttl: std::time::Duration,
-    /// Records still failing this long after arrival are dead-lettered instead of retried.
-    pub give_up_age: Option<std::time::Duration>,
+    /// The pipeline's give-up age and KPL aggregate policy (accepted by default: its streams are our own).
+    pub pipeline: bridge_core::pipeline::Settings,
 }
 
 impl Config {
@@ -59,7 +59,10 @@ impl Config {
             dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
             dimensions,
             event_marker_ttl: std::time::Duration::from_secs(ttl_days * 86_400),
-            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
+            pipeline: bridge_core::pipeline::Settings::from_env(
+                env,
+                bridge_core::pipeline::Aggregates::ACCEPT,
+            )?,
         })
     }
 }

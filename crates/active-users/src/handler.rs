@@ -92,7 +92,7 @@ impl ActiveUsers {
             DeadLetterWriter::new(Arc::new(S3BlobStore::new(s3)), &config.dead_letter_bucket),
             config.dimensions.clone(),
         );
-        rollup.pipeline = rollup.pipeline.with_give_up_age(config.give_up_age);
+        rollup.pipeline = rollup.pipeline.with_settings(config.pipeline);
         rollup
     }
 

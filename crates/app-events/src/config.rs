@@ -31,8 +31,9 @@ pub struct Config {
     pub put_max_attempts: u32,
     /// Limits on untrusted input.
     pub limits: Limits,
-    /// Records still failing this long after arrival are dead-lettered instead of retried.
-    pub give_up_age: Option<std::time::Duration>,
+    /// The pipeline's give-up age and KPL aggregate policy: refused by default, since apps (untrusted) write
+    /// the stream and Amplify never aggregates.
+    pub pipeline: bridge_core::pipeline::Settings,
 }
 
 impl Config {
@@ -65,7 +66,10 @@ impl Config {
             dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
             put_max_attempts: ranged(env, ENV_PUT_MAX_ATTEMPTS, 6u32, 1..=20)?,
             limits,
-            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
+            pipeline: bridge_core::pipeline::Settings::from_env(
+                env,
+                bridge_core::pipeline::Aggregates::Refuse,
+            )?,
         })
     }
 }
@@ -81,7 +85,12 @@ mod tests {
         let base = [(ENV_OUTPUT_STREAM, "out"), (ENV_DEAD_LETTER_BUCKET, "b")];
         let c = Config::from_env(&env(&base)).unwrap();
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.give_up_age, None);
+        assert_eq!(c.pipeline.give_up_age, None);
+        assert_eq!(
+            c.pipeline.aggregates,
+            bridge_core::pipeline::Aggregates::Refuse,
+            "the app event stream refuses aggregates unless told otherwise"
+        );
         let err = Config::from_env(&env(&[(ENV_OUTPUT_STREAM, "out")])).unwrap_err();
         assert!(err.to_string().contains(ENV_DEAD_LETTER_BUCKET), "{err}");
         let mut bad = base.to_vec();
@@ -91,7 +100,7 @@ mod tests {
         let mut aged = base.to_vec();
         aged.push(("DEAD_LETTER_AFTER_AGE_SECONDS", "3600"));
         assert_eq!(
-            Config::from_env(&env(&aged)).unwrap().give_up_age,
+            Config::from_env(&env(&aged)).unwrap().pipeline.give_up_age,
             Some(std::time::Duration::from_secs(3_600))
         );
     }

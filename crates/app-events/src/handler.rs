@@ -47,6 +47,24 @@ pub const METRICS: &[&str] = &[
     producer::METRIC_RECORDS_RETRIED,
 ];
 
+/// One record's data (one user record of an aggregate, when aggregates are accepted) to its `app-event/v1`, or
+/// why it cannot be one: the whole path of a record short of the stream (size cap, parse, checks, clock
+/// correction, id). Pure: the property tests and the fuzz target drive it with any bytes and any arrival.
+pub fn read(record: &SourceRecord, limits: &Limits) -> Result<AppEvent, String> {
+    // The size is checked before parsing: a huge record is refused without being read.
+    if record.data.len() > limits.max_record_bytes {
+        return Err(format!(
+            "record of {} bytes is over the {}-byte limit of an app event",
+            record.data.len(),
+            limits.max_record_bytes
+        ));
+    }
+    let client = parse(&record.data).map_err(|e| e.to_string())?;
+    let received = record.arrival.unwrap_or_else(chrono::Utc::now);
+    normalize(client, record.data.len(), received, &record.source, limits)
+        .map_err(|e| e.to_string())
+}
+
 /// The app event forwarder, with its ports.
 #[derive(Debug, Clone)]
 pub struct AppEventForwarder {
@@ -58,7 +76,8 @@ impl AppEventForwarder {
     /// A forwarder over the given ports.
     pub fn new(producer: Producer, dead_letters: DeadLetterWriter, limits: Limits) -> Self {
         Self {
-            pipeline: Pipeline::new(producer, dead_letters),
+            pipeline: Pipeline::new(producer, dead_letters)
+                .with_aggregates(bridge_core::pipeline::Aggregates::Refuse),
             limits,
         }
     }
@@ -74,13 +93,19 @@ impl AppEventForwarder {
             max_attempts: config.put_max_attempts,
             ..Backoff::default()
         };
-        let mut forwarder = Self::new(
+        Self::new(
             Producer::new(sink, None, policy),
             DeadLetterWriter::new(Arc::new(S3BlobStore::new(s3)), &config.dead_letter_bucket),
             config.limits,
-        );
-        forwarder.pipeline = forwarder.pipeline.with_give_up_age(config.give_up_age);
-        forwarder
+        )
+        .with_settings(config.pipeline)
+    }
+
+    /// The same forwarder with the pipeline's settings (give-up age, KPL aggregates; see
+    /// [`Pipeline::with_settings`]). [`AppEventForwarder::new`] refuses aggregates, as the default config does.
+    pub fn with_settings(mut self, settings: bridge_core::pipeline::Settings) -> Self {
+        self.pipeline = self.pipeline.with_settings(settings);
+        self
     }
 }
 
@@ -98,29 +123,7 @@ impl Flow for AppEventForwarder {
     }
 
     fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<AppEvent> {
-        let unusable = |e: &dyn std::fmt::Display| {
-            Decoded::failed(Vec::new(), Failure::new(FailureClass::InvalidAppEvent, e))
-        };
-        // The size is checked before parsing: a huge record is refused without being read.
-        if record.data.len() > self.limits.max_record_bytes {
-            return unusable(&format!(
-                "record of {} bytes is over the {}-byte limit of an app event",
-                record.data.len(),
-                self.limits.max_record_bytes
-            ));
-        }
-        let client = match parse(&record.data) {
-            Ok(c) => c,
-            Err(e) => return unusable(&e),
-        };
-        let received = record.arrival.unwrap_or_else(chrono::Utc::now);
-        match normalize(
-            client,
-            record.data.len(),
-            received,
-            &record.source,
-            &self.limits,
-        ) {
+        match read(record, &self.limits) {
             Ok(event) => {
                 if event.clock.offset_ms.is_some_and(|o| o.abs() > 60_000) {
                     metrics.incr(METRIC_CLOCK_CORRECTED);
@@ -132,7 +135,10 @@ impl Flow for AppEventForwarder {
                     .collect();
                 Decoded::item(keys, event)
             }
-            Err(e) => unusable(&e),
+            Err(reason) => Decoded::failed(
+                Vec::new(),
+                Failure::new(FailureClass::InvalidAppEvent, reason),
+            ),
         }
     }
 

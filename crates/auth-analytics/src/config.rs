@@ -219,8 +219,9 @@ pub struct LogConfig {
     pub sharing: AttributeSharing,
     /// User lookups (used only when sharing is on).
     pub lookup: LookupConfig,
-    /// Records still failing this long after arrival are dead-lettered instead of retried.
-    pub give_up_age: Option<Duration>,
+    /// The pipeline's give-up age and KPL aggregate policy (accepted by default: CloudWatch Logs writes the
+    /// stream).
+    pub pipeline: bridge_core::pipeline::Settings,
 }
 
 impl LogConfig {
@@ -261,7 +262,10 @@ impl LogConfig {
                     1..=64,
                 )?,
             },
-            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
+            pipeline: bridge_core::pipeline::Settings::from_env(
+                env,
+                bridge_core::pipeline::Aggregates::ACCEPT,
+            )?,
         })
     }
 }

@@ -148,13 +148,13 @@ impl LogForwarder {
             config.sharing.clone(),
             enricher,
         )
-        .with_give_up_age(config.give_up_age)
+        .with_settings(config.pipeline)
     }
 
-    /// The same forwarder, dead-lettering (with their data) records still failing `age` after they arrived,
-    /// instead of leaving them to the event source (see [`Pipeline::with_give_up_age`]).
-    pub fn with_give_up_age(mut self, age: Option<std::time::Duration>) -> Self {
-        self.pipeline = self.pipeline.with_give_up_age(age);
+    /// The same forwarder with the pipeline's settings (give-up age, KPL aggregates; see
+    /// [`Pipeline::with_settings`]).
+    pub fn with_settings(mut self, settings: bridge_core::pipeline::Settings) -> Self {
+        self.pipeline = self.pipeline.with_settings(settings);
         self
     }
 

@@ -127,8 +127,8 @@ impl DeadLetter {
         self
     }
 
-    /// `dead-letter/<function>/dt=<arrival date>/<stream>/<shard>/<sequence>.json`; a hash of the content
-    /// stands in for a sequence number the record did not have.
+    /// `dead-letter/<function>/dt=<arrival date>/<stream>/<shard>/<sequence>[-u<user record>].json`; a hash of
+    /// the content stands in for a sequence number the record did not have.
     pub fn object_key(&self) -> String {
         let date = self.arrival.unwrap_or_else(Utc::now).format("%Y-%m-%d");
         let stream = self
@@ -148,6 +148,11 @@ impl DeadLetter {
             format!("no-sequence-{}", &sha256_hex(&raw)[..32])
         } else {
             self.source.sequence_number.clone()
+        };
+        // User records of one KPL aggregate share its sequence number: each has a dead letter of its own.
+        let id = match self.source.user_record {
+            Some(j) => format!("{id}-u{j}"),
+            None => id,
         };
         format!(
             "{DEAD_LETTER_PREFIX}{}/dt={date}/{stream}/{shard}/{id}.json",
@@ -231,6 +236,17 @@ mod tests {
             "dead-letter/sync-processor/dt=2023-11-14/cognito-sync/shardId-000000000001/495.json"
         );
         assert_eq!(letter.data_base64.as_deref(), Some("ew=="));
+    }
+
+    #[test]
+    fn user_records_of_one_aggregate_get_a_dead_letter_each() {
+        let user = |j| SourceRef {
+            user_record: Some(j),
+            ..source("495")
+        };
+        let key = |j| DeadLetter::for_data("f", &user(j), None, b"{", "bad".into()).object_key();
+        assert!(key(0).ends_with("/495-u0.json"), "{}", key(0));
+        assert_ne!(key(0), key(1));
     }
 
     #[test]

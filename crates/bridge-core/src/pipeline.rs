@@ -51,6 +51,81 @@ pub fn give_up_age_from_env(
     Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
 }
 
+/// Whether the function reads KPL-aggregated records: `accept` or `refuse`. Unset: the function's default
+/// ([`Aggregates`]).
+pub const ENV_KPL_AGGREGATES: &str = "KPL_AGGREGATES";
+/// The most user records one accepted aggregate may hold; an aggregate with more is a dead letter.
+pub const ENV_KPL_MAX_USER_RECORDS: &str = "KPL_MAX_USER_RECORDS";
+/// The default of [`ENV_KPL_MAX_USER_RECORDS`]. The KPL's own default aggregate is at most 51,200 bytes
+/// (`AggregationMaxSize`), about a thousand small records; a record holding more is not what a KPL sends by
+/// default, and each user record costs the function a slot and its outputs.
+pub const DEFAULT_MAX_USER_RECORDS: usize = 1_000;
+
+/// Whether KPL-aggregated records are read. An aggregate lets one Kinesis record carry many user records: on a
+/// stream that untrusted clients write (the app event stream), one record could become thousands of outputs
+/// past every per-record cap and the stream's per-shard write limits, so such a function refuses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregates {
+    /// An aggregate is a dead letter that says why.
+    Refuse,
+    /// Each user record is a record of its own (every per-record cap applies to it), up to a number per aggregate.
+    Accept {
+        /// An aggregate with more user records is a dead letter.
+        max_user_records: usize,
+    },
+}
+
+impl Aggregates {
+    /// Accepted, up to [`DEFAULT_MAX_USER_RECORDS`] user records each.
+    pub const ACCEPT: Self = Self::Accept {
+        max_user_records: DEFAULT_MAX_USER_RECORDS,
+    };
+}
+
+/// How a function's pipeline treats its input, read from the environment once, at cold start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// See [`ENV_DEAD_LETTER_AFTER_AGE_SECONDS`].
+    pub give_up_age: Option<std::time::Duration>,
+    /// See [`ENV_KPL_AGGREGATES`].
+    pub aggregates: Aggregates,
+}
+
+impl Settings {
+    /// Reads [`ENV_DEAD_LETTER_AFTER_AGE_SECONDS`], [`ENV_KPL_AGGREGATES`] and [`ENV_KPL_MAX_USER_RECORDS`];
+    /// `aggregates` is the function's default when [`ENV_KPL_AGGREGATES`] is unset.
+    pub fn from_env(
+        env: &impl crate::config::Env,
+        aggregates: Aggregates,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let max_user_records = crate::config::ranged(
+            env,
+            ENV_KPL_MAX_USER_RECORDS,
+            DEFAULT_MAX_USER_RECORDS,
+            1..=100_000,
+        )?;
+        let accept = match crate::config::optional(env, ENV_KPL_AGGREGATES).as_deref() {
+            None => matches!(aggregates, Aggregates::Accept { .. }),
+            Some("accept") => true,
+            Some("refuse") => false,
+            Some(other) => {
+                return Err(crate::config::ConfigError::Invalid {
+                    var: ENV_KPL_AGGREGATES,
+                    reason: format!("'{other}' is neither 'accept' nor 'refuse'"),
+                });
+            }
+        };
+        Ok(Self {
+            give_up_age: give_up_age_from_env(env)?,
+            aggregates: if accept {
+                Aggregates::Accept { max_user_records }
+            } else {
+                Aggregates::Refuse
+            },
+        })
+    }
+}
+
 /// Metric: source records in the batch.
 pub const METRIC_RECORDS_IN: &str = "RecordsIn";
 /// Metric: source records written to the dead-letter bucket.
@@ -269,6 +344,7 @@ pub struct Pipeline {
     producer: Producer,
     dead_letters: DeadLetterWriter,
     give_up_age: Option<std::time::Duration>,
+    aggregates: Aggregates,
 }
 
 impl Pipeline {
@@ -278,7 +354,20 @@ impl Pipeline {
             producer,
             dead_letters,
             give_up_age: None,
+            aggregates: Aggregates::ACCEPT,
         }
+    }
+
+    /// The pipeline with the settings read from the environment.
+    pub fn with_settings(self, settings: Settings) -> Self {
+        self.with_give_up_age(settings.give_up_age)
+            .with_aggregates(settings.aggregates)
+    }
+
+    /// Whether KPL aggregates are read (by default: accepted, up to [`DEFAULT_MAX_USER_RECORDS`] each).
+    pub fn with_aggregates(mut self, aggregates: Aggregates) -> Self {
+        self.aggregates = aggregates;
+        self
     }
 
     /// Records older than `age` (since Kinesis received them) that would be retried are dead-lettered instead,
@@ -314,7 +403,7 @@ impl Pipeline {
         metrics.add(METRIC_RECORDS_IN, event.records.len() as u64);
         let mut slots: Vec<Slot<F::Item>> = Vec::with_capacity(event.records.len());
         for raw in event.records {
-            decode(flow, raw, metrics, &mut slots);
+            decode(flow, raw, self.aggregates, metrics, &mut slots);
         }
         let mut plan = flow.resolve(&mut slots, deadline, metrics).await;
         self.write_dead_letters(F::FUNCTION, &mut slots, metrics)
@@ -422,10 +511,12 @@ impl Pipeline {
 
 /// Decodes one Kinesis record into its slots: one, or one per user record of a KPL aggregate (each with its
 /// own partition key and `user_record` lineage, all reported by the aggregate's sequence number: a retry of one
-/// redelivers the aggregate, and the siblings come again with their same `event_id`s).
+/// redelivers the aggregate, and the siblings come again with their same `event_id`s). An aggregate the
+/// function refuses, or one with more user records than it accepts, is one dead letter that says why.
 fn decode<F: Flow>(
     flow: &F,
     raw: serde_json::Value,
+    aggregates: Aggregates,
     metrics: &Metrics,
     slots: &mut Vec<Slot<F::Item>>,
 ) {
@@ -450,16 +541,39 @@ fn decode<F: Flow>(
             return;
         }
     };
-    match crate::kpl::deaggregate(&record.data) {
-        None => slots.push(decode_one(flow, record, metrics)),
-        Some(Err(e)) => slots.push(slot_of(
+    let refused = |record: SourceRecord, reason: String| {
+        slot_of(
             record,
             Vec::new(),
-            State::DeadLetter(Failure::new(
-                FailureClass::UndecodableKinesisRecord,
-                e.to_string(),
-            )),
-        )),
+            State::DeadLetter(Failure::new(FailureClass::UndecodableKinesisRecord, reason)),
+        )
+    };
+    let max_user_records = match aggregates {
+        Aggregates::Accept { max_user_records } => max_user_records,
+        Aggregates::Refuse => {
+            if crate::kpl::is_aggregated(&record.data) {
+                let reason = format!(
+                    "KPL-aggregated record refused: {} does not accept aggregates ({ENV_KPL_AGGREGATES}=refuse)",
+                    F::FUNCTION
+                );
+                slots.push(refused(record, reason));
+            } else {
+                slots.push(decode_one(flow, record, metrics));
+            }
+            return;
+        }
+    };
+    match crate::kpl::deaggregate(&record.data) {
+        None => slots.push(decode_one(flow, record, metrics)),
+        Some(Err(e)) => slots.push(refused(record, e.to_string())),
+        Some(Ok(users)) if users.len() > max_user_records => {
+            let reason = format!(
+                "KPL-aggregated record refused: {} user records, more than the {max_user_records} one aggregate may \
+                 hold ({ENV_KPL_MAX_USER_RECORDS})",
+                users.len()
+            );
+            slots.push(refused(record, reason));
+        }
         Some(Ok(users)) => {
             for (j, user) in users.into_iter().enumerate() {
                 let one = SourceRecord {

@@ -63,8 +63,9 @@ pub struct Config {
     pub put_max_attempts: u32,
     /// Bytes of S3Url payloads held per invocation at most.
     pub s3_payload_budget: u64,
-    /// Records still failing this long after arrival are dead-lettered instead of retried.
-    pub give_up_age: Option<Duration>,
+    /// The pipeline's give-up age and KPL aggregate policy (aggregates accepted by default: Cognito never
+    /// aggregates, a team's own KPL producer may).
+    pub pipeline: bridge_core::pipeline::Settings,
 }
 
 impl Config {
@@ -106,7 +107,10 @@ impl Config {
                 crate::handler::DEFAULT_PAYLOAD_BUDGET_BYTES,
                 1..=1024 * 1024 * 1024,
             )?,
-            give_up_age: bridge_core::pipeline::give_up_age_from_env(env)?,
+            pipeline: bridge_core::pipeline::Settings::from_env(
+                env,
+                bridge_core::pipeline::Aggregates::ACCEPT,
+            )?,
         })
     }
 }

@@ -156,10 +156,11 @@ impl Processor {
         }
     }
 
-    /// The same processor, dead-lettering (with their data) records still failing `age` after they arrived,
-    /// instead of leaving them to the event source (see [`Pipeline::with_give_up_age`]).
-    pub fn with_give_up_age(mut self, age: Option<std::time::Duration>) -> Self {
-        self.pipeline = self.pipeline.with_give_up_age(age);
+    /// The same processor with the pipeline's settings: records still failing their give-up age are
+    /// dead-lettered with their data instead of left to the event source, and KPL aggregates are read or refused
+    /// (see [`Pipeline::with_settings`]).
+    pub fn with_settings(mut self, settings: bridge_core::pipeline::Settings) -> Self {
+        self.pipeline = self.pipeline.with_settings(settings);
         self
     }
 
@@ -207,7 +208,7 @@ impl Processor {
             fetcher,
         )
         .with_payload_budget(config.s3_payload_budget)
-        .with_give_up_age(config.give_up_age))
+        .with_settings(config.pipeline))
     }
 
     /// Fetches every S3Url payload of the batch, [`FETCH_CONCURRENCY`] at a time, within the invocation's

@@ -416,3 +416,126 @@ async fn retries_older_than_the_give_up_age_become_dead_letters_with_their_data(
     .await;
     assert_eq!(failed_sequence_numbers(&response), vec![1, 3]);
 }
+
+fn aggregate_of(data: &[&str]) -> Vec<u8> {
+    let users: Vec<crate::kpl::UserRecord> = data
+        .iter()
+        .map(|d| crate::kpl::UserRecord {
+            partition_key: d.split(':').next().unwrap_or("pk").to_owned(),
+            explicit_hash_key: None,
+            data: d.as_bytes().to_vec(),
+        })
+        .collect();
+    crate::kpl::aggregate(&users)
+}
+
+#[tokio::test]
+async fn an_accepted_aggregate_gives_each_user_record_a_slot_and_a_dead_letter_of_its_own() {
+    let sink = Arc::new(MemorySink::default());
+    let blobs = Arc::new(MemoryBlobs::default());
+    let metrics = Metrics::new();
+    let response = pipeline(sink.clone(), blobs.clone())
+        .with_aggregates(Aggregates::Accept {
+            max_user_records: 4,
+        })
+        .run(
+            &Toy::default(),
+            kinesis_event(&[aggregate_of(&["a:1", "bad one", "b:1", "bad two"])], 1),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(bodies(&sink), vec!["a:1", "b:1"]);
+    // The two bad siblings share the aggregate's sequence number; neither dead letter overwrites the other.
+    let letters = blobs.under("dead-letter/toy/");
+    let data: Vec<String> = letters
+        .iter()
+        .map(|(_, body)| {
+            let letter: serde_json::Value = serde_json::from_slice(body).unwrap();
+            letter["data_base64"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(data.len(), 2, "{letters:?}");
+    assert!(data.contains(&"YmFkIG9uZQ==".to_owned()) && data.contains(&"YmFkIHR3bw==".to_owned()));
+    assert_eq!(metrics.get(METRIC_DEAD_LETTERED), 2);
+}
+
+#[tokio::test]
+async fn a_refused_or_oversized_aggregate_is_one_dead_letter_that_says_why() {
+    for (aggregates, want) in [
+        (
+            Aggregates::Refuse,
+            "does not accept aggregates (KPL_AGGREGATES=refuse)",
+        ),
+        (
+            Aggregates::Accept {
+                max_user_records: 2,
+            },
+            "3 user records, more than the 2",
+        ),
+    ] {
+        let sink = Arc::new(MemorySink::default());
+        let blobs = Arc::new(MemoryBlobs::default());
+        let whole = aggregate_of(&["a:1", "b:1", "c:1"]);
+        let response = pipeline(sink.clone(), blobs.clone())
+            .with_aggregates(aggregates)
+            .run(
+                &Toy::default(),
+                kinesis_event(&[whole.clone(), b"d:1".to_vec()], 1),
+                Deadline::none(),
+                &Metrics::new(),
+            )
+            .await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(
+            bodies(&sink),
+            vec!["d:1"],
+            "the plain record after it goes on"
+        );
+        let letters = blobs.under("dead-letter/toy/");
+        assert_eq!(letters.len(), 1);
+        let letter: serde_json::Value = serde_json::from_slice(&letters[0].1).unwrap();
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(reason.contains(want), "{reason}");
+        use base64::Engine as _;
+        assert_eq!(
+            letter["data_base64"],
+            base64::engine::general_purpose::STANDARD.encode(&whole),
+            "the whole aggregate is kept"
+        );
+    }
+}
+
+#[test]
+fn settings_read_the_aggregate_policy_with_the_functions_default() {
+    use crate::config::env_map as env;
+    let refuse = Settings::from_env(&env(&[]), Aggregates::Refuse).unwrap();
+    assert_eq!(refuse.aggregates, Aggregates::Refuse);
+    assert_eq!(
+        Settings::from_env(&env(&[]), Aggregates::ACCEPT)
+            .unwrap()
+            .aggregates,
+        Aggregates::ACCEPT
+    );
+    let on = Settings::from_env(
+        &env(&[
+            (ENV_KPL_AGGREGATES, "accept"),
+            (ENV_KPL_MAX_USER_RECORDS, "7"),
+        ]),
+        Aggregates::Refuse,
+    )
+    .unwrap();
+    assert_eq!(
+        on.aggregates,
+        Aggregates::Accept {
+            max_user_records: 7
+        }
+    );
+    let off = Settings::from_env(&env(&[(ENV_KPL_AGGREGATES, "refuse")]), Aggregates::ACCEPT);
+    assert_eq!(off.unwrap().aggregates, Aggregates::Refuse);
+    for bad in [(ENV_KPL_AGGREGATES, "yes"), (ENV_KPL_MAX_USER_RECORDS, "0")] {
+        let err = Settings::from_env(&env(&[bad]), Aggregates::ACCEPT).unwrap_err();
+        assert!(err.to_string().contains(bad.0), "{err}");
+    }
+}
