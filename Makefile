@@ -125,10 +125,10 @@ chaos: tools ## The chaos runs at full size under injected faults: 10,000 record
 # build compiles the crates again with sanitizers (minutes on 2 cores).
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := sync_record cloudwatch_logs s3_payload kpl
+FUZZ_TARGETS := sync_record cloudwatch_logs s3_payload kpl app_event
 .tools/bin/cargo-fuzz:
 	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .tools
-fuzz: .tools/bin/cargo-fuzz ## Fuzz the decoders (sync records, CloudWatch Logs gzip, S3Url bodies, KPL aggregates) for FUZZ_SECONDS each (default 60; nightly toolchain).
+fuzz: .tools/bin/cargo-fuzz ## Fuzz the decoders (sync records, CloudWatch Logs gzip, S3Url bodies, KPL aggregates, the app event path from bytes to envelope) for FUZZ_SECONDS each (default 60; nightly toolchain).
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \

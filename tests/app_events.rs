@@ -10,7 +10,9 @@ use app_events::handler::{METRIC_DUPLICATES_DROPPED, METRIC_EVENTS_FORWARDED};
 use app_events::{AppEventForwarder, Config};
 use bridge_core::Deadline;
 use bridge_core::kinesis_event::RawKinesisEvent;
-use bridge_core::pipeline::{Flow as _, METRIC_DEAD_LETTERED};
+use bridge_core::pipeline::{
+    ENV_KPL_AGGREGATES, ENV_KPL_MAX_USER_RECORDS, Flow as _, METRIC_DEAD_LETTERED,
+};
 use bridge_core::telemetry::Metrics;
 use devtools::LocalAws;
 use devtools::emulator::unique_name;
@@ -26,14 +28,24 @@ struct AppHarness {
 
 impl AppHarness {
     async fn new() -> Self {
+        Self::with_env(&[]).await
+    }
+
+    /// A forwarder configured as deployed, plus the `extra` variables.
+    async fn with_env(extra: &[(&str, &str)]) -> Self {
         let aws = LocalAws::from_env().await.unwrap();
         let (stream, bucket) = (unique_name("app-out"), unique_name("app-dl"));
         aws.create_stream(&stream, 1).await.unwrap();
         aws.create_bucket(&bucket).await.unwrap();
-        let env: HashMap<String, String> = HashMap::from([
+        let mut env: HashMap<String, String> = HashMap::from([
             (ENV_OUTPUT_STREAM.to_owned(), stream.clone()),
             (ENV_DEAD_LETTER_BUCKET.to_owned(), bucket.clone()),
         ]);
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let config = Config::from_env(&env).unwrap();
         let forwarder = AppEventForwarder::connect(&config, &aws.sdk, aws.s3.clone());
         Self {
@@ -218,11 +230,11 @@ async fn hostile_records_are_dead_lettered_with_reasons_while_the_rest_flows() {
 }
 
 /// A KPL aggregate of three app events (made by the real aggregation library) gives three events, each with its
-/// `user_record`; delivered again, as after a retry of the aggregate, the siblings come out with the same
-/// `event_id`s, so a consumer collapses them.
+/// `user_record`, where the deployment accepts aggregates; delivered again, as after a retry of the aggregate,
+/// the siblings come out with the same `event_id`s, so a consumer collapses them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kpl_aggregate_gives_one_event_per_user_record_and_redelivery_keeps_their_ids() {
-    let h = AppHarness::new().await;
+    let h = AppHarness::with_env(&[(ENV_KPL_AGGREGATES, "accept")]).await;
     let sample = sample("app-events");
     let docs: Vec<Value> = [0, 1, 4]
         .iter()
@@ -248,4 +260,176 @@ async fn a_kpl_aggregate_gives_one_event_per_user_record_and_redelivery_keeps_th
         .collect();
     assert_eq!(positions, vec![0, 1, 2, 0, 1, 2]);
     assert!(h.dead_letters().await.is_empty());
+}
+
+/// Three events without client ids, from three users, in one aggregate (the real library's bytes): three
+/// outputs with three ids (the lineage id counts the user record), and a redelivery gives the same three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_events_without_client_ids_keep_an_id_each_across_redeliveries() {
+    let h = AppHarness::with_env(&[(ENV_KPL_AGGREGATES, "accept")]).await;
+    let sample = sample("app-events");
+    let at = e2e::record_data(&sample, 0)["timestamp"].clone();
+    let docs: Vec<Value> = (1..=3)
+        .map(|i| json!({"event_type": "level_complete", "timestamp": at, "user_id": format!("4f3e2d1c-0000-4000-8000-00000000010{i}")}))
+        .collect();
+    let mut event = json!({"Records": [sample["Records"][0].clone()]});
+    e2e::set_record_aggregate(&mut event, 0, &docs, "user_id");
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let (failed, m) = h.run(&event).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        assert_eq!(m.get(METRIC_DUPLICATES_DROPPED), 0);
+        assert_eq!(m.get(METRIC_EVENTS_FORWARDED), 3);
+        runs.push(m);
+    }
+    let out = h.outputs().await;
+    let ids = |run: &[Value]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = run
+            .iter()
+            .map(|d| {
+                (
+                    d["user_id"].as_str().unwrap().to_owned(),
+                    d["event_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(out.len(), 6);
+    let (first, again) = (ids(&out[..3]), ids(&out[3..]));
+    assert_eq!(first, again, "a redelivery gives the same three ids");
+    assert_eq!(
+        first.iter().map(|(_, id)| id).collect::<HashSet<_>>().len(),
+        3,
+        "three users, three ids: {first:?}"
+    );
+}
+
+/// The app event stream refuses aggregates unless the deployment accepts them: the aggregate is one dead letter
+/// with its reason and its bytes, and the records after it flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_on_the_app_event_stream_is_refused_by_default() {
+    let h = AppHarness::new().await;
+    let mut event = sample("app-events");
+    let docs: Vec<Value> = (0..3).map(|i| e2e::record_data(&event, i)).collect();
+    let bytes = e2e::set_record_aggregate(&mut event, 0, &docs, "anonymous_id");
+    let (failed, m) = h.run(&event).await;
+    assert!(failed.is_empty());
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 1);
+    let letters = h.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("app-event-forwarder does not accept aggregates (KPL_AGGREGATES=refuse)"),
+        "{}",
+        letters[0]["reason"]
+    );
+    use base64::Engine as _;
+    assert_eq!(
+        letters[0]["data_base64"],
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    );
+    // The five other records of the sample (one a resend) are forwarded as ever.
+    assert_eq!(m.get(METRIC_EVENTS_FORWARDED), 4);
+}
+
+/// Where aggregates are accepted, a record's caps apply to each user record, and the number of user records per
+/// aggregate is capped: one oversized sibling is dead-lettered alone, an aggregate over the count is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_aggregates_keep_every_per_record_cap_and_a_count_cap() {
+    let h = AppHarness::with_env(&[
+        (ENV_KPL_AGGREGATES, "accept"),
+        (ENV_KPL_MAX_USER_RECORDS, "3"),
+        ("APP_EVENT_MAX_RECORD_BYTES", "512"),
+    ])
+    .await;
+    let sample = sample("app-events");
+    let at = e2e::record_data(&sample, 0)["timestamp"].clone();
+    let doc = |i: usize, pad: usize| {
+        json!({"event_type": "level_complete", "timestamp": at, "anonymous_id": format!("install-{i}"),
+               "properties": {"pad": "x".repeat(pad)}})
+    };
+    let mut event =
+        json!({"Records": [sample["Records"][0].clone(), sample["Records"][0].clone()]});
+    event["Records"][1]["kinesis"]["sequenceNumber"] =
+        json!("49590338271490256608559692540925702759324208523137515619");
+    // Three user records, the second over the 512-byte cap on its own; then four, one more than an aggregate holds.
+    e2e::set_record_aggregate(
+        &mut event,
+        0,
+        &[doc(1, 10), doc(2, 600), doc(3, 10)],
+        "anonymous_id",
+    );
+    e2e::set_record_aggregate(
+        &mut event,
+        1,
+        &[doc(4, 10), doc(5, 10), doc(6, 10), doc(7, 10)],
+        "anonymous_id",
+    );
+    let (failed, m) = h.run(&event).await;
+    assert!(failed.is_empty());
+    let out: Vec<String> = h
+        .outputs()
+        .await
+        .iter()
+        .map(|d| d["anonymous_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(out, ["install-1", "install-3"]);
+    let mut reasons: Vec<String> = h
+        .dead_letters()
+        .await
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap().to_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("4 user records, more than the 3"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("over the 512-byte limit of an app event"),
+        "{reasons:?}"
+    );
+}
+
+/// One record whose client times overflow once corrected (each parses on its own) between two good ones: the
+/// good ones are forwarded, the poison one is dead-lettered with its data, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_whose_clock_correction_overflows_is_a_dead_letter_not_a_crash() {
+    let h = AppHarness::new().await;
+    let mut event = sample("app-events");
+    let records = event["Records"].as_array().unwrap()[..3].to_vec();
+    event["Records"] = Value::Array(records);
+    let poison = json!({"event_type": "x", "anonymous_id": "a", "timestamp": 8_000_000_000_000_000_i64,
+                        "sent_at": -8_000_000_000_000_000_i64});
+    e2e::set_record_data(&mut event, 1, &poison);
+    let (failed, m) = h.run(&event).await;
+    assert!(failed.is_empty());
+    let names: Vec<String> = h
+        .outputs()
+        .await
+        .iter()
+        .map(|d| d["event"].as_str().unwrap().to_owned())
+        .collect();
+    // Records 0 and 2 of the sample (its third record repeats its second's event id; here it stands alone).
+    assert_eq!(names, ["_session.start", "level_complete"]);
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 1);
+    let letters = h.dead_letters().await;
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timestamp corrected by the clock offset of sent_at"),
+        "{}",
+        letters[0]["reason"]
+    );
+    use base64::Engine as _;
+    assert_eq!(
+        letters[0]["data_base64"],
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&poison).unwrap())
+    );
 }

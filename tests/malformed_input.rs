@@ -1,5 +1,6 @@
 //! Property tests of the decoders: no decoder panics on arbitrary bytes (each answers with an error or a value),
-//! and the round trips hold. Pure logic: no emulator.
+//! the app event path never panics on any time a client can send, and the round trips hold. Pure logic: no
+//! emulator.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
@@ -66,6 +67,71 @@ proptest! {
         prop_assert_eq!(readded.to_bytes(), back.to_bytes());
         // Small sets are counted exactly by DataSketches' list and set modes (within rounding).
         prop_assert!((back.estimate() - actors.len() as f64).abs() <= 1.0 + actors.len() as f64 * 0.02);
+    }
+}
+
+/// App event JSON with times anywhere in i64 (and in chrono's range), as ms numbers or strings, in either shape.
+fn app_event_like() -> impl Strategy<Value = Vec<u8>> {
+    let time = prop_oneof![
+        any::<i64>().prop_map(serde_json::Value::from),
+        (-8_300_000_000_000_000_i64..8_300_000_000_000_000).prop_map(serde_json::Value::from),
+        (-8_300_000_000_000_000_i64..8_300_000_000_000_000)
+            .prop_map(|t| serde_json::Value::from(t.to_string())),
+        Just(serde_json::Value::from("2026-11-20T10:00:00Z")),
+    ];
+    (
+        time.clone(),
+        proptest::option::of(time.clone()),
+        proptest::option::of(time),
+        any::<bool>(),
+    )
+        .prop_map(|(at, sent, start, pinpoint)| {
+            let mut doc = if pinpoint {
+                serde_json::json!({"eventType": "x", "Timestamp": at, "Endpoint": {"Id": "a"}})
+            } else {
+                serde_json::json!({"event_type": "x", "timestamp": at, "anonymous_id": "a"})
+            };
+            if let Some(sent) = sent {
+                doc["sent_at"] = sent;
+            }
+            if let Some(start) = start {
+                doc["session"] = serde_json::json!({"id": "s", "start": start});
+            }
+            serde_json::to_vec(&doc).unwrap()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The app event forwarder's whole record path (size cap, parse, checks, clock correction, id) on any bytes
+    /// and any arrival time: an event or a reason, never a panic; an event's time lies in its arrival window.
+    #[test]
+    fn the_app_event_path_never_panics(
+        data in prop_oneof![jsonish(), app_event_like()],
+        arrival_ms in prop_oneof![any::<i64>(), 1_600_000_000_000_i64..1_900_000_000_000],
+        user_record in proptest::option::of(any::<u32>()),
+    ) {
+        use chrono::TimeZone as _;
+        let limits = app_events::event::Limits::default();
+        let record = bridge_core::kinesis_event::SourceRecord {
+            source: bridge_core::envelope::SourceRef {
+                stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/app-events".into(),
+                shard_id: "shardId-000000000000".into(),
+                sequence_number: "1".into(),
+                sub_sequence: 0,
+                user_record,
+            },
+            partition_key: "pk".into(),
+            arrival: chrono::Utc.timestamp_millis_opt(arrival_ms).single(),
+            data,
+        };
+        if let (Ok(event), Some(arrival)) = (app_events::handler::read(&record, &limits), record.arrival) {
+            let at = chrono::DateTime::parse_from_rfc3339(&event.timestamp).unwrap();
+            prop_assert!(arrival.checked_add_signed(limits.max_future).is_none_or(|latest| at <= latest));
+            prop_assert!(arrival.checked_sub_signed(limits.max_past).is_none_or(|earliest| at >= earliest));
+            prop_assert_eq!(event.event_id.len(), 32);
+        }
     }
 }
 

@@ -152,6 +152,38 @@ fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
     })
 }
 
+/// A client time moved by the client's clock offset, or why it cannot be.
+fn shifted(
+    t: DateTime<Utc>,
+    offset: Option<Duration>,
+    what: &str,
+) -> Result<DateTime<Utc>, Invalid> {
+    match offset {
+        None => Ok(t),
+        Some(offset) => t.checked_add_signed(offset).ok_or_else(|| {
+            Invalid(format!(
+                "{what} corrected by the clock offset of sent_at ({} ms) is out of range",
+                offset.num_milliseconds()
+            ))
+        }),
+    }
+}
+
+/// The id of an event without a client id: its record's lineage. The user records of a KPL aggregate share the
+/// aggregate's sequence number, so the user record's index is part of it (a plain record's id is unchanged).
+fn lineage_id(source: &SourceRef) -> String {
+    let index = source.user_record.map(|j| j.to_string());
+    let mut parts = vec![
+        SCHEMA,
+        "lineage",
+        &source.stream_arn,
+        &source.shard_id,
+        &source.sequence_number,
+    ];
+    parts.extend(index.as_deref());
+    event_id(&parts)
+}
+
 fn is_name(s: &str) -> bool {
     s.chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | ' '))
@@ -263,16 +295,24 @@ pub fn normalize(
         .as_ref()
         .map(|t| client_time(t, "sent_at"))
         .transpose()?;
-    let offset = sent.map(|s| received_at - s);
-    let corrected = happened + offset.unwrap_or_else(Duration::zero);
-    if corrected > received_at + limits.max_future {
+    // Every time here is the client's: each sum is checked, and one out of chrono's range is a dead letter that
+    // names the field (an unchecked `+` panics, and one record would fail its whole batch).
+    let offset = sent.map(|s| received_at.signed_duration_since(s));
+    let corrected = shifted(happened, offset, "timestamp")?;
+    if received_at
+        .checked_add_signed(limits.max_future)
+        .is_some_and(|latest| corrected > latest)
+    {
         return Err(Invalid(format!(
             "event time {} is more than {} h after its arrival, even after the clock correction",
             rfc3339(&corrected),
             limits.max_future.num_hours()
         )));
     }
-    if corrected < received_at - limits.max_past {
+    if received_at
+        .checked_sub_signed(limits.max_past)
+        .is_some_and(|earliest| corrected < earliest)
+    {
         return Err(Invalid(format!(
             "event time {} is more than {} days before its arrival",
             rfc3339(&corrected),
@@ -287,7 +327,9 @@ pub fn normalize(
         .as_ref()
         .map(|t| client_time(t, "session start"))
         .transpose()?
-        .map(|s| rfc3339(&(s + offset.unwrap_or_else(Duration::zero))));
+        .map(|s| shifted(s, offset, "session start"))
+        .transpose()?
+        .map(|s| rfc3339(&s));
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
     let context = Context {
         platform: ctx("platform", e_context.platform.as_ref())?,
@@ -315,13 +357,7 @@ pub fn normalize(
                 .unwrap_or_default(),
             client,
         ]),
-        None => event_id(&[
-            SCHEMA,
-            "lineage",
-            &source.stream_arn,
-            &source.shard_id,
-            &source.sequence_number,
-        ]),
+        None => lineage_id(source),
     };
     Ok(AppEvent {
         schema: SCHEMA,
@@ -405,6 +441,77 @@ mod tests {
         let other = normalize_json(json, "2026-11-20T10:00:01Z", "2").unwrap();
         assert_eq!(a.event_id, again.event_id);
         assert_ne!(a.event_id, other.event_id);
+    }
+
+    #[test]
+    fn times_whose_correction_leaves_chrono_range_are_refused_naming_the_field() {
+        // Each time parses on its own (chrono reaches about ±8.2e15 ms); the sums with the offset do not.
+        for (json, want) in [
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 8000000000000000, "sent_at": -8000000000000000}"#,
+                "timestamp corrected by the clock offset of sent_at",
+            ),
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": -8000000000000000, "sent_at": 8000000000000000}"#,
+                "timestamp corrected by the clock offset of sent_at",
+            ),
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": -8000000000000000,
+                    "session": {"id": "s", "start": 8000000000000000}}"#,
+                "after its arrival",
+            ),
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": -8000000000000000, "sent_at": -8000000000000000,
+                    "session": {"id": "s", "start": 8000000000000000}}"#,
+                "session start corrected by the clock offset of sent_at",
+            ),
+        ] {
+            let err = normalize_json(json, "2026-11-20T10:00:00Z", "1")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // Arrival times at chrono's own ends: the window checks do not overflow either.
+        for received in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 1}"#;
+            let e = parse(json.as_bytes()).unwrap();
+            let _ = normalize(e, json.len(), received, &source("1"), &Limits::default());
+        }
+    }
+
+    #[test]
+    fn user_records_of_one_aggregate_without_client_ids_get_ids_of_their_own() {
+        let json = r#"{"event_type": "buy", "user_id": "u1", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        let of = |user_record| {
+            let e = parse(json.as_bytes()).unwrap();
+            let source = SourceRef {
+                user_record,
+                ..source("7")
+            };
+            normalize(
+                e,
+                json.len(),
+                at("2026-11-20T10:00:01Z"),
+                &source,
+                &Limits::default(),
+            )
+            .unwrap()
+            .event_id
+        };
+        assert_ne!(of(Some(0)), of(Some(1)));
+        assert_ne!(of(Some(0)), of(None));
+        assert_eq!(of(Some(2)), of(Some(2)), "a redelivery keeps each id");
+        // A plain record's id is what it was before aggregates were told apart.
+        assert_eq!(
+            of(None),
+            event_id(&[
+                SCHEMA,
+                "lineage",
+                &source("7").stream_arn,
+                &source("7").shard_id,
+                "7"
+            ])
+        );
     }
 
     #[test]
