@@ -20,7 +20,8 @@
 //
 // Input (environment): AWS_ENDPOINT_URL (moto, loopback), AWS_REGION, APP_STREAM, APP_FAULT_STREAM,
 // USER_POOL_ID, USER_POOL_CLIENT_ID, IDENTITY_POOL_ID, APP_USERNAME, APP_PASSWORD.
-// Output: one JSON summary on stdout; logs on stderr. Exit status 1 on any error or any warning Amplify logs.
+// Output: one JSON summary on stdout; logs on stderr. Exit status 1 on any error, and on any warning Amplify logs
+// beyond the expected ones (EXPECTED_WARNINGS).
 
 import { randomUUID } from 'node:crypto';
 import { JSDOM } from 'jsdom';
@@ -161,13 +162,15 @@ async function main() {
 	// a. Our input shape.
 	{
 		const records = [];
-		const sessionStart = new Date().toISOString();
+		// The session started 90 s ago, the level was completed 1.5 s ago, the event is sent now: three distinct
+		// times, so that the test can tell them apart when it replaces them with documentation values.
+		const now = Date.now();
 		record(records, identityId, {
 			event_type: 'level_complete',
 			event_id: randomUUID(),
-			timestamp: new Date().toISOString(),
-			sent_at: new Date().toISOString(),
-			session: { id: randomUUID(), start: sessionStart },
+			timestamp: new Date(now - 1_500).toISOString(),
+			sent_at: new Date(now).toISOString(),
+			session: { id: randomUUID(), start: new Date(now - 90_000).toISOString() },
 			user_id: userId,
 			anonymous_id: identityId,
 			context: { platform: 'Web', app_version: '2.4.1', locale: 'en_US', device_id: 'install-0001', os: 'Linux', model: 'desktop' },

@@ -27,7 +27,12 @@ export async function startFront({ upstream, failEntryOnce = [], fail500 = {} })
 	const log = [];
 	const delivered = [];
 
+	const started = Date.now();
 	const server = http2.createServer();
+	// Which HTTP/2 connection (session) each request came on, numbered from 1.
+	const sessionNumbers = new WeakMap();
+	let sessionCount = 0;
+	server.on('session', session => sessionNumbers.set(session, ++sessionCount));
 	server.on('request', (req, res) => {
 		const chunks = [];
 		req.on('data', c => chunks.push(c));
@@ -42,6 +47,8 @@ export async function startFront({ upstream, failEntryOnce = [], fail500 = {} })
 	async function handle(req, res, body) {
 		const amzTarget = req.headers['x-amz-target'] ?? null;
 		const entry = {
+			at_ms: Date.now() - started,
+			connection: sessionNumbers.get(req.stream.session) ?? null,
 			http_version: req.httpVersion,
 			scheme: req.headers[':scheme'],
 			method: req.method,
