@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools build test lint infra-check package fmt demo local invoke events bench profile chaos fuzz lock clean
+.PHONY: help tools infra-tools js-client build test lint infra-check package fmt demo local invoke events bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -28,6 +28,15 @@ $(STAMP): requirements-dev.txt
 	touch $@
 
 tools: $(STAMP) ## Install the pinned tools (moto server, cargo-lambda) into .venv/.
+
+# The published aws-amplify JS package, run by tests/amplify_js.rs as an app would (npm ci of the committed lockfile).
+JS_CLIENT := clients/amplify-js
+JS_STAMP := $(JS_CLIENT)/node_modules/.installed-$(shell sha256sum $(JS_CLIENT)/package-lock.json | cut -c1-12)
+$(JS_STAMP): $(JS_CLIENT)/package-lock.json $(JS_CLIENT)/package.json
+	cd $(JS_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+js-client: $(JS_STAMP) ## Install the pinned aws-amplify JS client (and jsdom) into clients/amplify-js/node_modules/.
 
 $(SAM_STAMP): requirements-sam.txt
 	rm -rf .venv-sam
@@ -46,7 +55,7 @@ infra-tools: $(SAM_STAMP) $(CHECKOV_STAMP) ## Install the pinned infra linters (
 build: ## Build every crate and target.
 	cargo build --workspace --all-targets
 
-test: tools infra-check ## Run every test: unit, end to end against a moto server, and the infra checks.
+test: tools infra-check js-client ## Run every test: unit, end to end against a moto server, and the infra checks.
 	cargo build --workspace --bins
 	scripts/with-moto cargo test --workspace
 
@@ -144,4 +153,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: s
 	  echo "# requirements-dev.in). Regenerate: make lock."; $(VENV)/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove build output, tools and demo files.
-	rm -rf target $(VENV) .venv-sam .venv-checkov .demo .aws-sam
+	rm -rf target $(VENV) .venv-sam .venv-checkov .demo .aws-sam $(JS_CLIENT)/node_modules

@@ -1,7 +1,7 @@
 //! Fixtures for the end-to-end tests. Shared here: repository paths, JSON and schema helpers, the sample
 //! events, record helpers, and a loopback HTTP server for faults the emulator cannot produce (5xx, 403, a
 //! server that never answers). Per function: [`sync`] (the sync processor's harness) and [`auth`] (what the
-//! auth analytics test files share).
+//! auth analytics test files share). [`amplify_js`]: the published aws-amplify JS client run as an app.
 
 #![allow(
     clippy::panic,
@@ -10,6 +10,7 @@
     reason = "test fixtures fail loudly"
 )]
 
+pub mod amplify_js;
 pub mod auth;
 pub mod sync;
 
