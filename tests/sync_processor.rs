@@ -1172,3 +1172,110 @@ async fn kpl_aggregated_records_are_deaggregated_with_their_own_lineage() {
     assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 1);
     assert_eq!(h.outputs().await.len(), 4);
 }
+
+/// Every fetched S3Url body goes into its record's dead letter, parsed or not: the presigned url expires, and
+/// what Cognito sent must not go with it. Unparsable and wrong-shaped bodies are kept whole; a body over the cap
+/// is kept up to the cap and marked cut; a refused url was never requested (the record's data, with its url, is
+/// kept); a transient failure is retried, not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fetched_body_goes_into_its_dead_letter_parsed_or_not() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let failing = LoopbackServer::start(Answer::Status(503)).await;
+    let h = Harness::allowing(
+        &failing.origin,
+        &[
+            (ENV_S3_PAYLOAD_MAX_BYTES, "200"),
+            (ENV_S3_FETCH_ATTEMPTS, "1"),
+        ],
+    )
+    .await;
+    let carol = "us-east-1:cccccccc-0000-4000-8000-000000000003";
+    let dave = "us-east-1:dddddddd-0000-4000-8000-000000000004";
+    let erin = "us-east-1:eeeeeeee-0000-4000-8000-000000000005";
+    let unparsable = b"[{\"key\": \"a\", \"value\": ".to_vec();
+    let wrong_shape = br#"{"key": "a", "value": "1", "syncCount": 7}"#.to_vec();
+    let big = std::fs::read(e2e::root().join("events/payloads/sync-s3url-payload.json")).unwrap();
+    assert!(big.len() > 200);
+    let event = event_of(&[
+        s3url(
+            ALICE,
+            &h.presigned("kept/unparsable.json", unparsable.clone())
+                .await,
+        ),
+        s3url(
+            BOB,
+            &h.presigned("kept/object.json", wrong_shape.clone()).await,
+        ),
+        s3url(carol, &h.presigned("kept/big.json", big.clone()).await),
+        s3url(dave, "https://evil.example/bucket.s3.amazonaws.com/k"),
+        s3url(erin, &format!("{}/payloads/e.json", failing.origin)),
+    ]);
+    let (response, m) = h.run(&event).await;
+    assert_eq!(
+        failed_ids(&response),
+        vec![seq(&event, 4)],
+        "the transient one is retried"
+    );
+    assert_eq!(m.get(METRIC_DEAD_LETTERED), 4);
+    let letters: BTreeMap<String, Value> = h
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|d| {
+            (
+                d["source"]["sequence_number"].as_str().unwrap().to_owned(),
+                d,
+            )
+        })
+        .collect();
+    assert_eq!(letters.len(), 4, "no dead letter for the transient failure");
+    let letter = |i: usize| &letters[&seq(&event, i)];
+    let kept = |i: usize| {
+        b64.decode(letter(i)["payload_base64"].as_str().unwrap())
+            .unwrap()
+    };
+    for i in [0, 1] {
+        assert!(
+            letter(i)["reason"]
+                .as_str()
+                .unwrap()
+                .contains("payload is not a json array of sync records"),
+            "{}",
+            letter(i)["reason"]
+        );
+        assert_eq!(letter(i)["payload_truncated"], Value::Null, "kept whole");
+    }
+    assert_eq!(kept(0), unparsable);
+    assert_eq!(kept(1), wrong_shape);
+    assert!(
+        letter(2)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("over the 200-byte cap")
+    );
+    assert_eq!(kept(2), big[..200], "kept up to the cap");
+    assert_eq!(letter(2)["payload_truncated"], true);
+    assert!(
+        letter(3)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("url refused")
+    );
+    assert_eq!(letter(3)["payload_base64"], Value::Null, "never requested");
+    for i in 0..4 {
+        assert_eq!(
+            letter(i)["data_base64"],
+            event["Records"][i]["kinesis"]["data"],
+            "the record itself is kept too"
+        );
+    }
+    // The replay tool leaves these where they are, saying why (a whole, valid payload it inlines: tested above).
+    let unreadable = devtools::replay::replayable(letter(0)).unwrap_err();
+    assert!(
+        unreadable.contains("the kept payload is not JSON"),
+        "{unreadable}"
+    );
+    let cut = devtools::replay::replayable(letter(2)).unwrap_err();
+    assert!(cut.contains("only its first 200 bytes"), "{cut}");
+}

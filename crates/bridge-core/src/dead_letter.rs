@@ -43,6 +43,9 @@ pub struct DeadLetter {
     /// expires, this copy does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
+    /// The payload was over the fetch cap: `payload_base64` holds only its first bytes, up to the cap.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
     /// Arrival time, for the object key's date partition.
     #[serde(skip)]
     pub arrival: Option<DateTime<Utc>>,
@@ -110,6 +113,7 @@ impl DeadLetter {
             data_base64,
             record,
             payload_base64: None,
+            payload_truncated: false,
             partition_key: None,
             arrival,
         }
@@ -121,9 +125,10 @@ impl DeadLetter {
         self
     }
 
-    /// The same dead letter, carrying the payload the record pointed to.
-    pub fn with_payload(mut self, payload: Option<&[u8]>) -> Self {
+    /// The same dead letter, carrying the payload the record pointed to (`truncated`: only its first bytes).
+    pub fn with_payload(mut self, payload: Option<&[u8]>, truncated: bool) -> Self {
         self.payload_base64 = payload.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+        self.payload_truncated = truncated && payload.is_some();
         self
     }
 

@@ -183,7 +183,7 @@ pub struct Slot<T> {
     data: Option<Vec<u8>>,
     raw: Option<serde_json::Value>,
     partition_key: Option<String>,
-    payload: Option<bytes::Bytes>,
+    payload: Option<(bytes::Bytes, bool)>,
     order_keys: Vec<String>,
     state: State<T>,
     results: Vec<Option<Result<Delivery, ProduceFailure>>>,
@@ -237,10 +237,10 @@ impl<T> Slot<T> {
         }
     }
 
-    /// Keeps what the record points to (a fetched S3Url payload): should the record be dead-lettered, its dead
-    /// letter carries it, so that nothing depends on a URL that expires.
-    pub fn attach_payload(&mut self, payload: bytes::Bytes) {
-        self.payload = Some(payload);
+    /// Keeps what the record points to (a fetched S3Url payload, `truncated` when it was cut at a cap): should
+    /// the record be dead-lettered, its dead letter carries it, so that nothing depends on a URL that expires.
+    pub fn attach_payload(&mut self, payload: bytes::Bytes, truncated: bool) {
+        self.payload = Some((payload, truncated));
     }
 
     fn is_blocked(&self, report: &BatchReport) -> bool {
@@ -480,7 +480,10 @@ impl Pipeline {
                     slot.raw.as_ref(),
                     failure.detail.clone(),
                 )
-                .with_payload(slot.payload.as_deref())
+                .with_payload(
+                    slot.payload.as_ref().map(|(p, _)| &p[..]),
+                    slot.payload.as_ref().is_some_and(|(_, cut)| *cut),
+                )
                 .with_partition_key(slot.partition_key.as_deref());
                 Some(((i, failure.class), letter))
             })

@@ -48,6 +48,13 @@ pub fn replayable(letter: &Value) -> Result<(String, Vec<u8>, bool), String> {
     let Some(payload) = b64("payload_base64")? else {
         return Ok((key, data, false));
     };
+    if letter["payload_truncated"] == Value::Bool(true) {
+        return Err(format!(
+            "the kept payload is only its first {} bytes (it was over the fetch cap): raise the cap and fetch \
+             it again while its url lives, or read it from the dead letter by hand",
+            payload.len()
+        ));
+    }
     let mut record: Value = serde_json::from_slice(&data)
         .map_err(|e| format!("the record with a kept payload is not JSON: {e}"))?;
     let changes: Value = serde_json::from_slice(&payload)

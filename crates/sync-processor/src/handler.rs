@@ -245,6 +245,7 @@ impl Processor {
                     return (i, Err(FetchError::Transient(reason)));
                 }
                 let result = self.fetcher.fetch(&url, deadline, metrics).await;
+                // A body is held until the batch ends, parsed or not (a dead letter may need it).
                 let kept = result.as_ref().map_or(0, |f| f.body.len() as u64);
                 held.fetch_sub(cap - kept.min(cap), SeqCst);
                 (i, result)
@@ -259,15 +260,23 @@ impl Processor {
                 continue;
             };
             let outcome = match result {
-                Ok(Fetched { body, records }) => {
-                    let ready = ready(
-                        record,
-                        Some(&records),
-                        Some(PayloadType::S3Url),
-                        &source,
-                        arrival,
-                    );
-                    slot.attach_payload(body);
+                Ok(Fetched {
+                    body,
+                    truncated,
+                    records,
+                }) => {
+                    let ready = match records {
+                        Ok(records) => ready(
+                            record,
+                            Some(&records),
+                            Some(PayloadType::S3Url),
+                            &source,
+                            arrival,
+                        ),
+                        Err(e) => Err(Failure::new(FailureClass::S3PayloadFailed, e)),
+                    };
+                    // Whatever came of it, what Cognito sent goes into the record's dead letter, should it have one.
+                    slot.attach_payload(body, truncated);
                     ready
                 }
                 Err(e @ FetchError::Refused(_)) => Err(Failure::new(FailureClass::S3UrlRefused, e)),

@@ -190,7 +190,8 @@ impl PayloadFetcher {
         self.max_bytes
     }
 
-    /// The sync records behind `raw_url`. No attempt starts after the deadline, and none outlasts it.
+    /// The body behind `raw_url` and the sync records in it; `Err` when no body was had (refused, an error answer,
+    /// a transient failure). No attempt starts after the deadline, and none outlasts it.
     pub async fn fetch(
         &self,
         raw_url: &str,
@@ -255,50 +256,65 @@ impl PayloadFetcher {
         if !status.is_success() {
             return Err(FetchError::Permanent(format!("url answered {status}")));
         }
-        let over =
-            || FetchError::Permanent(format!("payload is over the {}-byte cap", self.max_bytes));
-        if let Some(len) = response
+        // The body is kept whatever comes of it (it goes into the record's dead letter should the payload or any
+        // change of it be unusable: the presigned url expires, this copy does not), so it is read whole, within
+        // the cap, and parsed from memory. A body over the cap is kept up to the cap, marked as cut there.
+        let announced = response
             .content_length()
-            .filter(|len| *len > self.max_bytes)
-        {
-            return Err(FetchError::Permanent(format!(
-                "payload of {len} bytes is over the {}-byte cap",
-                self.max_bytes
-            )));
-        }
-        // The body is kept (it goes into the record's dead letter should any change of it be unusable), so it
-        // is read whole, within the cap, and parsed from memory.
+            .filter(|len| *len > self.max_bytes);
+        let cap = usize::try_from(self.max_bytes).unwrap_or(usize::MAX);
         let mut body = Vec::new();
+        let mut truncated = false;
         while let Some(chunk) = response.chunk().await.map_err(|e| {
             FetchError::Transient(format!(
                 "reading the payload failed: {}",
                 describe(&e, &host)
             ))
         })? {
-            if (body.len() + chunk.len()) as u64 > self.max_bytes {
-                return Err(over());
+            if body.len() + chunk.len() > cap {
+                body.extend_from_slice(&chunk[..cap - body.len()]);
+                truncated = true;
+                break;
             }
             body.extend_from_slice(&chunk);
         }
         let body = Bytes::from(body);
+        if truncated || announced.is_some() {
+            let size = announced.map_or_else(String::new, |len| format!(" of {len} bytes"));
+            return Ok(Fetched {
+                body,
+                truncated: true,
+                records: Err(FetchError::Permanent(format!(
+                    "payload{size} is over the {}-byte cap",
+                    self.max_bytes
+                ))),
+            });
+        }
         let parsed = body.clone();
         let records = tokio::task::spawn_blocking(move || parse_s3_payload(&parsed[..]))
             .await
             .map_err(|e| FetchError::Transient(format!("payload parser task failed: {e}")))?
             .map_err(|e| {
                 FetchError::Permanent(format!("payload is not a json array of sync records: {e}"))
-            })?;
-        Ok(Fetched { body, records })
+            });
+        Ok(Fetched {
+            body,
+            truncated: false,
+            records,
+        })
     }
 }
 
-/// A fetched S3Url payload: its bytes as served, and the sync records in it.
+/// A fetched S3Url payload: its bytes as served (up to the cap), and the sync records in it or why there are
+/// none (a body that is not a payload, or one over the cap: both permanent).
 #[derive(Debug, Clone)]
 pub struct Fetched {
     /// The body, within the cap.
     pub body: Bytes,
+    /// Whether the body was cut at the cap (the rest was not read).
+    pub truncated: bool,
     /// The sync records it holds.
-    pub records: Vec<SyncRecord>,
+    pub records: Result<Vec<SyncRecord>, FetchError>,
 }
 
 /// Sorts a failed request: what a retry cannot mend (a request that cannot be built, a TLS or certificate
