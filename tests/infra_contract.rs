@@ -444,6 +444,43 @@ fn apps_may_only_put_records_on_the_app_event_stream() {
         resource.contains("AppEventSourceStream") && !resource.contains('*'),
         "the writer policy names the app event stream only: {resource}"
     );
+    // Signed-in roles get it by default; guest roles only through a parameter of their own, on a policy that
+    // exists only when that parameter names roles.
+    let roles = serde_yaml_ng::to_string(&writer["Properties"]["Roles"]).unwrap();
+    assert!(
+        roles.contains("IdentityPoolAuthRoleNames") && !roles.contains("Guest"),
+        "{roles}"
+    );
+    let (_, guest) = policies
+        .iter()
+        .find(|(name, _)| name == "AppEventGuestWriterPolicy")
+        .expect("an AppEventGuestWriterPolicy");
+    assert_eq!(guest["Condition"].as_str(), Some("HasGuestRoles"));
+    assert_eq!(
+        guest["Properties"]["PolicyDocument"],
+        writer["Properties"]["PolicyDocument"]
+    );
+    assert_eq!(
+        serde_yaml_ng::to_string(&guest["Properties"]["Roles"]).unwrap(),
+        "!Ref IdentityPoolGuestRoleNames\n"
+    );
+    assert_eq!(
+        t["Parameters"]["IdentityPoolGuestRoleNames"]["Default"].as_str(),
+        Some("")
+    );
+    // The forwarder refuses KPL aggregates unless the deployer accepts them.
+    let f = function_for_binary(&t, app_events::handler::FUNCTION_NAME);
+    assert_eq!(
+        serde_yaml_ng::to_string(
+            &f["Properties"]["Environment"]["Variables"][bridge_core::pipeline::ENV_KPL_AGGREGATES]
+        )
+        .unwrap(),
+        "!Ref AppEventAggregates\n"
+    );
+    assert_eq!(
+        t["Parameters"]["AppEventAggregates"]["Default"].as_str(),
+        Some("refuse")
+    );
     // And the forwarder writes its own dead-letter prefix only.
     let f = function_for_binary(&t, app_events::handler::FUNCTION_NAME);
     let puts: Vec<String> = policy_statements(&t, f)
