@@ -160,7 +160,7 @@ async fn both_shapes_map_as_documented_and_validate() {
     );
     // Pinpoint's shape maps to the same output.
     let pinpoint = &out[2];
-    assert_eq!(pinpoint["context"]["input_shape"], "pinpoint");
+    assert_eq!(pinpoint["context"]["input_shape"], "pinpoint-event");
     assert_eq!(pinpoint["user_id"], "4f3e2d1c-0000-4000-8000-000000000002");
     assert_eq!(pinpoint["anonymous_id"], "install-android-0002");
     assert_eq!(pinpoint["context"]["platform"], "Android");
@@ -217,7 +217,7 @@ async fn hostile_records_are_dead_lettered_with_reasons_while_the_rest_flows() {
         "app event is not a json object: expected value",
         "recursion limit exceeded",
         "over the 32768-byte limit",
-        "matches neither accepted shape: invalid type",
+        "app event (ours): metrics.n: invalid type: string",
         "more than 24 h after its arrival",
         "belongs to nobody",
         "characters outside letters",
@@ -432,4 +432,109 @@ async fn a_record_whose_clock_correction_overflows_is_a_dead_letter_not_a_crash(
         letters[0]["data_base64"],
         base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&poison).unwrap())
     );
+}
+
+/// The lineage of a golden fixture's record: a documentation stream and shard, the `n`th sequence number.
+fn golden_source(n: usize) -> bridge_core::envelope::SourceRef {
+    bridge_core::envelope::SourceRef {
+        stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/app-events".into(),
+        shard_id: "shardId-000000000000".into(),
+        sequence_number: format!(
+            "4959033827149025660855969254092570275932420852313751{:04}",
+            5618 + n
+        ),
+        sub_sequence: 0,
+        user_record: None,
+    }
+}
+
+/// What the forwarder makes of one record: its outputs, or the reason it is refused.
+fn forwarded(data: &[u8], partition_key: &str, arrival: &str, n: usize) -> Value {
+    let record = bridge_core::kinesis_event::SourceRecord {
+        source: golden_source(n),
+        partition_key: partition_key.to_owned(),
+        arrival: Some(
+            chrono::DateTime::parse_from_rfc3339(arrival)
+                .unwrap()
+                .with_timezone(&chrono::Utc),
+        ),
+        data: data.to_vec(),
+    };
+    match app_events::handler::read(&record, &app_events::event::Limits::default()) {
+        Ok(events) => {
+            let schema = validator("app-event.v1.json");
+            let events = serde_json::to_value(events).unwrap();
+            for e in events.as_array().unwrap() {
+                assert_valid(&schema, e);
+            }
+            events
+        }
+        Err(reason) => json!({ "refused": reason }),
+    }
+}
+
+/// Compares `got` with the committed `expected` file, or writes it when `GOLDEN_WRITE=1` (then review the diff).
+fn golden(expected: &std::path::Path, got: &Value) -> Option<String> {
+    let text = format!("{}\n", serde_json::to_string_pretty(got).unwrap());
+    if std::env::var("GOLDEN_WRITE").is_ok_and(|v| v == "1") {
+        std::fs::write(expected, &text).unwrap();
+        return None;
+    }
+    let want = std::fs::read_to_string(expected).unwrap_or_default();
+    (want != text).then(|| format!("{} differs:\n{text}", expected.display()))
+}
+
+/// Every golden fixture copied from the clients' own repositories and docs (`events/app/golden/*/`, each with its
+/// `SOURCE`) and every record the real Amplify JS client wrote (`events/app/clients/amplify-js/`) maps to its
+/// committed `app-event/v1` output, or is refused with its committed reason (Pinpoint's messaging events).
+#[test]
+fn golden_fixtures_of_every_client_map_to_their_expected_outputs() {
+    let mut differ = Vec::new();
+    let dir = e2e::root().join("events/app/golden");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 14, "{fixtures:?}");
+    for fixture in &fixtures {
+        assert!(
+            fixture.join("SOURCE").exists(),
+            "{}: no SOURCE",
+            fixture.display()
+        );
+        let record: Value =
+            serde_json::from_slice(&std::fs::read(fixture.join("record.json")).unwrap()).unwrap();
+        let got = forwarded(
+            &std::fs::read(fixture.join("input.json")).unwrap(),
+            record["partition_key"].as_str().unwrap(),
+            record["arrival"].as_str().unwrap(),
+            0,
+        );
+        differ.extend(golden(&fixture.join("expected.json"), &got));
+    }
+    let clients = e2e::root().join("events/app/clients/amplify-js");
+    for scenario in ["our-shape", "pinpoint-shape", "auto-track"] {
+        let sample: Value =
+            e2e::json_file(&format!("events/app/clients/amplify-js/{scenario}.json"));
+        let got: Vec<Value> = sample["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                forwarded(
+                    &serde_json::to_vec(&r["data"]).unwrap(),
+                    r["partitionKey"].as_str().unwrap(),
+                    "2026-11-14T22:10:00.000Z",
+                    n,
+                )
+            })
+            .collect();
+        differ.extend(golden(
+            &clients.join(format!("{scenario}.expected.json")),
+            &Value::Array(got),
+        ));
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
 }

@@ -24,7 +24,7 @@ proptest! {
         let _ = sync_processor::record::StreamRecord::parse(&bytes);
         let _ = sync_processor::record::parse_s3_payload(bytes.as_slice());
         let _ = auth_analytics::activity_log::decode_subscription(&bytes);
-        let _ = app_events::input::parse(&bytes);
+        let _ = app_events::input::parse(&bytes, "pk");
         let _ = active_users::activity::read(&bytes, &["platform".to_owned()]);
         let _ = active_users::sketch::Sketch::from_bytes(&bytes);
     }
@@ -126,11 +126,13 @@ proptest! {
             arrival: chrono::Utc.timestamp_millis_opt(arrival_ms).single(),
             data,
         };
-        if let (Ok(event), Some(arrival)) = (app_events::handler::read(&record, &limits), record.arrival) {
-            let at = chrono::DateTime::parse_from_rfc3339(&event.timestamp).unwrap();
-            prop_assert!(arrival.checked_add_signed(limits.max_future).is_none_or(|latest| at <= latest));
-            prop_assert!(arrival.checked_sub_signed(limits.max_past).is_none_or(|earliest| at >= earliest));
-            prop_assert_eq!(event.event_id.len(), 32);
+        if let (Ok(events), Some(arrival)) = (app_events::handler::read(&record, &limits), record.arrival) {
+            for event in events {
+                let at = chrono::DateTime::parse_from_rfc3339(&event.timestamp).unwrap();
+                prop_assert!(arrival.checked_add_signed(limits.max_future).is_none_or(|latest| at <= latest));
+                prop_assert!(arrival.checked_sub_signed(limits.max_past).is_none_or(|earliest| at >= earliest));
+                prop_assert_eq!(event.event_id.len(), 32);
+            }
         }
     }
 }

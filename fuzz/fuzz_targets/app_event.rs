@@ -1,5 +1,5 @@
 //! The app event forwarder's whole record path, from record bytes to the envelope it would put on the stream:
-//! KPL deaggregation (as where aggregates are accepted), the size cap, the parse of either shape, the checks,
+//! KPL deaggregation (as where aggregates are accepted), the size cap, the shape and its parse, the checks,
 //! the clock correction and the id, then the envelope's JSON. The first 8 bytes are the arrival time (epoch ms,
 //! any i64); the rest is the record's data. An event or a reason, never a panic.
 #![no_main]
@@ -37,10 +37,12 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
             arrival,
             data,
         };
-        if let Ok(event) = app_events::handler::read(&record, &limits) {
-            let json = serde_json::to_vec(&event).expect("an app event serializes");
-            assert!(json.len() < 2 * limits.max_record_bytes + 4096);
-            assert_eq!(event.event_id.len(), 32);
+        if let Ok(events) = app_events::handler::read(&record, &limits) {
+            for event in events {
+                let json = serde_json::to_vec(&event).expect("an app event serializes");
+                assert!(json.len() < 2 * limits.max_record_bytes + 4096);
+                assert_eq!(event.event_id.len(), 32);
+            }
         }
     }
 });

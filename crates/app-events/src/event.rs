@@ -1,6 +1,7 @@
 //! The `app-event/v1` envelope, and what a client event must satisfy to become one: bounded sizes, counts
-//! and names, a usable time, corrected by the client's clock offset, and an `event_id` that is the same for
-//! every resend of the same event.
+//! and names, a usable time (corrected by the client's clock offset where the shape carries a send time), a
+//! session with a sane length, and an `event_id` that is the same for every resend and redelivery of the same
+//! event and different for different events.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use bridge_core::envelope::{SourceRef, event_id, rfc3339};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::input::{ClientEvent, ClientTime};
+use crate::input::{ClientEvent, ClientTime, Shape};
 
 /// The schema id of the records this function produces.
 pub const SCHEMA: &str = "app-event/v1";
@@ -34,6 +35,8 @@ pub struct Limits {
     pub max_future: Duration,
     /// How far before its arrival an event's corrected time may lie.
     pub max_past: Duration,
+    /// The longest session (its duration, or stop minus start).
+    pub max_session: Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             max_id_chars: 128,
             max_future: Duration::hours(24),
             max_past: Duration::days(30),
+            max_session: Duration::days(7),
         }
     }
 }
@@ -58,6 +62,16 @@ pub struct Context {
     pub platform: Option<String>,
     /// App version.
     pub app_version: Option<String>,
+    /// The app's build (`version_code`).
+    pub app_build: Option<String>,
+    /// The app's id (enrichment `app_id`, Pinpoint project id).
+    pub app_id: Option<String>,
+    /// The app's package name.
+    pub app_package: Option<String>,
+    /// The client SDK, `name/version`.
+    pub sdk: Option<String>,
+    /// The Cognito identity pool the client says it belongs to (Pinpoint's stream).
+    pub identity_pool_id: Option<String>,
     /// Locale.
     pub locale: Option<String>,
     /// Device or install id.
@@ -70,20 +84,39 @@ pub struct Context {
     pub model: Option<String>,
     /// Device maker.
     pub make: Option<String>,
-    /// The session id.
+    /// The session id (also in `session.id`).
     pub session_id: Option<String>,
-    /// When the session started (client clock, corrected).
+    /// When the session started (also in `session.start`).
     pub session_start: Option<String>,
-    /// Which input shape the event came in: `ours` or `pinpoint`.
+    /// Which input shape the event came in ([`Shape::name`]).
     pub input_shape: &'static str,
+    /// Where the anonymous id came from: `event` (the payload), or `partition_key` (the Kinesis partition key the
+    /// app chose, for shapes that carry no identity).
+    pub anonymous_id_source: &'static str,
 }
 
-/// How the event's time was derived from the client's.
+/// The session an event belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Session {
+    /// Its id.
+    pub id: Option<String>,
+    /// When it started, RFC 3339.
+    pub start: Option<String>,
+    /// When it stopped, RFC 3339 (a stop event's).
+    pub stop: Option<String>,
+    /// How long it lasted: the client's duration, else stop minus start.
+    pub duration_ms: Option<i64>,
+}
+
+/// How the event's time was derived.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Clock {
-    /// The client's own `timestamp`, as it said.
-    pub original_timestamp: String,
-    /// `received_at - sent_at`, in ms, added to the client's times; `null` without `sent_at`.
+    /// `client`: the client's own time, as sent; `client_corrected`: moved by `offset_ms`; `arrival`: the shape
+    /// carries no time, and the record's Kinesis arrival stands in (never presented as a client time).
+    pub time_source: &'static str,
+    /// The client's own time, as it said; `null` when it sent none.
+    pub original_timestamp: Option<String>,
+    /// `received_at - sent_at`, in ms, added to the client's times; `null` without a send time.
     pub offset_ms: Option<i64>,
 }
 
@@ -103,14 +136,16 @@ pub struct AppEvent {
     pub anonymous_id: Option<String>,
     /// The user the client claims (a user pool sub). Nothing on the stream proves it.
     pub user_id: Option<String>,
-    /// When it happened, corrected by the client's clock offset, RFC 3339.
+    /// When it happened (see `clock`), RFC 3339.
     pub timestamp: String,
     /// When Kinesis received it, RFC 3339.
     pub received_at: String,
     /// When the client sent it (client clock), RFC 3339.
     pub sent_at: Option<String>,
-    /// The time correction.
+    /// How `timestamp` was derived.
     pub clock: Clock,
+    /// The session, from every shape that carries one.
+    pub session: Option<Session>,
     /// Device, app and session.
     pub context: Context,
     /// Properties: string attributes and numeric metrics.
@@ -133,21 +168,38 @@ impl AppEvent {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+/// A client time: epoch ms (a whole or fractional number, truncated to the millisecond below; or such a number
+/// in a string), or RFC 3339 text with any fraction of a second. Out of chrono's range, not finite, or neither:
+/// refused, naming `what`.
 fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
+    fn millis(x: f64) -> Option<DateTime<Utc>> {
+        // chrono's range is about ±8.2e15 ms, well inside i64 and inside f64's exact integers.
+        if !x.is_finite() || x.abs() > 9.0e15 {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "bounded above")]
+        Utc.timestamp_millis_opt(x.floor() as i64).single()
+    }
     let parsed = match t {
-        ClientTime::Millis(ms) => Utc.timestamp_millis_opt(*ms).single(),
+        ClientTime::Number(n) => match n.as_i64() {
+            Some(ms) => Utc.timestamp_millis_opt(ms).single(),
+            None => n.as_f64().and_then(millis),
+        },
         ClientTime::Text(s) => DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|d| d.with_timezone(&Utc))
-            .or_else(|| {
-                s.parse::<i64>()
-                    .ok()
-                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .or_else(|| match s.parse::<i64>() {
+                Ok(ms) => Utc.timestamp_millis_opt(ms).single(),
+                Err(_) => s.parse::<f64>().ok().and_then(millis),
             }),
     };
     parsed.ok_or_else(|| {
+        let shown: String = match t {
+            ClientTime::Number(n) => n.to_string(),
+            ClientTime::Text(s) => format!("'{}'", s.chars().take(40).collect::<String>()),
+        };
         Invalid(format!(
-            "{what} is not an RFC 3339 time or epoch milliseconds"
+            "{what} {shown} is not an RFC 3339 time or epoch milliseconds within range"
         ))
     })
 }
@@ -169,10 +221,12 @@ fn shifted(
     }
 }
 
-/// The id of an event without a client id: its record's lineage. The user records of a KPL aggregate share the
-/// aggregate's sequence number, so the user record's index is part of it (a plain record's id is unchanged).
-fn lineage_id(source: &SourceRef) -> String {
-    let index = source.user_record.map(|j| j.to_string());
+/// The id of an event without a client id and without a time of its own: its record's lineage (stream, shard,
+/// sequence number), the user record's index within a KPL aggregate and the event's index within its record
+/// (each only when there is one, so that a plain record's id is what it always was).
+fn lineage_id(source: &SourceRef, index: u32) -> String {
+    let user_record = source.user_record.map(|j| j.to_string());
+    let event = (index > 0).then(|| format!("event {index}"));
     let mut parts = vec![
         SCHEMA,
         "lineage",
@@ -180,13 +234,14 @@ fn lineage_id(source: &SourceRef) -> String {
         &source.shard_id,
         &source.sequence_number,
     ];
-    parts.extend(index.as_deref());
+    parts.extend(user_record.as_deref());
+    parts.extend(event.as_deref());
     event_id(&parts)
 }
 
 fn is_name(s: &str) -> bool {
     s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | ' '))
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | ' '))
 }
 
 fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
@@ -219,26 +274,98 @@ fn check_text(what: &str, value: Option<&String>, max: usize) -> Result<Option<S
     Ok(Some(v.trim().to_owned()).filter(|v| !v.is_empty()))
 }
 
+/// Whether `t` lies in the window around `received_at` the limits allow (an end past chrono's range is no limit).
+fn check_window(
+    t: DateTime<Utc>,
+    what: &str,
+    received_at: DateTime<Utc>,
+    limits: &Limits,
+) -> Result<(), Invalid> {
+    if received_at
+        .checked_add_signed(limits.max_future)
+        .is_some_and(|latest| t > latest)
+    {
+        return Err(Invalid(format!(
+            "{what} {} is more than {} h after its arrival, even after the clock correction",
+            rfc3339(&t),
+            limits.max_future.num_hours()
+        )));
+    }
+    if received_at
+        .checked_sub_signed(limits.max_past)
+        .is_some_and(|earliest| t < earliest)
+    {
+        return Err(Invalid(format!(
+            "{what} {} is more than {} days before its arrival",
+            rfc3339(&t),
+            limits.max_past.num_days()
+        )));
+    }
+    Ok(())
+}
+
+/// The session, its times corrected by `offset`, its length checked: a duration (or stop minus start) below
+/// zero or over [`Limits::max_session`] is refused.
+fn session(
+    client: Option<crate::input::Session>,
+    offset: Option<Duration>,
+    limits: &Limits,
+) -> Result<Option<Session>, Invalid> {
+    let Some(s) = client else { return Ok(None) };
+    let time = |t: &Option<ClientTime>, what: &str| -> Result<Option<DateTime<Utc>>, Invalid> {
+        t.as_ref()
+            .map(|t| shifted(client_time(t, what)?, offset, what))
+            .transpose()
+    };
+    let start = time(&s.start, "session start")?;
+    let stop = time(&s.stop, "session stop")?;
+    let given = match &s.duration_ms {
+        None => None,
+        Some(n) => Some(
+            n.as_i64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|x| x.is_finite() && x.abs() < 9.0e15)
+                        .map(|x| {
+                            #[allow(clippy::cast_possible_truncation, reason = "bounded above")]
+                            let ms = x.floor() as i64;
+                            ms
+                        })
+                })
+                .ok_or_else(|| Invalid(format!("session duration {n} is not a number of ms")))?,
+        ),
+    };
+    let derived = match (start, stop) {
+        (Some(a), Some(b)) => Some((b - a).num_milliseconds()),
+        _ => None,
+    };
+    let duration_ms = given.or(derived);
+    if let Some(d) = duration_ms
+        && !(0..=limits.max_session.num_milliseconds()).contains(&d)
+    {
+        return Err(Invalid(format!(
+            "session lasts {d} ms; 0 to {} days are allowed",
+            limits.max_session.num_days()
+        )));
+    }
+    let id = check_text("session id", s.id.as_ref(), limits.max_id_chars)?;
+    Ok(Some(Session {
+        id,
+        start: start.as_ref().map(rfc3339),
+        stop: stop.as_ref().map(rfc3339),
+        duration_ms,
+    }))
+}
+
 /// Checks and normalizes one client event that arrived at `received_at`, from `source`.
 pub fn normalize(
     client: ClientEvent,
-    data_len: usize,
     received_at: DateTime<Utc>,
     source: &SourceRef,
     limits: &Limits,
 ) -> Result<AppEvent, Invalid> {
-    let ClientEvent {
-        shape,
-        event: e,
-        traits: client_traits,
-    } = client;
-    let e_context = e.context.unwrap_or_default();
-    if data_len > limits.max_record_bytes {
-        return Err(Invalid(format!(
-            "record of {data_len} bytes is over the {}-byte limit of an app event",
-            limits.max_record_bytes
-        )));
-    }
+    let shape = client.shape.unwrap_or(Shape::Ours);
+    let e = client;
     check_name("event", &e.event_type, limits)?;
     if e.properties.len() > limits.max_properties || e.metrics.len() > limits.max_metrics {
         return Err(Invalid(format!(
@@ -270,7 +397,7 @@ pub fn normalize(
         properties.insert(name.clone(), serde_json::Value::Number(number));
     }
     let mut traits = BTreeMap::new();
-    for (name, value) in &client_traits {
+    for (name, value) in &e.traits {
         check_name("trait", name, limits)?;
         let value = check_text(
             &format!("trait '{name}'"),
@@ -281,7 +408,14 @@ pub fn normalize(
     }
     let id = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
     let user_id = id("user_id", e.user_id.as_ref())?;
-    let anonymous_id = id("anonymous_id", e.anonymous_id.as_ref())?;
+    let anonymous_id = id(
+        if e.anonymous_id_from_partition_key {
+            "anonymous_id (the record's partition key)"
+        } else {
+            "anonymous_id"
+        },
+        e.anonymous_id.as_ref(),
+    )?;
     let client_event_id = id("event_id", e.event_id.as_ref())?;
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(Invalid(
@@ -289,75 +423,76 @@ pub fn normalize(
         ));
     }
 
-    let happened = client_time(&e.timestamp, "timestamp")?;
-    let sent = e
-        .sent_at
+    // Times. A send time corrects the client's clock only where the shape has one that a client sets when it
+    // sends (ours); every sum is checked (an unchecked `+` panics, and one record would fail its batch).
+    let happened = e
+        .timestamp
         .as_ref()
-        .map(|t| client_time(t, "sent_at"))
+        .map(|t| client_time(t, "timestamp"))
         .transpose()?;
-    // Every time here is the client's: each sum is checked, and one out of chrono's range is a dead letter that
-    // names the field (an unchecked `+` panics, and one record would fail its whole batch).
+    let sent = match (&e.sent_at, shape.has_send_time()) {
+        (Some(t), true) => Some(client_time(t, "sent_at")?),
+        _ => None,
+    };
     let offset = sent.map(|s| received_at.signed_duration_since(s));
-    let corrected = shifted(happened, offset, "timestamp")?;
-    if received_at
-        .checked_add_signed(limits.max_future)
-        .is_some_and(|latest| corrected > latest)
-    {
-        return Err(Invalid(format!(
-            "event time {} is more than {} h after its arrival, even after the clock correction",
-            rfc3339(&corrected),
-            limits.max_future.num_hours()
-        )));
-    }
-    if received_at
-        .checked_sub_signed(limits.max_past)
-        .is_some_and(|earliest| corrected < earliest)
-    {
-        return Err(Invalid(format!(
-            "event time {} is more than {} days before its arrival",
-            rfc3339(&corrected),
-            limits.max_past.num_days()
-        )));
-    }
+    let (timestamp, time_source) = match happened {
+        Some(t) => (
+            shifted(t, offset, "timestamp")?,
+            if offset.is_some() {
+                "client_corrected"
+            } else {
+                "client"
+            },
+        ),
+        None => (received_at, "arrival"),
+    };
+    check_window(timestamp, "event time", received_at, limits)?;
+    let session = session(e.session, offset, limits)?;
 
-    let session = e.session.unwrap_or_default();
-    let session_id = id("session id", session.id.as_ref())?;
-    let session_start = session
-        .start
-        .as_ref()
-        .map(|t| client_time(t, "session start"))
-        .transpose()?
-        .map(|s| shifted(s, offset, "session start"))
-        .transpose()?
-        .map(|s| rfc3339(&s));
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
+    let c = &e.context;
     let context = Context {
-        platform: ctx("platform", e_context.platform.as_ref())?,
-        app_version: ctx("app_version", e_context.app_version.as_ref())?,
-        locale: ctx("locale", e_context.locale.as_ref())?,
-        device_id: ctx("device_id", e_context.device_id.as_ref())?,
-        os: ctx("os", e_context.os.as_ref())?,
-        os_version: ctx("os_version", e_context.os_version.as_ref())?,
-        model: ctx("model", e_context.model.as_ref())?,
-        make: ctx("make", e_context.make.as_ref())?,
-        session_id,
-        session_start,
-        input_shape: shape,
+        platform: ctx("platform", c.platform.as_ref())?,
+        app_version: ctx("app_version", c.app_version.as_ref())?,
+        app_build: ctx("app_build", c.app_build.as_ref())?,
+        app_id: ctx("app_id", c.app_id.as_ref())?,
+        app_package: ctx("app_package", c.app_package.as_ref())?,
+        sdk: ctx("sdk", c.sdk.as_ref())?,
+        identity_pool_id: ctx("identity_pool_id", c.identity_pool_id.as_ref())?,
+        locale: ctx("locale", c.locale.as_ref())?,
+        device_id: ctx("device_id", c.device_id.as_ref())?,
+        os: ctx("os", c.os.as_ref())?,
+        os_version: ctx("os_version", c.os_version.as_ref())?,
+        model: ctx("model", c.model.as_ref())?,
+        make: ctx("make", c.make.as_ref())?,
+        session_id: session.as_ref().and_then(|s| s.id.clone()),
+        session_start: session.as_ref().and_then(|s| s.start.clone()),
+        input_shape: shape.name(),
+        anonymous_id_source: if e.anonymous_id_from_partition_key {
+            "partition_key"
+        } else {
+            "event"
+        },
     };
 
-    // The same client event gives the same id whenever it comes (a provider resend, a redelivery); without a
-    // client id, the record's lineage stands in (a redelivery of the same record, not a resend).
-    let event_id = match &client_event_id {
-        Some(client) => event_id(&[
+    // The id (README, "Event ids"): the client's id, for the user or anonymous id, when it sent one; else the
+    // event's own content (a resend is the same bytes, a redelivery the same record; two events differ in at
+    // least their time); else, for a shape without a time, the record's lineage.
+    let actor = user_id
+        .as_deref()
+        .or(anonymous_id.as_deref())
+        .unwrap_or_default();
+    let event_id = match (&client_event_id, &e.content) {
+        (Some(client), _) => event_id(&[SCHEMA, "client", actor, client]),
+        (None, Some(content)) => event_id(&[
             SCHEMA,
-            "client",
-            user_id
-                .as_deref()
-                .or(anonymous_id.as_deref())
-                .unwrap_or_default(),
-            client,
+            "content",
+            shape.name(),
+            user_id.as_deref().unwrap_or_default(),
+            anonymous_id.as_deref().unwrap_or_default(),
+            &content.to_string(),
         ]),
-        None => lineage_id(source),
+        (None, None) => lineage_id(source, e.index),
     };
     Ok(AppEvent {
         schema: SCHEMA,
@@ -366,17 +501,22 @@ pub fn normalize(
         event: e.event_type,
         anonymous_id,
         user_id,
-        timestamp: rfc3339(&corrected),
+        timestamp: rfc3339(&timestamp),
         received_at: rfc3339(&received_at),
         sent_at: sent.as_ref().map(rfc3339),
         clock: Clock {
-            original_timestamp: rfc3339(&happened),
+            time_source,
+            original_timestamp: happened.as_ref().map(rfc3339),
             offset_ms: offset.map(|o| o.num_milliseconds()),
         },
+        session,
         context,
         properties,
         traits,
-        source: source.clone(),
+        source: SourceRef {
+            sub_sequence: e.index,
+            ..source.clone()
+        },
     })
 }
 
@@ -400,14 +540,13 @@ mod tests {
     }
 
     fn normalize_json(json: &str, received: &str, seq: &str) -> Result<AppEvent, Invalid> {
-        let e = parse(json.as_bytes()).map_err(|e| Invalid(e.to_string()))?;
-        normalize(
-            e,
-            json.len(),
-            at(received),
-            &source(seq),
-            &Limits::default(),
-        )
+        normalize_at(json, received, &source(seq))
+    }
+
+    fn normalize_at(json: &str, received: &str, source: &SourceRef) -> Result<AppEvent, Invalid> {
+        let mut events = parse(json.as_bytes(), "pk").map_err(|e| Invalid(e.to_string()))?;
+        assert_eq!(events.len(), 1);
+        normalize(events.remove(0), at(received), source, &Limits::default())
     }
 
     #[test]
@@ -422,12 +561,16 @@ mod tests {
         .unwrap();
         assert_eq!(e.timestamp, "2026-11-20T09:59:00.000Z");
         assert_eq!(e.clock.offset_ms, Some(600_000));
-        assert_eq!(e.clock.original_timestamp, "2026-11-20T09:49:00.000Z");
+        assert_eq!(
+            e.clock.original_timestamp.as_deref(),
+            Some("2026-11-20T09:49:00.000Z")
+        );
+        assert_eq!(e.clock.time_source, "client_corrected");
         assert_eq!(e.partition_key(), Some("a1"));
     }
 
     #[test]
-    fn a_resend_keeps_its_id_and_without_a_client_id_the_lineage_decides() {
+    fn a_resend_keeps_its_id_and_without_a_client_id_the_content_or_the_lineage_decides() {
         let json = r#"{"event_type": "buy", "event_id": "e1", "user_id": "u1", "timestamp": "2026-11-20T10:00:00Z"}"#;
         let a = normalize_json(json, "2026-11-20T10:00:01Z", "1").unwrap();
         let b = normalize_json(json, "2026-11-20T10:05:00Z", "9").unwrap();
@@ -435,12 +578,159 @@ mod tests {
             a.event_id, b.event_id,
             "a provider resend lands on another record"
         );
-        let json = r#"{"event_type": "buy", "user_id": "u1", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        // Without a client id, an event with its own time is its content: a resend (another record, a new
+        // sent_at) and a redelivery collapse; an event at another millisecond does not.
+        let json = r#"{"event_type": "buy", "user_id": "u1", "timestamp": "2026-11-20T10:00:00.000Z", "sent_at": "2026-11-20T10:00:00.500Z"}"#;
+        let resent = r#"{"event_type": "buy", "user_id": "u1", "timestamp": "2026-11-20T10:00:00.000Z", "sent_at": "2026-11-20T10:00:03.000Z"}"#;
+        let later = r#"{"event_type": "buy", "user_id": "u1", "timestamp": "2026-11-20T10:00:00.001Z", "sent_at": "2026-11-20T10:00:00.500Z"}"#;
         let a = normalize_json(json, "2026-11-20T10:00:01Z", "1").unwrap();
-        let again = normalize_json(json, "2026-11-20T10:00:01Z", "1").unwrap();
-        let other = normalize_json(json, "2026-11-20T10:00:01Z", "2").unwrap();
-        assert_eq!(a.event_id, again.event_id);
-        assert_ne!(a.event_id, other.event_id);
+        assert_eq!(
+            a.event_id,
+            normalize_json(json, "2026-11-20T10:00:01Z", "1")
+                .unwrap()
+                .event_id
+        );
+        assert_eq!(
+            a.event_id,
+            normalize_json(resent, "2026-11-20T10:00:04Z", "2")
+                .unwrap()
+                .event_id
+        );
+        assert_ne!(
+            a.event_id,
+            normalize_json(later, "2026-11-20T10:00:01Z", "1")
+                .unwrap()
+                .event_id
+        );
+        // Without a time (auto-tracking), only a redelivery of the same record collapses.
+        let tracked = r#"{"name": "pageView", "attributes": {"url": "https://example.com/"}}"#;
+        let a = normalize_json(tracked, "2026-11-20T10:00:01Z", "1").unwrap();
+        assert_eq!(
+            a.event_id,
+            normalize_json(tracked, "2026-11-20T10:00:01Z", "1")
+                .unwrap()
+                .event_id
+        );
+        assert_ne!(
+            a.event_id,
+            normalize_json(tracked, "2026-11-20T10:00:02Z", "2")
+                .unwrap()
+                .event_id
+        );
+        assert_eq!(a.clock.time_source, "arrival");
+        assert_eq!(a.clock.original_timestamp, None);
+        assert_eq!(a.timestamp, "2026-11-20T10:00:01.000Z");
+    }
+
+    #[test]
+    fn times_come_as_whole_or_fractional_ms_numbers_strings_or_rfc_3339_with_any_fraction() {
+        for (t, want) in [
+            ("1795168800000", "2026-11-20T10:00:00.000Z"),
+            ("1795168800000.9", "2026-11-20T10:00:00.000Z"),
+            ("1.7951688e12", "2026-11-20T10:00:00.000Z"),
+            ("\"1795168800000\"", "2026-11-20T10:00:00.000Z"),
+            ("\"1795168800000.5\"", "2026-11-20T10:00:00.000Z"),
+            (
+                "\"2026-11-20T10:00:00.123456Z\"",
+                "2026-11-20T10:00:00.123Z",
+            ),
+            ("\"2026-11-20T11:00:00+01:00\"", "2026-11-20T10:00:00.000Z"),
+        ] {
+            let json = format!(r#"{{"event_type": "x", "anonymous_id": "a", "timestamp": {t}}}"#);
+            let e = normalize_json(&json, "2026-11-20T10:00:01Z", "1").unwrap();
+            assert_eq!(e.timestamp, want, "{t}");
+            assert_eq!(e.clock.time_source, "client");
+        }
+        for t in ["1e300", "\"NaN\"", "\"inf\"", "\"yesterday\"", "-1e17"] {
+            let json = format!(r#"{{"event_type": "x", "anonymous_id": "a", "timestamp": {t}}}"#);
+            let err = normalize_json(&json, "2026-11-20T10:00:01Z", "1")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("timestamp ")
+                    && err.contains("is not an RFC 3339 time or epoch milliseconds"),
+                "{t}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sessions_are_first_class_with_their_length_checked() {
+        let json = r#"{"event_type": "_session.stop", "anonymous_id": "a", "timestamp": "2026-11-20T10:05:00Z",
+            "session": {"id": "s1", "start": "2026-11-20T10:00:00Z", "stop": "2026-11-20T10:05:00Z"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:05:01Z", "1").unwrap();
+        assert_eq!(
+            e.session,
+            Some(Session {
+                id: Some("s1".into()),
+                start: Some("2026-11-20T10:00:00.000Z".into()),
+                stop: Some("2026-11-20T10:05:00.000Z".into()),
+                duration_ms: Some(300_000),
+            })
+        );
+        assert_eq!(e.context.session_id.as_deref(), Some("s1"));
+        for (session, want) in [
+            (
+                r#"{"id": "s", "start": "2026-11-20T10:05:00Z", "stop": "2026-11-20T10:00:00Z"}"#,
+                "session lasts -300000 ms",
+            ),
+            (
+                r#"{"id": "s", "duration_ms": 900000000}"#,
+                "session lasts 900000000 ms",
+            ),
+            (r#"{"id": "s", "duration_ms": 1e400}"#, ""),
+            (
+                r#"{"id": "s", "start": "soon"}"#,
+                "session start 'soon' is not",
+            ),
+        ] {
+            let json = format!(
+                r#"{{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T10:05:00Z", "session": {session}}}"#
+            );
+            let err = normalize_json(&json, "2026-11-20T10:05:01Z", "1");
+            assert!(err.is_err(), "{session}");
+            assert!(err.unwrap_err().to_string().contains(want), "{session}");
+        }
+    }
+
+    #[test]
+    fn names_may_use_unicode_letters_but_no_controls_or_symbols() {
+        let json = r#"{"event_type": "größe_gewählt", "anonymous_id": "a", "timestamp": "2026-11-20T10:00:00Z",
+            "properties": {"größe": "XL", "説明": "テスト"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:00:01Z", "1").unwrap();
+        assert_eq!(e.properties["größe"], "XL");
+        for bad in ["a\\u0007b", "a\\u200bb", "<b>", "a/b"] {
+            let json = format!(
+                r#"{{"event_type": "{bad}", "anonymous_id": "a", "timestamp": 1795168800000}}"#
+            );
+            let err = normalize_json(&json, "2026-11-20T10:00:01Z", "1")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("event name has characters outside"),
+                "{bad}: {err}"
+            );
+        }
+        let long = "ä".repeat(51);
+        let json = format!(
+            r#"{{"event_type": "{long}", "anonymous_id": "a", "timestamp": 1795168800000}}"#
+        );
+        assert!(
+            normalize_json(&json, "2026-11-20T10:00:01Z", "1")
+                .unwrap_err()
+                .to_string()
+                .contains("51 characters")
+        );
+    }
+
+    #[test]
+    fn only_a_shape_with_a_send_time_is_clock_corrected() {
+        // The same sent_at field name in a Pinpoint event is not ours to read: no correction.
+        let json =
+            r#"{"EventType": "x", "Timestamp": "2026-11-20T09:49:00Z", "Endpoint": {"Id": "a"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:00:00Z", "1").unwrap();
+        assert_eq!((e.clock.time_source, e.clock.offset_ms), ("client", None));
+        assert_eq!(e.timestamp, "2026-11-20T09:49:00.000Z");
     }
 
     #[test]
@@ -474,29 +764,23 @@ mod tests {
         // Arrival times at chrono's own ends: the window checks do not overflow either.
         for received in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
             let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 1}"#;
-            let e = parse(json.as_bytes()).unwrap();
-            let _ = normalize(e, json.len(), received, &source("1"), &Limits::default());
+            let e = parse(json.as_bytes(), "pk").unwrap().remove(0);
+            let _ = normalize(e, received, &source("1"), &Limits::default());
         }
     }
 
     #[test]
     fn user_records_of_one_aggregate_without_client_ids_get_ids_of_their_own() {
-        let json = r#"{"event_type": "buy", "user_id": "u1", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        // Auto-tracked events carry no time and no id: their record's lineage is their id.
+        let json = r#"{"name": "pageView", "attributes": {"url": "https://example.com/"}}"#;
         let of = |user_record| {
-            let e = parse(json.as_bytes()).unwrap();
             let source = SourceRef {
                 user_record,
                 ..source("7")
             };
-            normalize(
-                e,
-                json.len(),
-                at("2026-11-20T10:00:01Z"),
-                &source,
-                &Limits::default(),
-            )
-            .unwrap()
-            .event_id
+            normalize_at(json, "2026-11-20T10:00:01Z", &source)
+                .unwrap()
+                .event_id
         };
         assert_ne!(of(Some(0)), of(Some(1)));
         assert_ne!(of(Some(0)), of(None));

@@ -47,10 +47,12 @@ pub const METRICS: &[&str] = &[
     producer::METRIC_RECORDS_RETRIED,
 ];
 
-/// One record's data (one user record of an aggregate, when aggregates are accepted) to its `app-event/v1`, or
-/// why it cannot be one: the whole path of a record short of the stream (size cap, parse, checks, clock
-/// correction, id). Pure: the property tests and the fuzz target drive it with any bytes and any arrival.
-pub fn read(record: &SourceRecord, limits: &Limits) -> Result<AppEvent, String> {
+/// One record's data (one user record of an aggregate, when aggregates are accepted) to its `app-event/v1`s (one;
+/// a `PutEvents` body gives one per event), or why it cannot be used: the whole path of a record short of the
+/// stream (size cap, shape, parse, checks, clock correction, ids). A record is used whole or not at all: one bad
+/// event of a `PutEvents` body dead-letters the body, whose dead letter keeps it for a replay once mended. Pure:
+/// the property tests and the fuzz target drive it with any bytes and any arrival.
+pub fn read(record: &SourceRecord, limits: &Limits) -> Result<Vec<AppEvent>, String> {
     // The size is checked before parsing: a huge record is refused without being read.
     if record.data.len() > limits.max_record_bytes {
         return Err(format!(
@@ -59,10 +61,47 @@ pub fn read(record: &SourceRecord, limits: &Limits) -> Result<AppEvent, String> 
             limits.max_record_bytes
         ));
     }
-    let client = parse(&record.data).map_err(|e| e.to_string())?;
+    let events = parse(&record.data, &record.partition_key).map_err(|e| e.to_string())?;
     let received = record.arrival.unwrap_or_else(chrono::Utc::now);
-    normalize(client, record.data.len(), received, &record.source, limits)
-        .map_err(|e| e.to_string())
+    let many = events.len() > 1;
+    events
+        .into_iter()
+        .map(|client| {
+            let (shape, index) = (client.shape, client.index);
+            normalize(client, received, &record.source, limits).map_err(|e| {
+                let shape = shape.map_or("?", crate::input::Shape::name);
+                if many {
+                    format!("app event ({shape}) {index}: {e}")
+                } else {
+                    format!("app event ({shape}): {e}")
+                }
+            })
+        })
+        .collect()
+}
+
+/// One event's output record, partitioned by the user, else the anonymous id.
+fn outbound(event: &AppEvent) -> Result<OutboundRecord, ProduceFailure> {
+    let Some(key) = event.partition_key() else {
+        return Err(ProduceFailure::Permanent(
+            "app event has no partition key".into(),
+        ));
+    };
+    let header = bridge_core::envelope::Header {
+        schema: event.schema.to_owned(),
+        event_id: event.event_id.clone(),
+        kind: event.kind.to_owned(),
+        timestamp: event.timestamp.clone(),
+        received_at: Some(event.received_at.clone()),
+        source: event.source.clone(),
+    };
+    serde_json::to_vec(event)
+        .map(|data| OutboundRecord {
+            partition_key: key.to_owned(),
+            data: Bytes::from(data),
+            header,
+        })
+        .map_err(|e| ProduceFailure::Permanent(format!("cannot serialize app event: {e}")))
 }
 
 /// The app event forwarder, with its ports.
@@ -111,7 +150,7 @@ impl AppEventForwarder {
 
 #[async_trait]
 impl Flow for AppEventForwarder {
-    type Item = AppEvent;
+    type Item = Vec<AppEvent>;
     /// The event ids already sent in this batch.
     type Plan = HashSet<String>;
 
@@ -122,18 +161,21 @@ impl Flow for AppEventForwarder {
         &self.pipeline
     }
 
-    fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<AppEvent> {
+    fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<Vec<AppEvent>> {
         match read(record, &self.limits) {
-            Ok(event) => {
-                if event.clock.offset_ms.is_some_and(|o| o.abs() > 60_000) {
-                    metrics.incr(METRIC_CLOCK_CORRECTED);
+            Ok(events) => {
+                let mut keys: Vec<String> = Vec::with_capacity(events.len());
+                for event in &events {
+                    if event.clock.offset_ms.is_some_and(|o| o.abs() > 60_000) {
+                        metrics.incr(METRIC_CLOCK_CORRECTED);
+                    }
+                    if let Some(key) = event.partition_key()
+                        && !keys.iter().any(|k| k == key)
+                    {
+                        keys.push(key.to_owned());
+                    }
                 }
-                let keys = event
-                    .partition_key()
-                    .map(str::to_owned)
-                    .into_iter()
-                    .collect();
-                Decoded::item(keys, event)
+                Decoded::item(keys, events)
             }
             Err(reason) => Decoded::failed(
                 Vec::new(),
@@ -142,49 +184,37 @@ impl Flow for AppEventForwarder {
         }
     }
 
-    async fn resolve(&self, _: &mut [Slot<AppEvent>], _: Deadline, _: &Metrics) -> HashSet<String> {
+    async fn resolve(
+        &self,
+        _: &mut [Slot<Vec<AppEvent>>],
+        _: Deadline,
+        _: &Metrics,
+    ) -> HashSet<String> {
         HashSet::new()
     }
 
     fn outputs(
         &self,
         sent: &mut HashSet<String>,
-        event: &mut AppEvent,
+        events: &mut Vec<AppEvent>,
         metrics: &Metrics,
     ) -> Vec<Result<OutboundRecord, ProduceFailure>> {
-        if !sent.insert(event.event_id.clone()) {
-            metrics.incr(METRIC_DUPLICATES_DROPPED);
-            return Vec::new();
+        let mut out = Vec::with_capacity(events.len());
+        for event in events.iter() {
+            if !sent.insert(event.event_id.clone()) {
+                metrics.incr(METRIC_DUPLICATES_DROPPED);
+                continue;
+            }
+            out.push(outbound(event));
         }
-        let Some(key) = event.partition_key() else {
-            return vec![Err(ProduceFailure::Permanent(
-                "app event has no partition key".into(),
-            ))];
-        };
-        let header = bridge_core::envelope::Header {
-            schema: event.schema.to_owned(),
-            event_id: event.event_id.clone(),
-            kind: event.kind.to_owned(),
-            timestamp: event.timestamp.clone(),
-            received_at: Some(event.received_at.clone()),
-            source: event.source.clone(),
-        };
-        vec![
-            serde_json::to_vec(&event)
-                .map(|data| OutboundRecord {
-                    partition_key: key.to_owned(),
-                    data: Bytes::from(data),
-                    header,
-                })
-                .map_err(|e| ProduceFailure::Permanent(format!("cannot serialize app event: {e}"))),
-        ]
+        out
     }
 
     fn settle(
         &self,
         _: &mut HashSet<String>,
         _: usize,
-        _: &AppEvent,
+        _: &Vec<AppEvent>,
         results: &[Result<Delivery, ProduceFailure>],
         metrics: &Metrics,
     ) -> Result<(), Failure> {
