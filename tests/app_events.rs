@@ -538,3 +538,45 @@ fn golden_fixtures_of_every_client_map_to_their_expected_outputs() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+/// The sample of every other client shape (`events/app-clients.json`) through the forwarder against moto: one
+/// output per event, each naming its shape, the messaging event refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_shape_sample_is_forwarded_and_the_messaging_event_refused() {
+    let h = AppHarness::new().await;
+    let (failed, m) = h.run(&sample("app-clients")).await;
+    assert!(failed.is_empty());
+    assert_eq!(m.get(METRIC_EVENTS_FORWARDED), 6);
+    let mut shapes: Vec<(String, String)> = h
+        .outputs()
+        .await
+        .iter()
+        .map(|d| {
+            (
+                d["context"]["input_shape"].as_str().unwrap().to_owned(),
+                d["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    shapes.sort();
+    let want: Vec<(String, String)> = [
+        ("amplify-autotrack", "_session.start"),
+        ("amplify-autotrack", "pageView"),
+        ("enrichment", "level_complete"),
+        ("pinpoint-batch", "_monetization.purchase"),
+        ("pinpoint-batch", "_session.start"),
+        ("pinpoint-stream", "_session.stop"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(shapes, want);
+    let letters = h.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("_campaign.send is a Pinpoint messaging event")
+    );
+}

@@ -9,7 +9,7 @@
 //!    versions, a dataset removal, and a poison sample's records).
 //! 3. Puts the user-activity log subscription records on their stream, as CloudWatch Logs would.
 //! 4. Invokes the trigger forwarder with every trigger sample, as Cognito would, and times each answer.
-//! 5. Puts the sample app events on their stream (their times moved to now, keeping their spacing, so that the
+//! 5. Puts the sample app events (one of every client shape) on their stream (their times moved to now, keeping their spacing, so that the
 //!    forwarder's clock checks judge them as written).
 //! 6. Lets the mappings drive every function until nothing moves, the chained active-users rollup included, then
 //!    prints a summary per function and a few records that landed, and checks every expectation.
@@ -66,9 +66,10 @@ const EXPECTED_CHANGES_FORWARDED: usize = 13;
 const EXPECTED_SYNC_DEAD_LETTERS: usize = 3;
 /// Auth events: 13 trigger samples and 7 user-activity entries.
 const EXPECTED_AUTH_EVENTS: usize = 20;
-/// App events: 5 of app-events.json (a resend collapses) and 2 of app-hostile.json; 7 hostile records refused.
-const EXPECTED_APP_EVENTS: usize = 7;
-const EXPECTED_APP_DEAD_LETTERS: usize = 7;
+/// App events: 5 of app-events.json (a resend collapses), 6 of app-clients.json (every other client shape) and 2
+/// of app-hostile.json; 7 hostile records and a Pinpoint messaging event refused.
+const EXPECTED_APP_EVENTS: usize = 13;
+const EXPECTED_APP_DEAD_LETTERS: usize = 8;
 /// Users of the generated month (moto's transactions copy the table per item: a few dozen users keep it quick).
 const MONTH_USERS: u32 = 40;
 /// How long the mappings may take to settle.
@@ -365,16 +366,25 @@ async fn check_pipeline(stack: &Deployment, checks: &mut Checks) -> Result<(), S
         );
     }
     let app = read_docs(aws, "AppEventsStream").await?;
-    for d in app.iter().take(3) {
+    // One output line per input shape: what each kind of client's event became.
+    let mut shown = std::collections::BTreeSet::new();
+    for d in &app {
+        let shape = d["context"]["input_shape"].as_str().unwrap_or("?");
+        if !shown.insert(shape.to_owned()) {
+            continue;
+        }
+        let session = &d["session"];
         println!(
-            "   app   {:<26} {:<8} user={} at={}",
+            "   app   {shape:<17} {:<22} user={} anon={} time={} ({}) session={}{}",
             d["event"].as_str().unwrap_or("?"),
-            d["context"]["input_shape"].as_str().unwrap_or("?"),
-            d["user_id"]
-                .as_str()
-                .or(d["anonymous_id"].as_str())
-                .unwrap_or("-"),
-            d["timestamp"].as_str().unwrap_or("-")
+            d["user_id"].as_str().unwrap_or("-"),
+            d["anonymous_id"].as_str().unwrap_or("-"),
+            d["timestamp"].as_str().unwrap_or("-"),
+            d["clock"]["time_source"].as_str().unwrap_or("?"),
+            session["id"].as_str().unwrap_or("-"),
+            session["duration_ms"]
+                .as_i64()
+                .map_or_else(String::new, |ms| format!(" ({ms} ms)"))
         );
     }
     for letter in dead_letters(aws, "app-event-forwarder")
@@ -719,7 +729,11 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
     );
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut app_records = 0;
-    for file in ["events/app-events.json", "events/app-hostile.json"] {
+    for file in [
+        "events/app-events.json",
+        "events/app-clients.json",
+        "events/app-hostile.json",
+    ] {
         let records = sample_records(file)?;
         let first = records.first().map_or(0.0, |r| r.2);
         let delta = now_ms - (first * 1000.0) as i64;
@@ -736,7 +750,7 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
         }
     }
     println!(
-        "   {app_records} records put (both input shapes, a resend, a slow clock, hostile input)"
+        "   {app_records} records put (one event of every client shape, a resend, a slow clock, hostile input)"
     );
 
     println!(
