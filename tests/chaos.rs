@@ -46,6 +46,9 @@ const POOL: &str = "us-east-1:00000000-0000-4000-8000-000000000000";
 /// user pool workflows with Lambda triggers"); the template's timeout for the trigger forwarder.
 const COGNITO_TRIGGER_LIMIT: Duration = Duration::from_secs(5);
 const T: i64 = 1_700_000_000_000;
+/// The Kinesis-triggered functions' timeout here: short, so that the frozen invocation times out soon; each
+/// test prints its slowest answered invocation against it.
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(8);
 
 fn records() -> usize {
     std::env::var("CHAOS_RECORDS")
@@ -119,6 +122,8 @@ struct RunResult {
     /// Which request got which fault (and which the tripwire held).
     fault_log: Vec<InjectedFault>,
     failed_invocations: Vec<String>,
+    /// The longest an answered invocation took (against the function's timeout).
+    slowest_answer: Duration,
     /// What the saboteur did: one line per kill or freeze, with the request the process was waiting on.
     sabotage: Vec<String>,
     /// The rollup's counters, `scope period` to counters (the active-users case).
@@ -143,6 +148,8 @@ struct Saboteur {
     failures: std::sync::Mutex<Vec<String>>,
     /// One line per sabotage: the invocation, the signal, the request held, the outcome.
     sabotage: std::sync::Mutex<Vec<String>>,
+    /// The longest an answered invocation took.
+    slowest_answer: std::sync::Mutex<Duration>,
 }
 
 #[async_trait]
@@ -179,7 +186,13 @@ impl Invoker for Saboteur {
                 }));
             }
         }
+        let started = std::time::Instant::now();
         let outcome = self.function.invoke(event).await;
+        if matches!(outcome, InvokeOutcome::Response(_))
+            && let Ok(mut slowest) = self.slowest_answer.lock()
+        {
+            *slowest = (*slowest).max(started.elapsed());
+        }
         if let Some(task) = armed {
             let what = if self.tripwire.disarm() {
                 "the tripwire was never tripped: the invocation made no request".to_owned()
@@ -332,7 +345,7 @@ async fn run(
     env.push(("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint.clone()));
     let binary = e2e::root().join("target/debug").join(case.binary);
     assert!(binary.exists(), "build the binaries first (make test does)");
-    let function = LocalFunction::start(case.binary, binary, env, Duration::from_secs(8))
+    let function = LocalFunction::start(case.binary, binary, env, FUNCTION_TIMEOUT)
         .await
         .unwrap();
     let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
@@ -351,6 +364,7 @@ async fn run(
         freeze_at: faulty.then_some(3),
         failures: std::sync::Mutex::new(Vec::new()),
         sabotage: std::sync::Mutex::new(Vec::new()),
+        slowest_answer: std::sync::Mutex::new(Duration::ZERO),
     });
     let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
     let queue = sqs
@@ -430,6 +444,11 @@ async fn run(
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default(),
+        slowest_answer: saboteur
+            .slowest_answer
+            .lock()
+            .map(|s| *s)
+            .unwrap_or_default(),
     }
 }
 
@@ -492,8 +511,12 @@ async fn chaos(case: &Case, input: &[(String, Vec<u8>)]) {
     let seed = plan.seed;
     let chaos = run(&aws, case, input, Some(plan)).await;
     println!(
-        "chaos {}: seed {seed}; sabotage: {:?}; faults by request:\n{}",
+        "chaos {}: seed {seed}; slowest answered invocation {:?} without faults, {:?} with (timeout {:?}); \
+         sabotage: {:?}; faults by request:\n{}",
         case.binary,
+        calm.slowest_answer,
+        chaos.slowest_answer,
+        FUNCTION_TIMEOUT,
         chaos.sabotage,
         devtools::proxy::describe(&chaos.fault_log)
     );
