@@ -639,6 +639,8 @@ fn check_outputs(case: &Case, input: &[(String, Vec<u8>)], calm: &RunResult, cha
     );
     assert!(!expected.is_empty());
     assert!(lost.is_empty(), "lost: {lost:?}");
+    // Not vacuous: the scheduled lost PutRecords answer (the request applied) certainly brings repeats.
+    assert!(repeats > 0, "a put whose answer was lost was sent again");
     assert!(
         invented.is_empty(),
         "not expected (stale or invented): {invented:?}"
