@@ -373,7 +373,8 @@ async fn an_unreadable_key_secret_fails_the_trigger_open_and_the_log_forwarder_c
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the budget is checked exactly, in virtual time (see assert_fails_open).
+#[tokio::test(start_paused = true)]
 async fn sign_in_never_blocks_when_kinesis_refuses_connections() {
     let aws = local().await;
     let closed = {
@@ -384,7 +385,8 @@ async fn sign_in_never_blocks_when_kinesis_refuses_connections() {
     assert_fails_open(&forwarder, Duration::from_millis(500)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the budget is checked exactly, in virtual time (see assert_fails_open).
+#[tokio::test(start_paused = true)]
 async fn sign_in_never_blocks_when_kinesis_never_answers() {
     let aws = local().await;
     let silent = LoopbackServer::start(Answer::Silence).await;
@@ -396,7 +398,7 @@ async fn sign_in_never_blocks_when_kinesis_never_answers() {
     );
     // And through the Lambda handler, which prints the spilled line and still answers.
     let input = trigger_sample("PostAuthentication_Authentication");
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let out = forwarder
         .handle(lambda_runtime::LambdaEvent::new(
             raw(&input),
@@ -404,7 +406,12 @@ async fn sign_in_never_blocks_when_kinesis_never_answers() {
         ))
         .await
         .unwrap();
-    assert!(started.elapsed() <= Duration::from_millis(550));
+    assert!(started.elapsed() <= Duration::from_millis(300));
+    assert_eq!(
+        silent.hung_up_by_client().await,
+        silent.connections(),
+        "the forwarder hung up on every silent put by itself"
+    );
     assert_eq!(out.get(), raw(&input).get());
 }
 
@@ -446,7 +453,8 @@ async fn a_spilled_line_keeps_only_hashed_attributes() {
     assert_valid(&validator("cognito-auth-event.v1.json"), &line["record"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the budget is checked exactly, in virtual time (see assert_fails_open).
+#[tokio::test(start_paused = true)]
 async fn sign_in_never_blocks_when_kinesis_answers_with_errors() {
     let aws = local().await;
     let failing = LoopbackServer::start(Answer::Status(500)).await;

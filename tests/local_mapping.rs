@@ -432,31 +432,56 @@ async fn a_batch_that_is_not_full_waits_for_its_batching_window() {
         ..with_reports()
     };
     let f = Scripted::new(|_, _| ok());
-    let m = mapping(&s, settings.clone(), f.clone());
+    // The window counts from the first record's arrival (moto's stamp). The mapping reads the test's clock: the
+    // first poll comes 1 s after that arrival and the second 2.5 s after, exactly, however long the calls take.
+    let (now, clock) = test_clock(first_arrival(&s).await + 1.0);
+    let m = mapping(&s, settings.clone(), f.clone()).with_clock(clock);
     let mut checkpoints = std::collections::HashMap::new();
-    // moto stamps arrival in whole seconds or finer; the window counts from the first record's arrival.
     let first = m.drain_from(&mut checkpoints).await.unwrap();
     assert!(first.invocations.is_empty(), "{first:?}");
     assert_eq!(first.waiting, 3);
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    now(first_arrival(&s).await + 2.5);
     let second = m.drain_from(&mut checkpoints).await.unwrap();
     assert_eq!(second.invocations.len(), 1);
     assert_eq!(second.succeeded.len(), 3);
     assert_eq!(second.waiting, 0);
-    // A full batch does not wait: batch size 2 sends two at once and holds the third back.
+    // A full batch does not wait: batch size 2 sends two at once and holds the third back (polled 1 s after the
+    // last arrival, inside every record's window).
     let s = setup(&[("a", "x0"), ("b", "x1"), ("c", "x2")], 1).await;
     let g = Scripted::new(|_, _| ok());
     let full = MappingSettings {
         batch_size: 2,
         ..settings
     };
+    let last = s.aws.read_stream(&s.stream).await.unwrap()[2]
+        .approximate_arrival_timestamp
+        .map_or(0.0, |t| t.as_secs_f64());
+    let (_, clock) = test_clock(last + 1.0);
     let report = mapping(&s, full, g.clone())
+        .with_clock(clock)
         .drain_from(&mut std::collections::HashMap::new())
         .await
         .unwrap();
     assert_eq!(g.calls.lock().unwrap().len(), 1, "{report:?}");
     assert_eq!(report.succeeded.len(), 2);
     assert_eq!(report.waiting, 1);
+}
+
+/// The first record's arrival stamp, in seconds since the epoch.
+async fn first_arrival(s: &Setup) -> f64 {
+    s.aws.read_stream(&s.stream).await.unwrap()[0]
+        .approximate_arrival_timestamp
+        .map_or(0.0, |t| t.as_secs_f64())
+}
+
+/// A clock for the mapping that reads `start` (seconds since the epoch) until the returned setter moves it.
+fn test_clock(start: f64) -> (impl Fn(f64), devtools::esm::Clock) {
+    let now = Arc::new(std::sync::atomic::AtomicU64::new(start.to_bits()));
+    let read = now.clone();
+    let set = move |t: f64| now.store(t.to_bits(), std::sync::atomic::Ordering::SeqCst);
+    let clock: devtools::esm::Clock =
+        Arc::new(move || f64::from_bits(read.load(std::sync::atomic::Ordering::SeqCst)));
+    (set, clock)
 }
 
 /// `make local`'s stack: every function of the template deployed on the emulator, the trigger forwarder reached

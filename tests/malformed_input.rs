@@ -5,6 +5,19 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+
+/// The seed of every property here: each run checks the same 512 inputs per property, so that no run passes or
+/// fails by the luck of its draw (exploring is `make fuzz`'s job). `PROPTEST_RNG_SEED=<n>` checks another set.
+const SEED: u64 = 20_261_205;
+
+fn config() -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(512);
+    if config.rng_seed == RngSeed::Random {
+        config.rng_seed = RngSeed::Fixed(SEED);
+    }
+    config
+}
 
 /// Bytes shaped like JSON more often than random bytes are, to get past the first character.
 fn jsonish() -> impl Strategy<Value = Vec<u8>> {
@@ -17,7 +30,7 @@ fn jsonish() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(config())]
 
     #[test]
     fn no_decoder_panics_on_arbitrary_bytes(bytes in jsonish()) {
@@ -175,7 +188,7 @@ fn aggregate_like() -> impl Strategy<Value = (Vec<u8>, bool)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(config())]
 
     #[test]
     fn the_deaggregator_never_panics_and_never_accepts_a_damaged_aggregate((bytes, damaged) in aggregate_like()) {

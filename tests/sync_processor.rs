@@ -572,6 +572,9 @@ async fn a_transient_fetch_failure_is_retried_and_holds_only_its_identity_back()
     assert_eq!(m.get(METRIC_CHANGES_FORWARDED), 1);
 }
 
+/// The fetch timeout bounds the wait, shown by behaviour rather than by a wall-clock margin: the processor hangs
+/// up on a server that would hold the connection for `SILENCE_LIMIT` (ten minutes), and the next test shows that
+/// the fetcher built from these settings gives up at exactly its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_that_never_answers_times_out_as_transient() {
     let silent = LoopbackServer::start(Answer::Silence).await;
@@ -584,14 +587,54 @@ async fn a_url_that_never_answers_times_out_as_transient() {
     )
     .await;
     let event = event_of(&[s3url(ALICE, &format!("{}/payloads/a.json", silent.origin))]);
-    let started = std::time::Instant::now();
     let (response, _) = h.run(&event).await;
     assert_eq!(failed_ids(&response), vec![seq(&event, 0)]);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "the fetch timeout bounds the wait"
-    );
     assert_eq!(silent.connections(), 1);
+    assert_eq!(
+        silent.hung_up_by_client().await,
+        1,
+        "the fetch timeout bounds the wait: the processor hung up, the server did not let it go"
+    );
+}
+
+/// The fetcher the processor builds (`Processor::connect`: from `s3_fetch_timeout` and `s3_fetch_attempts`) on a
+/// URL that never answers, on tokio's paused clock: it gives up at exactly its 300 ms, as a transient timeout.
+#[tokio::test(start_paused = true)]
+async fn a_silent_url_is_given_up_at_exactly_the_fetch_timeout() {
+    use bridge_core::telemetry::Metrics;
+    use sync_processor::config::{ENV_DEDUP_TABLE, ENV_OUTPUT_STREAM, ENV_S3_URL_ALLOWED_ORIGINS};
+    let silent = LoopbackServer::start(Answer::Silence).await;
+    let config = sync_processor::Config::from_env(&bridge_core::config::env_map(&[
+        (ENV_OUTPUT_STREAM, "out"),
+        (ENV_DEDUP_TABLE, "marks"),
+        (ENV_DEAD_LETTER_BUCKET, "bucket"),
+        (ENV_S3_URL_ALLOWED_ORIGINS, &silent.origin),
+        (ENV_S3_FETCH_ATTEMPTS, "1"),
+        (ENV_S3_FETCH_TIMEOUT_MS, "300"),
+    ]))
+    .unwrap();
+    let fetcher = PayloadFetcher::new(
+        config.url_policy.clone(),
+        config.s3_payload_max_bytes,
+        config.s3_fetch_timeout,
+        config.s3_fetch_attempts,
+    )
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    let fetched = fetcher
+        .fetch(
+            &format!("{}/payloads/a.json", silent.origin),
+            bridge_core::Deadline::none(),
+            &Metrics::new(),
+        )
+        .await;
+    assert_eq!(started.elapsed(), std::time::Duration::from_millis(300));
+    assert!(
+        matches!(&fetched, Err(sync_processor::payload::FetchError::Transient(m)) if m.contains("timed out")),
+        "{:?}",
+        fetched.err()
+    );
+    assert_eq!(silent.hung_up_by_client().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

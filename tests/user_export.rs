@@ -29,7 +29,9 @@ async fn snapshot_export_of_250_users_pages_under_the_rate_and_resumes_from_a_to
             .await,
         );
     }
-    // A full export at 10 requests/s: 5 pages (60 users per page), at least 0.4 s between the first and last.
+    // A full export at 10 requests/s: 5 pages (60 users per page), at least 0.4 s between the first and last. A
+    // lower bound only: the exporter sleeps out each interval, so a busier machine can make the run longer but
+    // never shorter; no load makes this pass or fail.
     let stream = output_stream(&aws).await;
     let mut seen = Vec::new();
     let started = Instant::now();
@@ -87,7 +89,7 @@ async fn snapshot_export_of_250_users_pages_under_the_rate_and_resumes_from_a_to
 /// repeats the same ids).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_under_faults_resumes_and_exports_every_user_under_one_id() {
-    use devtools::proxy::{ClientConnections, CountingProxy, FaultPlan};
+    use devtools::proxy::{ClientConnections, CountingProxy, Fault, FaultPlan, Scheduled};
     let aws = local().await;
     let (idp, pool) = user_pool(&aws).await;
     let mut subs = std::collections::HashSet::new();
@@ -105,6 +107,15 @@ async fn an_export_under_faults_resumes_and_exports_every_user_under_one_id() {
             server_error: 0.05,
             lost_response: 0.05,
             only: vec!["ListUsers".to_owned(), "PutRecords".to_owned()],
+            // What the test requires happens on the first requests, whatever the draws: a throttle waited out, a
+            // 500 that stops the export (resumed from its token), failed entries resent, and a put applied whose
+            // answer is lost (its users come again, under their ids).
+            schedule: vec![
+                Scheduled::on("ListUsers", Fault::Throttle),
+                Scheduled::on("ListUsers", Fault::ServerError),
+                Scheduled::on("PutRecords", Fault::EntryFailed),
+                Scheduled::on("PutRecords", Fault::LoseResponse),
+            ],
             ..FaultPlan::default()
         }),
     )
@@ -161,10 +172,11 @@ async fn an_export_under_faults_resumes_and_exports_every_user_under_one_id() {
     let injected = proxy.injected.snapshot();
     println!(
         "export under faults: {} users, {} records out, {} stops resumed from their token ({stops:?}); faults \
-         injected: {injected:?}",
+         injected: {injected:?}; seed 20261204, faults by request:\n{}",
         subs.len(),
         out.len(),
-        stops.len()
+        stops.len(),
+        devtools::proxy::describe(&proxy.fault_log())
     );
     assert_eq!(
         ids.keys()
@@ -173,6 +185,14 @@ async fn an_export_under_faults_resumes_and_exports_every_user_under_one_id() {
         subs
     );
     assert!(ids.values().all(|e| e.len() == 1), "one event_id per user");
+    assert!(
+        out.len() > subs.len(),
+        "the put whose answer was lost was sent again: repeats to keep under one id"
+    );
+    assert!(
+        !stops.is_empty(),
+        "the 500 stopped the export once at least"
+    );
     assert!(injected.get("ListUsers Throttle").copied().unwrap_or(0) > 0);
     assert!(
         injected

@@ -103,9 +103,14 @@ pub fn record_data(event: &Value, index: usize) -> Value {
 pub enum Answer {
     /// With this status and a short body.
     Status(u16),
-    /// Never: it reads the request and keeps the connection open.
+    /// Never: it reads the request and keeps the connection open until the client hangs up (or
+    /// [`SILENCE_LIMIT`] passes).
     Silence,
 }
+
+/// The longest a silent [`LoopbackServer`] keeps a connection open: far past any timeout under test, so that a
+/// client that gives up by itself is told apart from one the server let go.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(600);
 
 /// An HTTP server on 127.0.0.1 that answers every request the same way and counts connections.
 #[derive(Debug)]
@@ -113,6 +118,9 @@ pub struct LoopbackServer {
     /// `http://127.0.0.1:<port>`.
     pub origin: String,
     connections: Arc<AtomicUsize>,
+    /// Silent connections the client closed (its own timeout) and those the server let go at the limit.
+    hung_up: Arc<AtomicUsize>,
+    let_go: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,10 +132,13 @@ impl LoopbackServer {
             .expect("bind loopback");
         let origin = format!("http://{}", listener.local_addr().expect("addr"));
         let connections = Arc::new(AtomicUsize::new(0));
-        let counter = connections.clone();
+        let hung_up = Arc::new(AtomicUsize::new(0));
+        let let_go = Arc::new(AtomicUsize::new(0));
+        let (counter, hung, gone) = (connections.clone(), hung_up.clone(), let_go.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
+                let (hung, gone) = (hung.clone(), gone.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16 * 1024];
                     let _ = socket.read(&mut buf).await;
@@ -140,7 +151,15 @@ impl LoopbackServer {
                             );
                             let _ = socket.write_all(head.as_bytes()).await;
                         }
-                        Answer::Silence => tokio::time::sleep(Duration::from_secs(600)).await,
+                        Answer::Silence => {
+                            let closed = async {
+                                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                            };
+                            tokio::select! {
+                                () = closed => hung.fetch_add(1, Ordering::SeqCst),
+                                () = tokio::time::sleep(SILENCE_LIMIT) => gone.fetch_add(1, Ordering::SeqCst),
+                            };
+                        }
                     }
                 });
             }
@@ -148,6 +167,8 @@ impl LoopbackServer {
         Self {
             origin,
             connections,
+            hung_up,
+            let_go,
             task,
         }
     }
@@ -155,6 +176,17 @@ impl LoopbackServer {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// For a silent server, once every connection accepted so far has ended: how many the client closed by
+    /// itself. A client without a timeout would instead be let go at [`SILENCE_LIMIT`] (and not counted).
+    pub async fn hung_up_by_client(&self) -> usize {
+        while self.hung_up.load(Ordering::SeqCst) + self.let_go.load(Ordering::SeqCst)
+            < self.connections()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.hung_up.load(Ordering::SeqCst)
     }
 }
 

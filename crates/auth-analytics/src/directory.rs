@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata as _;
@@ -13,6 +13,9 @@ use bridge_core::Deadline;
 use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use tokio::sync::Semaphore;
+// Tokio's clock: the system's monotonic clock, except in a test that pauses it to step past the time to live
+// exactly.
+use tokio::time::Instant;
 
 use crate::config::LookupConfig;
 use crate::error::AuthError;
@@ -308,15 +311,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cache_expires_and_is_bounded() {
+    // On tokio's paused clock: "c" is read before its 30 ms are up however busy the machine, and after.
+    #[tokio::test(start_paused = true)]
+    async fn cache_expires_and_is_bounded() {
         let c = TtlCache::new(Duration::from_millis(30), 2);
         c.insert("a".into(), None);
         c.insert("b".into(), None);
         c.insert("c".into(), None);
         assert_eq!(c.len(), 2);
         assert!(c.get("a").is_none() && c.get("c").is_some());
-        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_millis(29)).await;
+        assert!(c.get("c").is_some());
+        tokio::time::advance(Duration::from_millis(11)).await;
         assert!(c.get("c").is_none());
     }
 

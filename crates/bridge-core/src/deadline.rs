@@ -1,6 +1,11 @@
 //! The invocation's deadline, so that retries stop while there is still time to answer Lambda.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// Tokio's clock, which is the system's monotonic clock except in a test that pauses it: there the deadline moves
+// with the sleeps and timeouts it bounds, so a deadline test runs on exact virtual time instead of racing the
+// machine's load.
+use tokio::time::Instant;
 
 /// Time kept back from Lambda's deadline to write dead letters and return the batch response.
 pub const DEADLINE_RESERVE: Duration = Duration::from_millis(1_500);
@@ -78,6 +83,7 @@ mod tests {
 
     #[test]
     fn reserve_is_kept_back() {
+        let asked = std::time::Instant::now();
         let now_ms = u64::try_from(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -87,9 +93,22 @@ mod tests {
         .unwrap();
         let d = Deadline::from_lambda_deadline_ms(now_ms + 10_000);
         let left = d.remaining().unwrap();
+        // Exactly 10 s less the reserve, less whatever time passed while this test asked (however busy the
+        // machine), less a millisecond of rounding to whole milliseconds.
+        let spent = asked.elapsed() + Duration::from_millis(1);
         assert!(
-            left <= Duration::from_millis(8_500) && left > Duration::from_millis(8_000),
-            "{left:?}"
+            left <= Duration::from_millis(8_500) && left + spent >= Duration::from_millis(8_500),
+            "{left:?} left, {spent:?} spent"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_runs_on_tokios_clock() {
+        let d = Deadline::after(Duration::from_millis(700));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(d.remaining(), Some(Duration::from_millis(400)));
+        assert!(d.allows(Duration::from_millis(399)) && !d.allows(Duration::from_millis(400)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(d.remaining(), Some(Duration::ZERO));
     }
 }

@@ -196,6 +196,9 @@ pub struct DrainReport {
     pub waiting: usize,
 }
 
+/// The time as the mapping reads it, in seconds since the epoch (Kinesis's arrival timestamps are in the same).
+pub type Clock = Arc<dyn Fn() -> f64 + Send + Sync>;
+
 /// The mapping: a stream on the emulator, a function, the settings and an optional on-failure queue.
 #[derive(Clone)]
 pub struct LocalMapping {
@@ -206,6 +209,7 @@ pub struct LocalMapping {
     settings: MappingSettings,
     invoker: Arc<dyn Invoker>,
     on_failure: Option<(aws_sdk_sqs::Client, String)>,
+    clock: Option<Clock>,
 }
 
 impl std::fmt::Debug for LocalMapping {
@@ -313,6 +317,21 @@ impl LocalMapping {
             settings,
             invoker,
             on_failure: None,
+            clock: None,
+        }
+    }
+
+    /// Reads the time (for the batching window and the record age) from `clock` instead of the system's: a test
+    /// can then place a poll inside or past a window exactly, whatever the machine's speed.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn now(&self) -> f64 {
+        match &self.clock {
+            Some(clock) => clock(),
+            None => chrono::Utc::now().timestamp_millis() as f64 / 1000.0,
         }
     }
 
@@ -422,13 +441,8 @@ impl LocalMapping {
         }
         let batch_size = self.settings.batch_size.max(1);
         match batches(records, batch_size, MAX_EVENT_BYTES).last() {
-            Some(tail) if tail.len() < batch_size => {
-                let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-                if now - tail[0].arrival < window {
-                    tail.len()
-                } else {
-                    0
-                }
+            Some(tail) if tail.len() < batch_size && self.now() - tail[0].arrival < window => {
+                tail.len()
             }
             _ => 0,
         }
@@ -464,21 +478,20 @@ impl LocalMapping {
                 if piece.records.is_empty() {
                     continue;
                 }
-                if let Some(max_age) = self.settings.maximum_record_age {
-                    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-                    if now - piece.records[0].arrival > max_age.as_secs_f64() {
-                        report.on_failure.push(
-                            self.give_up(
-                                shard_id,
-                                &piece.records,
-                                "RecordAgeExceeded",
-                                piece.retries,
-                                None,
-                            )
-                            .await?,
-                        );
-                        continue;
-                    }
+                if let Some(max_age) = self.settings.maximum_record_age
+                    && self.now() - piece.records[0].arrival > max_age.as_secs_f64()
+                {
+                    report.on_failure.push(
+                        self.give_up(
+                            shard_id,
+                            &piece.records,
+                            "RecordAgeExceeded",
+                            piece.retries,
+                            None,
+                        )
+                        .await?,
+                    );
+                    continue;
                 }
                 report
                     .invocations

@@ -18,11 +18,18 @@
 //! 5xx, latency, connection resets, and "applied, but the response lost" (forwarded, then the connection dropped
 //! without an answer). A timeout is latency past
 //! the client's own timeout.
+//!
+//! Random draws follow request arrival, which a busier machine reorders: what a test requires must not depend on
+//! them. A plan's [`FaultPlan::schedule`] therefore guarantees each listed fault on the first matching request not
+//! taken by an earlier listed one; the draws cover the rest. The proxy numbers every request it reads and logs which
+//! one got which fault ([`CountingProxy::fault_log`]), so a run says what happened where. Its [`Tripwire`] holds the
+//! next request unanswered and says so, so that a test can stop or kill a function while it certainly waits on one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::oneshot;
 
 use crate::http::{read_body, read_head};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,7 +67,8 @@ impl Counts {
     }
 }
 
-/// Which faults to inject, each a probability per request (per entry for `entry_failure`), from a seed.
+/// Which faults to inject, each a probability per request (per entry for `entry_failure`), from a seed, and
+/// which of them must happen whatever the draws ([`FaultPlan::schedule`]).
 #[derive(Debug, Clone, Default)]
 pub struct FaultPlan {
     /// The seed of the plan's random choices.
@@ -81,49 +89,292 @@ pub struct FaultPlan {
     pub latency: std::time::Duration,
     /// Operations the plan applies to (`PutRecords`, `PutItem`, `S3 GET`...); empty: all.
     pub only: Vec<String>,
+    /// Faults that certainly happen, in order: each takes the first request that matches it and that no earlier
+    /// entry took, whatever the draws would have chosen for it. The draws decide the other requests.
+    pub schedule: Vec<Scheduled>,
 }
 
-/// What the proxy does with one request.
+/// What the proxy does to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Forward,
+pub enum Fault {
+    /// `PutRecords` only: some entries failed with `ProvisionedThroughputExceededException`, the others stored.
+    /// Scheduled, it fails the request's first entry; the draws decide the others.
+    EntryFailed,
+    /// Answered with the service's throttling error, not forwarded.
     Throttle,
+    /// Answered with a 500, not forwarded.
     ServerError,
+    /// Forwarded (applied), then the connection dropped without an answer.
     LoseResponse,
+    /// The connection reset before the request is forwarded.
     Reset,
+    /// Delayed by the plan's `latency`, then forwarded.
     Slow,
+    /// Forwarded untouched. Scheduled after a fault on the same operation, it makes sure the request after that
+    /// fault (for example the SDK's resend of a transaction whose answer was lost) gets through.
+    Pass,
+    /// Held unanswered by the [`Tripwire`] until the client goes away; not a plan's fault.
+    Held,
 }
 
+/// A fault a plan guarantees: on the first request of `operation` (`None`: any operation the plan applies to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The operation (`PutRecords`, `TransactWriteItems`, `S3 GET`...); `None` for any in the plan's scope.
+    pub operation: Option<String>,
+    /// The fault.
+    pub fault: Fault,
+}
+
+impl Scheduled {
+    /// `fault` on the first request of `operation` not taken by an earlier entry.
+    pub fn on(operation: &str, fault: Fault) -> Self {
+        Self {
+            operation: Some(operation.to_owned()),
+            fault,
+        }
+    }
+
+    /// `fault` on the first request in the plan's scope not taken by an earlier entry.
+    pub fn any(fault: Fault) -> Self {
+        Self {
+            operation: None,
+            fault,
+        }
+    }
+}
+
+/// One request that got a fault: its number (the proxy counts every request it reads, from 1, in the order it
+/// decides on them), its operation, the fault, whether the schedule chose it (else a draw or the tripwire), and
+/// for [`Fault::EntryFailed`] the positions of the failed entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedFault {
+    /// The request's number.
+    pub request: u64,
+    /// Its operation.
+    pub operation: String,
+    /// What it got.
+    pub fault: Fault,
+    /// Chosen by the plan's schedule, not drawn.
+    pub scheduled: bool,
+    /// The failed entries' positions ([`Fault::EntryFailed`] only).
+    pub entries: Vec<usize>,
+}
+
+impl std::fmt::Display for InjectedFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{} {} {:?}", self.request, self.operation, self.fault)?;
+        if !self.entries.is_empty() {
+            write!(f, " {:?}", self.entries)?;
+        }
+        if self.scheduled {
+            write!(f, " (scheduled)")?;
+        }
+        Ok(())
+    }
+}
+
+/// A fault log as one line per request, in request order.
+pub fn describe(log: &[InjectedFault]) -> String {
+    log.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The request the tripwire held: its number and operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRequest {
+    /// The request's number.
+    pub request: u64,
+    /// Its operation.
+    pub operation: String,
+}
+
+/// What the proxy decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Forward it (a `PutRecords` may still get drawn entry failures).
+    Forward,
+    /// Hold it unanswered (the tripwire).
+    Hold,
+    /// Inject this fault.
+    Inject { fault: Fault, scheduled: bool },
+}
+
+/// The plan (if any), the draws, the schedule's progress, the tripwire and the log: one lock, so that request
+/// numbers, schedule and draws follow one order.
+#[derive(Debug)]
 struct Faults {
-    plan: FaultPlan,
-    rng: Mutex<fastrand::Rng>,
+    plan: Option<FaultPlan>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    rng: fastrand::Rng,
+    requests: u64,
+    taken: Vec<bool>,
+    tripwire: Option<oneshot::Sender<HeldRequest>>,
+    log: Vec<InjectedFault>,
 }
 
 impl Faults {
-    fn roll(&self) -> f64 {
-        self.rng.lock().map_or(1.0, |mut r| r.f64())
+    fn new(plan: Option<FaultPlan>) -> Self {
+        let (seed, entries) = plan.as_ref().map_or((0, 0), |p| (p.seed, p.schedule.len()));
+        Self {
+            plan,
+            state: Mutex::new(State {
+                rng: fastrand::Rng::with_seed(seed),
+                requests: 0,
+                taken: vec![false; entries],
+                tripwire: None,
+                log: Vec::new(),
+            }),
+        }
     }
 
-    fn decide(&self, op: &str) -> Action {
-        let p = &self.plan;
-        if !p.only.is_empty() && !p.only.iter().any(|o| o == op) {
-            return Action::Forward;
+    fn in_scope(plan: &FaultPlan, op: &str) -> bool {
+        plan.only.is_empty() || plan.only.iter().any(|o| o == op)
+    }
+
+    /// Numbers the request and decides what it gets: held if the tripwire is armed, else the first untaken
+    /// scheduled fault that matches it, else a draw.
+    fn decide(&self, op: &str) -> (u64, Decision) {
+        let Ok(mut state) = self.state.lock() else {
+            return (0, Decision::Forward);
+        };
+        state.requests += 1;
+        let request = state.requests;
+        if let Some(tripwire) = state.tripwire.take() {
+            state.log.push(InjectedFault {
+                request,
+                operation: op.to_owned(),
+                fault: Fault::Held,
+                scheduled: false,
+                entries: Vec::new(),
+            });
+            // The armer may have stopped waiting; the request is held all the same.
+            let _ = tripwire.send(HeldRequest {
+                request,
+                operation: op.to_owned(),
+            });
+            return (request, Decision::Hold);
         }
-        let x = self.roll();
+        let Some(plan) = &self.plan else {
+            return (request, Decision::Forward);
+        };
+        let scheduled = plan.schedule.iter().enumerate().position(|(i, s)| {
+            !state.taken[i]
+                && s.operation
+                    .as_deref()
+                    .map_or_else(|| Self::in_scope(plan, op), |o| o == op)
+                // Only a PutRecords has entries to fail.
+                && (s.fault != Fault::EntryFailed || op == "PutRecords")
+        });
+        if let Some(i) = scheduled {
+            state.taken[i] = true;
+            let fault = plan.schedule[i].fault;
+            // Entry failures are logged once their entries are chosen.
+            if fault != Fault::EntryFailed {
+                state.log.push(InjectedFault {
+                    request,
+                    operation: op.to_owned(),
+                    fault,
+                    scheduled: true,
+                    entries: Vec::new(),
+                });
+            }
+            return (
+                request,
+                Decision::Inject {
+                    fault,
+                    scheduled: true,
+                },
+            );
+        }
+        if !Self::in_scope(plan, op) {
+            return (request, Decision::Forward);
+        }
+        let x = state.rng.f64();
         let mut edge = 0.0;
-        for (chance, action) in [
-            (p.throttle, Action::Throttle),
-            (p.server_error, Action::ServerError),
-            (p.lost_response, Action::LoseResponse),
-            (p.reset, Action::Reset),
-            (p.slow, Action::Slow),
+        for (chance, fault) in [
+            (plan.throttle, Fault::Throttle),
+            (plan.server_error, Fault::ServerError),
+            (plan.lost_response, Fault::LoseResponse),
+            (plan.reset, Fault::Reset),
+            (plan.slow, Fault::Slow),
         ] {
             edge += chance;
             if x < edge {
-                return action;
+                state.log.push(InjectedFault {
+                    request,
+                    operation: op.to_owned(),
+                    fault,
+                    scheduled: false,
+                    entries: Vec::new(),
+                });
+                return (
+                    request,
+                    Decision::Inject {
+                        fault,
+                        scheduled: false,
+                    },
+                );
             }
         }
-        Action::Forward
+        (request, Decision::Forward)
+    }
+
+    /// Which of `n` entries fail: the first one if `first` (a scheduled entry failure), the others drawn.
+    fn failed_entries(&self, n: usize, first: bool) -> Vec<bool> {
+        let chance = self.plan.as_ref().map_or(0.0, |p| p.entry_failure);
+        let Ok(mut state) = self.state.lock() else {
+            return vec![false; n];
+        };
+        (0..n)
+            .map(|i| {
+                let drawn = state.rng.f64() < chance;
+                (first && i == 0) || drawn
+            })
+            .collect()
+    }
+
+    fn record(&self, fault: InjectedFault) {
+        if let Ok(mut state) = self.state.lock() {
+            state.log.push(fault);
+        }
+    }
+
+    fn log(&self) -> Vec<InjectedFault> {
+        let mut log = self.state.lock().map(|s| s.log.clone()).unwrap_or_default();
+        log.sort_by_key(|f| f.request);
+        log
+    }
+}
+
+/// Holds the next request the proxy reads, never answers it, and says which it was: a test that arms it before
+/// invoking a function can stop or kill the function's process while it certainly waits on that request.
+#[derive(Debug, Clone)]
+pub struct Tripwire(Arc<Faults>);
+
+impl Tripwire {
+    /// Arms the tripwire (again, if it was armed and not yet tripped). The receiver gets the held request.
+    pub fn arm(&self) -> oneshot::Receiver<HeldRequest> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut state) = self.0.state.lock() {
+            state.tripwire = Some(tx);
+        }
+        rx
+    }
+
+    /// Disarms it if no request tripped it; says whether it was still armed.
+    pub fn disarm(&self) -> bool {
+        self.0
+            .state
+            .lock()
+            .map(|mut s| s.tripwire.take().is_some())
+            .unwrap_or(false)
     }
 }
 
@@ -177,20 +428,19 @@ fn error_response(req: &Request, op: &str, throttle: bool) -> Response {
     )
 }
 
-/// A `PutRecords` request with some entries failed: only the others are forwarded, and the answer lists every
-/// entry in order, the failed ones with their error.
+/// A `PutRecords` request with some entries failed (the first one if `first`, the others drawn): only the others
+/// are forwarded, and the answer lists every entry in order, the failed ones with their error.
 async fn put_records_partly(
     upstream: &str,
     req: &Request,
     faults: &Faults,
+    request: u64,
+    first: bool,
     injected: &Counts,
 ) -> Option<Response> {
     let mut doc: serde_json::Value = serde_json::from_slice(&req.body).ok()?;
     let entries = doc.get("Records")?.as_array()?.clone();
-    let failed: Vec<bool> = entries
-        .iter()
-        .map(|_| faults.roll() < faults.plan.entry_failure)
-        .collect();
+    let failed = faults.failed_entries(entries.len(), first);
     let kept: Vec<serde_json::Value> = entries
         .iter()
         .zip(&failed)
@@ -234,6 +484,16 @@ async fn put_records_partly(
     }
     let body =
         serde_json::json!({"FailedRecordCount": upstream_failed + n_failed, "Records": merged});
+    // Logged once the answer carries the failures (an upstream error above answers instead).
+    if n_failed > 0 {
+        faults.record(InjectedFault {
+            request,
+            operation: "PutRecords".to_owned(),
+            fault: Fault::EntryFailed,
+            scheduled: first,
+            entries: (0..failed.len()).filter(|&i| failed[i]).collect(),
+        });
+    }
     Some((
         "HTTP/1.1 200 OK".to_owned(),
         answer_headers,
@@ -252,6 +512,7 @@ pub struct CountingProxy {
     pub connections: Arc<std::sync::atomic::AtomicU64>,
     /// Faults injected, by kind.
     pub injected: Arc<Counts>,
+    faults: Arc<Faults>,
 }
 
 /// One request as read: head lines (without the request line) and body.
@@ -326,18 +587,23 @@ impl CountingProxy {
         Self::with_faults(upstream, mode, None).await
     }
 
+    /// Every fault injected so far (and the request the tripwire held), in request order.
+    pub fn fault_log(&self) -> Vec<InjectedFault> {
+        self.faults.log()
+    }
+
+    /// The proxy's tripwire.
+    pub fn tripwire(&self) -> Tripwire {
+        Tripwire(self.faults.clone())
+    }
+
     /// Like [`CountingProxy::start`], injecting the faults of `plan`.
     pub async fn with_faults(
         upstream: &str,
         mode: ClientConnections,
         plan: Option<FaultPlan>,
     ) -> std::io::Result<Self> {
-        let faults = plan.map(|plan| {
-            Arc::new(Faults {
-                rng: Mutex::new(fastrand::Rng::with_seed(plan.seed)),
-                plan,
-            })
-        });
+        let faults = Arc::new(Faults::new(plan));
         let injected = Arc::new(Counts::default());
         let upstream = upstream
             .trim_start_matches("http://")
@@ -347,12 +613,17 @@ impl CountingProxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let counts = Arc::new(Counts::default());
         let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (c, n, inj) = (counts.clone(), connections.clone(), injected.clone());
+        let (c, n, inj, f) = (
+            counts.clone(),
+            connections.clone(),
+            injected.clone(),
+            faults.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (counts, upstream, faults, injected) =
-                    (c.clone(), upstream.clone(), faults.clone(), inj.clone());
+                    (c.clone(), upstream.clone(), f.clone(), inj.clone());
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let (read, mut write) = stream.into_split();
@@ -368,29 +639,49 @@ impl CountingProxy {
                         };
                         let op = req.operation();
                         counts.add(op.clone());
-                        let action = faults.as_ref().map_or(Action::Forward, |f| f.decide(&op));
-                        if action != Action::Forward {
-                            injected.add(format!("{op} {action:?}"));
+                        let (request, decision) = faults.decide(&op);
+                        let fault = match decision {
+                            Decision::Hold => {
+                                // Never answered: the client waits until it gives up or its process is gone.
+                                let mut sink = [0u8; 1024];
+                                while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+                                return;
+                            }
+                            Decision::Forward => None,
+                            Decision::Inject { fault, .. } => Some(fault),
+                        };
+                        if let Some(fault) = fault
+                            && !matches!(fault, Fault::Pass | Fault::EntryFailed)
+                        {
+                            injected.add(format!("{op} {fault:?}"));
                         }
-                        let answer = match action {
-                            Action::Reset => return,
-                            Action::Throttle => Some(error_response(&req, &op, true)),
-                            Action::ServerError => Some(error_response(&req, &op, false)),
-                            Action::LoseResponse => {
+                        let answer = match fault {
+                            Some(Fault::Reset) => return,
+                            Some(Fault::Throttle) => Some(error_response(&req, &op, true)),
+                            Some(Fault::ServerError) => Some(error_response(&req, &op, false)),
+                            Some(Fault::LoseResponse) => {
                                 let _ = forward(&upstream, &req).await;
                                 return;
                             }
-                            Action::Slow | Action::Forward => {
-                                if action == Action::Slow
-                                    && let Some(f) = &faults
+                            _ => {
+                                if fault == Some(Fault::Slow)
+                                    && let Some(plan) = &faults.plan
                                 {
-                                    tokio::time::sleep(f.plan.latency).await;
+                                    tokio::time::sleep(plan.latency).await;
                                 }
-                                match &faults {
-                                    Some(f) if op == "PutRecords" && f.plan.entry_failure > 0.0 => {
-                                        put_records_partly(&upstream, &req, f, &injected).await
-                                    }
-                                    _ => forward(&upstream, &req).await,
+                                // Entry failures are only ever scheduled at the request level.
+                                let first = fault == Some(Fault::EntryFailed);
+                                let entry_failures =
+                                    faults.plan.as_ref().is_some_and(|p| p.entry_failure > 0.0);
+                                // A scheduled pass goes through untouched, entries included.
+                                let pass = fault == Some(Fault::Pass);
+                                if op == "PutRecords" && !pass && (first || entry_failures) {
+                                    put_records_partly(
+                                        &upstream, &req, &faults, request, first, &injected,
+                                    )
+                                    .await
+                                } else {
+                                    forward(&upstream, &req).await
                                 }
                             }
                         };
@@ -433,6 +724,155 @@ impl CountingProxy {
             counts,
             connections,
             injected,
+            faults,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(schedule: Vec<Scheduled>) -> FaultPlan {
+        FaultPlan {
+            seed: 1,
+            schedule,
+            ..FaultPlan::default()
+        }
+    }
+
+    #[test]
+    fn scheduled_faults_take_the_first_matching_requests_in_order() {
+        let faults = Faults::new(Some(plan(vec![
+            Scheduled::on("PutRecords", Fault::EntryFailed),
+            Scheduled::any(Fault::Throttle),
+            Scheduled::on("TransactWriteItems", Fault::LoseResponse),
+            Scheduled::on("TransactWriteItems", Fault::Pass),
+            Scheduled::any(Fault::ServerError),
+        ])));
+        let got: Vec<(u64, Decision)> = [
+            "GetItem",
+            "TransactWriteItems",
+            "PutRecords",
+            "TransactWriteItems",
+            "GetItem",
+            "PutRecords",
+            "TransactWriteItems",
+        ]
+        .iter()
+        .map(|op| faults.decide(op))
+        .collect();
+        let inject = |fault| Decision::Inject {
+            fault,
+            scheduled: true,
+        };
+        assert_eq!(
+            got,
+            vec![
+                (1, inject(Fault::Throttle)),
+                (2, inject(Fault::LoseResponse)),
+                (3, inject(Fault::EntryFailed)),
+                (4, inject(Fault::Pass)),
+                (5, inject(Fault::ServerError)),
+                // Every probability is zero: nothing else happens.
+                (6, Decision::Forward),
+                (7, Decision::Forward),
+            ]
+        );
+        // A scheduled entry failure fails the first entry.
+        assert_eq!(faults.failed_entries(3, true), vec![true, false, false]);
+        faults.record(InjectedFault {
+            request: 3,
+            operation: "PutRecords".into(),
+            fault: Fault::EntryFailed,
+            scheduled: true,
+            entries: vec![0],
+        });
+        let log: Vec<String> = faults.log().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            log,
+            [
+                "#1 GetItem Throttle (scheduled)",
+                "#2 TransactWriteItems LoseResponse (scheduled)",
+                "#3 PutRecords EntryFailed [0] (scheduled)",
+                "#4 TransactWriteItems Pass (scheduled)",
+                "#5 GetItem ServerError (scheduled)",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unscheduled_plan_draws_from_its_seed_and_stays_in_its_scope() {
+        let draw = || {
+            let faults = Faults::new(Some(FaultPlan {
+                seed: 7,
+                throttle: 0.5,
+                only: vec!["PutRecords".into()],
+                schedule: vec![Scheduled::any(Fault::ServerError)],
+                ..FaultPlan::default()
+            }));
+            (0..40)
+                .map(|i| faults.decide(if i % 2 == 0 { "PutRecords" } else { "GetItem" }))
+                .collect::<Vec<_>>()
+        };
+        let first = draw();
+        assert_eq!(first, draw(), "the same seed draws the same faults");
+        // "Any" means any operation in the plan's scope: the first PutRecords, not the GetItem after it.
+        assert_eq!(
+            first[0].1,
+            Decision::Inject {
+                fault: Fault::ServerError,
+                scheduled: true
+            }
+        );
+        assert!(
+            first
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .all(|d| d.1 == Decision::Forward)
+        );
+        assert!(first.iter().any(|d| matches!(
+            d.1,
+            Decision::Inject {
+                fault: Fault::Throttle,
+                scheduled: false
+            }
+        )));
+    }
+
+    #[test]
+    fn the_tripwire_holds_the_next_request_once_without_using_the_schedule() {
+        let faults = Arc::new(Faults::new(Some(plan(vec![Scheduled::any(
+            Fault::Throttle,
+        )]))));
+        let wire = Tripwire(faults.clone());
+        let mut held = wire.arm();
+        assert_eq!(faults.decide("PutRecords"), (1, Decision::Hold));
+        assert_eq!(
+            held.try_recv().ok(),
+            Some(HeldRequest {
+                request: 1,
+                operation: "PutRecords".into()
+            })
+        );
+        assert_eq!(
+            faults.decide("PutRecords"),
+            (
+                2,
+                Decision::Inject {
+                    fault: Fault::Throttle,
+                    scheduled: true
+                }
+            )
+        );
+        let _unused = wire.arm();
+        assert!(wire.disarm(), "armed and not tripped");
+        assert!(!wire.disarm());
+        assert_eq!(faults.decide("PutRecords"), (3, Decision::Forward));
+        assert_eq!(
+            faults.log().iter().map(|f| f.fault).collect::<Vec<_>>(),
+            [Fault::Held, Fault::Throttle]
+        );
     }
 }

@@ -65,6 +65,8 @@ pub struct LocalFunction {
     shared: Arc<Shared>,
     metrics: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
     printed: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// The readers of every process's stdout: [`LocalFunction::stop`] waits until they have read it all.
+    readers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The most JSON lines (other than EMF) a local function keeps of what it printed.
@@ -117,6 +119,7 @@ impl LocalFunction {
             shared,
             metrics: Arc::new(std::sync::Mutex::new(BTreeMap::new())),
             printed: Arc::new(std::sync::Mutex::new(Vec::new())),
+            readers: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -146,7 +149,7 @@ impl LocalFunction {
         if let Some(stdout) = child.stdout.take() {
             let metrics = self.metrics.clone();
             let printed = self.printed.clone();
-            tokio::spawn(async move {
+            let reader = tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if add_emf(&metrics, &line) {
@@ -160,6 +163,10 @@ impl LocalFunction {
                     }
                 }
             });
+            if let Ok(mut readers) = self.readers.lock() {
+                readers.retain(|r| !r.is_finished());
+                readers.push(reader);
+            }
         }
         Ok(child)
     }
@@ -193,10 +200,20 @@ impl LocalFunction {
         Ok(())
     }
 
-    /// Stops the running instance, if any.
+    /// Stops the running instance, if any, then waits until everything its processes printed has been read: after
+    /// it, [`LocalFunction::metrics`] and [`LocalFunction::printed`] hold every line, however slow the readers were.
     pub async fn stop(&self) {
         if let Some(mut child) = self.child.lock().await.take() {
             let _ = child.kill().await;
+        }
+        let readers = self
+            .readers
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        // Every process is gone (killed here, or on its timeout or crash), so each pipe ends.
+        for reader in readers {
+            let _ = reader.await;
         }
     }
 }
