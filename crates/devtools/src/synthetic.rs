@@ -88,10 +88,12 @@ fn app_event(id: &str, u: u32, device: &str, d: u32, second: u32) -> Value {
     );
     json!({"schema": "app-event/v1", "event_id": id, "type": "track", "event": "_session.start",
            "anonymous_id": null, "user_id": format!("user-{u}"), "timestamp": ts, "received_at": ts, "sent_at": null,
-           "clock": {"original_timestamp": ts, "offset_ms": null},
-           "context": {"platform": "web", "app_version": "1.4.0", "locale": "en-US", "device_id": device, "os": null,
+           "clock": {"time_source": "client", "original_timestamp": ts, "offset_ms": null},
+           "session": {"id": id, "start": ts, "stop": null, "duration_ms": null},
+           "context": {"platform": "web", "app_version": "1.4.0", "app_build": null, "app_id": null, "app_package": null,
+                       "sdk": null, "identity_pool_id": null, "locale": "en-US", "device_id": device, "os": null,
                        "os_version": null, "model": null, "make": null, "session_id": id, "session_start": ts,
-                       "input_shape": "ours"},
+                       "input_shape": "ours", "anonymous_id_source": "event"},
            "properties": {}, "traits": {},
            "source": {"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events-source",
                       "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
