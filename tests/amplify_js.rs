@@ -31,12 +31,18 @@
 //!   {<eventId>: {"EventType", "Timestamp", "Attributes", "Metrics", "Session": {"Id", "StartTimestamp"}}}}}}`
 //!   in that key order; the first event starts the session (its start is the event's time). Before it,
 //!   UpdateEndpoint sends the demographics and `User.UserId` = the identity id (not the user's sub).
+//! - A call whose records were stored but whose answer failed (the front forwards the PutRecords to moto, then
+//!   answers HTTP 500 or resets the HTTP/2 stream): after the 500 the SDK retries the same call (attempt 2, the
+//!   same invocation id); after the reset it does not, and Amplify sends the records again as a new call at its
+//!   next flush tick. Either way the stream holds the records twice, byte for byte: Amplify serialized the data
+//!   at `record()` time, so a resend carries the same `sent_at` (ours) and the same ids and times.
 //!
 //! Beyond REFERENCE.md: auto-tracking also has an `event` (DOM click) tracker; the resend after a failed call
 //! comes at the next flush tick (`flushInterval`, 5 s by default; 100 ms here), not at a fixed 200-550 ms;
 //! Amplify's Kinesis buffer keeps a timer it never clears, so a Node app does not exit by itself.
 
 #![allow(
+    clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     reason = "test helpers fail loudly"
@@ -87,11 +93,21 @@ fn requests_with<'a>(run: &'a AmplifyRun, key: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// One run of the app: what it wrote (the samples), and what its resend scenario put on its stream.
 #[tokio::test(flavor = "multi_thread")]
-async fn amplify_js_writes_exactly_what_the_samples_show() {
+async fn amplify_js_writes_exactly_what_the_samples_show_and_resends_what_was_stored() {
     let aws = e2e::auth::local().await;
     let stream = unique_name("amplify-app");
     let run = amplify_js::run(&aws, &stream).await;
+    amplify_js_writes_exactly_what_the_samples_show(&aws, &stream, &run).await;
+    a_call_failed_after_its_records_were_stored_is_sent_again(&aws, &run).await;
+}
+
+async fn amplify_js_writes_exactly_what_the_samples_show(
+    aws: &devtools::LocalAws,
+    stream: &str,
+    run: &AmplifyRun,
+) {
     let identity = run.identity_id().to_owned();
 
     // The app signed in as the user moto knows, and its identity is one of the identity pool's.
@@ -115,7 +131,7 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
     );
 
     // Every record of scenarios a-c, once each, in order, keyed by the identity id.
-    let records = amplify_js::stream_records(&aws, &stream).await;
+    let records = amplify_js::stream_records(aws, stream).await;
     let expected: usize = SCENARIOS.iter().map(|(_, n)| n).sum();
     assert_eq!(records.len(), expected, "records on the app stream");
     assert!(records.iter().all(|(key, _)| *key == identity));
@@ -143,7 +159,7 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
                 assert_eq!(text, AUTO_TRACK[i], "auto-track record {i}");
             }
         }
-        let documented = amplify_js::documented(&run, scenario, ours);
+        let documented = amplify_js::documented(run, scenario, ours);
         assert!(documented.iter().all(|(key, _)| key == DOC_IDENTITY_ID));
         if write {
             amplify_js::write_events_file(scenario, description(scenario), &documented);
@@ -189,7 +205,7 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
     let app_requests: Vec<&Value> = run
         .kinesis_requests()
         .iter()
-        .filter(|r| r["stream"] == stream.as_str())
+        .filter(|r| r["stream"] == stream)
         .collect();
     assert!(app_requests.iter().all(|r| r["status"] == 200));
     let sent: usize = app_requests
@@ -199,7 +215,7 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
     assert_eq!(sent, expected, "no entry of the app stream was sent twice");
 
     // An entry failed inside an HTTP 200 answer: dropped, never sent again.
-    let rejected = requests_with(&run, "fault-entry-rejected");
+    let rejected = requests_with(run, "fault-entry-rejected");
     assert_eq!(rejected.len(), 1, "{rejected:#?}");
     assert_eq!(rejected[0]["status"], 200);
     assert_eq!(
@@ -208,7 +224,7 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
     );
 
     // A call answered HTTP 500: the SDK's three attempts, then Amplify's resend as a new call.
-    let call = requests_with(&run, "fault-call-rejected");
+    let call = requests_with(run, "fault-call-rejected");
     let statuses: Vec<&Value> = call.iter().map(|r| &r["status"]).collect();
     assert_eq!(statuses, [500, 500, 500, 200], "{call:#?}");
     let attempts: Vec<&str> = call
@@ -227,7 +243,7 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
     let invocation = |i: usize| call[i]["invocation_id"].as_str().unwrap();
     assert!(invocation(0) == invocation(1) && invocation(1) == invocation(2));
     assert_ne!(invocation(2), invocation(3), "the resend is a new call");
-    let faults = amplify_js::stream_records(&aws, &run.app.fault_stream).await;
+    let faults = amplify_js::stream_records(aws, &run.app.fault_stream).await;
     let resent = &run.scenario("faults")["records"][1];
     assert_eq!(
         faults.len(),
@@ -238,4 +254,70 @@ async fn amplify_js_writes_exactly_what_the_samples_show() {
     assert_eq!(faults[0].1, resent["json"].as_str().unwrap().as_bytes());
 
     assert_eq!(run.summary["problems"], serde_json::json!([]));
+}
+
+/// The steps of the resend scenario, as positions of the app stream's records: each step's records go in one
+/// call (our event; the Pinpoint event and body; then each auto-tracked event).
+const RESEND_STEPS: &[&[usize]] = &[&[0], &[1, 2], &[3], &[4], &[5], &[6]];
+
+/// The resend scenario: a call whose records moto stored is failed by the front (HTTP 500 and a dropped answer,
+/// in turn), and the same records are sent again: each step's records are on the stream twice, byte for byte.
+async fn a_call_failed_after_its_records_were_stored_is_sent_again(
+    aws: &devtools::LocalAws,
+    run: &AmplifyRun,
+) {
+    let app = amplify_js::stream_records(aws, &run.app.stream).await;
+    let resend = amplify_js::stream_records(aws, &run.app.resend_stream).await;
+    let expected: Vec<&(String, Vec<u8>)> = RESEND_STEPS
+        .iter()
+        .flat_map(|step| {
+            let once: Vec<&(String, Vec<u8>)> = step.iter().map(|&i| &app[i]).collect();
+            [once.clone(), once].concat()
+        })
+        .collect();
+    assert_eq!(
+        resend.iter().collect::<Vec<_>>(),
+        expected,
+        "each step's records twice on the resend stream"
+    );
+    let summary = run.scenario("resend")["records"].as_array().unwrap();
+    assert_eq!(summary.len(), resend.len());
+    let answered: Vec<bool> = RESEND_STEPS
+        .iter()
+        .flat_map(|step| [vec![false; step.len()], vec![true; step.len()]].concat())
+        .collect();
+    for (i, (r, (key, data))) in summary.iter().zip(&resend).enumerate() {
+        assert_eq!(r["json"].as_str().unwrap().as_bytes(), data.as_slice());
+        assert_eq!(r["partition_key"], key.as_str());
+        assert_eq!(r["answered"], answered[i], "resend record {i}");
+    }
+
+    // After a 500 the SDK retries the same call (attempt 2, the same invocation id); after a dropped answer (an
+    // HTTP/2 stream reset) it does not, and Amplify sends the records again as a new call at its next flush tick.
+    let calls: Vec<&Value> = run
+        .kinesis_requests()
+        .iter()
+        .filter(|r| r["stream"] == run.app.resend_stream.as_str())
+        .collect();
+    assert_eq!(calls.len(), 2 * RESEND_STEPS.len(), "{calls:#?}");
+    for (n, (pair, step)) in calls.chunks(2).zip(RESEND_STEPS).enumerate() {
+        let (failed, again) = (pair[0], pair[1]);
+        assert_eq!(strings(&failed["partition_keys"]).len(), step.len());
+        assert_eq!(failed["partition_keys"], again["partition_keys"]);
+        assert_eq!(failed["sdk_request"], "attempt=1; max=3", "{failed}");
+        assert_eq!(again["status"], 200, "{again}");
+        if n % 2 == 0 {
+            assert_eq!(failed["injected"], "stored, then http 500", "{failed}");
+            assert_eq!(failed["status"], 500);
+            assert_eq!(again["invocation_id"], failed["invocation_id"], "{again}");
+            assert_eq!(again["sdk_request"], "attempt=2; max=3");
+        } else {
+            assert_eq!(
+                failed["injected"], "stored, then answer dropped",
+                "{failed}"
+            );
+            assert_ne!(again["invocation_id"], failed["invocation_id"], "{again}");
+            assert_eq!(again["sdk_request"], "attempt=1; max=3");
+        }
+    }
 }

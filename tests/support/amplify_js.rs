@@ -30,7 +30,8 @@ pub const USERNAME: &str = "player-one";
 pub const PASSWORD: &str = "Documentation-0nly";
 
 /// The scenarios whose records land on the app stream, in the order the app runs them, with how many records
-/// each writes. A fourth, `faults`, writes to a stream of its own.
+/// each writes. Two more write to streams of their own: `faults`, and `resend` (the records of these three again,
+/// each stored twice).
 pub const SCENARIOS: &[(&str, usize)] =
     &[("our-shape", 1), ("pinpoint-shape", 2), ("auto-track", 4)];
 
@@ -49,6 +50,8 @@ pub struct AmplifyApp {
     pub stream: String,
     /// The stream of the fault scenario.
     pub fault_stream: String,
+    /// The stream of the resend scenario (each record stored, its call failed, the record sent again).
+    pub resend_stream: String,
     /// The user pool.
     pub user_pool_id: String,
     /// Its app client (no secret; USER_PASSWORD_AUTH allowed).
@@ -146,6 +149,8 @@ pub async fn provision(aws: &LocalAws, stream: &str) -> AmplifyApp {
     ensure_stream(aws, stream).await;
     let fault_stream = unique_name("amplify-faults");
     aws.create_stream(&fault_stream, 1).await.unwrap();
+    let resend_stream = unique_name("amplify-resend");
+    aws.create_stream(&resend_stream, 1).await.unwrap();
 
     let (idp, user_pool_id) = crate::auth::user_pool(aws).await;
     let client_id = idp
@@ -192,6 +197,7 @@ pub async fn provision(aws: &LocalAws, stream: &str) -> AmplifyApp {
     AmplifyApp {
         stream: stream.to_owned(),
         fault_stream,
+        resend_stream,
         user_pool_id,
         client_id,
         identity_pool_id,
@@ -213,6 +219,7 @@ pub async fn run_app(aws: &LocalAws, app: &AmplifyApp) -> Value {
         .env("AWS_REGION", region)
         .env("APP_STREAM", &app.stream)
         .env("APP_FAULT_STREAM", &app.fault_stream)
+        .env("APP_RESEND_STREAM", &app.resend_stream)
         .env("USER_POOL_ID", &app.user_pool_id)
         .env("USER_POOL_CLIENT_ID", &app.client_id)
         .env("IDENTITY_POOL_ID", &app.identity_pool_id)
