@@ -14,11 +14,14 @@
 //   c. "auto-track":      Kinesis configureAutoTrack: session (start on configure, stop on visibility hidden),
 //                         pageView (an SPA navigation by history.pushState) and event (a click on a tagged button);
 //   d. "faults":          on a second stream, through fault injection in the front: one entry failed inside an
-//                         HTTP 200 PutRecords answer, and one request answered HTTP 500 three times.
+//                         HTTP 200 PutRecords answer, and one request answered HTTP 500 three times;
+//   e. "resend":          on a third stream, a-c again (the very records of a and b, auto-tracking anew), where
+//                         the front lets moto store each new record and then fails the call (HTTP 500 and a
+//                         dropped answer, in turn): the client sends the stored records again.
 // Each scenario waits (bounded) until the front has delivered its records to moto before the next starts, so
 // that each scenario's records travel in their own PutRecords requests.
 //
-// Input (environment): AWS_ENDPOINT_URL (moto, loopback), AWS_REGION, APP_STREAM, APP_FAULT_STREAM,
+// Input (environment): AWS_ENDPOINT_URL (moto, loopback), AWS_REGION, APP_STREAM, APP_FAULT_STREAM, APP_RESEND_STREAM,
 // USER_POOL_ID, USER_POOL_CLIENT_ID, IDENTITY_POOL_ID, APP_USERNAME, APP_PASSWORD.
 // Output: one JSON summary on stdout; logs on stderr. Exit status 1 on any error, and on any warning Amplify logs
 // beyond the expected ones (EXPECTED_WARNINGS).
@@ -75,6 +78,7 @@ async function main() {
 	const region = env('AWS_REGION');
 	const stream = env('APP_STREAM');
 	const faultStream = env('APP_FAULT_STREAM');
+	const resendStream = env('APP_RESEND_STREAM');
 
 	// A browser window, installed before Amplify is imported: @aws-amplify/core creates its session listener at
 	// import time and only listens for visibility changes when `window.document` exists then.
@@ -91,6 +95,7 @@ async function main() {
 		upstream: moto,
 		failEntryOnce: ['fault-entry-rejected'],
 		fail500: { 'fault-call-rejected': 3 },
+		storeThenFail: { stream: resendStream, answers: ['http 500', 'drop'] },
 	});
 	// Read by the Kinesis client's endpoint resolution (the SDK's AWS_ENDPOINT_URL_<SERVICE> setting).
 	process.env.AWS_ENDPOINT_URL_KINESIS = front.origin;
@@ -158,6 +163,8 @@ async function main() {
 		kinesis.record({ streamName: stream, partitionKey, data });
 		scenario.push({ partition_key: partitionKey, json: JSON.stringify(data) });
 	};
+	// What a and b recorded, recorded again by e.
+	const recordedData = [];
 
 	// a. Our input shape.
 	{
@@ -165,7 +172,7 @@ async function main() {
 		// The session started 90 s ago, the level was completed 1.5 s ago, the event is sent now: three distinct
 		// times, so that the test can tell them apart when it replaces them with documentation values.
 		const now = Date.now();
-		record(records, identityId, {
+		const data = {
 			event_type: 'level_complete',
 			event_id: randomUUID(),
 			timestamp: new Date(now - 1_500).toISOString(),
@@ -176,7 +183,9 @@ async function main() {
 			context: { platform: 'Web', app_version: '2.4.1', locale: 'en_US', device_id: 'install-0001', os: 'Linux', model: 'desktop' },
 			properties: { level: 'forest-3', difficulty: 'hard' },
 			metrics: { score: 1250, seconds: 93.5 },
-		});
+		};
+		record(records, identityId, data);
+		recordedData.push([data]);
 		expectedOnStream += records.length;
 		await waitFor('scenario a on the stream', () => deliveredOn(stream) >= expectedOnStream);
 		recorded('our-shape', stream, records.map(r => ({ ...r, event: JSON.parse(r.json).event_type })));
@@ -196,6 +205,7 @@ async function main() {
 		const records = [];
 		record(records, identityId, event);
 		record(records, identityId, putEvents);
+		recordedData.push([event, putEvents]);
 		expectedOnStream += records.length;
 		await waitFor('scenario b on the stream', () => deliveredOn(stream) >= expectedOnStream);
 		recorded('pinpoint-shape', stream, [
@@ -204,27 +214,57 @@ async function main() {
 		]);
 	}
 
-	// c. Auto-tracking through the Kinesis provider.
-	{
-		const options = { streamName: stream, partitionKey: identityId };
+	// Auto-tracking through the Kinesis provider to `streamName` while the page is visible: the session starts
+	// (on configure), an SPA navigation to /products/42, a click on the tagged button, the page hidden (the
+	// session stops); after each, waits until `onStream(n)` says the n-th of them is on the stream.
+	const autoTrack = async (streamName, onStream) => {
+		const options = { streamName, partitionKey: identityId };
 		kinesis.configureAutoTrack({ enable: true, type: 'session', options });
 		kinesis.configureAutoTrack({ enable: true, type: 'pageView', options });
 		kinesis.configureAutoTrack({ enable: true, type: 'event', options });
-		await waitFor('the session start on the stream', () => deliveredOn(stream) >= expectedOnStream + 1);
+		await waitFor('the session start on the stream', () => onStream(1));
 		window.history.pushState({}, '', '/products/42');
-		await waitFor('the page view on the stream', () => deliveredOn(stream) >= expectedOnStream + 2);
+		await waitFor('the page view on the stream', () => onStream(2));
 		window.document.getElementById('add-to-cart').dispatchEvent(new window.MouseEvent('click', { bubbles: true }));
-		await waitFor('the click on the stream', () => deliveredOn(stream) >= expectedOnStream + 3);
+		await waitFor('the click on the stream', () => onStream(3));
 		visibility = 'hidden';
 		window.document.dispatchEvent(new window.Event('visibilitychange'));
-		await waitFor('the session stop on the stream', () => deliveredOn(stream) >= expectedOnStream + 4);
+		await waitFor('the session stop on the stream', () => onStream(4));
+		for (const type of ['session', 'pageView', 'event']) kinesis.configureAutoTrack({ enable: false, type });
+	};
+
+	// c. Auto-tracking through the Kinesis provider.
+	{
+		await autoTrack(stream, n => deliveredOn(stream) >= expectedOnStream + n);
 		const records = front.delivered.filter(d => d.stream === stream).slice(expectedOnStream).map(d => {
 			const json = Buffer.from(d.data, 'base64').toString('utf8');
 			return { partition_key: d.partitionKey, json, event: JSON.parse(json).name };
 		});
 		expectedOnStream += records.length;
 		recorded('auto-track', stream, records);
-		for (const type of ['session', 'pageView', 'event']) kinesis.configureAutoTrack({ enable: false, type });
+	}
+
+	// e. A resend of records that were stored: a-c again on a stream of their own, where the front lets moto
+	// store every record it has not seen there, then fails that call (HTTP 500 and a dropped answer in turn).
+	// Each step waits until its records are on the stream twice (stored, then stored again by the resend).
+	{
+		const twice = n => deliveredOn(resendStream) >= 2 * n;
+		let resendOnStream = 0;
+		for (const data of recordedData) {
+			for (const d of data) kinesis.record({ streamName: resendStream, partitionKey: identityId, data: d });
+			resendOnStream += data.length;
+			await waitFor('a resent step on the stream twice', () => twice(resendOnStream));
+		}
+		// The page shows again (no tracker is on: nothing is recorded), then auto-tracking anew.
+		visibility = 'visible';
+		window.document.dispatchEvent(new window.Event('visibilitychange'));
+		await autoTrack(resendStream, n => twice(resendOnStream + n));
+		const records = front.delivered.filter(d => d.stream === resendStream).map(d => {
+			const json = Buffer.from(d.data, 'base64').toString('utf8');
+			const parsed = JSON.parse(json);
+			return { partition_key: d.partitionKey, json, event: parsed.event_type ?? parsed.name ?? parsed.EventType ?? 'PutEvents body', answered: d.answered };
+		});
+		recorded('resend', resendStream, records);
 	}
 
 	// d. Faults moto cannot produce, on a stream of their own.

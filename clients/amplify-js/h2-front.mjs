@@ -4,7 +4,12 @@
 // relays the answer, logging each Kinesis call. It can also inject the two faults moto never produces:
 // - `failEntryOnce`: partition keys whose PutRecords entry is answered as failed (throttled) the first time it
 //   is seen, inside an HTTP 200 answer; that entry is not forwarded to moto;
-// - `fail500`: partition key -> how many requests containing it are answered HTTP 500 (not forwarded).
+// - `fail500`: partition key -> how many requests containing it are answered HTTP 500 (not forwarded);
+// - `storeThenFail`: `{ stream, answers }`: on that stream, a PutRecords request that carries a record (partition
+//   key and data) the front has not seen there before is forwarded to moto, which stores its records, and then
+//   answered with the next of `answers`, round and round: `'http 500'` (an InternalFailure) or `'drop'` (the
+//   HTTP/2 stream reset: no answer at all). The client sees a failed call whose records were in fact stored, as
+//   after a lost answer, and sends them again; a request whose records were all seen there before passes.
 // Nothing here leaves the loopback interface.
 
 import http from 'node:http';
@@ -15,15 +20,19 @@ const PUT_RECORDS = 'Kinesis_20131202.PutRecords';
 /**
  * Starts the front. `upstream` is moto's origin (`http://127.0.0.1:<port>`).
  * Returns `{ origin, log, delivered, close }`: `log` has one entry per request received, `delivered` one per
- * PutRecords entry that moto accepted (`{ stream, partitionKey, data }`, data base64).
+ * PutRecords entry that moto accepted (`{ stream, partitionKey, data, answered }`, data base64; `answered`:
+ * false when the front then failed the call, see `storeThenFail`).
  */
-export async function startFront({ upstream, failEntryOnce = [], fail500 = {} }) {
+export async function startFront({ upstream, failEntryOnce = [], fail500 = {}, storeThenFail = null }) {
 	const target = new URL(upstream);
 	if (!['127.0.0.1', 'localhost', '[::1]'].includes(target.hostname)) {
 		throw new Error(`the front only forwards to loopback, not ${upstream}`);
 	}
 	const toFailOnce = new Set(failEntryOnce);
 	const fiveHundreds = new Map(Object.entries(fail500));
+	// Records (partition key, data) already seen on the storeThenFail stream, and how many calls were failed.
+	const seenRecords = new Set();
+	let failedAfterStore = 0;
 	const log = [];
 	const delivered = [];
 
@@ -88,6 +97,14 @@ export async function startFront({ upstream, failEntryOnce = [], fail500 = {} })
 				forwardBody = Buffer.from(JSON.stringify({ ...request, Records: kept }), 'utf8');
 			}
 		}
+		let failAfterStore = null;
+		if (request && storeThenFail && request.StreamName === storeThenFail.stream) {
+			const fresh = request.Records.map(r => JSON.stringify([r.PartitionKey, r.Data])).filter(k => !seenRecords.has(k));
+			if (fresh.length > 0 && storeThenFail.answers.length > 0) {
+				fresh.forEach(k => seenRecords.add(k));
+				failAfterStore = storeThenFail.answers[failedAfterStore++ % storeThenFail.answers.length];
+			}
+		}
 		const upstreamAnswer = await forward(req, forwardBody);
 		entry.status = upstreamAnswer.status;
 		let answerBody = upstreamAnswer.body;
@@ -96,9 +113,21 @@ export async function startFront({ upstream, failEntryOnce = [], fail500 = {} })
 			const kept = request.Records.filter((_, i) => !failedIndexes.includes(i));
 			parsed.Records.forEach((r, i) => {
 				if (!r.ErrorCode) {
-					delivered.push({ stream: request.StreamName, partitionKey: kept[i].PartitionKey, data: kept[i].Data });
+					delivered.push({ stream: request.StreamName, partitionKey: kept[i].PartitionKey, data: kept[i].Data, answered: failAfterStore === null });
 				}
 			});
+			if (failAfterStore !== null) {
+				if (failAfterStore === 'drop') {
+					entry.status = null;
+					entry.injected = 'stored, then answer dropped';
+					res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+					return undefined;
+				}
+				entry.status = 500;
+				entry.injected = 'stored, then http 500';
+				return answer(res, 500, { 'x-amzn-errortype': 'InternalFailure' },
+					JSON.stringify({ __type: 'InternalFailure', message: 'injected by the loopback front after moto stored the records' }));
+			}
 			if (failedIndexes.length > 0) {
 				const merged = [];
 				let next = 0;

@@ -30,7 +30,8 @@ pub const USERNAME: &str = "player-one";
 pub const PASSWORD: &str = "Documentation-0nly";
 
 /// The scenarios whose records land on the app stream, in the order the app runs them, with how many records
-/// each writes. A fourth, `faults`, writes to a stream of its own.
+/// each writes. Two more write to streams of their own: `faults`, and `resend` (the records of these three again,
+/// each stored twice).
 pub const SCENARIOS: &[(&str, usize)] =
     &[("our-shape", 1), ("pinpoint-shape", 2), ("auto-track", 4)];
 
@@ -49,6 +50,8 @@ pub struct AmplifyApp {
     pub stream: String,
     /// The stream of the fault scenario.
     pub fault_stream: String,
+    /// The stream of the resend scenario (each record stored, its call failed, the record sent again).
+    pub resend_stream: String,
     /// The user pool.
     pub user_pool_id: String,
     /// Its app client (no secret; USER_PASSWORD_AUTH allowed).
@@ -146,6 +149,8 @@ pub async fn provision(aws: &LocalAws, stream: &str) -> AmplifyApp {
     ensure_stream(aws, stream).await;
     let fault_stream = unique_name("amplify-faults");
     aws.create_stream(&fault_stream, 1).await.unwrap();
+    let resend_stream = unique_name("amplify-resend");
+    aws.create_stream(&resend_stream, 1).await.unwrap();
 
     let (idp, user_pool_id) = crate::auth::user_pool(aws).await;
     let client_id = idp
@@ -192,6 +197,7 @@ pub async fn provision(aws: &LocalAws, stream: &str) -> AmplifyApp {
     AmplifyApp {
         stream: stream.to_owned(),
         fault_stream,
+        resend_stream,
         user_pool_id,
         client_id,
         identity_pool_id,
@@ -213,6 +219,7 @@ pub async fn run_app(aws: &LocalAws, app: &AmplifyApp) -> Value {
         .env("AWS_REGION", region)
         .env("APP_STREAM", &app.stream)
         .env("APP_FAULT_STREAM", &app.fault_stream)
+        .env("APP_RESEND_STREAM", &app.resend_stream)
         .env("USER_POOL_ID", &app.user_pool_id)
         .env("USER_POOL_CLIENT_ID", &app.client_id)
         .env("IDENTITY_POOL_ID", &app.identity_pool_id)
@@ -382,19 +389,19 @@ fn at<'a>(doc: &'a Value, pointer: &str) -> &'a str {
     }
 }
 
-/// The records of one scenario as documented: each (partition key, data text) with the identity id, the sub and
-/// the scenario's times and ids replaced by documentation values. The text is Amplify's own bytes otherwise
-/// (key order and all), so the samples show exactly what is on the stream.
-pub fn documented(
+/// What the documentation shows instead of each value of one scenario's records that varies per run: the
+/// identity id, the user's sub, and the scenario's times and ids (each checked to look as it should), from the
+/// actual value to its documentation value.
+pub fn replacements(
     run: &AmplifyRun,
     scenario: &str,
     records: &[(String, Vec<u8>)],
-) -> Vec<(String, String)> {
+) -> BTreeMap<String, &'static str> {
     let docs: Vec<Value> = records
         .iter()
         .map(|(_, data)| serde_json::from_slice(data).expect("record data is JSON"))
         .collect();
-    let mut replace: BTreeMap<String, &str> = BTreeMap::from([
+    let mut replace: BTreeMap<String, &'static str> = BTreeMap::from([
         (run.identity_id().to_owned(), DOC_IDENTITY_ID),
         (run.app.user_sub.clone(), DOC_USER_SUB),
     ]);
@@ -412,6 +419,37 @@ pub fn documented(
             );
         }
     }
+    replace
+}
+
+/// `value` with every string that is one of `replace`'s actual values replaced by its documentation value.
+pub fn document(value: &Value, replace: &BTreeMap<String, &'static str>) -> Value {
+    match value {
+        Value::String(s) => Value::String(
+            replace
+                .get(s)
+                .map_or_else(|| s.clone(), |doc| (*doc).to_owned()),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| document(v, replace)).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), document(v, replace)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The records of one scenario as documented: each (partition key, data text) with the identity id, the sub and
+/// the scenario's times and ids replaced by documentation values ([`replacements`]). The text is Amplify's own
+/// bytes otherwise (key order and all), so the samples show exactly what is on the stream.
+pub fn documented(
+    run: &AmplifyRun,
+    scenario: &str,
+    records: &[(String, Vec<u8>)],
+) -> Vec<(String, String)> {
+    let replace = replacements(run, scenario, records);
     records
         .iter()
         .map(|(key, data)| {
@@ -472,4 +510,208 @@ pub fn write_events_file(scenario: &str, description: &str, records: &[(String, 
     let path = events_file(scenario);
     std::fs::create_dir_all(path.parent().expect("parent")).unwrap();
     std::fs::write(&path, text).unwrap();
+}
+
+// ---- The app event forwarder's real binary, fed from a stream -------------------------------------------------
+
+/// The template's SAM function of the app event forwarder and its Kinesis event.
+pub const FORWARDER_FUNCTION: &str = "AppEventForwarderFunction";
+/// Its Kinesis event (the mapping of the app event stream).
+pub const FORWARDER_EVENT: &str = "AppEvents";
+/// The binary (`cargo build --workspace --bins`).
+pub const FORWARDER_BINARY: &str = "app-event-forwarder";
+/// How long one invocation may run here (the template gives the function 60 s; a test's batches take ms).
+const INVOCATION_TIMEOUT_SECS: u64 = 10;
+/// How long one drain may take here: long enough for the mapping's retries of a few slow invocations.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The template's environment of `function`: a variable named in `resources` gets its value there (the names of
+/// the resources a test stands up); every other one is a literal or a `!Ref` to a parameter, its default. Any
+/// other variable is an error.
+fn template_env(
+    template: &str,
+    function: &str,
+    resources: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    use serde_yaml_ng::Value as Y;
+    let t: Y = serde_yaml_ng::from_str(template).expect("infra/template.yaml is YAML");
+    let variables = t["Resources"][function]["Properties"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{function} has no environment variables"));
+    let scalar = |v: &Y| match v {
+        Y::String(s) => Some(s.clone()),
+        Y::Number(n) => Some(n.to_string()),
+        Y::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    variables
+        .iter()
+        .map(|(name, value)| {
+            let name = name.as_str().expect("a variable name").to_owned();
+            let given = resources.iter().find(|(n, _)| *n == name);
+            let resolved = given.map(|(_, v)| (*v).to_owned()).or_else(|| match value {
+                Y::Tagged(tag) if tag.tag == "!Ref" => tag
+                    .value
+                    .as_str()
+                    .and_then(|p| scalar(&t["Parameters"][p]["Default"])),
+                other => scalar(other),
+            });
+            let value =
+                resolved.unwrap_or_else(|| panic!("{function}: cannot resolve {name} = {value:?}"));
+            (name, value)
+        })
+        .collect()
+}
+
+/// The app event forwarder's real binary (`target/debug/app-event-forwarder`) behind the local Runtime API, fed
+/// by the local event source mapping with the template's `AppEventForwarderFunction` settings (its environment
+/// and its `AppEvents` mapping: batch size, bisection, retries, batch item failures; its timeout, capped at
+/// 10 s), writing to an output stream of one shard and dead letters to a bucket of its own.
+#[derive(Debug)]
+pub struct Forwarder {
+    aws: LocalAws,
+    /// The output stream.
+    pub output: String,
+    bucket: String,
+    function: std::sync::Arc<devtools::runtime_api::LocalFunction>,
+    mapping: devtools::esm::LocalMapping,
+    /// How many output records the drains so far have read.
+    read: usize,
+}
+
+/// What one drain of the source stream did.
+#[derive(Debug)]
+pub struct Drain {
+    /// The output records it added, in order.
+    pub outputs: Vec<Value>,
+    /// The sequence numbers of each invocation's records.
+    pub invocations: Vec<Vec<String>>,
+    /// The batches given up (sent to the on-failure queue).
+    pub given_up: Vec<Value>,
+}
+
+impl Forwarder {
+    /// Starts the forwarder on `source` (created beforehand), with the template's mapping settings but for
+    /// `batch_size`, when given.
+    pub async fn start(aws: &LocalAws, source: &str, batch_size: Option<usize>) -> Self {
+        let template = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+        let output = unique_name("app-events-out");
+        aws.create_stream(&output, 1).await.unwrap();
+        let bucket = unique_name("app-events-dl");
+        aws.create_bucket(&bucket).await.unwrap();
+        let mut env = template_env(
+            &template,
+            FORWARDER_FUNCTION,
+            &[
+                ("OUTPUT_STREAM_NAME", output.as_str()),
+                ("DEAD_LETTER_BUCKET", bucket.as_str()),
+            ],
+        );
+        env.push(("AWS_ENDPOINT_URL".to_owned(), aws.endpoint.clone()));
+        let t: serde_yaml_ng::Value = serde_yaml_ng::from_str(&template).unwrap();
+        // The template's Timeout, but at most what a test should wait for one invocation.
+        let timeout = t["Resources"][FORWARDER_FUNCTION]["Properties"]["Timeout"]
+            .as_u64()
+            .expect("the forwarder's Timeout")
+            .min(INVOCATION_TIMEOUT_SECS);
+        let binary = root().join("target/debug").join(FORWARDER_BINARY);
+        assert!(
+            binary.exists(),
+            "{} is missing: run `cargo build --workspace --bins` (make test does)",
+            binary.display()
+        );
+        let function = devtools::runtime_api::LocalFunction::start(
+            FORWARDER_BINARY,
+            binary,
+            env,
+            Duration::from_secs(timeout),
+        )
+        .await
+        .unwrap();
+        let settings = devtools::esm::MappingSettings::from_template(
+            &template,
+            FORWARDER_FUNCTION,
+            FORWARDER_EVENT,
+        )
+        .unwrap();
+        let settings = devtools::esm::MappingSettings {
+            batch_size: batch_size.unwrap_or(settings.batch_size),
+            ..settings
+        };
+        let source_arn = aws
+            .kinesis
+            .describe_stream_summary()
+            .stream_name(source)
+            .send()
+            .await
+            .unwrap()
+            .stream_description_summary
+            .expect("a stream summary")
+            .stream_arn;
+        let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
+        let queue = sqs
+            .create_queue()
+            .queue_name(unique_name("app-events-on-failure"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .expect("a queue url");
+        let mapping = devtools::esm::LocalMapping::new(
+            aws.clone(),
+            source,
+            &source_arn,
+            &format!("arn:aws:lambda:us-east-1:123456789012:function:{FORWARDER_BINARY}"),
+            settings,
+            function.clone(),
+        )
+        .with_on_failure_queue(sqs, &queue);
+        Self {
+            aws: aws.clone(),
+            output,
+            bucket,
+            function,
+            mapping,
+            read: 0,
+        }
+    }
+
+    /// Delivers the whole source stream to the function, from its start (a second drain redelivers every
+    /// record, as Lambda does after a failure or a lost checkpoint), and returns what the drain added to the
+    /// output stream.
+    pub async fn drain(&mut self) -> Drain {
+        let report = tokio::time::timeout(DRAIN_TIMEOUT, self.mapping.drain())
+            .await
+            .unwrap_or_else(|_| panic!("the forwarder did not drain in {DRAIN_TIMEOUT:?}"))
+            .unwrap();
+        let all = self.aws.read_stream(&self.output).await.unwrap();
+        let outputs: Vec<Value> = all[self.read..]
+            .iter()
+            .map(|r| serde_json::from_slice(r.data.as_ref()).expect("an output is JSON"))
+            .collect();
+        self.read = all.len();
+        Drain {
+            outputs,
+            invocations: report.invocations,
+            given_up: report.on_failure,
+        }
+    }
+
+    /// Stops the function's process: the next drain starts a fresh one (a new execution environment).
+    pub async fn stop(&self) {
+        self.function.stop().await;
+    }
+
+    /// The dead letters written so far: (key, body).
+    pub async fn dead_letters(&self) -> Vec<(String, Vec<u8>)> {
+        self.aws
+            .read_objects(&self.bucket, "dead-letter/")
+            .await
+            .unwrap()
+    }
+
+    /// The totals of the function's metrics so far.
+    pub fn metrics(&self) -> BTreeMap<String, u64> {
+        self.function.metrics()
+    }
 }
