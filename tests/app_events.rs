@@ -82,11 +82,11 @@ impl AppHarness {
             .map(|r| {
                 let doc: Value = serde_json::from_slice(r.data.as_ref()).unwrap();
                 assert_valid(&schema, &doc);
-                let key = doc["user_id"].as_str().or(doc["anonymous_id"].as_str());
+                let key = doc["anonymous_id"].as_str().or(doc["user_id"].as_str());
                 assert_eq!(
                     r.partition_key.as_deref(),
                     key,
-                    "partition key: user, else anonymous id"
+                    "partition key: anonymous id (the install), else user"
                 );
                 doc
             })

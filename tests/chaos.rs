@@ -128,6 +128,8 @@ struct RunResult {
     sabotage: Vec<String>,
     /// The rollup's counters, `scope period` to counters (the active-users case).
     rollup: BTreeMap<String, BTreeMap<String, i64>>,
+    /// What the rollup's dashboard shows from the lines it published, `scope day` to figures.
+    dashboard: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// Kills the process mid-invocation on call `crash_at`, freezes it (SIGSTOP) on call `freeze_at` so that the
@@ -417,7 +419,7 @@ async fn run(
         .unwrap()
         .len();
     let rollup = if case.rollup {
-        e2e::rollup_counters(&active_users::store::RollupStore::new(
+        e2e::rollup_counters(&active_users::store::RollupStore::on_dynamodb(
             aws_sdk_dynamodb::Client::new(&aws.sdk),
             &table,
             Duration::from_secs(86_400),
@@ -426,8 +428,13 @@ async fn run(
     } else {
         BTreeMap::new()
     };
+    let dashboard = active_users::handler::dashboard_points(&function.printed())
+        .into_iter()
+        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+        .collect();
     RunResult {
         rollup,
+        dashboard,
         outputs,
         dead_letters,
         given_up: report.on_failure.len(),
@@ -688,6 +695,10 @@ fn check_rollup(case: &Case, input: &[(String, Vec<u8>)], calm: &RunResult, chao
         differ.is_empty(),
         "counters that differ (calm, chaos): {differ:?}"
     );
+    // The dashboard's data points equal the table, day by day, with and without faults.
+    for run in [calm, chaos] {
+        e2e::assert_dashboard_equals_table(&run.rollup, &run.dashboard);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

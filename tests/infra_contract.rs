@@ -766,9 +766,8 @@ fn large_payloads_outlive_the_warehouse_rows_that_point_at_them() {
 }
 
 #[test]
-fn the_dashboard_charts_only_metrics_the_rollup_emits() {
+fn the_dashboard_reads_only_what_the_rollup_publishes_and_sums_each_lanes_latest_line() {
     use active_users::activity::{Counter, Definition};
-    use active_users::plan;
     let t = template();
     let dashboards = resources_of_type(&t, "AWS::CloudWatch::Dashboard");
     assert_eq!(dashboards.len(), 1);
@@ -786,30 +785,46 @@ fn the_dashboard_charts_only_metrics_the_rollup_emits() {
     }
     plain.push_str(rest);
     let doc: serde_json::Value = serde_json::from_str(&plain).unwrap();
-    let mut emitted: Vec<String> = Vec::new();
+    // The published field names: a day's counters with `_` for `.` (handler::published_line).
+    let mut published: Vec<String> = Vec::new();
     for d in Definition::ALL {
-        emitted.extend([
-            plan::active_attr(d),
-            plan::new_attr(d),
-            plan::retained_attr(d),
-        ]);
-    }
-    for origin in ["trigger", "activity_log", "snapshot", "app"] {
-        emitted.extend(Counter::ALL.iter().map(|c| plan::event_attr(origin, *c)));
-    }
-    let mut charted = 0;
-    for widget in doc["widgets"].as_array().unwrap() {
-        for metric in widget["properties"]["metrics"].as_array().unwrap() {
-            let m = metric.as_array().unwrap();
-            let Some(namespace) = m[0].as_str() else {
-                continue; // a metric math expression
-            };
-            assert_eq!(namespace, active_users::handler::ROLLUP_NAMESPACE);
-            let name = m[1].as_str().unwrap();
-            assert!(emitted.iter().any(|e| e == name), "{name} is not emitted");
-            assert_eq!(m[2].as_str(), Some("Scope"));
-            charted += 1;
+        for c in ["active", "new", "month_active", "retained7"] {
+            published.push(format!("{}_{c}", d.as_str()));
         }
     }
-    assert!(charted >= 8, "{charted}");
+    for origin in ["trigger", "activity_log", "snapshot", "app"] {
+        published.extend(
+            Counter::ALL
+                .iter()
+                .map(|c| format!("{origin}_{}", c.as_str())),
+        );
+    }
+    let mut read = 0;
+    for widget in doc["widgets"].as_array().unwrap() {
+        assert_eq!(widget["type"], "log", "{widget}");
+        let query = widget["properties"]["query"].as_str().unwrap();
+        assert!(
+            query.contains(&format!(
+                "filter ispresent({})",
+                active_users::handler::PUBLISHED
+            )),
+            "{query}"
+        );
+        // Each lane's latest line of a day, then the sum over lanes: what dashboard_points computes.
+        assert!(
+            query.contains(" by rollup_day, lane | stats sum("),
+            "{query}"
+        );
+        let mut rest = query;
+        while let Some(i) = rest.find("latest(") {
+            let field = &rest[i + 7..i + 7 + rest[i + 7..].find(')').unwrap()];
+            assert!(
+                published.iter().any(|p| p == field),
+                "{field} is not published"
+            );
+            read += 1;
+            rest = &rest[i + 7..];
+        }
+    }
+    assert!(read >= 13, "{read}");
 }

@@ -39,7 +39,7 @@ proptest! {
         let _ = auth_analytics::activity_log::decode_subscription(&bytes);
         let _ = app_events::input::parse(&bytes, "pk");
         let _ = active_users::activity::read(&bytes, &["platform".to_owned()]);
-        let _ = active_users::sketch::Sketch::from_bytes(&bytes);
+        let _ = active_users::history::Days::from_bytes(&bytes);
     }
 
     #[test]
@@ -60,26 +60,18 @@ proptest! {
     }
 
     #[test]
-    fn a_sketch_survives_its_bytes(actors in proptest::collection::btree_set("[a-z0-9]{1,12}", 0..300)) {
-        let mut s = active_users::sketch::Sketch::new();
-        for a in &actors {
-            s.insert(a);
+    fn an_actors_days_survive_their_bytes(days in proptest::collection::btree_set(-4_000i64..4_000, 0..200)) {
+        let base = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let mut d = active_users::history::Days::default();
+        for n in &days {
+            d.set(base + chrono::Duration::days(*n));
         }
-        let back = active_users::sketch::Sketch::from_bytes(&s.to_bytes()).unwrap();
-        // The same content, and so the same estimate, through any number of round trips. Not the same bytes: a
-        // set-mode sketch's hash table may be laid out in another order after each deserialization (seen here),
-        // so bytes are compared only within one in-memory sketch, below.
-        prop_assert_eq!(back.estimate(), s.estimate());
-        let again = active_users::sketch::Sketch::from_bytes(&back.to_bytes()).unwrap();
-        prop_assert_eq!(again.estimate(), s.estimate());
-        // What the store relies on to skip a write: adding actors already in a stored sketch changes no byte.
-        let mut readded = back.clone();
-        for a in &actors {
-            readded.insert(a);
+        let back = active_users::history::Days::from_bytes(&d.to_bytes()).unwrap();
+        prop_assert_eq!(&back, &d);
+        for n in -4_000i64..4_000 {
+            let day = base + chrono::Duration::days(n);
+            prop_assert_eq!(back.has(day), days.contains(&n));
         }
-        prop_assert_eq!(readded.to_bytes(), back.to_bytes());
-        // Small sets are counted exactly by DataSketches' list and set modes (within rounding).
-        prop_assert!((back.estimate() - actors.len() as f64).abs() <= 1.0 + actors.len() as f64 * 0.02);
     }
 }
 

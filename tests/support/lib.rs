@@ -34,12 +34,48 @@ pub async fn rollup_counters(
     store: &active_users::store::RollupStore,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> {
     let mut all = std::collections::BTreeMap::new();
-    for scope in store.scopes().await.unwrap() {
-        for (period, counters) in store.counter_items(&scope).await.unwrap() {
-            all.insert(format!("{scope} {period}"), counters);
+    for (scope, days) in store.scopes().await.unwrap() {
+        for day in days {
+            let counters = store.day_counters(&scope, day).await.unwrap();
+            if !counters.is_empty() {
+                all.insert(format!("{scope} {day}"), counters);
+            }
         }
     }
     all
+}
+
+/// Asserts that the dashboard's data points (`active_users::handler::dashboard_points`, keyed `"<scope> <day>"`)
+/// equal the table's figures of every scope and day (`rollup_counters`), counter by counter: the dashboard shows
+/// what the table holds, dimension values aside (they stay in the table and the report).
+pub fn assert_dashboard_equals_table(
+    table: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+    dashboard: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+) {
+    let mut differ = Vec::new();
+    for key in table
+        .keys()
+        .chain(dashboard.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let want: std::collections::BTreeMap<String, i64> = table
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(k, n)| !k.starts_with(active_users::plan::DIM) && **n != 0)
+            .map(|(k, n)| (k.replace('.', "_"), *n))
+            .collect();
+        let got = dashboard.get(key).cloned().unwrap_or_default();
+        if want != got {
+            differ.push(format!("{key}: table {want:?}, dashboard {got:?}"));
+        }
+    }
+    assert!(!table.is_empty());
+    assert!(
+        differ.is_empty(),
+        "the dashboard differs from the table:\n{}",
+        differ.join("\n")
+    );
 }
 
 /// A JSON file of the repository.

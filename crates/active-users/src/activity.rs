@@ -6,8 +6,17 @@
 //!   sign-in (`_userauth.sign_in`), tokens issued (`_userauth.tokens_issued`: sign-in, hosted UI, new-password
 //!   challenge, device authentication) or a token refresh (`_userauth.token_refresh`) that day.
 //! - [`Definition::SessionUsers`] and [`Definition::SessionDevices`] (Pinpoint's own, from `app-event/v1`, client
-//!   input): users (`user_id`, else the anonymous id) and devices (`context.device_id`) with a `_session.start`
-//!   that day.
+//!   input): installs (the anonymous id, else `user_id`) and devices (`context.device_id`) in an app session that
+//!   day: a `_session.start`, or any event that carries its session (Amplify's Android and Swift enrichment
+//!   clients send no session events, only a session id on every event).
+//!
+//! **One person, one count (session definition).** The session actor is the anonymous id whenever the event has
+//! one: every client shape carries an install-stable one (the enrichment envelope's `client_id`, a Pinpoint
+//! endpoint id, the Kinesis partition key of auto-tracked records, our `anonymous_id`), and a signed-in event
+//! carries it beside `user_id`. So a person signed out and then signed in on one install, on one day or across
+//! days, is one actor; `user_id` is the actor only of an event without an anonymous id. Pinpoint counted
+//! endpoints the same way. The app event stream is partitioned the same way (anonymous id first), so an actor's
+//! events are in one shard: one rollup lane.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
@@ -40,9 +49,9 @@ pub const AUTH_COUNTERS: &[(&str, Counter)] = &[
 pub enum Definition {
     /// Users with a successful sign-in, tokens issued or a token refresh (auth events).
     Authenticating,
-    /// Users with a `_session.start` (app events).
+    /// Installs (anonymous id, else user id) in an app session (app events).
     SessionUsers,
-    /// Devices with a `_session.start` (app events).
+    /// Devices (`context.device_id`) in an app session (app events).
     SessionDevices,
 }
 
@@ -169,6 +178,13 @@ struct AppRecord {
     anonymous_id: Option<String>,
     user_id: Option<String>,
     context: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    session: Option<AppSession>,
+}
+
+#[derive(Deserialize)]
+struct AppSession {
+    id: Option<String>,
 }
 
 /// The UTC day of an RFC 3339 time.
@@ -227,7 +243,12 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
             let mut counters = Vec::new();
             if r.event == SESSION_START {
                 counters.push(Counter::Sessions);
-                if let Some(user) = r.user_id.as_ref().or(r.anonymous_id.as_ref()) {
+            }
+            let in_session = r.event == SESSION_START
+                || r.session.as_ref().is_some_and(|s| s.id.is_some())
+                || r.context.get("session_id").is_some_and(|v| v.is_string());
+            if in_session {
+                if let Some(user) = r.anonymous_id.as_ref().or(r.user_id.as_ref()) {
                     actives.push(Active {
                         definition: Definition::SessionUsers,
                         actor: user.clone(),
@@ -335,15 +356,33 @@ mod tests {
         assert_eq!(
             defs,
             vec![
-                (Definition::SessionUsers, "u-1"),
+                (Definition::SessionUsers, "anon-1"),
                 (Definition::SessionDevices, "dev-1")
-            ]
+            ],
+            "signed in or not, the install is the session actor"
         );
         assert_eq!(a.counters, vec![Counter::Sessions]);
-        let anonymous = read(&app(SESSION_START, None), &dims()).unwrap();
-        assert_eq!(anonymous.actives[0].actor, "anon-1");
+        let signed_out = read(&app(SESSION_START, None), &dims()).unwrap();
+        assert_eq!(signed_out.actives[0].actor, "anon-1");
         let other = read(&app("_session.stop", Some("u-1")), &dims()).unwrap();
         assert!(other.actives.is_empty() && other.counters.is_empty());
+        // An event in a session (the enrichment clients send no session events) makes its install active.
+        let mut in_session: serde_json::Value =
+            serde_json::from_slice(&app("level_complete", None)).unwrap();
+        in_session["session"] =
+            json!({"id": "s-1", "start": null, "stop": null, "duration_ms": null});
+        let a = read(&serde_json::to_vec(&in_session).unwrap(), &dims()).unwrap();
+        assert_eq!(a.actives.len(), 2);
+        assert!(
+            a.counters.is_empty(),
+            "only a _session.start counts a session"
+        );
+        // Without an anonymous id, the user is the actor.
+        let mut user_only: serde_json::Value =
+            serde_json::from_slice(&app(SESSION_START, Some("u-2"))).unwrap();
+        user_only["anonymous_id"] = serde_json::Value::Null;
+        let a = read(&serde_json::to_vec(&user_only).unwrap(), &dims()).unwrap();
+        assert_eq!(a.actives[0].actor, "u-2");
     }
 
     #[test]

@@ -8,8 +8,15 @@ pub const ENV_ROLLUP_TABLE: &str = "ROLLUP_TABLE_NAME";
 pub const ENV_DEAD_LETTER_BUCKET: &str = "DEAD_LETTER_BUCKET";
 /// The context fields that break actives down (comma-separated); empty: none.
 pub const ENV_DIMENSIONS: &str = "ACTIVE_USER_DIMENSIONS";
-/// Days an event marker (which makes a redelivered event count once) is kept.
-pub const ENV_EVENT_MARKER_TTL_DAYS: &str = "EVENT_MARKER_TTL_DAYS";
+/// Days after an event within which a repeat of it is recognized (event markers live that long, histories keep
+/// the ids of the events that made a day active that long). At least [`Config::minimum_replay_days`].
+pub const ENV_REPLAY_WINDOW_DAYS: &str = "REPLAY_WINDOW_DAYS";
+/// Hours the rollup's source streams keep records (the template's `StreamRetentionHours`): a record may be
+/// redelivered, and a repeat of it put back, for that long.
+pub const ENV_STREAM_RETENTION_HOURS: &str = "STREAM_RETENTION_HOURS";
+/// Days before its arrival an app event may lie (the app event forwarder's `APP_EVENT_MAX_PAST_DAYS`): a client
+/// may resend an event that old.
+pub const ENV_APP_EVENT_MAX_PAST_DAYS: &str = "APP_EVENT_MAX_PAST_DAYS";
 
 /// The dimensions when none are configured: Pinpoint's own breakdowns.
 pub const DEFAULT_DIMENSIONS: &str = "platform,app_version,locale";
@@ -26,8 +33,8 @@ pub struct Config {
     pub dead_letter_bucket: String,
     /// Context fields that break actives down.
     pub dimensions: Vec<String>,
-    /// Life of an event marker.
-    pub event_marker_ttl: std::time::Duration,
+    /// The replay window, in days.
+    pub replay_days: i64,
     /// The pipeline's give-up age and KPL aggregate policy (accepted by default: its streams are our own).
     pub pipeline: bridge_core::pipeline::Settings,
 }
@@ -53,17 +60,44 @@ impl Config {
                 reason: format!("{bad:?} is not a context field name"),
             });
         }
-        let ttl_days: u64 = ranged(env, ENV_EVENT_MARKER_TTL_DAYS, 8u64, 1..=366)?;
+        let retention_hours: i64 = ranged(env, ENV_STREAM_RETENTION_HOURS, 24, 24..=8_760)?;
+        let app_past_days: i64 = ranged(env, ENV_APP_EVENT_MAX_PAST_DAYS, 30, 1..=3_650)?;
+        let minimum = Self::minimum_replay_days(retention_hours, app_past_days);
+        let replay_days: i64 = ranged(env, ENV_REPLAY_WINDOW_DAYS, minimum, 1..=3_700)?;
+        if replay_days < minimum {
+            return Err(ConfigError::Invalid {
+                var: ENV_REPLAY_WINDOW_DAYS,
+                reason: format!(
+                    "{replay_days} days is shorter than the streams keep records ({retention_hours} h) or app events \
+                     may be old ({app_past_days} days): a replay or resend after it would count again; at least \
+                     {minimum}"
+                ),
+            });
+        }
         Ok(Self {
             rollup_table: required(env, ENV_ROLLUP_TABLE)?,
             dead_letter_bucket: required(env, ENV_DEAD_LETTER_BUCKET)?,
             dimensions,
-            event_marker_ttl: std::time::Duration::from_secs(ttl_days * 86_400),
+            replay_days,
             pipeline: bridge_core::pipeline::Settings::from_env(
                 env,
                 bridge_core::pipeline::Aggregates::ACCEPT,
             )?,
         })
+    }
+}
+
+impl Config {
+    /// The shortest replay window that covers a redelivery from the streams and an app's resend: the longer of
+    /// the two, plus a day (the window counts from the event's day).
+    pub fn minimum_replay_days(retention_hours: i64, app_past_days: i64) -> i64 {
+        let retention_days = (retention_hours + 23) / 24;
+        retention_days.max(app_past_days) + 1
+    }
+
+    /// The replay window.
+    pub fn replay_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.replay_days).unwrap_or(1) * 86_400)
     }
 }
 
@@ -78,7 +112,19 @@ mod tests {
         let base = [(ENV_ROLLUP_TABLE, "t"), (ENV_DEAD_LETTER_BUCKET, "b")];
         let c = Config::from_env(&env(&base)).unwrap();
         assert_eq!(c.dimensions, vec!["platform", "app_version", "locale"]);
-        assert_eq!(c.event_marker_ttl.as_secs(), 8 * 86_400);
+        assert_eq!(
+            c.replay_days, 31,
+            "a day past the 30 days an app event may be old"
+        );
+        let mut long = base.to_vec();
+        long.push((ENV_STREAM_RETENTION_HOURS, "8760"));
+        assert_eq!(Config::from_env(&env(&long)).unwrap().replay_days, 366);
+        long.push((ENV_REPLAY_WINDOW_DAYS, "200"));
+        let err = Config::from_env(&env(&long)).unwrap_err().to_string();
+        assert!(
+            err.contains(ENV_REPLAY_WINDOW_DAYS) && err.contains("at least 366"),
+            "{err}"
+        );
         let err = Config::from_env(&env(&[(ENV_ROLLUP_TABLE, "t")])).unwrap_err();
         assert!(err.to_string().contains(ENV_DEAD_LETTER_BUCKET), "{err}");
         let mut none = base.to_vec();

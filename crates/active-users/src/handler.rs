@@ -1,10 +1,13 @@
 //! The rollup's own steps on the shared pipeline ([`bridge_core::pipeline`]): read each record as an activity,
-//! then, for the whole batch at once, read the markers it may need, write the new ones with their counters, and
-//! merge the day's sketches. It puts no records on a stream: its outputs are the rollup items. A record that is
-//! neither an auth nor an app event is dead-lettered with its reason; a record whose writes failed is retried
-//! (markers make a retry count nothing twice). Records have no ordering keys: counting does not depend on order.
+//! then per lane (a shard of its stream): skip what the lane already committed, read the actors' histories, plan
+//! ([`crate::plan`]), write the histories that change and the markers of events counted by marker, and commit the
+//! lane's counters with its new position in one transaction. Then publish the lane's figures of every day it
+//! changed, one JSON line per scope and day, from the table (what the dashboard reads). It puts no records on a
+//! stream. A record that is neither an auth nor an app event is dead-lettered with its reason; one the table
+//! refuses for good (validation, an item too large, a missing table) too; a record whose writes failed otherwise
+//! is retried, with every record after it in its lane (the lane's position only moves over a prefix).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,37 +20,50 @@ use bridge_core::pipeline::{self, Decoded, Flow, Pipeline, Slot};
 use bridge_core::producer::{Delivery, NoOutputs, OutboundRecord, ProduceFailure, Producer};
 use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
+use chrono::NaiveDate;
+use futures_util::StreamExt as _;
 
 use crate::activity::{Activity, read};
 use crate::config::Config;
-use crate::plan;
-use crate::store::RollupStore;
+use crate::lane::{Position, lane_of};
+use crate::plan::{self, ActorKey, Rules};
+use crate::store::{Marker, RollupStore, StoreError};
 
 /// The function's name in metrics and dead-letter keys.
 pub const FUNCTION_NAME: &str = "active-users";
 
-/// Metric: markers written (each a first sight of an actor in a period, a first-seen user, or a counted event).
+/// Metric: histories written (an actor's first activity of a day in some scope, or new dimension values).
+pub const METRIC_HISTORIES_WRITTEN: &str = "HistoriesWritten";
+/// Metric: event markers written (events of an actor already active that day, and events without an actor).
 pub const METRIC_MARKERS_WRITTEN: &str = "MarkersWritten";
-/// Metric: TransactWriteItems requests.
-pub const METRIC_TRANSACTIONS: &str = "RollupTransactions";
-/// Metric: sketch items written.
-pub const METRIC_SKETCHES_WRITTEN: &str = "SketchesWritten";
-/// Metric: markers another invocation wrote first (counted there, not here).
-pub const METRIC_MARKERS_RACED: &str = "MarkersRaced";
+/// Metric: events whose marker existed (repeats: not counted again).
+pub const METRIC_REPEATS: &str = "RepeatsNotCounted";
+/// Metric: lane commits.
+pub const METRIC_COMMITS: &str = "Commits";
+/// Metric: records at or below their lane's committed position (a redelivery: nothing to do).
+pub const METRIC_ALREADY_COMMITTED: &str = "RecordsAlreadyCommitted";
+/// Metric: history writes that met another writer's change (read again and planned again).
+pub const METRIC_VERSION_CONFLICTS: &str = "VersionConflicts";
 
-/// Every metric this function emits in its own EMF line (the rollup's counters go in lines per scope).
+/// Every metric this function emits in its own EMF line.
 pub const METRICS: &[&str] = &[
     pipeline::METRIC_RECORDS_IN,
+    METRIC_HISTORIES_WRITTEN,
     METRIC_MARKERS_WRITTEN,
-    METRIC_TRANSACTIONS,
-    METRIC_SKETCHES_WRITTEN,
-    METRIC_MARKERS_RACED,
+    METRIC_REPEATS,
+    METRIC_COMMITS,
+    METRIC_ALREADY_COMMITTED,
+    METRIC_VERSION_CONFLICTS,
     pipeline::METRIC_DEAD_LETTERED,
     pipeline::METRIC_BATCH_ITEM_FAILURES,
 ];
 
-/// The namespace of the rollup metrics (per scope, one EMF line each).
-pub const ROLLUP_NAMESPACE: &str = "CognitoKinesisBridge/ActiveUsers";
+/// The field that marks a published line (one lane's figures of one scope and day).
+pub const PUBLISHED: &str = "rollup_day";
+/// Markers written at once.
+const MARKER_CONCURRENCY: usize = 16;
+/// Times a batch is planned again after a history changed under it.
+const PLAN_ATTEMPTS: u32 = 4;
 
 /// The active-users rollup, with its ports.
 #[derive(Debug, Clone)]
@@ -55,42 +71,57 @@ pub struct ActiveUsers {
     pipeline: Pipeline,
     store: RollupStore,
     dimensions: Vec<String>,
-    emf: bool,
+    replay_days: i64,
+    publish: bool,
+    published: Option<Arc<std::sync::Mutex<Vec<serde_json::Value>>>>,
 }
 
 impl ActiveUsers {
-    /// A rollup over the given ports.
+    /// A rollup over the given ports; repeats are recognized for `replay_days` after their event.
     pub fn new(
         store: RollupStore,
         dead_letters: DeadLetterWriter,
         dimensions: Vec<String>,
+        replay_days: i64,
     ) -> Self {
         let producer = Producer::new(Arc::new(NoOutputs), None, Backoff::default());
         Self {
             pipeline: Pipeline::new(producer, dead_letters),
             store,
             dimensions,
-            emf: true,
+            replay_days,
+            publish: true,
+            published: None,
         }
     }
 
-    /// Without the rollup's EMF lines on stdout (local runs that print a report instead).
-    pub fn without_emf(mut self) -> Self {
-        self.emf = false;
+    /// Also keeps every published line in `sink` (tests read the dashboard's data points from it).
+    pub fn keeping_published(
+        mut self,
+        sink: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    ) -> Self {
+        self.published = Some(sink);
+        self
+    }
+
+    /// Without printing the published lines (local runs that print a report instead).
+    pub fn without_publishing(mut self) -> Self {
+        self.publish = false;
         self
     }
 
     /// Builds the real ports from config (once per cold start).
     pub fn connect(config: &Config, sdk: &aws_config::SdkConfig, s3: aws_sdk_s3::Client) -> Self {
-        let store = RollupStore::new(
+        let store = RollupStore::on_dynamodb(
             aws_sdk_dynamodb::Client::new(sdk),
             &config.rollup_table,
-            config.event_marker_ttl,
+            config.replay_window(),
         );
         let mut rollup = Self::new(
             store,
             DeadLetterWriter::new(Arc::new(S3BlobStore::new(s3)), &config.dead_letter_bucket),
             config.dimensions.clone(),
+            config.replay_days,
         );
         rollup.pipeline = rollup.pipeline.with_settings(config.pipeline);
         rollup
@@ -100,45 +131,302 @@ impl ActiveUsers {
     pub fn store(&self) -> &RollupStore {
         &self.store
     }
-}
 
-/// One EMF line per (scope, period) of the counters this invocation moved, in [`ROLLUP_NAMESPACE`] with the
-/// dimension `Scope`: summed over a day, `<definition>.active` is that day's actives (for events of that day).
-fn rollup_emf(ops: &[plan::Op], now_ms: i64) -> Vec<serde_json::Value> {
-    let mut moved: BTreeMap<(String, String), BTreeMap<String, i64>> = BTreeMap::new();
-    for op in ops {
-        for (key, attr, n) in &op.increments {
-            // Day counters only: a month's counter is the sum of its first sights, reported from the table.
-            if key.sk.len() != 10 {
+    /// Prints a lane's figures of every scope and day in `pending` (`<scope>|<YYYY-MM-DD>`), read from the
+    /// table, one JSON line each: the dashboard takes each lane's latest line of a day and sums the lanes.
+    async fn publish(
+        &self,
+        lane: &str,
+        pending: &[String],
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut lines = Vec::new();
+        for p in pending {
+            let Some((scope, day)) = p.rsplit_once('|') else {
+                continue;
+            };
+            let Ok(day) = NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
+                continue;
+            };
+            let counters = self.store.lane_day(lane, scope, day).await?;
+            lines.push(published_line(lane, scope, day, &counters));
+        }
+        if self.publish {
+            for line in &lines {
+                println!("{line}");
+            }
+        }
+        if let Some(sink) = &self.published
+            && let Ok(mut kept) = sink.lock()
+        {
+            kept.extend(lines.iter().cloned());
+        }
+        Ok(lines)
+    }
+
+    /// Runs one lane's records (indexes into `slots`, in order).
+    async fn run_lane(
+        &self,
+        lane: &str,
+        slots: &mut [Slot<Activity>],
+        records: Vec<usize>,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) {
+        let retry = |slots: &mut [Slot<Activity>], records: &[usize], e: &dyn std::fmt::Display| {
+            for i in records {
+                slots[*i].fail(Failure::new(FailureClass::Unavailable, e));
+            }
+        };
+        let state = match self.store.read_lane(lane).await {
+            Ok(s) => s,
+            Err(e) => return fail(slots, &records, &e),
+        };
+        // What the lane committed but may not have published (its last invocation stopped in between) is published
+        // with this batch's days, once: each (lane, day) gets one line per invocation, read after the commit.
+        let earlier = state.pending.clone();
+        let mut todo: Vec<(usize, Position, Activity)> = Vec::new();
+        for i in records {
+            let position = Position::of(slots[i].source());
+            if state.has_committed(&position) {
+                metrics.incr(METRIC_ALREADY_COMMITTED);
                 continue;
             }
-            let scope = key.pk.trim_start_matches("count#").to_owned();
-            *moved
-                .entry((scope, key.sk.clone()))
-                .or_default()
-                .entry(attr.clone())
-                .or_default() += n;
+            if let Some(a) = slots[i].item() {
+                todo.push((i, position, a.clone()));
+            }
+        }
+        let rules = Rules {
+            today: chrono::Utc::now().date_naive(),
+            replay_days: self.replay_days,
+            dimension_values_cap: plan::DIMENSION_VALUES_CAP,
+        };
+        let committed = state.committed();
+        if todo.is_empty() {
+            if !earlier.is_empty()
+                && self.publish(lane, &earlier).await.is_ok()
+                && let Some(p) = &state.position
+            {
+                let _ = self.store.clear_pending(lane, p).await;
+            }
+            return;
+        }
+        let mut attempt = 0;
+        while !todo.is_empty() {
+            attempt += 1;
+            if deadline.remaining() == Some(std::time::Duration::ZERO) {
+                let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                return retry(slots, &all, &"not counted before the invocation deadline");
+            }
+            let keys: BTreeSet<ActorKey> = todo
+                .iter()
+                .flat_map(|(_, _, a)| {
+                    a.actives
+                        .iter()
+                        .map(|x| (plan::group(x.definition), x.actor.clone()))
+                })
+                .collect();
+            let stored = match self.store.read_histories(&keys).await {
+                Ok(h) => h,
+                Err(e) => {
+                    let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                    return fail(slots, &all, &e);
+                }
+            };
+            let base: BTreeMap<ActorKey, _> = stored
+                .iter()
+                .map(|(k, h)| (k.clone(), h.without_uncommitted(lane, &committed)))
+                .collect();
+            let mut plan = plan::plan(&todo, &base, &state, &rules);
+            // One commit holds at most 100 items: a batch that would need more commits its first part, and the
+            // rest comes again (after its position) in the next invocation.
+            while RollupStore::commit_items(&plan.deltas) > crate::table::MAX_TRANSACTION_ITEMS
+                && todo.len() > 1
+            {
+                let rest = todo.split_off(todo.len() / 2);
+                let later: Vec<usize> = rest.iter().map(|t| t.0).collect();
+                retry(
+                    slots,
+                    &later,
+                    &"left for the next invocation: one commit holds at most 100 items",
+                );
+                plan = plan::plan(&todo, &base, &state, &rules);
+            }
+            // The histories, each over the version read.
+            let mut conflict = false;
+            for (key, h) in &plan.histories {
+                match self.store.write_history(key, h).await {
+                    Ok(()) => metrics.incr(METRIC_HISTORIES_WRITTEN),
+                    Err(StoreError(crate::table::TableError::ConditionFailed(_)))
+                    | Err(StoreError(crate::table::TableError::Conflict(_))) => {
+                        metrics.incr(METRIC_VERSION_CONFLICTS);
+                        conflict = true;
+                    }
+                    Err(e) if !e.is_transient() => {
+                        // This actor's records can never be written: dead letters; the others go on.
+                        let bad: BTreeSet<usize> = plan
+                            .records
+                            .get(key)
+                            .map(|r| r.iter().copied().collect())
+                            .unwrap_or_default();
+                        for i in &bad {
+                            slots[*i].fail(Failure::new(FailureClass::RollupRefused, &e));
+                        }
+                        todo.retain(|t| !bad.contains(&t.0));
+                        conflict = true;
+                    }
+                    Err(e) => {
+                        let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                        return retry(slots, &all, &e);
+                    }
+                }
+            }
+            if conflict {
+                if attempt < PLAN_ATTEMPTS {
+                    continue;
+                }
+                let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                return retry(slots, &all, &"histories kept changing under the batch");
+            }
+            // The events counted by marker: each counts if this lane created its marker (or wrote it for this very
+            // record in an attempt that did not commit).
+            let waits = plan.markers.clone();
+            let outcomes: Vec<(plan::MarkerWait, Result<Marker, StoreError>)> =
+                futures_util::stream::iter(waits)
+                    .map(|w| async move {
+                        let r = self.store.put_marker(&w.event_id, lane, &w.position).await;
+                        (w, r)
+                    })
+                    .buffered(MARKER_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut deltas = plan.deltas.clone();
+            for (w, outcome) in outcomes {
+                match outcome {
+                    Ok(Marker::Created) => {
+                        metrics.incr(METRIC_MARKERS_WRITTEN);
+                        plan::merge(&mut deltas, &w.deltas);
+                    }
+                    Ok(Marker::Exists(l, p)) if l == lane && p == w.position && p > committed => {
+                        plan::merge(&mut deltas, &w.deltas);
+                    }
+                    Ok(Marker::Exists(..)) => metrics.incr(METRIC_REPEATS),
+                    Err(e) => {
+                        let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                        return fail(slots, &all, &e);
+                    }
+                }
+            }
+            let Some(last) = todo.last().map(|t| t.1.clone()) else {
+                return;
+            };
+            let pending: Vec<String> = deltas
+                .keys()
+                .filter(|item| item.kind == 'c')
+                .map(|item| format!("{}|{}", item.scope, plan::day_label(item.day)))
+                .chain(earlier.iter().cloned())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            match self
+                .store
+                .commit(
+                    &state,
+                    &last,
+                    &deltas,
+                    &pending,
+                    plan.dimension_values.as_ref(),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError(crate::table::TableError::ConditionFailed(_))) => {
+                    // The lane is not where it was read: either this very commit landed and its answer was lost
+                    // (the SDK's resend then fails its condition), or another invocation moved the lane.
+                    let landed = self
+                        .store
+                        .read_lane(lane)
+                        .await
+                        .is_ok_and(|now| now.position.as_ref() == Some(&last));
+                    if !landed {
+                        let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                        return retry(slots, &all, &"the lane moved under the batch");
+                    }
+                }
+                Err(e) => {
+                    let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
+                    return fail(slots, &all, &e);
+                }
+            }
+            metrics.incr(METRIC_COMMITS);
+            if self.publish(lane, &pending).await.is_ok() {
+                let _ = self.store.clear_pending(lane, &last).await;
+            }
+            return;
         }
     }
-    moved
-        .into_iter()
-        .map(|((scope, day), counters)| {
-            let metrics: Vec<serde_json::Value> = counters
-                .keys()
-                .map(|name| serde_json::json!({"Name": name, "Unit": "Count"}))
-                .collect();
-            let mut doc = serde_json::json!({
-                "_aws": {"Timestamp": now_ms, "CloudWatchMetrics": [{
-                    "Namespace": ROLLUP_NAMESPACE, "Dimensions": [["Scope"]], "Metrics": metrics}]},
-                "Scope": scope,
-                "Day": day,
-            });
-            for (name, n) in counters {
-                doc[name] = n.into();
+}
+
+/// Fails records by a store error: permanent ones are dead letters, the rest retries.
+fn fail(slots: &mut [Slot<Activity>], records: &[usize], e: &StoreError) {
+    let class = if e.is_transient() {
+        FailureClass::Unavailable
+    } else {
+        FailureClass::RollupRefused
+    };
+    for i in records {
+        slots[*i].fail(Failure::new(class, e));
+    }
+}
+
+/// One published line: a lane's counters of a scope and day, names with `_` for `.` (Logs Insights reads dots as
+/// nesting).
+pub fn published_line(
+    lane: &str,
+    scope: &str,
+    day: NaiveDate,
+    counters: &BTreeMap<String, i64>,
+) -> serde_json::Value {
+    let mut line =
+        serde_json::json!({PUBLISHED: plan::day_label(day), "scope": scope, "lane": lane});
+    // Dimension values stay in the table (and the report): the dashboard charts the day's figures.
+    for (name, n) in counters.iter().filter(|(k, _)| !k.starts_with(plan::DIM)) {
+        line[name.replace('.', "_")] = (*n).into();
+    }
+    line
+}
+
+/// What the dashboard shows, from the published lines in the order they were logged: per (scope, day), the sum
+/// over lanes of each lane's latest line of that day. The template's Logs Insights widgets compute the same:
+/// `stats latest(<counter>) as v by rollup_day, lane | stats sum(v) by rollup_day`.
+pub fn dashboard_points(
+    lines: &[serde_json::Value],
+) -> BTreeMap<(String, String), BTreeMap<String, i64>> {
+    let mut latest: BTreeMap<(String, String, String), &serde_json::Value> = BTreeMap::new();
+    for line in lines {
+        let (Some(day), Some(scope), Some(lane)) = (
+            line[PUBLISHED].as_str(),
+            line["scope"].as_str(),
+            line["lane"].as_str(),
+        ) else {
+            continue;
+        };
+        latest.insert((scope.to_owned(), day.to_owned(), lane.to_owned()), line);
+    }
+    let mut out: BTreeMap<(String, String), BTreeMap<String, i64>> = BTreeMap::new();
+    for ((scope, day, _), line) in latest {
+        let sums = out.entry((scope, day)).or_default();
+        if let Some(fields) = line.as_object() {
+            for (k, v) in fields {
+                if let Some(n) = v.as_i64() {
+                    *sums.entry(k.clone()).or_default() += n;
+                }
             }
-            doc
-        })
-        .collect()
+        }
+    }
+    for sums in out.values_mut() {
+        sums.retain(|_, n| *n != 0);
+    }
+    out
 }
 
 #[async_trait]
@@ -164,64 +452,15 @@ impl Flow for ActiveUsers {
     }
 
     async fn resolve(&self, slots: &mut [Slot<Activity>], deadline: Deadline, metrics: &Metrics) {
-        let activities: Vec<(usize, Activity)> = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.item().map(|a| (i, a.clone())))
-            .collect();
-        if activities.is_empty() {
-            return;
-        }
-        let fail = |slots: &mut [Slot<Activity>], records: &[usize], e: &dyn std::fmt::Display| {
-            for i in records {
-                slots[*i].fail(Failure::new(FailureClass::Unavailable, e));
+        let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, slot) in slots.iter().enumerate() {
+            if slot.is_working() {
+                lanes.entry(lane_of(slot.source())).or_default().push(i);
             }
-        };
-        let known = match self
-            .store
-            .read_markers(&plan::markers_to_read(&activities), deadline)
-            .await
-        {
-            Ok(known) => known,
-            Err(e) => {
-                let all: Vec<usize> = activities.iter().map(|(i, _)| *i).collect();
-                fail(slots, &all, &e);
-                return;
-            }
-        };
-        let ops = plan::ops(&activities, &known);
-        let emf_ops = ops.clone();
-        let (written, failed) = self.store.apply(ops, deadline).await;
-        metrics.add(METRIC_MARKERS_WRITTEN, written.markers);
-        metrics.add(METRIC_MARKERS_RACED, written.raced);
-        metrics.add(METRIC_TRANSACTIONS, written.transactions);
-        let failed_markers: std::collections::HashSet<&plan::Key> = failed
-            .iter()
-            .flat_map(|(records, _)| records)
-            .flat_map(|i| emf_ops.iter().filter(move |o| o.records.contains(i)))
-            .map(|o| &o.marker)
-            .collect();
-        let applied: Vec<plan::Op> = emf_ops
-            .iter()
-            .filter(|o| !failed_markers.contains(&o.marker))
-            .cloned()
-            .collect();
-        for (records, e) in &failed {
-            fail(slots, records, e);
         }
-        let (sketches, failed) = self
-            .store
-            .merge_sketches(plan::sketch_updates(&activities), deadline)
-            .await;
-        metrics.add(METRIC_SKETCHES_WRITTEN, sketches);
-        for (records, e) in &failed {
-            fail(slots, records, e);
-        }
-        if self.emf {
-            let now = chrono::Utc::now().timestamp_millis();
-            for line in rollup_emf(&applied, now) {
-                println!("{line}");
-            }
+        for (lane, records) in lanes {
+            self.run_lane(&lane, slots, records, deadline, metrics)
+                .await;
         }
     }
 
@@ -249,37 +488,17 @@ impl Flow for ActiveUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Key, MarkerWrite, Op};
 
     #[test]
-    fn emf_lines_carry_the_day_counters_moved_per_scope() {
-        let op = Op {
-            marker: Key {
-                pk: "active#x".into(),
-                sk: "u".into(),
-            },
-            write: MarkerWrite::Create { day: None },
-            increments: vec![
-                (
-                    plan::counter_item("pool=p", "2026-11-03"),
-                    "authenticating_users.active".into(),
-                    1,
-                ),
-                (
-                    plan::counter_item("pool=p", "2026-11"),
-                    "authenticating_users.active".into(),
-                    1,
-                ),
-            ],
-            records: vec![0],
-        };
-        let lines = rollup_emf(&[op.clone(), op], 7);
-        assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0]["Scope"], "pool=p");
-        assert_eq!(lines[0]["authenticating_users.active"], 2);
-        assert_eq!(
-            lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-            ROLLUP_NAMESPACE
+    fn a_published_line_names_its_lane_scope_and_day() {
+        let line = published_line(
+            "abc",
+            "pool=p",
+            NaiveDate::from_ymd_opt(2026, 11, 3).unwrap(),
+            &BTreeMap::from([("authenticating_users.active".to_owned(), 4)]),
         );
+        assert_eq!(line[PUBLISHED], "2026-11-03");
+        assert_eq!(line["lane"], "abc");
+        assert_eq!(line["authenticating_users_active"], 4);
     }
 }

@@ -1,40 +1,66 @@
-//! From a batch's activities to the writes that make the rollups exact: markers written once, with a condition,
-//! and the counters they move. Pure: the store reads what exists and carries the writes out.
+//! From a lane's batch of activities and the histories of their actors to what changes: the histories to write,
+//! the counter deltas the lane commits, and the events whose counting waits on an event marker. Pure: the store
+//! reads what exists and carries the writes out (`crate::store`).
 //!
-//! **Layout** (one table, `pk` and `sk` strings):
-//! - `active#<definition>#<scope>#<YYYY-MM-DD>` / actor: the actor was active that day (daily actives);
-//! - `active#<definition>#<scope>#<YYYY-MM>` / actor: active that calendar month (month-to-date actives);
-//! - `first#<definition>#<scope>` / actor, with `day`: the first day the actor was seen (new users);
-//! - `retained#<definition>#<scope>#<YYYY-MM-DD>` / actor: the actor, active that day, was active again within
-//!   the next 7 days (7-day retention of that day's cohort, Pinpoint's definition);
-//! - `event#<event id>` / `-`: the event was counted (a redelivered event counts once); expires after a while;
-//! - `count#<scope>` / `<YYYY-MM-DD>` or `<YYYY-MM>`: counters `<definition>.active`, `<definition>.new`,
-//!   `<definition>.retained7`, `<origin>.<counter>`;
-//! - `sketch#<definition>#<scope>#<dimension>` / `<YYYY-MM-DD>`: a HyperLogLog sketch of the day's actors,
-//!   `all` or one `name=value` dimension (see [`crate::sketch`]);
-//! - `dims#<definition>#<scope>` / `-`: the set of `name=value` dimensions that have sketches.
+//! **Layout** (one table, `pk` and `sk` strings; `<lane>` is the lane's id, see [`crate::lane`]):
+//! - `h#<group>#<actor>` / `-`: the actor's [`History`] (`auth`: a user sub; `app`: an install or a device);
+//! - `ev#<event id>` / `-`: an event counted by marker (`by`: the lane and position that wrote it; expires after
+//!   the replay window);
+//! - `c#<scope>#<YYYY-MM-DD>` / `<lane>`: the lane's counters of that day (summed over lanes on read);
+//! - `lane#<lane>` / `-`: the lane's committed position and the days it has not published yet;
+//! - `lanedims#<lane>` / `-`: the dimension values the lane counts by name (capped; past it, `other`).
 //!
-//! A counter moves in the same transaction as the marker that justifies it, so a counter is exactly the
-//! number of its markers; at most one marker write per (actor, period), never one per event.
+//! **Counters of a day** (attributes of `c#…`): `<definition>.active` (actors whose first activity of the day this
+//! was), `.new` (first ever), `.month_active` (first of the calendar month, on the day it happened: a month's sum
+//! is its actives), `.retained7` (on the cohort's day: active that day and again within the next 7), `.w7` and
+//! `.w30.<k>` (rolling windows: an actor's presence in day T's window, T-n+1..=T, that this day's activity adds
+//! runs from this day for k+1 days; the rolling actives of T are the runs that start in T-n+1..=T and reach T,
+//! [`rolling`]), `<origin>.<counter>` event counts, and `dim|<definition>|<name>=<value>` actives per dimension
+//! value.
+//!
+//! Nothing is shared between lanes: every counter item has one writer, the lane; a history is written by the lanes
+//! whose records carry its actor, which the streams' partition keys make one lane (a user sub on the auth event
+//! stream, an install on the app event stream; only a device used by several installs is written by several
+//! lanes, under an optimistic version check, never a transaction).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 
 use crate::activity::{Activity, Definition};
+use crate::history::{self, History, Undo, minus, plus};
+use crate::lane::{LaneState, Position};
 
-/// An item's key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key {
-    /// Partition key.
-    pub pk: String,
-    /// Sort key.
-    pub sk: String,
-}
+/// Days after a cohort's day within which a return counts for 7-day retention.
+pub const RETENTION_DAYS: i64 = 7;
+/// The rolling windows, in days.
+pub const WINDOWS: [(i64, &str); 2] = [(7, "w7"), (30, "w30")];
+/// Distinct values a lane counts per (definition, scope, dimension); past it, `other`.
+pub const DIMENSION_VALUES_CAP: usize = 100;
+/// The value counted past the cap.
+pub const OTHER: &str = "other";
+/// Scopes one history keeps per definition (a pool and its clients); an actor on more clients is counted in the
+/// pool and in the first clients only (app clients are created by the pool's owner, not by users).
+pub const SCOPES_PER_ACTOR: usize = 16;
 
-impl Key {
-    fn new(pk: String, sk: impl Into<String>) -> Self {
-        Self { pk, sk: sk.into() }
+/// Dimension values one history remembers for its latest day; past it, an actor's further values that day are not
+/// counted (a client sending a new app version with every event cannot grow the item).
+pub const DIMS_PER_ACTOR: usize = 64;
+/// Lanes whose last write a history remembers ([`History::undo`]): an actor is written by one lane, two around a
+/// reshard; past it, another lane's oldest record is dropped.
+pub const UNDO_LANES: usize = 4;
+
+/// The prefix of a day's dimension counters: `dim|<definition>|<name>=<value>` (actives with that value).
+pub const DIM: &str = "dim|";
+
+/// A history's key: (group, actor). Groups: `auth` (the authenticating definition), `app` (the session ones).
+pub type ActorKey = (&'static str, String);
+
+/// The group a definition's histories live in.
+pub fn group(definition: Definition) -> &'static str {
+    match definition {
+        Definition::Authenticating => "auth",
+        Definition::SessionUsers | Definition::SessionDevices => "app",
     }
 }
 
@@ -43,533 +69,447 @@ pub fn day_label(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
-/// `YYYY-MM`.
-pub fn month_label(day: NaiveDate) -> String {
-    day.format("%Y-%m").to_string()
+/// A lane item's counters: which item, by kind (`c`: a day's counters), scope and day.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Item {
+    /// `c` or `d`.
+    pub kind: char,
+    /// The scope.
+    pub scope: String,
+    /// The day.
+    pub day: NaiveDate,
 }
 
-/// The daily marker of an actor.
-pub fn day_marker(definition: Definition, scope: &str, day: NaiveDate, actor: &str) -> Key {
-    Key::new(
-        format!("active#{}#{scope}#{}", definition.as_str(), day_label(day)),
-        actor,
-    )
-}
-
-/// The calendar-month marker of an actor.
-pub fn month_marker(definition: Definition, scope: &str, day: NaiveDate, actor: &str) -> Key {
-    Key::new(
-        format!(
-            "active#{}#{scope}#{}",
-            definition.as_str(),
-            month_label(day)
-        ),
-        actor,
-    )
-}
-
-/// The first-seen marker of an actor.
-pub fn first_marker(definition: Definition, scope: &str, actor: &str) -> Key {
-    Key::new(format!("first#{}#{scope}", definition.as_str()), actor)
-}
-
-/// Days after a cohort's day within which a return counts for 7-day retention.
-pub const RETENTION_DAYS: i64 = 7;
-
-/// The retention marker of an actor in a day's cohort.
-pub fn retained_marker(definition: Definition, scope: &str, cohort: NaiveDate, actor: &str) -> Key {
-    Key::new(
-        format!(
-            "retained#{}#{scope}#{}",
-            definition.as_str(),
-            day_label(cohort)
-        ),
-        actor,
-    )
-}
-
-/// The counter attribute of a cohort's actors who came back within [`RETENTION_DAYS`].
-pub fn retained_attr(definition: Definition) -> String {
-    format!("{}.retained7", definition.as_str())
-}
-
-fn days_around(day: NaiveDate) -> impl Iterator<Item = NaiveDate> {
-    (-RETENTION_DAYS..=RETENTION_DAYS)
-        .filter(|d| *d != 0)
-        .filter_map(move |d| day.checked_add_signed(chrono::Duration::days(d)))
-}
-
-/// The marker of a counted event.
-pub fn event_marker(event_id: &str) -> Key {
-    Key::new(format!("event#{event_id}"), "-")
-}
-
-/// The counter item of a scope and period label.
-pub fn counter_item(scope: &str, period: &str) -> Key {
-    Key::new(format!("count#{scope}"), period)
-}
-
-/// The counter attribute of active actors by a definition.
-pub fn active_attr(definition: Definition) -> String {
-    format!("{}.active", definition.as_str())
-}
-
-/// The counter attribute of new actors by a definition.
-pub fn new_attr(definition: Definition) -> String {
-    format!("{}.new", definition.as_str())
-}
-
-/// The counter attribute of an event counter from an origin.
-pub fn event_attr(origin: &str, counter: crate::activity::Counter) -> String {
-    format!("{origin}.{}", counter.as_str())
-}
-
-/// The sketch item of a definition, scope, dimension (`all` or `name=value`) and day.
-pub fn sketch_item(definition: Definition, scope: &str, dimension: &str, day: NaiveDate) -> Key {
-    Key::new(
-        format!("sketch#{}#{scope}#{dimension}", definition.as_str()),
-        day_label(day),
-    )
-}
-
-/// The item listing the dimension values (`name=value`) that have sketches, per definition and scope: a
-/// string set, added to when a value's first sketch of a day is written.
-pub fn dimension_index(definition: Definition, scope: &str) -> Key {
-    Key::new(format!("dims#{}#{scope}", definition.as_str()), "-")
-}
-
-/// The definition, scope and dimension of a sketch item's key.
-pub fn sketch_parts(key: &Key) -> Option<(&str, &str, &str)> {
-    let mut parts = key.pk.splitn(4, '#');
-    (parts.next() == Some("sketch")).then_some(())?;
-    Some((parts.next()?, parts.next()?, parts.next()?))
-}
-
-/// What to write to a marker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MarkerWrite {
-    /// Create it, only if it does not exist; with a `day` attribute when given (first-seen markers).
-    Create {
-        /// The first day, for a first-seen marker.
-        day: Option<String>,
-    },
-    /// Move a first-seen marker to an earlier day (a late event), only if it still holds `from`.
-    MoveFirstDay {
-        /// The day it holds.
-        from: String,
-        /// The earlier day.
-        to: String,
-    },
-}
-
-/// One conditional marker write and the counter moves it justifies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Op {
-    /// The marker.
-    pub marker: Key,
-    /// What to write.
-    pub write: MarkerWrite,
-    /// (counter item, attribute, amount).
-    pub increments: Vec<(Key, String, i64)>,
-    /// The batch records (by index) that need it.
-    pub records: Vec<usize>,
-}
-
-/// What the store knows of the markers a batch may need.
-pub trait Known {
-    /// Whether the marker exists.
-    fn exists(&self, key: &Key) -> bool;
-    /// The `day` of a first-seen marker that exists.
-    fn first_day(&self, key: &Key) -> Option<String>;
-}
-
-impl Known for HashMap<Key, Option<String>> {
-    fn exists(&self, key: &Key) -> bool {
-        self.contains_key(key)
-    }
-
-    fn first_day(&self, key: &Key) -> Option<String> {
-        self.get(key).cloned().flatten()
+impl Item {
+    /// The item's partition key (its sort key is the lane).
+    pub fn pk(&self) -> String {
+        format!("{}#{}#{}", self.kind, self.scope, day_label(self.day))
     }
 }
 
-/// Every marker the batch may write: what the store must read first.
-pub fn markers_to_read(activities: &[(usize, Activity)]) -> BTreeSet<Key> {
-    let mut keys = BTreeSet::new();
-    for (_, a) in activities {
-        if !a.counters.is_empty() {
-            keys.insert(event_marker(&a.event_id));
-        }
-        for active in &a.actives {
-            for scope in &a.scopes {
-                keys.insert(day_marker(active.definition, scope, a.day, &active.actor));
-                keys.insert(month_marker(active.definition, scope, a.day, &active.actor));
-                keys.insert(first_marker(active.definition, scope, &active.actor));
-                // For retention: the actor's days around this one, and the cohorts it may complete.
-                for other in days_around(a.day) {
-                    keys.insert(day_marker(active.definition, scope, other, &active.actor));
-                }
-                for cohort in days_around(a.day).filter(|c| *c < a.day).chain([a.day]) {
-                    keys.insert(retained_marker(
-                        active.definition,
-                        scope,
-                        cohort,
-                        &active.actor,
-                    ));
-                }
-            }
+/// Counter moves, per item and attribute.
+pub type Deltas = BTreeMap<Item, BTreeMap<String, i64>>;
+
+fn add(deltas: &mut Deltas, kind: char, scope: &str, day: NaiveDate, attr: String, n: i64) {
+    *deltas
+        .entry(Item {
+            kind,
+            scope: scope.to_owned(),
+            day,
+        })
+        .or_default()
+        .entry(attr)
+        .or_default() += n;
+}
+
+/// Adds `more` into `into`.
+pub fn merge(into: &mut Deltas, more: &Deltas) {
+    for (item, attrs) in more {
+        let target = into.entry(item.clone()).or_default();
+        for (attr, n) in attrs {
+            *target.entry(attr.clone()).or_default() += n;
         }
     }
-    keys
 }
 
-/// (definition, scope, actor).
-type ActorKey = (Definition, String, String);
+/// An event whose counting waits on its marker: counted if this lane creates the marker (or wrote it for a
+/// position it has not committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerWait {
+    /// The event's id.
+    pub event_id: String,
+    /// The record's position.
+    pub position: Position,
+    /// The record's index in the batch.
+    pub record: usize,
+    /// What counting it moves.
+    pub deltas: Deltas,
+}
 
-/// The marker writes of a batch, given what exists.
-pub fn ops(activities: &[(usize, Activity)], known: &impl Known) -> Vec<Op> {
-    let mut out: BTreeMap<Key, Op> = BTreeMap::new();
-    let mut need = |marker: Key, write: MarkerWrite, increments: Vec<(Key, String, i64)>, i| {
-        out.entry(marker.clone())
-            .or_insert_with(|| Op {
-                marker,
-                write,
-                increments,
-                records: Vec::new(),
-            })
-            .records
-            .push(i);
-    };
-    // First days per (definition, scope, actor): the earliest day of the batch.
-    let mut first: BTreeMap<ActorKey, (NaiveDate, Vec<usize>)> = BTreeMap::new();
-    // Days of the batch per (definition, scope, actor), each with its records.
-    let mut batch_days: BTreeMap<ActorKey, BTreeMap<NaiveDate, Vec<usize>>> = BTreeMap::new();
-    for (i, a) in activities {
-        let event = event_marker(&a.event_id);
-        if !a.counters.is_empty() && !known.exists(&event) {
-            let increments = a
-                .scopes
+/// What a batch changes.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// The histories that change: the new state, and what this lane changed (for [`History::undo`]).
+    pub histories: BTreeMap<ActorKey, History>,
+    /// The counter moves the lane commits whatever the markers say.
+    pub deltas: Deltas,
+    /// Events counted only if their marker says so.
+    pub markers: Vec<MarkerWait>,
+    /// The lane's dimension registry, when it gained values.
+    pub dimension_values: Option<BTreeMap<String, BTreeSet<String>>>,
+    /// Records per history (for failing them should its write fail).
+    pub records: BTreeMap<ActorKey, Vec<usize>>,
+}
+
+/// The rolling actives of `on` over a window of `n` days, from the `<definition>.w<n>.<k>` runs of the days
+/// `on-n+1..=on` (`day_counters` gives each day's summed counters).
+pub fn rolling(
+    definition: Definition,
+    n: i64,
+    on: NaiveDate,
+    day_counters: impl Fn(NaiveDate) -> BTreeMap<String, i64>,
+) -> i64 {
+    let prefix = format!("{}.w{n}.", definition.as_str());
+    (0..n)
+        .map(|back| {
+            let start = minus(on, back);
+            day_counters(start)
                 .iter()
-                .flat_map(|scope| {
-                    a.counters.iter().map(move |c| {
-                        (
-                            counter_item(scope, &day_label(a.day)),
-                            event_attr(&a.origin, *c),
-                            1,
-                        )
-                    })
+                .filter_map(|(attr, count)| {
+                    let span: i64 = attr.strip_prefix(&prefix)?.parse().ok()?;
+                    (span >= back).then_some(*count)
                 })
-                .collect();
-            need(event, MarkerWrite::Create { day: None }, increments, *i);
+                .sum::<i64>()
+        })
+        .sum()
+}
+
+/// The counted-id form of an event id: 64 bits of its hash (whatever the id looks like: a collision between two
+/// events of one actor and day is a chance of one in 2^64 per pair).
+pub fn short_id(event_id: &str) -> String {
+    bridge_core::envelope::event_id(&["counted", event_id])[..16].to_owned()
+}
+
+/// The settings a plan needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Today (UTC): counted ids older than the replay window are dropped from histories.
+    pub today: NaiveDate,
+    /// The replay window, in days: how long a repeat of an event may come after it.
+    pub replay_days: i64,
+    /// Distinct dimension values per (definition, scope, dimension) and lane.
+    pub dimension_values_cap: usize,
+}
+
+/// What one transition moves: a (definition, scope) of an actor newly active on `day`, given its days before.
+fn transition(
+    deltas: &mut Deltas,
+    definition: Definition,
+    scope: &str,
+    day: NaiveDate,
+    days: &history::Days,
+    first: Option<NaiveDate>,
+) -> Option<NaiveDate> {
+    let d = definition.as_str();
+    add(deltas, 'c', scope, day, format!("{d}.active"), 1);
+    if !days.other_in_month(day) {
+        add(deltas, 'c', scope, day, format!("{d}.month_active"), 1);
+    }
+    let new_first = match first {
+        None => {
+            add(deltas, 'c', scope, day, format!("{d}.new"), 1);
+            Some(day)
         }
-        for active in &a.actives {
-            let d = active.definition;
-            for scope in &a.scopes {
-                let day = day_marker(d, scope, a.day, &active.actor);
-                batch_days
-                    .entry((d, scope.clone(), active.actor.clone()))
-                    .or_default()
-                    .entry(a.day)
-                    .or_default()
-                    .push(*i);
-                if !known.exists(&day) {
-                    let inc = vec![(counter_item(scope, &day_label(a.day)), active_attr(d), 1)];
-                    need(day, MarkerWrite::Create { day: None }, inc, *i);
-                }
-                let month = month_marker(d, scope, a.day, &active.actor);
-                if !known.exists(&month) {
-                    let inc = vec![(counter_item(scope, &month_label(a.day)), active_attr(d), 1)];
-                    need(month, MarkerWrite::Create { day: None }, inc, *i);
-                }
-                let entry = first
-                    .entry((d, scope.clone(), active.actor.clone()))
-                    .or_insert((a.day, Vec::new()));
-                entry.0 = entry.0.min(a.day);
-                entry.1.push(*i);
-            }
+        Some(f) if day < f => {
+            add(deltas, 'c', scope, f, format!("{d}.new"), -1);
+            add(deltas, 'c', scope, day, format!("{d}.new"), 1);
+            Some(day)
+        }
+        Some(_) => None,
+    };
+    // 7-day retention: the cohorts of the 7 days before that had not returned yet, and this day's own cohort if a
+    // later day within 7 is already known (a late event).
+    for back in 1..=RETENTION_DAYS {
+        let cohort = minus(day, back);
+        if days.has(cohort) && !days.any_in(plus(cohort, 1), plus(cohort, RETENTION_DAYS), day) {
+            add(deltas, 'c', scope, cohort, format!("{d}.retained7"), 1);
         }
     }
-    // 7-day retention: an active day X completes the cohorts of the actor's active days in X-7..X-1, and its own
-    // cohort when the actor is active in X+1..X+7 (a late event can come after its return). Every active day of
-    // the batch is judged, not only one whose day marker is new: a redelivery after a partial write (the day
-    // marker written, the retention marker's transaction failed, throttled or its process killed) must still
-    // write the retention marker. A retention marker that exists is skipped, so nothing counts twice.
-    for ((d, scope, actor), days) in &batch_days {
-        let active_on = |day: NaiveDate| {
-            days.contains_key(&day) || known.exists(&day_marker(*d, scope, day, actor))
-        };
-        for (x, records) in days {
-            let back = days_around(*x).filter(|c| c < x && active_on(*c));
-            let own = days_around(*x)
-                .any(|y| y > *x && active_on(y))
-                .then_some(*x);
-            for cohort in back.chain(own) {
-                let marker = retained_marker(*d, scope, cohort, actor);
-                if known.exists(&marker) {
+    if days.any_in(plus(day, 1), plus(day, RETENTION_DAYS), day) {
+        add(deltas, 'c', scope, day, format!("{d}.retained7"), 1);
+    }
+    // Rolling windows: the actor is in day T's window of n days when active in T-n+1..=T. This day adds the days
+    // of day..day+n-1 that no other active day covered: one run, from after the last earlier coverage to before
+    // the next active day.
+    for (n, name) in WINDOWS {
+        let start = (1..n)
+            .find(|b| days.has(minus(day, *b)))
+            .map_or(day, |b| plus(day, n - b));
+        let end = (1..n)
+            .find(|a| days.has(plus(day, *a)))
+            .map_or(plus(day, n - 1), |a| plus(day, a - 1));
+        if start <= end {
+            let span = (end - start).num_days();
+            add(deltas, 'c', scope, start, format!("{d}.{name}.{span}"), 1);
+        }
+    }
+    new_first
+}
+
+/// Plans a lane's batch. `histories` are the actors' histories as stored, with this lane's uncommitted change
+/// already taken back; `activities` are the batch's records past the lane's committed position, in order.
+pub fn plan(
+    activities: &[(usize, Position, Activity)],
+    histories: &BTreeMap<ActorKey, History>,
+    lane: &LaneState,
+    rules: &Rules,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut working: BTreeMap<ActorKey, History> = BTreeMap::new();
+    let mut undo: BTreeMap<ActorKey, Undo> = BTreeMap::new();
+    let mut registry = lane.dimension_values.clone();
+    let mut registry_grew = false;
+    let last = activities
+        .last()
+        .map(|(_, p, _)| p.clone())
+        .unwrap_or_default();
+    // Events already waiting on their marker: a repeat in the same batch waits on nothing (the marker's writer is
+    // the first, and only it counts).
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
+    for (record, position, a) in activities {
+        let mut transitioned_primary = false;
+        let mut primary: Option<ActorKey> = None;
+        let mut deltas = Deltas::new();
+        for active in &a.actives {
+            let key: ActorKey = (group(active.definition), active.actor.clone());
+            primary.get_or_insert_with(|| key.clone());
+            let h = working
+                .entry(key.clone())
+                .or_insert_with(|| histories.get(&key).cloned().unwrap_or_default());
+            let u = undo.entry(key.clone()).or_default();
+            out.records.entry(key.clone()).or_default().push(*record);
+            let d = active.definition.as_str();
+            let kept_scopes = h
+                .days
+                .keys()
+                .filter(|(def, _)| *def == active.definition)
+                .count();
+            for scope in &a.scopes {
+                let hk = (active.definition, scope.clone());
+                if !h.days.contains_key(&hk) && kept_scopes >= SCOPES_PER_ACTOR {
                     continue;
                 }
-                let op = out.entry(marker.clone()).or_insert_with(|| Op {
-                    marker,
-                    write: MarkerWrite::Create { day: None },
-                    increments: vec![(
-                        counter_item(scope, &day_label(cohort)),
-                        retained_attr(*d),
-                        1,
-                    )],
-                    records: Vec::new(),
-                });
-                op.records.extend(records);
-            }
-        }
-    }
-    for ((d, scope, actor), (day, records)) in first {
-        let marker = first_marker(d, &scope, &actor);
-        let label = day_label(day);
-        let op = if !known.exists(&marker) {
-            Some(Op {
-                marker,
-                write: MarkerWrite::Create {
-                    day: Some(label.clone()),
-                },
-                increments: vec![(counter_item(&scope, &label), new_attr(d), 1)],
-                records,
-            })
-        } else {
-            match known.first_day(&marker) {
-                // A late event from before the day the actor was first seen: the actor is new on that day.
-                Some(from) if label < from => Some(Op {
-                    increments: vec![
-                        (counter_item(&scope, &from), new_attr(d), -1),
-                        (counter_item(&scope, &label), new_attr(d), 1),
-                    ],
-                    marker,
-                    write: MarkerWrite::MoveFirstDay { from, to: label },
-                    records,
-                }),
-                _ => None,
-            }
-        };
-        if let Some(op) = op {
-            out.insert(op.marker.clone(), op);
-        }
-    }
-    out.into_values().collect()
-}
-
-/// The actors of a batch per sketch item: every active actor, under `all` and under each of its dimensions.
-pub fn sketch_updates(
-    activities: &[(usize, Activity)],
-) -> BTreeMap<Key, (BTreeSet<String>, Vec<usize>)> {
-    let mut out: BTreeMap<Key, (BTreeSet<String>, Vec<usize>)> = BTreeMap::new();
-    for (i, a) in activities {
-        for active in &a.actives {
-            for scope in &a.scopes {
-                let dims = std::iter::once("all".to_owned())
-                    .chain(a.dimensions.iter().map(|(n, v)| format!("{n}={v}")));
-                for dim in dims {
-                    let entry = out
-                        .entry(sketch_item(active.definition, scope, &dim, a.day))
-                        .or_default();
-                    entry.0.insert(active.actor.clone());
-                    entry.1.push(*i);
+                let days = h.days.entry(hk.clone()).or_default();
+                if !days.has(a.day) {
+                    let first = h.first.get(&hk).copied();
+                    let before = days.clone();
+                    let new_first =
+                        transition(&mut deltas, active.definition, scope, a.day, &before, first);
+                    if let Some(days) = h.days.get_mut(&hk) {
+                        days.set(a.day);
+                    }
+                    u.days.push((hk.clone(), a.day));
+                    if let Some(f) = new_first {
+                        h.first.insert(hk.clone(), f);
+                        // One record per key: what it was before this lane's write, and what it is after.
+                        match u.first.iter_mut().find(|(k, _, _)| *k == hk) {
+                            Some(entry) => entry.2 = f,
+                            None => u.first.push((hk.clone(), first, f)),
+                        }
+                    }
+                    if primary.as_ref() == Some(&key) {
+                        transitioned_primary = true;
+                    }
+                    // A new day for this (definition, scope): its dimension values count, even a late day's.
+                    count_dims(
+                        &mut deltas,
+                        d,
+                        scope,
+                        a,
+                        h,
+                        u,
+                        &mut registry,
+                        &mut registry_grew,
+                        rules,
+                        true,
+                    );
+                } else {
+                    count_dims(
+                        &mut deltas,
+                        d,
+                        scope,
+                        a,
+                        h,
+                        u,
+                        &mut registry,
+                        &mut registry_grew,
+                        rules,
+                        false,
+                    );
                 }
             }
         }
+        // The event's own counters: once per event id.
+        if !a.counters.is_empty() {
+            let mut counted = Deltas::new();
+            for scope in &a.scopes {
+                for c in &a.counters {
+                    add(
+                        &mut counted,
+                        'c',
+                        scope,
+                        a.day,
+                        format!("{}.{}", a.origin, c.as_str()),
+                        1,
+                    );
+                }
+            }
+            let id = short_id(&a.event_id);
+            let seen = primary.as_ref().is_some_and(|k| {
+                working
+                    .get(k)
+                    .and_then(|h| h.counted.get(&a.day))
+                    .is_some_and(|ids| ids.contains(&id))
+            });
+            if seen {
+                // A repeat of the event that made the day active: counted with it already.
+            } else if transitioned_primary && let Some(k) = &primary {
+                // The event that made the day active is remembered in the history it changed: no marker.
+                if let Some(h) = working.get_mut(k) {
+                    h.counted.entry(a.day).or_default().insert(id.clone());
+                }
+                undo.entry(k.clone()).or_default().counted.push((a.day, id));
+                merge(&mut deltas, &counted);
+            } else if waiting.insert(a.event_id.clone()) {
+                out.markers.push(MarkerWait {
+                    event_id: a.event_id.clone(),
+                    position: position.clone(),
+                    record: *record,
+                    deltas: counted,
+                });
+            }
+        }
+        merge(&mut out.deltas, &deltas);
+    }
+    let oldest = minus(rules.today, rules.replay_days);
+    for (key, mut h) in working {
+        let u = undo.remove(&key).unwrap_or_default();
+        if u.is_empty() {
+            continue;
+        }
+        h.prune(oldest);
+        while h.undo.len() >= UNDO_LANES {
+            let Some(other) = h.undo.keys().find(|l| **l != lane.lane).cloned() else {
+                break;
+            };
+            h.undo.remove(&other);
+        }
+        h.undo.insert(
+            lane.lane.clone(),
+            Undo {
+                position: last.clone(),
+                ..u
+            },
+        );
+        out.histories.insert(key, h);
+    }
+    out.records.retain(|k, _| out.histories.contains_key(k));
+    if registry_grew {
+        out.dimension_values = Some(registry);
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::activity::{Active, Counter};
-
-    fn day(d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+/// Counts the activity's dimension values for (definition, scope) on its day: each value once per actor and day.
+/// The history remembers the latest day's values per (definition, scope); a late day's values count only when the
+/// late day is new for the actor (`new_day`): values of an older day already active cannot be told apart
+/// (documented limit).
+#[allow(clippy::too_many_arguments)]
+fn count_dims(
+    deltas: &mut Deltas,
+    definition: &str,
+    scope: &str,
+    a: &Activity,
+    h: &mut History,
+    u: &mut Undo,
+    registry: &mut BTreeMap<String, BTreeSet<String>>,
+    grew: &mut bool,
+    rules: &Rules,
+    new_day: bool,
+) {
+    if a.dimensions.is_empty() {
+        return;
     }
-
-    fn sign_in(event_id: &str, sub: &str, d: u32) -> Activity {
-        Activity {
-            event_id: event_id.into(),
-            day: day(d),
-            scopes: vec!["pool=p/client=c".into(), "pool=p".into()],
-            actives: vec![Active {
-                definition: Definition::Authenticating,
-                actor: sub.into(),
-            }],
-            dimensions: vec![("platform".into(), "ios".into())],
-            counters: vec![Counter::SignIns],
-            origin: "trigger".into(),
-        }
+    let Some(hk) = crate::activity::Definition::ALL
+        .into_iter()
+        .find(|d| d.as_str() == definition)
+        .map(|d| (d, scope.to_owned()))
+    else {
+        return;
+    };
+    let latest = h.dims.get(&hk).and_then(|d| d.day);
+    if latest.is_some_and(|l| a.day < l) && !new_day {
+        return;
     }
-
-    fn total(ops: &[Op], item: &Key, attr: &str) -> i64 {
-        ops.iter()
-            .flat_map(|o| &o.increments)
-            .filter(|(k, a, _)| k == item && a == attr)
-            .map(|(_, _, n)| n)
-            .sum()
-    }
-
-    #[test]
-    fn repeats_in_a_batch_write_each_marker_once_and_count_each_user_once() {
-        let batch: Vec<(usize, Activity)> = vec![
-            (0, sign_in("e1", "alice", 3)),
-            (1, sign_in("e2", "alice", 3)),
-            (2, sign_in("e2", "alice", 3)), // the same event, delivered twice
-            (3, sign_in("e3", "bob", 3)),
-        ];
-        let ops = ops(&batch, &HashMap::new());
-        let pool_day = counter_item("pool=p", "2026-11-03");
-        assert_eq!(total(&ops, &pool_day, "authenticating_users.active"), 2);
-        assert_eq!(total(&ops, &pool_day, "authenticating_users.new"), 2);
-        assert_eq!(total(&ops, &pool_day, "trigger.sign_ins"), 3);
-        assert_eq!(
-            total(
-                &ops,
-                &counter_item("pool=p", "2026-11"),
-                "authenticating_users.active"
-            ),
-            2
-        );
-        // 3 events + 2 users x 2 scopes x (day, month, first) markers.
-        assert_eq!(ops.len(), 3 + 12);
-        let e2 = ops.iter().find(|o| o.marker == event_marker("e2")).unwrap();
-        assert_eq!(e2.records, vec![1, 2]);
-    }
-
-    #[test]
-    fn what_exists_is_not_written_again() {
-        let batch = vec![(0, sign_in("e1", "alice", 3))];
-        let mut known: HashMap<Key, Option<String>> = markers_to_read(&batch)
-            .into_iter()
-            .map(|k| (k, None))
-            .collect();
-        known.insert(
-            first_marker(Definition::Authenticating, "pool=p", "alice"),
-            Some("2026-11-01".into()),
-        );
-        known.insert(
-            first_marker(Definition::Authenticating, "pool=p/client=c", "alice"),
-            Some("2026-11-01".into()),
-        );
-        assert!(ops(&batch, &known).is_empty());
-    }
-
-    #[test]
-    fn a_late_event_moves_the_first_day_back_and_the_new_user_with_it() {
-        let batch = vec![(0, sign_in("e9", "alice", 2))];
-        let mut known: HashMap<Key, Option<String>> = HashMap::new();
-        let marker = first_marker(Definition::Authenticating, "pool=p", "alice");
-        known.insert(marker.clone(), Some("2026-11-05".into()));
-        let ops = ops(&batch, &known);
-        let moved = ops.iter().find(|o| o.marker == marker).unwrap();
-        assert_eq!(
-            moved.write,
-            MarkerWrite::MoveFirstDay {
-                from: "2026-11-05".into(),
-                to: "2026-11-02".into()
-            }
-        );
-        assert_eq!(
-            total(
-                &ops,
-                &counter_item("pool=p", "2026-11-05"),
-                "authenticating_users.new"
-            ),
-            -1
-        );
-        assert_eq!(
-            total(
-                &ops,
-                &counter_item("pool=p", "2026-11-02"),
-                "authenticating_users.new"
-            ),
-            1
-        );
-        // It counts as active on its own day, not on the day it arrived.
-        assert_eq!(
-            total(
-                &ops,
-                &counter_item("pool=p", "2026-11-02"),
-                "authenticating_users.active"
-            ),
-            1
-        );
-    }
-
-    #[test]
-    fn a_return_within_seven_days_retains_the_cohort_once_whatever_the_order() {
-        let retained = |ops: &[Op], cohort: u32| {
-            total(
-                ops,
-                &counter_item("pool=p", &day_label(day(cohort))),
-                "authenticating_users.retained7",
-            )
+    let before = h.dims.get(&hk).cloned();
+    let mut current = before.clone().unwrap_or_default();
+    if latest.is_none_or(|l| a.day > l) {
+        current = history::Dims {
+            day: Some(a.day),
+            values: BTreeSet::new(),
         };
-        // Days 1, 3 and 12 in one batch: day 1's cohort is retained (day 3), day 3's is not (12 is 9 days on).
-        let batch = vec![
-            (0, sign_in("e1", "alice", 1)),
-            (1, sign_in("e2", "alice", 3)),
-            (2, sign_in("e3", "alice", 12)),
-        ];
-        let all = ops(&batch, &HashMap::new());
-        assert_eq!(retained(&all, 1), 1);
-        assert_eq!(retained(&all, 3), 0);
-        assert_eq!(retained(&all, 12), 0);
-        // The same days one batch at a time, the return first and the cohort's day late: the same result.
-        let mut known: HashMap<Key, Option<String>> = HashMap::new();
-        let mut moved = 0;
-        for i in [1usize, 2, 0] {
-            let one = vec![batch[i].clone()];
-            let ops = ops(&one, &known);
-            moved += retained(&ops, 1) + retained(&ops, 3) + retained(&ops, 12);
-            for op in ops {
-                known.insert(op.marker, None);
-            }
-        }
-        assert_eq!(moved, 1);
-        // A redelivery after a partial write: the day markers landed, the retention marker did not (its
-        // transaction failed). The redelivered batch writes it, once.
-        let mut partial = known.clone();
-        partial.remove(&retained_marker(
-            Definition::Authenticating,
-            "pool=p",
-            day(1),
-            "alice",
-        ));
-        assert!(partial.contains_key(&day_marker(
-            Definition::Authenticating,
-            "pool=p",
-            day(3),
-            "alice"
-        )));
-        for one in [
-            vec![batch[0].clone()],
-            vec![batch[1].clone()],
-            batch.clone(),
-        ] {
-            let redone = ops(&one, &partial);
-            assert_eq!(retained(&redone, 1), 1, "{one:?}");
-            assert_eq!(retained(&redone, 3) + retained(&redone, 12), 0);
-        }
-        // A redelivery moves nothing.
-        let again = ops(&batch, &known);
-        assert!(again.iter().all(|o| {
-            o.increments
-                .iter()
-                .all(|(_, a, _)| !a.ends_with("retained7"))
-        }));
     }
-
-    #[test]
-    fn sketches_get_every_actor_under_all_and_each_dimension() {
-        let batch = vec![(0, sign_in("e1", "alice", 3)), (1, sign_in("e2", "bob", 3))];
-        let updates = sketch_updates(&batch);
-        let all = sketch_item(Definition::Authenticating, "pool=p", "all", day(3));
-        let ios = sketch_item(Definition::Authenticating, "pool=p", "platform=ios", day(3));
-        assert_eq!(updates[&all].0.len(), 2);
-        assert_eq!(updates[&ios].0.len(), 2);
-        assert_eq!(updates.len(), 4);
+    let remember = current.day == Some(a.day);
+    for (name, value) in &a.dimensions {
+        let slot = format!("{definition}|{scope}|{name}");
+        let values = registry.entry(slot).or_default();
+        let value = if values.contains(value) {
+            value.clone()
+        } else if values.len() < rules.dimension_values_cap {
+            values.insert(value.clone());
+            *grew = true;
+            value.clone()
+        } else {
+            OTHER.to_owned()
+        };
+        let held = format!("{name}={value}");
+        if remember {
+            if current.values.len() >= DIMS_PER_ACTOR && !current.values.contains(&held) {
+                continue;
+            }
+            if current.values.insert(held) {
+                add(
+                    deltas,
+                    'c',
+                    scope,
+                    a.day,
+                    format!("{DIM}{definition}|{name}={value}"),
+                    1,
+                );
+            }
+        } else {
+            add(
+                deltas,
+                'c',
+                scope,
+                a.day,
+                format!("{DIM}{definition}|{name}={value}"),
+                1,
+            );
+        }
+    }
+    if before.as_ref() != Some(&current) {
+        match u.dims.iter_mut().find(|(k, _, _)| *k == hk) {
+            Some(entry) => entry.2 = current.digest(),
+            None => u.dims.push((hk.clone(), before, current.digest())),
+        }
+        h.dims.insert(hk, current);
     }
 }
+
+/// The largest a history can grow, in bytes, by DynamoDB's item size rules (attribute names and values): with
+/// every definition of its group in [`SCOPES_PER_ACTOR`] scopes of `scope_chars` characters, `years` years of days,
+/// the replay window's counted ids (one per day), `dimensions` values of `value_chars`, and `lanes` undo records
+/// each changing `undo_days` days. Checked against DynamoDB's 400 KB item limit by the tests.
+pub fn history_size_bound(
+    years: usize,
+    scope_chars: usize,
+    replay_days: usize,
+    dimensions: usize,
+    value_chars: usize,
+    lanes: usize,
+    undo_days: usize,
+) -> usize {
+    let keys = 2 * SCOPES_PER_ACTOR;
+    let key_name = 22 + 1 + scope_chars;
+    let days = keys * (key_name + years * (4 + history::YEAR_BYTES));
+    let first = keys * (key_name + 10);
+    let counted = replay_days * (10 + 17 + 3);
+    let dims = 16 + dimensions.min(DIMS_PER_ACTOR) * (key_name + value_chars + 2);
+    let undo = lanes.min(UNDO_LANES)
+        * (16 + 40 + undo_days * (key_name + 12) + keys * (key_name + 22) + 2 * dims);
+    64 + days + first + counted + dims + undo
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,627 +1,720 @@
-//! The rollup table on DynamoDB: reads the markers a batch may need, writes the new ones with their counters in
-//! transactions, and merges the day's sketches under optimistic concurrency. See [`crate::plan`] for the layout.
+//! The rollup's storage, over a [`Table`] (DynamoDB, or the in-memory table of the tests and the benchmark): the
+//! lanes' positions and counters, the actors' histories, the event markers, and the figures read back (summed
+//! over lanes). See [`crate::plan`] for the layout.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
-use bridge_core::Deadline;
+use chrono::{Datelike, NaiveDate};
 
-use crate::plan::{Key, MarkerWrite, Op};
-use crate::sketch::Sketch;
+use crate::activity::Definition;
+use crate::history::{Days, Dims, History, Undo};
+use crate::lane::{LaneState, Position};
+use crate::plan::{ActorKey, Deltas, Item as CounterItem, day_label};
+use crate::table::{Expect, Item, Key, Table, TableError, TxWrite, Value};
 
-/// Items in one TransactWriteItems request, at most (DynamoDB's limit).
-pub const MAX_TRANSACTION_ITEMS: usize = 100;
-/// Keys in one BatchGetItem request, at most (DynamoDB's limit).
-pub const MAX_BATCH_GET_KEYS: usize = 100;
-/// BatchGetItem requests in flight at once.
-const PARALLEL_READS: usize = 4;
-/// Attempts of a sketch's read-merge-write when another invocation wrote it in between.
-const SKETCH_ATTEMPTS: u32 = 5;
-
-/// A rollup write or read that did not happen; worth a retry of the records that needed it.
+/// A rollup read or write that did not happen.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("rollup table: {0}")]
-pub struct StoreError(pub String);
+pub struct StoreError(pub TableError);
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+impl StoreError {
+    /// Whether a retry may succeed (else: dead letter).
+    pub fn is_transient(&self) -> bool {
+        self.0.is_transient()
+    }
 }
 
-/// An SDK error with its whole chain of causes.
-fn sdk_err(e: impl std::error::Error) -> StoreError {
-    err(aws_sdk_dynamodb::error::DisplayErrorContext(e))
+/// What a marker said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// This write created it: the event counts.
+    Created,
+    /// It exists, written by (lane, position).
+    Exists(String, Position),
 }
 
 /// The rollup table.
 #[derive(Debug, Clone)]
 pub struct RollupStore {
-    client: Client,
-    table: String,
-    event_marker_ttl: Duration,
+    table: Arc<dyn Table>,
+    marker_lifetime: Duration,
 }
 
-/// What one invocation wrote.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Written {
-    /// Markers written (each with its counters).
-    pub markers: u64,
-    /// Markers found written by another invocation meanwhile (their counters moved with them).
-    pub raced: u64,
-    /// TransactWriteItems requests.
-    pub transactions: u64,
-    /// Sketch items written.
-    pub sketches: u64,
+fn s(v: &str) -> Value {
+    Value::S(v.to_owned())
 }
 
-fn key_map(key: &Key) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(key.pk.clone())),
-        ("sk".to_owned(), AttributeValue::S(key.sk.clone())),
-    ])
+fn key_item(key: &Key) -> Item {
+    Item::from([("pk".to_owned(), s(&key.pk)), ("sk".to_owned(), s(&key.sk))])
 }
 
-fn key_of(item: &HashMap<String, AttributeValue>) -> Option<Key> {
-    Some(Key {
-        pk: item.get("pk")?.as_s().ok()?.clone(),
-        sk: item.get("sk")?.as_s().ok()?.clone(),
-    })
-}
-
-impl RollupStore {
-    /// The store on `table`; event markers expire `event_marker_ttl` after they are written.
-    pub fn new(client: Client, table: impl Into<String>, event_marker_ttl: Duration) -> Self {
-        Self {
-            client,
-            table: table.into(),
-            event_marker_ttl,
-        }
-    }
-
-    /// Which of `keys` exist, with the `day` of first-seen markers.
-    pub async fn read_markers(
-        &self,
-        keys: &BTreeSet<Key>,
-        deadline: Deadline,
-    ) -> Result<HashMap<Key, Option<String>>, StoreError> {
-        use futures_util::stream::{StreamExt as _, TryStreamExt as _};
-        let all: Vec<&Key> = keys.iter().collect();
-        let chunks: Vec<Vec<HashMap<String, AttributeValue>>> = all
-            .chunks(MAX_BATCH_GET_KEYS)
-            .map(|chunk| chunk.iter().map(|k| key_map(k)).collect())
-            .collect();
-        // A few requests at a time: a batch needs about one per five events.
-        let found: Vec<Vec<(Key, Option<String>)>> = futures_util::stream::iter(chunks)
-            .map(|chunk| self.read_chunk(chunk, deadline))
-            .buffer_unordered(PARALLEL_READS)
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().flatten().collect())
-    }
-
-    /// One BatchGetItem of at most [`MAX_BATCH_GET_KEYS`] keys, with its unprocessed keys asked again.
-    async fn read_chunk(
-        &self,
-        mut pending: Vec<HashMap<String, AttributeValue>>,
-        deadline: Deadline,
-    ) -> Result<Vec<(Key, Option<String>)>, StoreError> {
-        let mut found = Vec::new();
-        let mut rounds = 0;
-        while !pending.is_empty() {
-            rounds += 1;
-            if rounds > 6 || deadline.remaining() == Some(Duration::ZERO) {
-                return Err(StoreError(format!(
-                    "{} marker reads left unprocessed",
-                    pending.len()
-                )));
-            }
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut pending)))
-                // Strongly consistent: a marker the previous batch wrote must be seen, or a retention
-                // (which reads the days around) would be missed; the conditions guard the writes anyway.
-                .consistent_read(true)
-                .projection_expression("pk, sk, #d")
-                .expression_attribute_names("#d", "day")
-                .build()
-                .map_err(err)?;
-            let out = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in out
-                .responses()
-                .and_then(|r| r.get(&self.table))
-                .into_iter()
-                .flatten()
-            {
-                if let Some(key) = key_of(item) {
-                    let day = item.get("day").and_then(|d| d.as_s().ok()).cloned();
-                    found.push((key, day));
-                }
-            }
-            if let Some(left) = out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                pending = left.keys().to_vec();
-                tokio::time::sleep(Duration::from_millis(20 << rounds)).await;
-            }
-        }
-        Ok(found)
-    }
-
-    fn marker_item(&self, op: &Op) -> Result<TransactWriteItem, StoreError> {
-        match &op.write {
-            MarkerWrite::Create { day } => {
-                let mut item = key_map(&op.marker);
-                if let Some(day) = day {
-                    item.insert("day".into(), AttributeValue::S(day.clone()));
-                }
-                if op.marker.pk.starts_with("event#") {
-                    let expires = chrono::Utc::now().timestamp()
-                        + i64::try_from(self.event_marker_ttl.as_secs()).unwrap_or(i64::MAX / 2);
-                    item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
-                }
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(err)?;
-                Ok(TransactWriteItem::builder().put(put).build())
-            }
-            MarkerWrite::MoveFirstDay { from, to } => {
-                let update = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key_map(&op.marker)))
-                    .update_expression("SET #d = :to")
-                    .condition_expression("#d = :from")
-                    .expression_attribute_names("#d", "day")
-                    .expression_attribute_values(":to", AttributeValue::S(to.clone()))
-                    .expression_attribute_values(":from", AttributeValue::S(from.clone()))
-                    .build()
-                    .map_err(err)?;
-                Ok(TransactWriteItem::builder().update(update).build())
-            }
-        }
-    }
-
-    fn counter_item(
-        &self,
-        key: &Key,
-        adds: &BTreeMap<String, i64>,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let mut update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key_map(key)));
-        let mut parts = Vec::new();
-        for (i, (attr, n)) in adds.iter().enumerate() {
-            parts.push(format!("#a{i} :v{i}"));
-            update = update
-                .expression_attribute_names(format!("#a{i}"), attr)
-                .expression_attribute_values(format!(":v{i}"), AttributeValue::N(n.to_string()));
-        }
-        let update = update
-            .update_expression(format!("ADD {}", parts.join(", ")))
-            .build()
-            .map_err(err)?;
-        Ok(TransactWriteItem::builder().update(update).build())
-    }
-
-    /// Packs ops into transactions of at most [`MAX_TRANSACTION_ITEMS`] items (markers plus the distinct counter
-    /// items they move): what [`RollupStore::apply`] sends, one TransactWriteItems request each.
-    pub fn pack(ops: Vec<Op>) -> Vec<Vec<Op>> {
-        let mut out: Vec<Vec<Op>> = Vec::new();
-        let mut current: Vec<Op> = Vec::new();
-        let mut counters: BTreeSet<Key> = BTreeSet::new();
-        for op in ops {
-            let new_counters: BTreeSet<&Key> = op
-                .increments
-                .iter()
-                .map(|(k, _, _)| k)
-                .filter(|k| !counters.contains(*k))
-                .collect();
-            if !current.is_empty()
-                && current.len() + 1 + counters.len() + new_counters.len() > MAX_TRANSACTION_ITEMS
-            {
-                out.push(std::mem::take(&mut current));
-                counters.clear();
-            }
-            counters.extend(op.increments.iter().map(|(k, _, _)| k.clone()));
-            current.push(op);
-        }
-        if !current.is_empty() {
-            out.push(current);
-        }
-        out
-    }
-
-    /// Writes every op, each marker with its counter moves, atomically per transaction. A marker another
-    /// invocation wrote meanwhile is dropped with its moves and the rest resent. Returns what was written and the
-    /// records (by index) whose writes failed.
-    pub async fn apply(
-        &self,
-        ops: Vec<Op>,
-        deadline: Deadline,
-    ) -> (Written, Vec<(Vec<usize>, StoreError)>) {
-        let mut written = Written::default();
-        let mut failed = Vec::new();
-        for mut group in Self::pack(ops) {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                if group.is_empty() {
-                    break;
-                }
-                if deadline.remaining() == Some(Duration::ZERO) {
-                    let records = group.iter().flat_map(|o| o.records.clone()).collect();
-                    failed.push((
-                        records,
-                        StoreError("the invocation deadline came first".into()),
-                    ));
-                    break;
-                }
-                match self.transact(&group).await {
-                    Ok(()) => {
-                        written.transactions += 1;
-                        written.markers += group.len() as u64;
-                        break;
-                    }
-                    Err(Outcome::Raced(indexes)) if attempt < 4 => {
-                        written.transactions += 1;
-                        written.raced += indexes.len() as u64;
-                        let mut i = 0;
-                        group.retain(|_| {
-                            let keep = !indexes.contains(&i);
-                            i += 1;
-                            keep
-                        });
-                    }
-                    Err(Outcome::Raced(_)) => {
-                        let records = group.iter().flat_map(|o| o.records.clone()).collect();
-                        failed.push((records, StoreError("markers kept changing under us".into())));
-                        break;
-                    }
-                    Err(Outcome::Failed(e)) => {
-                        let records = group.iter().flat_map(|o| o.records.clone()).collect();
-                        failed.push((records, e));
-                        break;
-                    }
-                }
-            }
-        }
-        (written, failed)
-    }
-
-    async fn transact(&self, group: &[Op]) -> Result<(), Outcome> {
-        let mut items = Vec::with_capacity(MAX_TRANSACTION_ITEMS);
-        let mut counters: BTreeMap<Key, BTreeMap<String, i64>> = BTreeMap::new();
-        for op in group {
-            items.push(self.marker_item(op).map_err(Outcome::Failed)?);
-            for (key, attr, n) in &op.increments {
-                *counters
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(attr.clone())
-                    .or_default() += n;
-            }
-        }
-        for (key, adds) in &counters {
-            items.push(self.counter_item(key, adds).map_err(Outcome::Failed)?);
-        }
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) => match e.err() {
-                TransactWriteItemsError::TransactionCanceledException(c) => {
-                    // Reasons come in item order: the markers first, in `group` order.
-                    let raced: Vec<usize> = c
-                        .cancellation_reasons()
-                        .iter()
-                        .take(group.len())
-                        .enumerate()
-                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                        .map(|(i, _)| i)
-                        .collect();
-                    if raced.is_empty() {
-                        Err(Outcome::Failed(err(format!(
-                            "transaction cancelled: {:?}",
-                            c.cancellation_reasons()
-                                .iter()
-                                .filter_map(|r| r.code())
-                                .collect::<Vec<_>>()
-                        ))))
-                    } else {
-                        Err(Outcome::Raced(raced))
-                    }
-                }
-                other => Err(Outcome::Failed(sdk_err(other))),
-            },
-            Err(other) => Err(Outcome::Failed(sdk_err(other))),
-        }
-    }
-
-    /// Adds each update's actors to its stored sketch: read, merge, write only if nobody wrote it meanwhile
-    /// (`version`), again on a race. A redelivered batch changes no register and writes nothing. Returns what was
-    /// written and the records whose sketches failed.
-    pub async fn merge_sketches(
-        &self,
-        updates: BTreeMap<Key, (BTreeSet<String>, Vec<usize>)>,
-        deadline: Deadline,
-    ) -> (u64, Vec<(Vec<usize>, StoreError)>) {
-        let mut written = 0;
-        let mut failed = Vec::new();
-        for (key, (actors, records)) in updates {
-            if deadline.remaining() == Some(Duration::ZERO) {
-                failed.push((
-                    records,
-                    StoreError("the invocation deadline came first".into()),
-                ));
-                continue;
-            }
-            match self.merge_one(&key, &actors).await {
-                Ok(true) => written += 1,
-                Ok(false) => {}
-                Err(e) => failed.push((records, e)),
-            }
-        }
-        (written, failed)
-    }
-
-    async fn merge_one(&self, key: &Key, actors: &BTreeSet<String>) -> Result<bool, StoreError> {
-        for _ in 0..SKETCH_ATTEMPTS {
-            let (stored, version) = self.read_sketch(key).await?;
-            let mut sketch = stored.clone().unwrap_or_default();
-            for actor in actors {
-                sketch.insert(actor);
-            }
-            let bytes = sketch.to_bytes();
-            if stored.as_ref().is_some_and(|s| s.to_bytes() == bytes) {
-                return Ok(false);
-            }
-            let mut item = key_map(key);
-            item.insert("hll".into(), AttributeValue::B(Blob::new(bytes)));
-            item.insert(
-                "version".into(),
-                AttributeValue::N((version + 1).to_string()),
-            );
-            let mut put = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item));
-            put = if version == 0 {
-                // A dimension value's first sketch of the day: list the value first (an idempotent set add), so
-                // that a failure here leaves nothing half done.
-                self.index_dimension(key).await?;
-                put.condition_expression("attribute_not_exists(pk)")
-            } else {
-                put.condition_expression("version = :v")
-                    .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
-            };
-            match put.send().await {
-                Ok(_) => return Ok(true),
-                Err(SdkError::ServiceError(e))
-                    if e.err().is_conditional_check_failed_exception() => {}
-                Err(e) => return Err(sdk_err(e)),
-            }
-        }
-        Err(StoreError(format!(
-            "sketch {} {} kept changing under us",
-            key.pk, key.sk
-        )))
-    }
-
-    async fn index_dimension(&self, key: &Key) -> Result<(), StoreError> {
-        let Some((definition, scope, dim)) = crate::plan::sketch_parts(key) else {
-            return Ok(());
-        };
-        if dim == "all" {
-            return Ok(());
-        }
-        let index = Key {
-            pk: format!("dims#{definition}#{scope}"),
-            sk: "-".into(),
-        };
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(&index)))
-            .update_expression("ADD #v :d")
-            .expression_attribute_names("#v", "values")
-            .expression_attribute_values(":d", AttributeValue::Ss(vec![dim.to_owned()]))
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(())
-    }
-
-    /// The `name=value` dimensions that have sketches for a definition and scope.
-    pub async fn dimension_values(
-        &self,
-        definition: crate::activity::Definition,
-        scope: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(&crate::plan::dimension_index(
-                definition, scope,
-            ))))
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        let mut values: Vec<String> = out
-            .item()
-            .and_then(|i| i.get("values"))
-            .and_then(|v| v.as_ss().ok())
-            .cloned()
-            .unwrap_or_default();
-        values.sort();
-        Ok(values)
-    }
-
-    /// A stored sketch and its version (0: none stored).
-    pub async fn read_sketch(&self, key: &Key) -> Result<(Option<Sketch>, u64), StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        let Some(item) = out.item() else {
-            return Ok((None, 0));
-        };
-        let version = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let sketch = match item.get("hll").and_then(|b| b.as_b().ok()) {
-            Some(bytes) => Some(Sketch::from_bytes(bytes.as_ref()).map_err(err)?),
-            None => None,
-        };
-        Ok((sketch, version))
-    }
-
-    /// Every counter item of a scope: (period, counters), periods in order (months `YYYY-MM`, days
-    /// `YYYY-MM-DD`).
-    pub async fn counter_items(
-        &self,
-        scope: &str,
-    ) -> Result<Vec<(String, BTreeMap<String, i64>)>, StoreError> {
-        let pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(
-                ":pk",
-                AttributeValue::S(crate::plan::counter_item(scope, "").pk),
-            )
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        let mut out = Vec::new();
-        for item in pages {
-            let item = item.map_err(sdk_err)?;
-            let Some(key) = key_of(&item) else { continue };
-            out.push((key.sk, counters_of(&item)));
-        }
-        Ok(out)
-    }
-
-    /// The scopes that have counters (a Scan: for local runs and small tables; name the scope otherwise).
-    pub async fn scopes(&self) -> Result<Vec<String>, StoreError> {
-        let items = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression("begins_with(pk, :p)")
-            .expression_attribute_values(":p", AttributeValue::S("count#".into()))
-            .projection_expression("pk")
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Vec<_>>()
-            .await;
-        let mut scopes = BTreeSet::new();
-        for item in items {
-            let item = item.map_err(sdk_err)?;
-            if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok()) {
-                scopes.insert(pk.trim_start_matches("count#").to_owned());
-            }
-        }
-        Ok(scopes.into_iter().collect())
-    }
-
-    /// The counters of a scope and period (`YYYY-MM-DD` or `YYYY-MM`).
-    pub async fn counters(
-        &self,
-        scope: &str,
-        period: &str,
-    ) -> Result<BTreeMap<String, i64>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key_map(&crate::plan::counter_item(scope, period))))
-            .send()
-            .await
-            .map_err(sdk_err)?;
-        Ok(out.item().map(counters_of).unwrap_or_default())
+fn get_s<'a>(item: &'a Item, attr: &str) -> Option<&'a str> {
+    match item.get(attr) {
+        Some(Value::S(v)) => Some(v),
+        _ => None,
     }
 }
 
-fn counters_of(item: &HashMap<String, AttributeValue>) -> BTreeMap<String, i64> {
-    item.iter()
-        .filter(|(k, _)| k.as_str() != "pk" && k.as_str() != "sk")
-        .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
+fn list_s(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::L(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::S(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn list(items: impl IntoIterator<Item = String>) -> Value {
+    Value::L(items.into_iter().map(Value::S).collect())
+}
+
+fn day(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// The short code of a definition in a history's keys (the item is written often: every byte is billed).
+fn code(d: Definition) -> &'static str {
+    match d {
+        Definition::Authenticating => "au",
+        Definition::SessionUsers => "su",
+        Definition::SessionDevices => "sd",
+    }
+}
+
+fn of_code(s: &str) -> Option<Definition> {
+    Definition::ALL.into_iter().find(|d| code(*d) == s)
+}
+
+/// `<code>|<scope>`.
+fn hkey(k: &(Definition, String)) -> String {
+    format!("{}|{}", code(k.0), k.1)
+}
+
+fn parse_hkey(s: &str) -> Option<(Definition, String)> {
+    let (d, scope) = s.split_once('|')?;
+    Some((of_code(d)?, scope.to_owned()))
+}
+
+/// Days as 4 bytes each (days from the common era, little-endian).
+fn pack_days(days: impl IntoIterator<Item = NaiveDate>) -> Vec<u8> {
+    days.into_iter()
+        .flat_map(|d| d.num_days_from_ce().to_le_bytes())
         .collect()
 }
 
-enum Outcome {
-    /// The markers at these positions of the group exist already.
-    Raced(Vec<usize>),
-    Failed(StoreError),
+fn unpack_days(bytes: &[u8]) -> Vec<NaiveDate> {
+    bytes
+        .chunks_exact(4)
+        .filter_map(|c| {
+            NaiveDate::from_num_days_from_ce_opt(i32::from_le_bytes(c.try_into().ok()?))
+        })
+        .collect()
+}
+
+/// Counted ids as 12 bytes each: the day (4) and the id's first 16 hex digits (8).
+fn pack_counted<'a>(entries: impl IntoIterator<Item = (NaiveDate, &'a str)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (d, id) in entries {
+        let Ok(bytes) = hex::decode(id) else { continue };
+        if bytes.len() != 8 {
+            continue;
+        }
+        out.extend_from_slice(&d.num_days_from_ce().to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn unpack_counted(bytes: &[u8]) -> Vec<(NaiveDate, String)> {
+    bytes
+        .chunks_exact(12)
+        .filter_map(|c| {
+            let d =
+                NaiveDate::from_num_days_from_ce_opt(i32::from_le_bytes(c[..4].try_into().ok()?))?;
+            Some((d, hex::encode(&c[4..])))
+        })
+        .collect()
+}
+
+fn dims_into(m: &mut BTreeMap<String, Value>, d: &Dims) {
+    if let Some(day) = d.day {
+        m.insert("x".into(), s(&day_label(day)));
+    }
+    if !d.values.is_empty() {
+        m.insert("y".into(), list(d.values.iter().cloned()));
+    }
+}
+
+fn dims_from(m: &BTreeMap<String, Value>) -> Option<Dims> {
+    let day = match m.get("x") {
+        Some(Value::S(x)) => day(x),
+        _ => None,
+    };
+    let values: BTreeSet<String> = list_s(m.get("y")).into_iter().collect();
+    (day.is_some() || !values.is_empty()).then_some(Dims { day, values })
+}
+
+/// The item of a history (version bumped: the write expects the one it read). Compact, since it is written on
+/// every first activity of an actor's day: one map entry per (definition, scope) with its days, first day and
+/// latest dimension values; counted ids and undo days packed in bytes.
+pub fn history_item(key: &ActorKey, h: &History) -> Item {
+    let mut item = key_item(&history_key(key));
+    item.insert(
+        "v".into(),
+        Value::N(i64::try_from(h.version + 1).unwrap_or(i64::MAX)),
+    );
+    let keys: BTreeSet<&(Definition, String)> = h
+        .days
+        .keys()
+        .chain(h.first.keys())
+        .chain(h.dims.keys())
+        .collect();
+    let mut k = BTreeMap::new();
+    for hk in keys {
+        let mut m = BTreeMap::new();
+        if let Some(d) = h.days.get(hk) {
+            m.insert("d".to_owned(), Value::B(d.to_bytes()));
+        }
+        if let Some(f) = h.first.get(hk) {
+            m.insert("f".to_owned(), s(&day_label(*f)));
+        }
+        if let Some(d) = h.dims.get(hk) {
+            dims_into(&mut m, d);
+        }
+        k.insert(hkey(hk), Value::M(m));
+    }
+    item.insert("k".into(), Value::M(k));
+    if !h.counted.is_empty() {
+        item.insert(
+            "c".into(),
+            Value::B(pack_counted(h.counted.iter().flat_map(|(d, ids)| {
+                ids.iter().map(move |id| (*d, id.as_str()))
+            }))),
+        );
+    }
+    let mut undo = BTreeMap::new();
+    for (lane, u) in &h.undo {
+        let mut per_key: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        let mut days: BTreeMap<String, Vec<NaiveDate>> = BTreeMap::new();
+        for (hk, d) in &u.days {
+            days.entry(hkey(hk)).or_default().push(*d);
+        }
+        for (hk, ds) in days {
+            per_key
+                .entry(hk)
+                .or_default()
+                .insert("d".into(), Value::B(pack_days(ds)));
+        }
+        for (hk, before, set) in &u.first {
+            let text = format!(
+                "{}|{}",
+                before.map(day_label).unwrap_or_else(|| "-".into()),
+                day_label(*set)
+            );
+            per_key
+                .entry(hkey(hk))
+                .or_default()
+                .insert("f".into(), s(&text));
+        }
+        for (hk, before, after) in &u.dims {
+            let m = per_key.entry(hkey(hk)).or_default();
+            m.insert("z".into(), s(after));
+            match before {
+                Some(b) => dims_into(m, b),
+                None => {
+                    m.insert("n".into(), Value::N(1));
+                }
+            }
+        }
+        let mut m = BTreeMap::from([
+            ("p".to_owned(), s(&u.position.encode())),
+            (
+                "k".to_owned(),
+                Value::M(per_key.into_iter().map(|(k, v)| (k, Value::M(v))).collect()),
+            ),
+        ]);
+        if !u.counted.is_empty() {
+            m.insert(
+                "c".into(),
+                Value::B(pack_counted(
+                    u.counted.iter().map(|(d, id)| (*d, id.as_str())),
+                )),
+            );
+        }
+        undo.insert(lane.clone(), Value::M(m));
+    }
+    item.insert("u".into(), Value::M(undo));
+    item
+}
+
+/// A history read from its item.
+pub fn history_of(item: &Item) -> History {
+    let mut h = History {
+        version: match item.get("v") {
+            Some(Value::N(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        },
+        ..History::default()
+    };
+    if let Some(Value::M(keys)) = item.get("k") {
+        for (k, v) in keys {
+            let (Some(hk), Value::M(m)) = (parse_hkey(k), v) else {
+                continue;
+            };
+            if let Some(Value::B(b)) = m.get("d")
+                && let Some(d) = Days::from_bytes(b)
+            {
+                h.days.insert(hk.clone(), d);
+            }
+            if let Some(Value::S(f)) = m.get("f")
+                && let Some(f) = day(f)
+            {
+                h.first.insert(hk.clone(), f);
+            }
+            if let Some(d) = dims_from(m) {
+                h.dims.insert(hk, d);
+            }
+        }
+    }
+    if let Some(Value::B(b)) = item.get("c") {
+        for (d, id) in unpack_counted(b) {
+            h.counted.entry(d).or_default().insert(id);
+        }
+    }
+    if let Some(Value::M(undo)) = item.get("u") {
+        for (lane, u) in undo {
+            let Value::M(u) = u else { continue };
+            let Some(position) = u.get("p").and_then(|p| match p {
+                Value::S(p) => Position::decode(p),
+                _ => None,
+            }) else {
+                continue;
+            };
+            let mut rec = Undo {
+                position,
+                ..Undo::default()
+            };
+            if let Some(Value::M(keys)) = u.get("k") {
+                for (k, v) in keys {
+                    let (Some(hk), Value::M(m)) = (parse_hkey(k), v) else {
+                        continue;
+                    };
+                    if let Some(Value::B(b)) = m.get("d") {
+                        rec.days
+                            .extend(unpack_days(b).into_iter().map(|d| (hk.clone(), d)));
+                    }
+                    if let Some(Value::S(f)) = m.get("f")
+                        && let Some((before, set)) = f.split_once('|')
+                        && let Some(set) = day(set)
+                    {
+                        rec.first.push((hk.clone(), day(before), set));
+                    }
+                    if let Some(Value::S(after)) = m.get("z") {
+                        let before = if m.contains_key("n") {
+                            None
+                        } else {
+                            Some(dims_from(m).unwrap_or_default())
+                        };
+                        rec.dims.push((hk.clone(), before, after.clone()));
+                    }
+                }
+            }
+            if let Some(Value::B(b)) = u.get("c") {
+                rec.counted = unpack_counted(b);
+            }
+            h.undo.insert(lane.clone(), rec);
+        }
+    }
+    h
+}
+
+/// The key of an actor's history.
+pub fn history_key(key: &ActorKey) -> Key {
+    Key::new(format!("h#{}#{}", key.0, key.1), "-")
+}
+
+fn lane_key(lane: &str) -> Key {
+    Key::new(format!("lane#{lane}"), "-")
+}
+
+fn lane_dims_key(lane: &str) -> Key {
+    Key::new(format!("lanedims#{lane}"), "-")
+}
+
+fn counter_key(item: &CounterItem, lane: &str) -> Key {
+    Key::new(item.pk(), lane)
+}
+
+fn numbers(item: &Item) -> BTreeMap<String, i64> {
+    item.iter()
+        .filter_map(|(k, v)| match v {
+            Value::N(n) if k != "v" => Some((k.clone(), *n)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl RollupStore {
+    /// The store over `table`; event markers live `marker_lifetime` (the replay window).
+    pub fn new(table: Arc<dyn Table>, marker_lifetime: Duration) -> Self {
+        Self {
+            table,
+            marker_lifetime,
+        }
+    }
+
+    /// The store on the DynamoDB table `table`.
+    pub fn on_dynamodb(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        marker_lifetime: Duration,
+    ) -> Self {
+        Self::new(
+            Arc::new(crate::dynamo::Dynamo::new(client, table)),
+            marker_lifetime,
+        )
+    }
+
+    /// The table (its meter, in tests and the benchmark).
+    pub fn table(&self) -> &Arc<dyn Table> {
+        &self.table
+    }
+
+    /// The lane's committed state (strongly consistent: the lane's own last commit must be seen).
+    pub async fn read_lane(&self, lane: &str) -> Result<LaneState, StoreError> {
+        let keys = [lane_key(lane), lane_dims_key(lane)];
+        let items = self
+            .table
+            .batch_get(&keys, true)
+            .await
+            .map_err(StoreError)?;
+        let mut state = LaneState {
+            lane: lane.to_owned(),
+            ..LaneState::default()
+        };
+        for item in items {
+            match get_s(&item, "pk") {
+                Some(pk) if pk == keys[0].pk => {
+                    state.position = get_s(&item, "pos").and_then(Position::decode);
+                    state.pending = list_s(item.get("pending"));
+                }
+                Some(_) => {
+                    if let Some(Value::M(m)) = item.get("values") {
+                        state.dimension_values = m
+                            .iter()
+                            .map(|(slot, v)| (slot.clone(), list_s(Some(v)).into_iter().collect()))
+                            .collect();
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(state)
+    }
+
+    /// The histories of `keys` that exist, eventually consistent: a stale one only makes its versioned write fail
+    /// (and the batch read it again).
+    pub async fn read_histories(
+        &self,
+        keys: &BTreeSet<ActorKey>,
+    ) -> Result<BTreeMap<ActorKey, History>, StoreError> {
+        let by_key: BTreeMap<String, ActorKey> = keys
+            .iter()
+            .map(|k| (history_key(k).pk, k.clone()))
+            .collect();
+        let wanted: Vec<Key> = keys.iter().map(history_key).collect();
+        let items = self
+            .table
+            .batch_get(&wanted, false)
+            .await
+            .map_err(StoreError)?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let key = by_key.get(get_s(item, "pk")?)?;
+                Some((key.clone(), history_of(item)))
+            })
+            .collect())
+    }
+
+    /// Writes a history over the version it was read at.
+    pub async fn write_history(&self, key: &ActorKey, h: &History) -> Result<(), StoreError> {
+        self.table
+            .put(history_item(key, h), Expect::Version(h.version))
+            .await
+            .map_err(StoreError)
+    }
+
+    /// Writes an event's marker for (lane, position), unless it exists.
+    pub async fn put_marker(
+        &self,
+        event_id: &str,
+        lane: &str,
+        position: &Position,
+    ) -> Result<Marker, StoreError> {
+        let mut item = key_item(&Key::new(format!("ev#{event_id}"), "-"));
+        item.insert("by".into(), s(&format!("{lane}|{}", position.encode())));
+        let expires = chrono::Utc::now().timestamp()
+            + i64::try_from(self.marker_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        item.insert("expires_at".into(), Value::N(expires));
+        match self.table.put(item, Expect::Absent).await {
+            Ok(()) => Ok(Marker::Created),
+            Err(TableError::ConditionFailed(Some(old))) => {
+                let by = get_s(&old, "by").unwrap_or_default();
+                let (l, p) = by.split_once('|').unwrap_or(("", ""));
+                Ok(Marker::Exists(
+                    l.to_owned(),
+                    Position::decode(p).unwrap_or_default(),
+                ))
+            }
+            Err(TableError::ConditionFailed(None)) => {
+                // The item as it is did not come back: read it.
+                let old = self
+                    .table
+                    .get(&Key::new(format!("ev#{event_id}"), "-"), true)
+                    .await
+                    .map_err(StoreError)?
+                    .unwrap_or_default();
+                let by = get_s(&old, "by").unwrap_or_default();
+                let (l, p) = by.split_once('|').unwrap_or(("", ""));
+                Ok(Marker::Exists(
+                    l.to_owned(),
+                    Position::decode(p).unwrap_or_default(),
+                ))
+            }
+            Err(e) => Err(StoreError(e)),
+        }
+    }
+
+    /// Commits a lane's counters and its new position in one transaction, over the position it read: the same
+    /// batch can never commit twice. `pending` are the days to publish; `registry` the lane's dimension values when
+    /// they grew.
+    pub async fn commit(
+        &self,
+        lane: &LaneState,
+        position: &Position,
+        deltas: &Deltas,
+        pending: &[String],
+        registry: Option<&BTreeMap<String, BTreeSet<String>>>,
+    ) -> Result<(), StoreError> {
+        let mut writes: Vec<TxWrite> = deltas
+            .iter()
+            .filter(|(_, attrs)| attrs.values().any(|n| *n != 0))
+            .map(|(item, attrs)| TxWrite::Add {
+                key: counter_key(item, &lane.lane),
+                add: attrs
+                    .iter()
+                    .filter(|(_, n)| **n != 0)
+                    .map(|(a, n)| (a.clone(), *n))
+                    .collect(),
+            })
+            .collect();
+        let mut item = key_item(&lane_key(&lane.lane));
+        item.insert("pos".into(), s(&position.encode()));
+        item.insert("pending".into(), list(pending.iter().cloned()));
+        writes.push(TxWrite::Put {
+            item,
+            expect: Expect::Pos(lane.position.as_ref().map(Position::encode)),
+        });
+        if let Some(values) = registry {
+            let mut item = key_item(&lane_dims_key(&lane.lane));
+            item.insert(
+                "values".into(),
+                Value::M(
+                    values
+                        .iter()
+                        .map(|(slot, v)| (slot.clone(), list(v.iter().cloned())))
+                        .collect(),
+                ),
+            );
+            writes.push(TxWrite::Put {
+                item,
+                expect: Expect::Any,
+            });
+        }
+        self.table.transact(writes).await.map_err(StoreError)
+    }
+
+    /// Items of the transaction a commit of `deltas` needs (the lane item and its registry included).
+    pub fn commit_items(deltas: &Deltas) -> usize {
+        deltas.len() + 2
+    }
+
+    /// Clears the lane's pending days once published, if the lane is still at `position`.
+    pub async fn clear_pending(&self, lane: &str, position: &Position) -> Result<(), StoreError> {
+        let mut item = key_item(&lane_key(lane));
+        item.insert("pos".into(), s(&position.encode()));
+        item.insert("pending".into(), Value::L(Vec::new()));
+        match self
+            .table
+            .put(item, Expect::Pos(Some(position.encode())))
+            .await
+        {
+            Ok(()) | Err(TableError::ConditionFailed(_)) => Ok(()),
+            Err(e) => Err(StoreError(e)),
+        }
+    }
+
+    /// A lane's own counters of a scope and day (what it publishes).
+    pub async fn lane_day(
+        &self,
+        lane: &str,
+        scope: &str,
+        on: NaiveDate,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let item = CounterItem {
+            kind: 'c',
+            scope: scope.to_owned(),
+            day: on,
+        };
+        Ok(self
+            .table
+            .get(&counter_key(&item, lane), true)
+            .await
+            .map_err(StoreError)?
+            .map(|i| numbers(&i))
+            .unwrap_or_default())
+    }
+
+    /// A day's counters of a scope, summed over every lane.
+    pub async fn day_counters(
+        &self,
+        scope: &str,
+        on: NaiveDate,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        self.summed('c', scope, on).await
+    }
+
+    /// A day's actives per dimension value of a scope (`<definition>|<name>=<value>`), summed over every lane.
+    pub async fn day_dimensions(
+        &self,
+        scope: &str,
+        on: NaiveDate,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        Ok(self
+            .summed('c', scope, on)
+            .await?
+            .into_iter()
+            .filter_map(|(k, n)| Some((k.strip_prefix(crate::plan::DIM)?.to_owned(), n)))
+            .collect())
+    }
+
+    async fn summed(
+        &self,
+        kind: char,
+        scope: &str,
+        on: NaiveDate,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let pk = CounterItem {
+            kind,
+            scope: scope.to_owned(),
+            day: on,
+        }
+        .pk();
+        let mut out = BTreeMap::new();
+        for item in self.table.query(&pk).await.map_err(StoreError)? {
+            for (attr, n) in numbers(&item) {
+                *out.entry(attr).or_default() += n;
+            }
+        }
+        out.retain(|_, n| *n != 0);
+        Ok(out)
+    }
+
+    /// Every scope with counters, and the days each has (a scan: reports and tests).
+    pub async fn scopes(&self) -> Result<BTreeMap<String, BTreeSet<NaiveDate>>, StoreError> {
+        let mut out: BTreeMap<String, BTreeSet<NaiveDate>> = BTreeMap::new();
+        for pk in self.table.partitions("c#").await.map_err(StoreError)? {
+            let rest = &pk[2..];
+            if let Some((scope, d)) = rest.rsplit_once('#')
+                && let Some(d) = day(d)
+            {
+                out.entry(scope.to_owned()).or_default().insert(d);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn op(i: usize, counter: &str) -> Op {
-        Op {
-            marker: Key {
-                pk: format!("m{i}"),
-                sk: "-".into(),
-            },
-            write: MarkerWrite::Create { day: None },
-            increments: vec![(
-                Key {
-                    pk: counter.into(),
-                    sk: "-".into(),
-                },
-                "a".into(),
-                1,
-            )],
-            records: vec![i],
-        }
-    }
-
     #[test]
-    fn transactions_hold_at_most_a_hundred_items_counting_their_counters() {
-        let ops: Vec<Op> = (0..250)
-            .map(|i| op(i, if i % 2 == 0 { "c1" } else { "c2" }))
-            .collect();
-        let groups = RollupStore::pack(ops);
-        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 250);
-        for g in &groups {
-            let counters: BTreeSet<&Key> = g
-                .iter()
-                .flat_map(|o| o.increments.iter().map(|(k, _, _)| k))
-                .collect();
-            assert!(
-                g.len() + counters.len() <= MAX_TRANSACTION_ITEMS,
-                "{}",
-                g.len()
-            );
+    fn a_history_round_trips_through_its_item_and_a_typical_one_is_one_write_unit() {
+        let client = (
+            Definition::Authenticating,
+            "pool=us-east-1_EXAMPLE/client=exampleclient1".to_owned(),
+        );
+        let pool = (
+            Definition::Authenticating,
+            "pool=us-east-1_EXAMPLE".to_owned(),
+        );
+        let d = |n: u32| {
+            NaiveDate::from_ymd_opt(2026, 10, 1).unwrap() + chrono::Duration::days(i64::from(n))
+        };
+        let mut h = History {
+            version: 3,
+            ..History::default()
+        };
+        // A daily user: every day of a month, the transitioning event of each day kept for the 31-day window.
+        for n in 0..31 {
+            for k in [&client, &pool] {
+                h.days.entry(k.clone()).or_default().set(d(n));
+            }
+            h.counted
+                .entry(d(n))
+                .or_default()
+                .insert(format!("{:016x}", 0xabcdef_u64 + u64::from(n)));
         }
-        assert_eq!(groups[0].len(), 98);
+        h.first.insert(client.clone(), d(0));
+        h.first.insert(pool.clone(), d(0));
+        let dims = Dims {
+            day: Some(d(30)),
+            values: BTreeSet::from([
+                "platform=android".to_owned(),
+                "app_version=2.4.1".to_owned(),
+                "locale=en-US".to_owned(),
+            ]),
+        };
+        h.dims.insert(client.clone(), dims.clone());
+        h.dims.insert(pool.clone(), dims.clone());
+        h.undo.insert(
+            "0123456789abcdef".into(),
+            Undo {
+                position: Position::new(
+                    "49590338271490256608559692540925702759324208523137515618",
+                    0,
+                ),
+                days: vec![(client.clone(), d(30)), (pool.clone(), d(30))],
+                first: vec![],
+                counted: vec![(d(30), format!("{:016x}", 0xabcdef_u64 + 30))],
+                dims: vec![
+                    (client.clone(), None, dims.digest()),
+                    (pool.clone(), None, dims.digest()),
+                ],
+            },
+        );
+        let key = ("auth", "4f3e2d1c-0000-4000-8000-000000000001".to_owned());
+        let item = history_item(&key, &h);
+        let back = history_of(&item);
+        assert_eq!(back.version, 4);
+        // The undo record comes back grouped by key.
+        for u in h.undo.values_mut() {
+            u.days.sort();
+            u.dims.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        assert_eq!(History { version: 3, ..back }, h);
+        let size = crate::table::item_size(&item);
+        assert!(
+            size <= 1024,
+            "a daily user's history is {size} bytes: more than one write unit"
+        );
     }
 }

@@ -157,9 +157,11 @@ pub struct AppEvent {
 }
 
 impl AppEvent {
-    /// The partition key: the user when known, else the anonymous id.
+    /// The partition key: the anonymous id (the install, stable across sign-in and sign-out), else the user.
+    /// A session's events, signed out and signed in, keep one order and land in one shard, so the rollup counts
+    /// the install in one lane (`crates/active-users`, "one person, one count").
     pub fn partition_key(&self) -> Option<&str> {
-        self.user_id.as_deref().or(self.anonymous_id.as_deref())
+        self.anonymous_id.as_deref().or(self.user_id.as_deref())
     }
 }
 

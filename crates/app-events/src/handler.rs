@@ -1,7 +1,7 @@
 //! The app event forwarder's own steps on the shared pipeline ([`bridge_core::pipeline`]): read one record
 //! an app wrote through Amplify's Kinesis provider (either input shape, see [`crate::input`]), check and
 //! normalize it ([`crate::event`]), and put one `app-event/v1` record on the output stream, partitioned by the
-//! user, else the anonymous id. A record that cannot be used is dead-lettered with its reason and the batch
+//! anonymous id (the install), else the user. A record that cannot be used is dead-lettered with its reason and the batch
 //! goes on; repeats inside a batch (the same `event_id`) are sent once. The ordering key is the partition key.
 
 use std::collections::HashSet;
@@ -80,7 +80,7 @@ pub fn read(record: &SourceRecord, limits: &Limits) -> Result<Vec<AppEvent>, Str
         .collect()
 }
 
-/// One event's output record, partitioned by the user, else the anonymous id.
+/// One event's output record, partitioned by the anonymous id (the install), else the user.
 fn outbound(event: &AppEvent) -> Result<OutboundRecord, ProduceFailure> {
     let Some(key) = event.partition_key() else {
         return Err(ProduceFailure::Permanent(

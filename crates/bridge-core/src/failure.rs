@@ -26,6 +26,8 @@ pub enum FailureClass {
     InvalidAppEvent,
     /// A record on an analytics stream that is neither a `cognito-auth-event/v1` nor an `app-event/v1` record.
     NotAnAnalyticsEvent,
+    /// The rollup table refused the record's writes for good (validation, an item over 400 KB, a missing table).
+    RollupRefused,
     /// A transient failure that outlasted the retry age limit: the record is dead-lettered with its data
     /// rather than left to the event source, which would drop the data once its own retries run out.
     RetriedTooLong,
@@ -62,6 +64,7 @@ impl FailureClass {
             Self::UnusableEntries => "unusable_entries",
             Self::InvalidAppEvent => "invalid_app_event",
             Self::NotAnAnalyticsEvent => "not_an_analytics_event",
+            Self::RollupRefused => "rollup_refused",
             Self::RetriedTooLong => "retried_too_long",
             Self::Unavailable => "unavailable",
             Self::Deadline => "deadline",

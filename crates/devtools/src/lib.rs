@@ -7,12 +7,14 @@ pub mod emulator;
 pub mod esm;
 pub mod events;
 mod http;
+pub mod legacy_rollup;
 pub mod proxy;
 pub mod replay;
 pub mod report;
 pub mod runtime_api;
 pub mod sizes;
 pub mod synthetic;
+pub mod workload;
 
 pub use emulator::LocalAws;
 

@@ -2,16 +2,16 @@
 //! daily and 30-day actives and of sign-ins, sign-ups and failures over time (SVG, drawn by `plotters` without
 //! system fonts: the viewer renders the text).
 //!
-//! Exact from the counters: daily actives, new, retained, event counts, month-to-date. Estimated from the daily
-//! sketches (union on read): rolling 7- and 30-day actives, and so the sticky factor (daily over 30-day).
+//! Every figure is exact, read from the table (summed over lanes): daily actives, new, retained, event counts,
+//! month actives, rolling 7- and 30-day actives (from the day's window runs, `active_users::plan::rolling`), the
+//! sticky factor (daily over 30-day), and each dimension value's actives of a day.
 
 use std::collections::BTreeMap;
 
 use active_users::activity::Definition;
 use active_users::plan;
-use active_users::sketch::Sketch;
 use active_users::store::{RollupStore, StoreError};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use plotters::prelude::*;
 
 /// One day of the report.
@@ -19,16 +19,16 @@ use plotters::prelude::*;
 pub struct DayRow {
     /// The day.
     pub day: NaiveDate,
-    /// Actives that day (exact).
+    /// Actives that day.
     pub active: i64,
-    /// Actors first seen that day (exact).
+    /// Actors first seen that day.
     pub new: i64,
-    /// Of that day's actives, those active again within the next 7 days (exact; complete 7 days later).
+    /// Of that day's actives, those active again within the next 7 days (complete 7 days later).
     pub retained7: i64,
-    /// Distinct actives over the 7 days ending that day (estimate).
-    pub rolling7: f64,
-    /// Distinct actives over the 30 days ending that day (estimate).
-    pub rolling30: f64,
+    /// Distinct actives over the 7 days ending that day.
+    pub rolling7: i64,
+    /// Distinct actives over the 30 days ending that day.
+    pub rolling30: i64,
     /// The day's event counters, by `<origin>.<counter>`.
     pub events: BTreeMap<String, i64>,
 }
@@ -36,7 +36,7 @@ pub struct DayRow {
 impl DayRow {
     /// Daily over 30-day actives.
     pub fn sticky(&self) -> Option<f64> {
-        (self.rolling30 > 0.0).then(|| self.active as f64 / self.rolling30)
+        (self.rolling30 > 0).then(|| self.active as f64 / self.rolling30 as f64)
     }
 
     /// Of the day's actives, the share active again within 7 days.
@@ -71,7 +71,21 @@ impl DayRow {
     }
 }
 
-/// The days `from..=to` of a scope and definition, with the month-to-date actives of `to`'s month.
+/// Every day's counters of a scope over `from..=to`, summed over lanes.
+pub async fn day_counters(
+    store: &RollupStore,
+    scope: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<BTreeMap<NaiveDate, BTreeMap<String, i64>>, StoreError> {
+    let mut out = BTreeMap::new();
+    for day in from.iter_days().take_while(|d| *d <= to) {
+        out.insert(day, store.day_counters(scope, day).await?);
+    }
+    Ok(out)
+}
+
+/// The days `from..=to` of a scope and definition, with the month actives of `to`'s month up to `to`.
 pub async fn rows(
     store: &RollupStore,
     definition: Definition,
@@ -79,36 +93,22 @@ pub async fn rows(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<(Vec<DayRow>, i64), StoreError> {
-    let counters: BTreeMap<String, BTreeMap<String, i64>> =
-        store.counter_items(scope).await?.into_iter().collect();
-    let mut sketches: BTreeMap<NaiveDate, Sketch> = BTreeMap::new();
-    let mut day = from - chrono::Duration::days(29);
-    while day <= to {
-        let key = plan::sketch_item(definition, scope, "all", day);
-        if let (Some(s), _) = store.read_sketch(&key).await? {
-            sketches.insert(day, s);
-        }
-        day += chrono::Duration::days(1);
-    }
-    let window = |end: NaiveDate, days: i64| {
-        let start = end - chrono::Duration::days(days - 1);
-        Sketch::union(sketches.range(start..=end).map(|(_, s)| s)).estimate()
-    };
+    let month_start = to.with_day(1).unwrap_or(to);
+    let start = (from - chrono::Duration::days(29)).min(month_start);
+    let counters = day_counters(store, scope, start, to).await?;
+    let of = |day: NaiveDate| counters.get(&day).cloned().unwrap_or_default();
+    let d = definition.as_str();
     let mut out = Vec::new();
-    let mut day = from;
-    while day <= to {
-        let c = counters
-            .get(&plan::day_label(day))
-            .cloned()
-            .unwrap_or_default();
-        let get = |attr: String| c.get(&attr).copied().unwrap_or(0);
+    for day in from.iter_days().take_while(|x| *x <= to) {
+        let c = of(day);
+        let get = |attr: &str| c.get(&format!("{d}.{attr}")).copied().unwrap_or(0);
         out.push(DayRow {
             day,
-            active: get(plan::active_attr(definition)),
-            new: get(plan::new_attr(definition)),
-            retained7: get(plan::retained_attr(definition)),
-            rolling7: window(day, 7),
-            rolling30: window(day, 30),
+            active: get("active"),
+            new: get("new"),
+            retained7: get("retained7"),
+            rolling7: plan::rolling(definition, 7, day, of),
+            rolling30: plan::rolling(definition, 30, day, of),
             events: c
                 .iter()
                 .filter(|(k, _)| {
@@ -119,70 +119,55 @@ pub async fn rows(
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
         });
-        day += chrono::Duration::days(1);
     }
-    let month = counters
-        .get(&plan::month_label(to))
-        .and_then(|c| c.get(&plan::active_attr(definition)).copied())
-        .unwrap_or(0);
+    let month = month_start
+        .iter_days()
+        .take_while(|x| *x <= to)
+        .map(|x| {
+            of(x)
+                .get(&format!("{d}.month_active"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
     Ok((out, month))
 }
 
-/// One dimension value's distinct actives on a day and over the 7 and 30 days ending then (estimates).
+/// One dimension value's distinct actives on a day.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breakdown {
     /// `name=value`.
     pub dimension: String,
-    /// That day.
-    pub day: f64,
-    /// The 7 days ending that day.
-    pub rolling7: f64,
-    /// The 30 days ending that day.
-    pub rolling30: f64,
+    /// Its actives that day.
+    pub day: i64,
 }
 
-/// The breakdown of a definition's actives by every dimension value that has sketches, for the days ending `day`.
+/// A definition's actives of `day` by every dimension value counted that day.
 pub async fn breakdown(
     store: &RollupStore,
     definition: Definition,
     scope: &str,
     day: NaiveDate,
 ) -> Result<Vec<Breakdown>, StoreError> {
-    let mut out = Vec::new();
-    for dimension in store.dimension_values(definition, scope).await? {
-        let mut days: Vec<(i64, Sketch)> = Vec::new();
-        for back in 0..30 {
-            let d = day - chrono::Duration::days(back);
-            if let (Some(s), _) = store
-                .read_sketch(&plan::sketch_item(definition, scope, &dimension, d))
-                .await?
-            {
-                days.push((back, s));
-            }
-        }
-        let within =
-            |n: i64| Sketch::union(days.iter().filter(|(b, _)| *b < n).map(|(_, s)| s)).estimate();
-        out.push(Breakdown {
-            dimension,
-            day: within(1),
-            rolling7: within(7),
-            rolling30: within(30),
-        });
-    }
-    Ok(out)
+    let prefix = format!("{}|", definition.as_str());
+    Ok(store
+        .day_dimensions(scope, day)
+        .await?
+        .into_iter()
+        .filter_map(|(k, n)| {
+            Some(Breakdown {
+                dimension: k.strip_prefix(&prefix)?.to_owned(),
+                day: n,
+            })
+        })
+        .collect())
 }
 
 /// The breakdown as a text table.
 pub fn breakdown_table(rows: &[Breakdown]) -> String {
-    let mut out = format!(
-        "{:<32} {:>8} {:>8} {:>8}\n",
-        "dimension", "day~", "7-day~", "30-day~"
-    );
+    let mut out = format!("{:<32} {:>8}\n", "dimension", "day");
     for r in rows {
-        out.push_str(&format!(
-            "{:<32} {:>8.0} {:>8.0} {:>8.0}\n",
-            r.dimension, r.day, r.rolling7, r.rolling30
-        ));
+        out.push_str(&format!("{:<32} {:>8}\n", r.dimension, r.day));
     }
     out
 }
@@ -195,8 +180,8 @@ pub fn table(rows: &[DayRow]) -> String {
         "day",
         "active",
         "new",
-        "7-day~",
-        "30-day~",
+        "7-day",
+        "30-day",
         "sticky",
         "retained7",
         "sign-ins",
@@ -207,7 +192,7 @@ pub fn table(rows: &[DayRow]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<10} {:>7} {:>6} {:>8.0} {:>8.0} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            "{:<10} {:>7} {:>6} {:>8} {:>8} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             plan::day_label(r.day),
             r.active,
             r.new,
@@ -247,7 +232,7 @@ pub fn chart_svg(title: &str, rows: &[DayRow]) -> Result<String, ChartError> {
     let e = |e: &dyn std::fmt::Display| ChartError(e.to_string());
     let values: Vec<Vec<f64>> = vec![
         rows.iter().map(|r| r.active as f64).collect(),
-        rows.iter().map(|r| r.rolling30.round()).collect(),
+        rows.iter().map(|r| r.rolling30 as f64).collect(),
         rows.iter().map(|r| r.event("sign_ins") as f64).collect(),
         rows.iter().map(|r| r.event("sign_ups") as f64).collect(),
         rows.iter()
@@ -335,8 +320,8 @@ mod tests {
             active,
             new: 1,
             retained7: active / 2,
-            rolling7: 0.0,
-            rolling30: (active * 3) as f64,
+            rolling7: 0,
+            rolling30: active * 3,
             events: BTreeMap::from([
                 ("trigger.sign_ins".to_owned(), active),
                 ("activity_log.sign_ins".to_owned(), 9),

@@ -2,9 +2,8 @@
 //! `cognito-auth-event/v1` and `app-event/v1` records), with the exact answers a rollup must give: for the
 //! active-users tests and demo. Deterministic (fixed seeds).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use active_users::plan::{self, Key};
 use active_users::store::RollupStore;
 
 use chrono::NaiveDate;
@@ -233,98 +232,114 @@ pub fn deliveries(month: &Month) -> Vec<Vec<Value>> {
         .collect()
 }
 
-/// What rolling a month up costs and gives, simulated in memory exactly as the store uses the table.
-#[derive(Debug, Default)]
-pub struct Simulation {
-    /// Events delivered (repeats and redeliveries included).
-    pub delivered: u64,
-    /// Markers written (each with its counter moves).
-    pub marker_writes: u64,
-    /// TransactWriteItems requests.
-    pub transactions: u64,
-    /// Sketch items touched per batch (an upper bound of sketch writes: an unchanged sketch is not written).
-    pub sketch_writes: u64,
-    /// Marker keys read first (BatchGetItem, 100 keys a request).
-    pub keys_read: u64,
-    /// BatchGetItem requests.
-    pub read_requests: u64,
-    /// Markers the plan wanted to create although they existed (must be 0: what exists is never written).
-    pub rewrites: u64,
-    /// The markers, with the day of first-seen markers.
-    pub markers: HashMap<Key, Option<String>>,
-    /// The counters: (item, attribute) -> value.
-    pub counters: HashMap<(Key, String), i64>,
+/// Kinesis events of one shard, with sequence numbers that keep growing from one event to the next (as a shard's
+/// do), so that the rollup's lane sees each batch after the last.
+#[derive(Debug)]
+pub struct Feed {
+    stream_arn: String,
+    shard_id: String,
+    next: u64,
 }
 
-impl std::fmt::Display for Simulation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per = |n: u64| n as f64 / self.delivered.max(1) as f64;
-        write!(
-            f,
-            "{} events delivered: {} marker writes ({:.3} per event) in {} transactions, at most {} sketch writes; \
-             {:.3} write requests and {:.2} WCU per event (a transactional write is 2 WCU per item; sketches up to \
-             8 KiB); {} marker keys read first ({:.1} per event) in {} BatchGetItem requests",
-            self.delivered,
-            self.marker_writes,
-            per(self.marker_writes),
-            self.transactions,
-            self.sketch_writes,
-            per(self.transactions + self.sketch_writes),
-            per(2 * self.marker_writes) + per(self.sketch_writes * 8),
-            self.keys_read,
-            per(self.keys_read),
-            self.read_requests,
-        )
-    }
-}
-
-/// Rolls `month` up as delivered by [`deliveries`] (every seventh batch twice, as after a function error), with
-/// the planning of `active_users::plan` and an in-memory table: a marker is written only if absent.
-pub fn simulate_rollup(month: &Month, dimensions: &[String]) -> Simulation {
-    let mut sim = Simulation::default();
-    for (i, docs) in deliveries(month).iter().enumerate() {
-        for _ in 0..if i % 7 == 3 { 2 } else { 1 } {
-            let activities: Vec<(usize, active_users::activity::Activity)> = docs
-                .iter()
-                .enumerate()
-                .filter_map(|(j, d)| {
-                    let bytes = serde_json::to_vec(d).ok()?;
-                    Some((j, active_users::activity::read(&bytes, dimensions).ok()?))
-                })
-                .collect();
-            sim.delivered += docs.len() as u64;
-            let wanted = plan::markers_to_read(&activities);
-            sim.keys_read += wanted.len() as u64;
-            sim.read_requests += wanted
-                .len()
-                .div_ceil(active_users::store::MAX_BATCH_GET_KEYS)
-                as u64;
-            let known: HashMap<Key, Option<String>> = wanted
-                .into_iter()
-                .filter_map(|k| sim.markers.get(&k).map(|v| (k.clone(), v.clone())))
-                .collect();
-            let ops = plan::ops(&activities, &known);
-            sim.transactions += RollupStore::pack(ops.clone()).len() as u64;
-            sim.sketch_writes += plan::sketch_updates(&activities).len() as u64;
-            for op in ops {
-                let day = match &op.write {
-                    plan::MarkerWrite::Create { day } => {
-                        if sim.markers.contains_key(&op.marker) {
-                            sim.rewrites += 1;
-                        }
-                        day.clone()
-                    }
-                    plan::MarkerWrite::MoveFirstDay { to, .. } => Some(to.clone()),
-                };
-                sim.markers.insert(op.marker, day);
-                sim.marker_writes += 1;
-                for (item, attr, n) in op.increments {
-                    *sim.counters.entry((item, attr)).or_default() += n;
-                }
-            }
+impl Feed {
+    /// A feed of `shard` on the stream named `stream`.
+    pub fn new(stream: &str, shard: usize) -> Self {
+        Self {
+            stream_arn: crate::events::example_stream_arn(stream),
+            shard_id: format!("shardId-{shard:012}"),
+            next: 1,
         }
     }
-    sim
+
+    /// The next batch, one record per document, partitioned by its user (or install).
+    pub fn event(&mut self, docs: &[Value]) -> bridge_core::kinesis_event::RawKinesisEvent {
+        let records: Vec<Value> = docs
+            .iter()
+            .map(|d| {
+                let seq = crate::events::sequence_number(self.next);
+                self.next += 1;
+                crate::events::event_record(
+                    &self.stream_arn,
+                    &self.shard_id,
+                    &seq,
+                    partition_key(d),
+                    &serde_json::to_vec(d).unwrap_or_default(),
+                    1_800_000_000.0,
+                )
+            })
+            .collect();
+        bridge_core::kinesis_event::RawKinesisEvent { records }
+    }
+
+    /// The same records again (a redelivery of the last `n` records' batch).
+    pub fn again(&mut self, docs: &[Value]) -> bridge_core::kinesis_event::RawKinesisEvent {
+        self.next -= docs.len() as u64;
+        self.event(docs)
+    }
+}
+
+/// The partition key a forwarder gives a record: the user sub (auth events), else the install (app events).
+pub fn partition_key(doc: &Value) -> &str {
+    doc["user_sub"]
+        .as_str()
+        .or(doc["anonymous_id"].as_str())
+        .or(doc["user_id"].as_str())
+        .unwrap_or("app")
+}
+
+/// A rollup over a table in memory (metered by DynamoDB's rules), keeping its published lines.
+pub fn memory_rollup(
+    table: std::sync::Arc<active_users::table::Memory>,
+    dimensions: Vec<String>,
+) -> (
+    RollupStore,
+    active_users::ActiveUsers,
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+) {
+    let store = RollupStore::new(table, std::time::Duration::from_secs(31 * 86_400));
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rollup = active_users::ActiveUsers::new(
+        store.clone(),
+        bridge_core::dead_letter::DeadLetterWriter::new(
+            std::sync::Arc::new(bridge_core::testing::MemoryBlobs::default()),
+            "dead-letters",
+        ),
+        dimensions,
+        31,
+    )
+    .without_publishing()
+    .keeping_published(published.clone());
+    (store, rollup, published)
+}
+
+/// Rolls `month` up as delivered by [`deliveries`] (every seventh batch twice, as after a function error) through
+/// the real rollup over a metered in-memory table, in one lane: the store, the published lines and the events
+/// delivered.
+pub async fn simulate_rollup(
+    month: &Month,
+    dimensions: &[String],
+) -> (RollupStore, Vec<Value>, u64) {
+    use bridge_core::pipeline::Flow as _;
+    let table = std::sync::Arc::new(active_users::table::Memory::new());
+    let (store, rollup, published) = memory_rollup(table, dimensions.to_vec());
+    let mut feed = Feed::new("auth-events", 0);
+    let mut delivered = 0u64;
+    for (i, docs) in deliveries(month).iter().enumerate() {
+        let metrics = bridge_core::telemetry::Metrics::new();
+        let event = feed.event(docs);
+        rollup
+            .process(event, bridge_core::Deadline::none(), &metrics)
+            .await;
+        delivered += docs.len() as u64;
+        if i % 7 == 3 {
+            rollup
+                .process(feed.again(docs), bridge_core::Deadline::none(), &metrics)
+                .await;
+            delivered += docs.len() as u64;
+        }
+    }
+    let lines = published.lock().map(|l| l.clone()).unwrap_or_default();
+    (store, lines, delivered)
 }
 
 impl Month {
@@ -357,14 +372,19 @@ impl Month {
     }
 }
 
-/// The active-users rollup on the emulator, over `table` and dead-lettering to `bucket`, without its EMF lines
-/// (local runs print reports instead): the store it writes and the rollup.
+/// The active-users rollup on the emulator, over `table` and dead-lettering to `bucket`, without printing its
+/// published lines (local runs print reports instead; it keeps them): the store it writes, the rollup and the
+/// lines.
 pub fn local_rollup(
     aws: &crate::LocalAws,
     table: &str,
     bucket: &str,
     dimensions: Vec<String>,
-) -> (RollupStore, active_users::ActiveUsers) {
+) -> (
+    RollupStore,
+    active_users::ActiveUsers,
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+) {
     rollup_over(
         aws_sdk_dynamodb::Client::new(&aws.sdk),
         aws,
@@ -381,8 +401,14 @@ pub fn rollup_over(
     table: &str,
     bucket: &str,
     dimensions: Vec<String>,
-) -> (RollupStore, active_users::ActiveUsers) {
-    let store = RollupStore::new(dynamodb, table, std::time::Duration::from_secs(8 * 86_400));
+) -> (
+    RollupStore,
+    active_users::ActiveUsers,
+    std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+) {
+    let store =
+        RollupStore::on_dynamodb(dynamodb, table, std::time::Duration::from_secs(31 * 86_400));
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let rollup = active_users::ActiveUsers::new(
         store.clone(),
         bridge_core::dead_letter::DeadLetterWriter::new(
@@ -390,7 +416,9 @@ pub fn rollup_over(
             bucket,
         ),
         dimensions,
+        31,
     )
-    .without_emf();
-    (store, rollup)
+    .without_publishing()
+    .keeping_published(published.clone());
+    (store, rollup, published)
 }

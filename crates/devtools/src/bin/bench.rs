@@ -151,15 +151,93 @@ async fn main() {
         ),
         None => println!("peak resident memory: not available on this system"),
     }
-    // The rollup's cost is its DynamoDB writes, not CPU: counted with the store's own planning and packing over
-    // an in-memory table (moto's TransactWriteItems is too slow at this size; tests/active_users.rs checks the
-    // same plan against moto for 60 users).
+    rollup_costs().await;
+}
+
+/// The active-users rollup's DynamoDB cost per million events, on a month shaped like a real app
+/// (`devtools::workload`, 1% of a 1M-monthly-user app), metered by DynamoDB's rules from each design's own code:
+/// the current one through the real rollup over an in-memory table, the previous one from its planner.
+async fn rollup_costs() {
+    use bridge_core::pipeline::Flow as _;
     let started = Instant::now();
-    let month = devtools::synthetic::generate(3_000);
-    let sim = devtools::synthetic::simulate_rollup(&month, &["platform".to_owned()]);
+    let users = std::env::var("BENCH_ROLLUP_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let workload = devtools::workload::generate(users);
+    let table = std::sync::Arc::new(active_users::table::Memory::new());
+    let dims = vec![
+        "platform".to_owned(),
+        "app_version".to_owned(),
+        "locale".to_owned(),
+    ];
+    let (_, rollup, _) = devtools::synthetic::memory_rollup(table.clone(), dims.clone());
+    let mut feeds: std::collections::BTreeMap<(&str, usize), devtools::synthetic::Feed> =
+        std::collections::BTreeMap::new();
+    let mut legacy = devtools::legacy_rollup::LegacyModel::default();
+    let mut delivered = 0u64;
+    {
+        for (stream, shard, docs, twice) in &workload.batches {
+            let feed = feeds
+                .entry((stream, *shard))
+                .or_insert_with(|| devtools::synthetic::Feed::new(stream, *shard));
+            let metrics = bridge_core::telemetry::Metrics::new();
+            let rounds = if *twice { 2 } else { 1 };
+            for round in 0..rounds {
+                let event = if round == 0 {
+                    feed.event(docs)
+                } else {
+                    feed.again(docs)
+                };
+                rollup
+                    .process(event, bridge_core::Deadline::none(), &metrics)
+                    .await;
+                delivered += docs.len() as u64;
+                let activities: Vec<(usize, active_users::activity::Activity)> = docs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, d)| {
+                        let bytes = serde_json::to_vec(d).ok()?;
+                        Some((j, active_users::activity::read(&bytes, &dims).ok()?))
+                    })
+                    .collect();
+                legacy.batch(&activities);
+            }
+        }
+    }
+    use active_users::table::Table as _;
+    let current = table.meter().costs();
+    let per_million = |x: f64| x / workload.events as f64 * 1e6;
     println!(
-        "active-users rollup, a generated month of 3,000 users with repeats, late events and redeliveries \
-         ({:.1} s): {sim}",
+        "\nactive-users rollup, DynamoDB cost per million events: {} monthly users (of the issue's 1M-user app), {} \
+         events generated, {delivered} delivered (resends, late events and redelivered batches included), metered \
+         by DynamoDB's rules; {:.1} s",
+        workload.users,
+        workload.events,
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>12} {:>10}",
+        "design", "read units", "write units", "requests", "dollars"
+    );
+    for (name, c) in [
+        ("lanes and histories (current)", &current),
+        ("markers and sketches (previous)", &legacy.costs),
+    ] {
+        println!(
+            "{:<34} {:>12.0} {:>12.0} {:>12.0} {:>10.3}",
+            name,
+            per_million(c.read_units),
+            per_million(c.write_units as f64),
+            per_million(c.request_count() as f64),
+            per_million(c.dollars())
+        );
+    }
+    println!(
+        "requests of the current design: {:?}; a 1M-monthly-user app (90M events a month): ${:.0} a month \
+         (previous design: ${:.0})",
+        current.requests,
+        per_million(current.dollars()) * 90.0,
+        per_million(legacy.costs.dollars()) * 90.0
     );
 }

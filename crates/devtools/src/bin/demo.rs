@@ -519,9 +519,9 @@ async fn check_sample_rollup(
                 .insert(sub.to_owned());
         }
     }
-    let store = active_users::store::RollupStore::new(
+    let store = active_users::store::RollupStore::on_dynamodb(
         stack.aws.dynamodb.clone(),
-        local_name("RollupTable"),
+        &local_name("RollupTable"),
         Duration::from_secs(86_400),
     );
     for ((scope, d), users) in &expected {
@@ -559,10 +559,7 @@ async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String
         ] {
             let mut entries = Vec::new();
             for (_, e) in chunk.iter().filter(|(_, e)| e["schema"] == schema) {
-                let key = e["user_sub"]
-                    .as_str()
-                    .or(e["user_id"].as_str())
-                    .unwrap_or("anonymous");
+                let key = devtools::synthetic::partition_key(e);
                 entries.push(
                     PutRecordsRequestEntry::builder()
                         .partition_key(key)
@@ -603,15 +600,15 @@ async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String
         .unwrap_or_default();
     let get = |k: &str| rollup.get(k).copied().unwrap_or(0);
     println!(
-        "   rolled up in {:.1} s: {} markers in {} transactions, {} sketch writes (active-users' totals)",
+        "   rolled up in {:.1} s: {} lane commits, {} histories and {} event markers written (active-users' totals)",
         started.elapsed().as_secs_f64(),
+        get(active_users::handler::METRIC_COMMITS),
+        get(active_users::handler::METRIC_HISTORIES_WRITTEN),
         get(active_users::handler::METRIC_MARKERS_WRITTEN),
-        get(active_users::handler::METRIC_TRANSACTIONS),
-        get(active_users::handler::METRIC_SKETCHES_WRITTEN),
     );
-    let store = active_users::store::RollupStore::new(
+    let store = active_users::store::RollupStore::on_dynamodb(
         aws.dynamodb.clone(),
-        local_name("RollupTable"),
+        &local_name("RollupTable"),
         Duration::from_secs(86_400),
     );
     let pool = format!("pool={POOL}");

@@ -52,13 +52,14 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
 
 async fn run(a: Args) -> Result<(), String> {
     let sdk = bridge_core::aws::sdk_config().await;
-    let store = RollupStore::new(
+    let store = RollupStore::on_dynamodb(
         aws_sdk_dynamodb::Client::new(&sdk),
         &a.table,
         std::time::Duration::from_secs(86_400),
     );
-    let scopes = if a.scopes.is_empty() {
-        store.scopes().await.map_err(|e| e.to_string())?
+    let all = store.scopes().await.map_err(|e| e.to_string())?;
+    let scopes: Vec<String> = if a.scopes.is_empty() {
+        all.keys().cloned().collect()
     } else {
         a.scopes.clone()
     };
@@ -67,13 +68,10 @@ async fn run(a: Args) -> Result<(), String> {
     }
     std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
     for scope in scopes {
-        let days: Vec<NaiveDate> = store
-            .counter_items(&scope)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter_map(|(period, _)| NaiveDate::parse_from_str(&period, "%Y-%m-%d").ok())
-            .collect();
+        let days: Vec<NaiveDate> = all
+            .get(&scope)
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default();
         let (Some(first), Some(last)) = (days.first(), days.last()) else {
             continue;
         };
@@ -92,7 +90,7 @@ async fn run(a: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
-                "\n{scope}, {} ({from} to {to}; ~ = estimated from sketches, 0.81% standard error; month to date {month})",
+                "\n{scope}, {} ({from} to {to}; month to date {month})",
                 definition.as_str()
             );
             print!("{}", devtools::report::table(&rows));
@@ -100,7 +98,7 @@ async fn run(a: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             if !by.is_empty() {
-                println!("by dimension, days ending {to}:");
+                println!("by dimension, {to}:");
                 print!("{}", devtools::report::breakdown_table(&by));
             }
             let title = format!("{scope} {}", definition.as_str());
