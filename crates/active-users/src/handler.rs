@@ -177,7 +177,7 @@ impl ActiveUsers {
                 slots[*i].fail(Failure::new(FailureClass::Unavailable, e));
             }
         };
-        let state = match self.store.read_lane(lane).await {
+        let state = match within(deadline, self.store.read_lane(lane)).await {
             Ok(s) => s,
             Err(e) => return fail(slots, &records, &e),
         };
@@ -203,10 +203,10 @@ impl ActiveUsers {
         let committed = state.committed();
         if todo.is_empty() {
             if !earlier.is_empty()
-                && self.publish(lane, &earlier).await.is_ok()
+                && within(deadline, self.publish(lane, &earlier)).await.is_ok()
                 && let Some(p) = &state.position
             {
-                let _ = self.store.clear_pending(lane, p).await;
+                let _ = within(deadline, self.store.clear_pending(lane, p)).await;
             }
             return;
         }
@@ -225,7 +225,7 @@ impl ActiveUsers {
                         .map(|x| (plan::group(x.definition), x.actor.clone()))
                 })
                 .collect();
-            let stored = match self.store.read_histories(&keys).await {
+            let stored = match within(deadline, self.store.read_histories(&keys)).await {
                 Ok(h) => h,
                 Err(e) => {
                     let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
@@ -254,7 +254,7 @@ impl ActiveUsers {
             // The histories, each over the version read.
             let mut conflict = false;
             for (key, h) in &plan.histories {
-                match self.store.write_history(key, h).await {
+                match within(deadline, self.store.write_history(key, h)).await {
                     Ok(()) => metrics.incr(METRIC_HISTORIES_WRITTEN),
                     Err(StoreError(crate::table::TableError::ConditionFailed(_)))
                     | Err(StoreError(crate::table::TableError::Conflict(_))) => {
@@ -293,7 +293,11 @@ impl ActiveUsers {
             let outcomes: Vec<(plan::MarkerWait, Result<Marker, StoreError>)> =
                 futures_util::stream::iter(waits)
                     .map(|w| async move {
-                        let r = self.store.put_marker(&w.event_id, lane, &w.position).await;
+                        let r = within(
+                            deadline,
+                            self.store.put_marker(&w.event_id, lane, &w.position),
+                        )
+                        .await;
                         (w, r)
                     })
                     .buffered(MARKER_CONCURRENCY)
@@ -327,24 +331,23 @@ impl ActiveUsers {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            match self
-                .store
-                .commit(
+            match within(
+                deadline,
+                self.store.commit(
                     &state,
                     &last,
                     &deltas,
                     &pending,
                     plan.dimension_values.as_ref(),
-                )
-                .await
+                ),
+            )
+            .await
             {
                 Ok(()) => {}
                 Err(StoreError(crate::table::TableError::ConditionFailed(_))) => {
                     // The lane is not where it was read: either this very commit landed and its answer was lost
                     // (the SDK's resend then fails its condition), or another invocation moved the lane.
-                    let landed = self
-                        .store
-                        .read_lane(lane)
+                    let landed = within(deadline, self.store.read_lane(lane))
                         .await
                         .is_ok_and(|now| now.position.as_ref() == Some(&last));
                     if !landed {
@@ -358,11 +361,27 @@ impl ActiveUsers {
                 }
             }
             metrics.incr(METRIC_COMMITS);
-            if self.publish(lane, &pending).await.is_ok() {
-                let _ = self.store.clear_pending(lane, &last).await;
+            if within(deadline, self.publish(lane, &pending)).await.is_ok() {
+                let _ = within(deadline, self.store.clear_pending(lane, &last)).await;
             }
             return;
         }
+    }
+}
+
+/// Runs a store call within the invocation's deadline: a call still in flight then is given up (a transient
+/// failure: the SDK's own retries of a throttled or failing call must not run the invocation out of time).
+async fn within<T>(
+    deadline: Deadline,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match deadline.remaining() {
+        None => call.await,
+        Some(left) => tokio::time::timeout(left, call).await.unwrap_or_else(|_| {
+            Err(StoreError(crate::table::TableError::Transient(
+                "no answer before the invocation deadline".into(),
+            )))
+        }),
     }
 }
 
