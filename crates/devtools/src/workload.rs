@@ -4,7 +4,8 @@
 //! every other day, a token refresh: the user stayed signed in), a token refresh, an app session start, and 7
 //! other app events in that session (3 of the 10 are sign-ins, refreshes or session starts). A fifth of the users
 //! are active daily, the rest about one day in eight, so that daily over monthly users is 0.3. Delivery: 3% of
-//! the events a day late, 5% twice (a producer's resend), in batches of 500 per shard of two shards per stream,
+//! the events a day late, 5% twice (a producer's resend), in batches of the rollup's batch size per shard of two
+//! shards per stream,
 //! and every seventh batch delivered again (a function error). Deterministic (fixed seed).
 
 use std::collections::BTreeMap;
@@ -48,8 +49,9 @@ fn app(
            "properties": {}, "traits": {}, "source": null})
 }
 
-/// Generates the month for `users` monthly users (1M / `users` is the scale).
-pub fn generate(users: u32) -> Workload {
+/// Generates the month for `users` monthly users (1M / `users` is the scale), in batches of `batch_size` records
+/// per shard (the template's `RollupBatchSize`).
+pub fn generate(users: u32, batch_size: usize) -> Workload {
     let mut rng = fastrand::Rng::with_seed(20_261_203);
     let mut n = 0u64;
     let mut id = || {
@@ -131,7 +133,7 @@ pub fn generate(users: u32) -> Workload {
         }
     }
     arrivals.sort_by_key(|a| (a.0, a.1));
-    // Per stream and shard (by partition key), batches of 500 in arrival order.
+    // Per stream and shard (by partition key), batches of `batch_size` in arrival order.
     let mut open: BTreeMap<(&'static str, usize), Vec<Value>> = BTreeMap::new();
     let mut batches = Vec::new();
     let mut count = 0usize;
@@ -144,7 +146,7 @@ pub fn generate(users: u32) -> Workload {
         );
         let list = open.entry((stream, shard)).or_default();
         list.push(doc);
-        if list.len() == 500 {
+        if list.len() == batch_size.max(1) {
             count += 1;
             batches.push((stream, shard, std::mem::take(list), count % 7 == 3));
         }

@@ -164,7 +164,14 @@ async fn rollup_costs() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let workload = devtools::workload::generate(users);
+    // Batches as the template's rollup mapping makes them (its batch size).
+    let batch_size = std::fs::read_to_string("infra/template.yaml")
+        .ok()
+        .and_then(|t| {
+            devtools::esm::MappingSettings::from_template(&t, "ActiveUsersFunction", "AuthEvents").ok()
+        })
+        .map_or(2_000, |m| m.batch_size);
+    let workload = devtools::workload::generate(users, batch_size);
     let table = std::sync::Arc::new(active_users::table::Memory::new());
     let dims = vec![
         "platform".to_owned(),
@@ -210,8 +217,8 @@ async fn rollup_costs() {
     let per_million = |x: f64| x / workload.events as f64 * 1e6;
     println!(
         "\nactive-users rollup, DynamoDB cost per million events: {} monthly users (of the issue's 1M-user app), {} \
-         events generated, {delivered} delivered (resends, late events and redelivered batches included), metered \
-         by DynamoDB's rules; {:.1} s",
+         events generated, {delivered} delivered (resends, late events and redelivered batches included) in batches \
+         of {batch_size} (the template's RollupBatchSize), metered by DynamoDB's rules; {:.1} s",
         workload.users,
         workload.events,
         started.elapsed().as_secs_f64()
