@@ -10,7 +10,7 @@
 //! repeat carries an `event_id` already seen, and each identity's outputs come in the order of their source
 //! records; for the rollup: every counter of every scope and day is the same. For all: no batch is given up and the
 //! dead letters are the same. `make test` runs them at `CHAOS_RECORDS` (default 600) records each; `make chaos` at
-//! 10,000 (the rollup's input is capped by moto's speed, see its test).
+//! 10,000 (the rollup's, a generated month, at 20 and 60 users).
 //!
 //! The trigger forwarder, invoked synchronously by Cognito, gets the fail-open checks under the same faults plus
 //! slow answers and connection resets: every sign-in answered in time, every auth event on the stream or spilled.
@@ -354,7 +354,7 @@ async fn run(
     let settings = MappingSettings::from_template(&template, case.logical, case.event).unwrap();
     let settings = MappingSettings {
         // Smaller batches than the template's 500 give the faults more invocations to land in (the rollup's input
-        // is smaller still: moto's transactions are slow).
+        // is smaller still: each of its batches is a commit, and small ones give more commits to fault).
         batch_size: if case.rollup { 25 } else { 100 },
         ..settings
     };
@@ -954,8 +954,9 @@ async fn trigger_forwarder_under_faults_answers_every_sign_in_in_time_and_loses_
 }
 
 /// Auth and app events of a generated month (with the stream's repeats and late arrivals) for the active-users
-/// rollup. Its size is moto's, not ours: moto's TransactWriteItems copies the table per item (see
-/// tests/active_users.rs), so `CHAOS_RECORDS` scales it only up to 60 users.
+/// rollup: every counter exactly as without faults, and the data points its dashboard would read from the lines it
+/// printed equal to the table. `CHAOS_RECORDS` scales it from 10 to 60 users (the in-memory tests of
+/// tests/active_users.rs take the scale).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_users_under_faults_counts_every_user_and_event_exactly_once() {
     let users = u32::try_from(records() / 30).unwrap_or(60).clamp(10, 60);

@@ -828,3 +828,41 @@ fn the_dashboard_reads_only_what_the_rollup_publishes_and_sums_each_lanes_latest
     }
     assert!(read >= 13, "{read}");
 }
+
+/// The rollup's lanes are shards: its mappings never run two batches of one shard at once. Its replay window is
+/// derived from the same stream retention and app event age the streams and the app event forwarder use.
+#[test]
+fn the_rollup_runs_one_batch_per_shard_and_its_replay_window_follows_the_streams() {
+    let t = template();
+    let f = function_for_binary(&t, active_users::handler::FUNCTION_NAME);
+    for event in ["AuthEvents", "AppEvents"] {
+        let props = &f["Properties"]["Events"][event]["Properties"];
+        assert_eq!(props["ParallelizationFactor"].as_u64(), Some(1), "{event}");
+        assert_eq!(
+            serde_yaml_ng::to_string(&props["BatchSize"]).unwrap(),
+            "!Ref RollupBatchSize\n"
+        );
+    }
+    let vars = &f["Properties"]["Environment"]["Variables"];
+    let by_ref = |v: &Value| serde_yaml_ng::to_string(v).unwrap();
+    assert_eq!(
+        by_ref(&vars[active_users::config::ENV_STREAM_RETENTION_HOURS]),
+        "!Ref StreamRetentionHours\n"
+    );
+    assert_eq!(
+        by_ref(&vars[active_users::config::ENV_APP_EVENT_MAX_PAST_DAYS]),
+        "!Ref AppEventMaxPastDays\n"
+    );
+    let app = function_for_binary(&t, app_events::handler::FUNCTION_NAME);
+    assert_eq!(
+        by_ref(&app["Properties"]["Environment"]["Variables"]["APP_EVENT_MAX_PAST_DAYS"]),
+        "!Ref AppEventMaxPastDays\n"
+    );
+    // The defaults give a replay window the function accepts.
+    let default = |name: &str| t["Parameters"][name]["Default"].as_i64().unwrap();
+    let minimum = active_users::Config::minimum_replay_days(
+        default("StreamRetentionHours"),
+        default("AppEventMaxPastDays"),
+    );
+    assert_eq!(minimum, 31);
+}

@@ -168,7 +168,8 @@ async fn rollup_costs() {
     let batch_size = std::fs::read_to_string("infra/template.yaml")
         .ok()
         .and_then(|t| {
-            devtools::esm::MappingSettings::from_template(&t, "ActiveUsersFunction", "AuthEvents").ok()
+            devtools::esm::MappingSettings::from_template(&t, "ActiveUsersFunction", "AuthEvents")
+                .ok()
         })
         .map_or(2_000, |m| m.batch_size);
     let workload = devtools::workload::generate(users, batch_size);
