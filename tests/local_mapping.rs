@@ -554,9 +554,18 @@ async fn the_local_stack_invokes_the_trigger_and_its_event_reaches_the_rollup() 
     );
     assert_eq!(rollup.given_up, 0);
     let metrics = stack.function("active-users").unwrap().metrics();
-    assert!(
-        metrics.get("MarkersWritten").copied().unwrap_or(0) > 0,
+    assert_eq!(
+        metrics.get(active_users::handler::METRIC_COMMITS).copied(),
+        Some(1),
         "{metrics:?}"
+    );
+    assert!(
+        metrics
+            .get(active_users::handler::METRIC_HISTORIES_WRITTEN)
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the signed-in user's history was written: {metrics:?}"
     );
     assert_eq!(metrics.get("DeadLettered").copied().unwrap_or(0), 0);
     stack.stop().await;

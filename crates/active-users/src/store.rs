@@ -443,12 +443,18 @@ impl RollupStore {
             .collect())
     }
 
-    /// Writes a history over the version it was read at.
+    /// Writes a history over the version it was read at. A failed condition that finds exactly this write there is
+    /// this write, applied, whose answer was lost (the SDK's resend then fails its condition): success.
     pub async fn write_history(&self, key: &ActorKey, h: &History) -> Result<(), StoreError> {
-        self.table
-            .put(history_item(key, h), Expect::Version(h.version))
+        let item = history_item(key, h);
+        match self
+            .table
+            .put(item.clone(), Expect::Version(h.version))
             .await
-            .map_err(StoreError)
+        {
+            Err(TableError::ConditionFailed(Some(current))) if *current == item => Ok(()),
+            other => other.map_err(StoreError),
+        }
     }
 
     /// Writes an event's marker for (lane, position), unless it exists.
