@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools js-client build test lint infra-check package fmt demo local invoke events bench profile chaos fuzz lock clean
+.PHONY: help tools infra-tools js-client build build-bins test lint infra-check package fmt demo local invoke events bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -55,9 +55,15 @@ infra-tools: $(SAM_STAMP) $(CHECKOV_STAMP) ## Install the pinned infra linters (
 build: ## Build every crate and target.
 	cargo build --workspace --all-targets
 
-test: tools infra-check js-client ## Run every test: unit, end to end against a moto server, and the infra checks.
+# The installs, the infra linters and the build of the binaries the tests run go side by side (the linters and the
+# installs are mostly one core or the network while cargo takes two), then scripts/run-tests runs every test
+# binary, two at a time, each worker with a moto server of its own, and prints each binary's time (target/test-times.txt).
+test: ## Run every test: unit, end to end against moto servers, and the infra checks; a table of each test binary's time.
+	$(MAKE) --no-print-directory -j4 --output-sync=target build-bins infra-check js-client tools
+	$(VENV)/bin/python scripts/run-tests
+
+build-bins:
 	cargo build --workspace --bins
-	scripts/with-moto cargo test --workspace
 
 # The linters read parameter defaults: scripts/template-variants writes copies whose defaults select the other
 # deployment shapes (existing pool and stream, no activity logs, provisioned + warehouse + alarm topic + sharing).
