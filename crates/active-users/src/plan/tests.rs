@@ -63,6 +63,8 @@ struct Table {
     totals: Deltas,
     lanes: BTreeMap<String, LaneState>,
     seq: u64,
+    /// The rules the batches run with (`rules()` when unset): attacks move `today`.
+    rules: Option<Rules>,
 }
 
 impl Table {
@@ -92,7 +94,7 @@ impl Table {
             .iter()
             .map(|(k, h)| (k.clone(), h.without_uncommitted(lane, &committed)))
             .collect();
-        let plan = plan(&activities, &base, &state, &rules());
+        let plan = plan(&activities, &base, &state, &self.rules.unwrap_or_else(rules));
         for (k, h) in plan.histories {
             self.histories.insert(k, h);
         }
@@ -180,6 +182,10 @@ impl Truth {
 }
 
 fn check(table: &Table, truth: &Truth, scope: &str) {
+    check_days(table, truth, scope, -10..80);
+}
+
+fn check_days(table: &Table, truth: &Truth, scope: &str, days: std::ops::Range<i64>) {
     let count = |attr: &str| table.counter(scope, &format!("authenticating_users.{attr}"));
     let (active, new, month, retained) = (
         count("active"),
@@ -188,7 +194,7 @@ fn check(table: &Table, truth: &Truth, scope: &str) {
         count("retained7"),
     );
     let actors: BTreeSet<&str> = truth.facts.iter().map(|(a, _)| a.as_str()).collect();
-    for n in -10..80 {
+    for n in days {
         let d = day(n);
         let on = truth.actors_on(d);
         assert_eq!(
@@ -411,3 +417,103 @@ fn the_largest_history_fits_an_item_by_far() {
     let bound = history_size_bound(10, 128, 366, 1_000, 128, 100, 64);
     assert!(bound < 400 * 1024, "{bound}");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-rollup): sequences that the claims of README "How it stays exact" cover.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// An app event in a session: the install (the session user, the record's primary actor) on a device.
+fn session(event_id: &str, install: &str, device: &str, d: NaiveDate) -> Activity {
+    Activity {
+        event_id: event_id.into(),
+        day: d,
+        scopes: vec!["app".into()],
+        actives: vec![
+            Active {
+                definition: Definition::SessionUsers,
+                actor: install.into(),
+            },
+            Active {
+                definition: Definition::SessionDevices,
+                actor: device.into(),
+            },
+        ],
+        dimensions: vec![],
+        counters: vec![Counter::Sessions],
+        origin: "app".into(),
+    }
+}
+
+fn attack_id(n: &str) -> String {
+    bridge_core::envelope::event_id(&["attack", n])
+}
+
+impl Table {
+    /// One record as its own batch of `lane`: its position.
+    fn one(&mut self, lane: &str, a: Activity, crash: bool) -> Vec<(Position, Activity)> {
+        let batch = vec![(self.next_position(), a)];
+        self.run(lane, &batch, crash);
+        batch
+    }
+
+    fn rolling_of(&self, definition: Definition, scope: &str, n: i64, on: NaiveDate) -> i64 {
+        super::rolling(definition, n, on, |d| {
+            self.totals
+                .get(&Item {
+                    kind: 'c',
+                    scope: scope.to_owned(),
+                    day: d,
+                })
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Collects `(what, got, want)` where they differ.
+fn differs(wrong: &mut Vec<String>, what: &str, got: i64, want: i64) {
+    if got != want {
+        wrong.push(format!("{what}: {got}, should be {want}"));
+    }
+}
+
+/// A device used by two installs (README: "Only a device used by several installs has several writers") in two
+/// shards. Lane a writes the device's history for day 5 and crashes before its commit; lane b, an install on the
+/// same device, then counts day 3 over that uncommitted day 5 and commits; lane a's batch comes again. The
+/// README's limit admits "retention or rolling window once more" for this crash; what happens is more: the
+/// device's `new` on day 5 is -1 (lane b moved the first day from 5 to 3 and lane a never counted 5 as new),
+/// its month actives are 0 for a month it was active in, retention of day 3 counts twice, and the rolling
+/// 7-day window loses the device on days 5..9 (lane b's run stopped before day 5, lane a's starts at day 10).
+#[test]
+fn attack_shared_device_crash_under_another_lanes_late_day_makes_new_negative_and_loses_month_actives() {
+    let mut t = Table::default();
+    let first = t.one("lane-a", session(&attack_id("a5"), "install-a", "dev-1", day(5)), true);
+    t.one("lane-b", session(&attack_id("b3"), "install-b", "dev-1", day(3)), false);
+    t.run("lane-a", &first, false);
+    // The truth: dev-1 active on day 3 and day 5 (both in October 2026).
+    let count = |attr: &str| t.counter("app", &format!("session_devices.{attr}"));
+    let (active, new, month, retained) = (
+        count("active"),
+        count("new"),
+        count("month_active"),
+        count("retained7"),
+    );
+    let get = |m: &BTreeMap<NaiveDate, i64>, n: i64| m.get(&day(n)).copied().unwrap_or(0);
+    let mut wrong = Vec::new();
+    differs(&mut wrong, "active day 3", get(&active, 3), 1);
+    differs(&mut wrong, "active day 5", get(&active, 5), 1);
+    differs(&mut wrong, "new day 3", get(&new, 3), 1);
+    differs(&mut wrong, "new day 5", get(&new, 5), 0);
+    differs(&mut wrong, "month actives of October", month.values().sum(), 1);
+    differs(&mut wrong, "retained7 day 3", get(&retained, 3), 1);
+    for n in 3..=11 {
+        differs(
+            &mut wrong,
+            &format!("w7 day {n}"),
+            t.rolling_of(Definition::SessionDevices, "app", 7, day(n)),
+            1,
+        );
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
