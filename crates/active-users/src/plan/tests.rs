@@ -517,3 +517,30 @@ fn attack_shared_device_crash_under_another_lanes_late_day_makes_new_negative_an
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
+/// A device used by five installs in five shards (a shared tablet, an emulator's fixed id): lane a writes the
+/// device's day 10 and crashes before its commit; four other lanes then write the device (committed). A history
+/// remembers the last write of 4 lanes and the fifth writer drops "another lane's" record: the first in key
+/// order, here lane a's uncommitted one (not the oldest, as `UNDO_LANES` says). Lane a's batch comes again, cannot
+/// take its change back, finds day 10 already active and never counts it: the device is missing from day 10's
+/// actives for good.
+#[test]
+fn attack_undo_eviction_past_four_lanes_loses_an_uncommitted_day_for_good() {
+    let mut t = Table::default();
+    let first = t.one("lane-a", session(&attack_id("a"), "install-a", "dev-1", day(10)), true);
+    for (i, lane) in ["lane-b", "lane-c", "lane-d", "lane-e"].iter().enumerate() {
+        let n = i as i64 + 1;
+        t.one(
+            lane,
+            session(&attack_id(lane), &format!("install-{lane}"), "dev-1", day(n)),
+            false,
+        );
+    }
+    t.run("lane-a", &first, false);
+    let active = t.counter("app", "session_devices.active");
+    assert_eq!(
+        active.get(&day(10)).copied().unwrap_or(0),
+        1,
+        "dev-1 was active on day 10 (lane a's session)"
+    );
+}
+
