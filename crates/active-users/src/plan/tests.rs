@@ -544,3 +544,40 @@ fn attack_undo_eviction_past_four_lanes_loses_an_uncommitted_day_for_good() {
     );
 }
 
+/// The replay window from config: `Config::minimum_replay_days(24, 30)` = 31 days, "the longer of" the streams'
+/// retention (24 h) and the age an app event may have (30 days), plus a day. But the two delays add up: a client
+/// resends an event of day D on day D+30 (the app event forwarder accepts an event up to 30 days before its
+/// arrival on the source stream), the forwarder runs it up to 24 h later (source stream retention), the rollup
+/// up to 24 h after that (output stream retention): day D+32. The install was active on D+32 before that, so its
+/// history was written and the ids of day D, past the 31-day window, dropped; the repeat is not recognized and
+/// its marker does not exist (the first copy was counted with the day's history write): counted twice.
+#[test]
+fn attack_replay_window_of_config_is_shorter_than_a_resend_through_two_streams() {
+    let window = crate::config::Config::minimum_replay_days(24, 30);
+    let d = day(0);
+    let at = |today: NaiveDate| Rules {
+        today,
+        replay_days: window,
+        dimension_values_cap: DIMENSION_VALUES_CAP,
+    };
+    let mut t = Table {
+        rules: Some(at(d)),
+        ..Table::default()
+    };
+    let e1 = session(&attack_id("e1"), "install-a", "dev-1", d);
+    t.one("L", e1.clone(), false);
+    t.rules = Some(at(plus(d, 32)));
+    t.one(
+        "L",
+        session(&attack_id("e2"), "install-a", "dev-1", plus(d, 32)),
+        false,
+    );
+    // The resend of e1 (same event id, a new record).
+    t.one("L", e1, false);
+    assert_eq!(
+        t.counter("app", "app.sessions").get(&d).copied(),
+        Some(1),
+        "one session on day D (window {window} days)"
+    );
+}
+
