@@ -581,3 +581,25 @@ fn attack_replay_window_of_config_is_shorter_than_a_resend_through_two_streams()
     );
 }
 
+/// An event of an already-active day counts through its marker, tagged (lane, position). Its record's commit
+/// fails (throttled) after the marker was written, and keeps failing until the pipeline dead-letters it
+/// (`DEAD_LETTER_AFTER_AGE_SECONDS`); the lane goes on. README: put dead letters back on the stream once the cause
+/// is mended, "replaying is safe". The replayed record has a new position, finds the marker written by the
+/// dead-lettered one, and does not count: the failure is counted by nobody, ever.
+#[test]
+fn attack_a_replayed_dead_letter_whose_marker_was_written_never_counts() {
+    let mut t = Table::default();
+    let f = failure(&attack_id("f"), day(3));
+    t.one("L", f.clone(), true);
+    // Dead-lettered (not redelivered); the lane commits later records.
+    t.one("L", sign_in(&attack_id("x"), "bob", day(3)), false);
+    // The dead letter, replayed.
+    t.one("L", f, false);
+    assert_eq!(
+        t.counter("pool=p", "activity_log.auth_failures")
+            .get(&day(3))
+            .copied(),
+        Some(1)
+    );
+}
+
