@@ -603,3 +603,50 @@ fn attack_a_replayed_dead_letter_whose_marker_was_written_never_counts() {
     );
 }
 
+
+/// README: "a history keeps at most 16 scopes per definition, 64 dimension values of its latest day, ...: its
+/// largest possible size ... is computed by `plan::history_size_bound` and tested under 400 KB". The planner keeps
+/// 64 values per (definition, scope), not 64 per history, and app-supplied values are cut at 128 characters
+/// (`MAX_CONTEXT_VALUE_CHARS`), not bytes. One user signing in on one day through the pool's clients with
+/// `clientMetadata` values of 128 four-byte characters gets a history the planner builds past the bound computed
+/// for it, and past DynamoDB's 400 KB: its write is refused (a permanent error: its records are dead letters).
+#[test]
+fn attack_a_history_the_planner_builds_exceeds_history_size_bound_and_400_kb() {
+    let clients = SCOPES_PER_ACTOR - 1;
+    let long = |tag: &str, n: usize| -> String {
+        let mut v: String = format!("{tag}{n:03}");
+        while v.chars().count() < 128 {
+            v.push('\u{1D11E}');
+        }
+        v
+    };
+    let mut batch = Vec::new();
+    let mut n = 0;
+    for c in 0..clients {
+        for k in 0..22 {
+            let mut a = sign_in(&attack_id(&format!("{c}-{k}")), "mallory", day(1));
+            a.scopes = vec![format!("pool=p/client=c{c:02}"), "pool=p".into()];
+            a.dimensions = vec![
+                ("platform".into(), long("p", n)),
+                ("app_version".into(), long("v", n)),
+                ("locale".into(), long("l", n)),
+            ];
+            n += 1;
+            batch.push((batch.len(), Position::new(&format!("{}", n), 0), a));
+        }
+    }
+    let lane = LaneState {
+        lane: "L".into(),
+        ..LaneState::default()
+    };
+    let plan = plan(&batch, &BTreeMap::new(), &lane, &rules());
+    let key: ActorKey = ("auth", "mallory".into());
+    let h = &plan.histories[&key];
+    let size = crate::table::item_size(&crate::store::history_item(&key, h));
+    let bound = history_size_bound(1, 20, 400, 64, 128, 1, 2 * SCOPES_PER_ACTOR);
+    assert!(
+        size <= bound && size <= crate::table::MAX_ITEM_BYTES,
+        "a history of one user and one day: {size} bytes; its bound {bound}; DynamoDB's limit {}",
+        crate::table::MAX_ITEM_BYTES
+    );
+}
