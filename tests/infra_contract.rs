@@ -864,5 +864,8 @@ fn the_rollup_runs_one_batch_per_shard_and_its_replay_window_follows_the_streams
         default("StreamRetentionHours"),
         default("AppEventMaxPastDays"),
     );
-    assert_eq!(minimum, 31);
+    assert_eq!(
+        minimum, 45,
+        "30 days of app event age, 7 days (168 h) on each of two streams, a day"
+    );
 }

@@ -88,11 +88,14 @@ impl Config {
 }
 
 impl Config {
-    /// The shortest replay window that covers a redelivery from the streams and an app's resend: the longer of
-    /// the two, plus a day (the window counts from the event's day).
+    /// The shortest replay window that covers the longest way a repeat can take: an app resends an event as old
+    /// as the forwarder accepts (`app_past_days`), the forwarder reads it as late as the app event stream keeps it,
+    /// and the rollup reads the forwarded record as late as the auth/app output stream keeps it (the same
+    /// retention), plus a day (the window counts from the event's day). The delays add up: the longer of them
+    /// alone is not enough.
     pub fn minimum_replay_days(retention_hours: i64, app_past_days: i64) -> i64 {
         let retention_days = (retention_hours + 23) / 24;
-        retention_days.max(app_past_days) + 1
+        app_past_days + 2 * retention_days + 1
     }
 
     /// The replay window.
@@ -113,16 +116,16 @@ mod tests {
         let c = Config::from_env(&env(&base)).unwrap();
         assert_eq!(c.dimensions, vec!["platform", "app_version", "locale"]);
         assert_eq!(
-            c.replay_days, 31,
-            "a day past the 30 days an app event may be old"
+            c.replay_days, 33,
+            "30 days an app event may be old, a day on each of two streams, and a day"
         );
         let mut long = base.to_vec();
         long.push((ENV_STREAM_RETENTION_HOURS, "8760"));
-        assert_eq!(Config::from_env(&env(&long)).unwrap().replay_days, 366);
+        assert_eq!(Config::from_env(&env(&long)).unwrap().replay_days, 761);
         long.push((ENV_REPLAY_WINDOW_DAYS, "200"));
         let err = Config::from_env(&env(&long)).unwrap_err().to_string();
         assert!(
-            err.contains(ENV_REPLAY_WINDOW_DAYS) && err.contains("at least 366"),
+            err.contains(ENV_REPLAY_WINDOW_DAYS) && err.contains("at least 761"),
             "{err}"
         );
         let err = Config::from_env(&env(&[(ENV_ROLLUP_TABLE, "t")])).unwrap_err();
