@@ -194,6 +194,19 @@ fn day_of(timestamp: &str) -> Result<NaiveDate, ActivityError> {
         .map_err(|e| ActivityError::NotAnalytics(format!("timestamp {timestamp:?}: {e}")))
 }
 
+/// Bytes of a dimension value the rollup keeps (cut at a character boundary): values come from apps and
+/// `clientMetadata`, and each one is an attribute name in a counter item and a string in a history.
+pub const DIMENSION_VALUE_BYTES: usize = 128;
+
+/// `v` cut to at most `bytes` bytes, at a character boundary.
+fn cut(v: &str, bytes: usize) -> &str {
+    let mut end = v.len().min(bytes);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
+}
+
 /// Reads one record: an auth event or an app event (by its `schema`), keeping the `dimensions` named.
 pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityError> {
     let bad = |e: &dyn std::fmt::Display| ActivityError::NotAnalytics(e.to_string());
@@ -206,7 +219,7 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
                     .get(d)
                     .and_then(serde_json::Value::as_str)
                     .filter(|v| !v.is_empty())
-                    .map(|v| (d.clone(), v.to_owned()))
+                    .map(|v| (d.clone(), cut(v, DIMENSION_VALUE_BYTES).to_owned()))
             })
             .collect()
     };
@@ -290,6 +303,22 @@ mod tests {
             "user_pool_id": "us-east-1_EXAMPLE", "client_id": "client1", "user_sub": sub,
             "context": {"platform": "ios", "locale": "en-US"}}))
         .unwrap()
+    }
+
+    #[test]
+    fn dimension_values_are_cut_at_128_bytes_on_a_character_boundary() {
+        let long = format!("a{}", "\u{1D11E}".repeat(100));
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&auth("_userauth.sign_in", Some("s"))).unwrap();
+        doc["context"] = json!({"platform": long});
+        let a = read(&serde_json::to_vec(&doc).unwrap(), &dims()).unwrap();
+        let (_, v) = &a.dimensions[0];
+        assert_eq!(
+            v.len(),
+            1 + 31 * 4,
+            "1 + 31 four-byte characters: the 32nd would pass 128 bytes"
+        );
+        assert!(long.starts_with(v.as_str()));
     }
 
     #[test]

@@ -37,14 +37,21 @@ pub const RETENTION_DAYS: i64 = 7;
 pub const WINDOWS: [(i64, &str); 2] = [(7, "w7"), (30, "w30")];
 /// Distinct values a lane counts per (definition, scope, dimension); past it, `other`.
 pub const DIMENSION_VALUES_CAP: usize = 100;
+/// (definition, scope, dimension) slots one lane's registry holds; a value of a further slot counts as `other`.
+pub const REGISTRY_SLOTS_CAP: usize = 256;
+/// Values one lane's registry holds over all its slots; past it, new values count as `other`. With
+/// [`REGISTRY_SLOTS_CAP`] and values kept as 16-digit tags, the registry item stays far under 400 KB
+/// ([`registry_size_bound`]) whatever the values are.
+pub const REGISTRY_VALUES_CAP: usize = 4_000;
 /// The value counted past the cap.
 pub const OTHER: &str = "other";
 /// Scopes one history keeps per definition (a pool and its clients); an actor on more clients is counted in the
 /// pool and in the first clients only (app clients are created by the pool's owner, not by users).
 pub const SCOPES_PER_ACTOR: usize = 16;
 
-/// Dimension values one history remembers for its latest day; past it, an actor's further values that day are not
-/// counted (a client sending a new app version with every event cannot grow the item).
+/// Dimension values one history remembers, over all its (definition, scope)s, for their latest day; past it, an
+/// actor's further values are not counted (a client sending a new app version with every event cannot grow the
+/// item).
 pub const DIMS_PER_ACTOR: usize = 64;
 /// Lanes whose last write a history remembers ([`History::undo`]): an actor is written by one lane, two around a
 /// reshard; past it, another lane's oldest record is dropped.
@@ -181,6 +188,54 @@ pub struct Rules {
     pub dimension_values_cap: usize,
 }
 
+/// The lane's dimension registry while planning: per slot (`<definition>|<scope>|<name>`) the tags
+/// ([`value_tag`]) of the values it counts by name.
+struct Registry {
+    slots: BTreeMap<String, BTreeSet<String>>,
+    values: usize,
+    grew: bool,
+    cap: usize,
+}
+
+impl Registry {
+    fn new(slots: &BTreeMap<String, BTreeSet<String>>, cap: usize) -> Self {
+        Self {
+            values: slots.values().map(BTreeSet::len).sum(),
+            slots: slots.clone(),
+            grew: false,
+            cap,
+        }
+    }
+
+    /// The value as counted: itself when the registry holds it or takes it in, else [`OTHER`].
+    fn admit<'v>(&mut self, slot: String, value: &'v str) -> &'v str {
+        let tag = value_tag(value);
+        let full = self.values >= REGISTRY_VALUES_CAP;
+        let slots = self.slots.len();
+        match self.slots.get_mut(&slot) {
+            Some(tags) if tags.contains(&tag) => value,
+            Some(tags) if tags.len() < self.cap && !full => {
+                tags.insert(tag);
+                self.values += 1;
+                self.grew = true;
+                value
+            }
+            None if slots < REGISTRY_SLOTS_CAP && !full && self.cap > 0 => {
+                self.slots.insert(slot, BTreeSet::from([tag]));
+                self.values += 1;
+                self.grew = true;
+                value
+            }
+            _ => OTHER,
+        }
+    }
+}
+
+/// A dimension value as the registry keeps it: 64 bits of its hash.
+pub fn value_tag(value: &str) -> String {
+    bridge_core::envelope::event_id(&["dimension", value])[..16].to_owned()
+}
+
 /// What one transition moves: a (definition, scope) of an actor newly active on `day`, given its days before.
 fn transition(
     deltas: &mut Deltas,
@@ -247,8 +302,7 @@ pub fn plan(
     let mut out = Plan::default();
     let mut working: BTreeMap<ActorKey, History> = BTreeMap::new();
     let mut undo: BTreeMap<ActorKey, Undo> = BTreeMap::new();
-    let mut registry = lane.dimension_values.clone();
-    let mut registry_grew = false;
+    let mut registry = Registry::new(&lane.dimension_values, rules.dimension_values_cap);
     let last = activities
         .last()
         .map(|(_, p, _)| p.clone())
@@ -301,31 +355,9 @@ pub fn plan(
                         transitioned_primary = true;
                     }
                     // A new day for this (definition, scope): its dimension values count, even a late day's.
-                    count_dims(
-                        &mut deltas,
-                        d,
-                        scope,
-                        a,
-                        h,
-                        u,
-                        &mut registry,
-                        &mut registry_grew,
-                        rules,
-                        true,
-                    );
+                    count_dims(&mut deltas, d, scope, a, h, u, &mut registry, true);
                 } else {
-                    count_dims(
-                        &mut deltas,
-                        d,
-                        scope,
-                        a,
-                        h,
-                        u,
-                        &mut registry,
-                        &mut registry_grew,
-                        rules,
-                        false,
-                    );
+                    count_dims(&mut deltas, d, scope, a, h, u, &mut registry, false);
                 }
             }
         }
@@ -394,8 +426,8 @@ pub fn plan(
         out.histories.insert(key, h);
     }
     out.records.retain(|k, _| out.histories.contains_key(k));
-    if registry_grew {
-        out.dimension_values = Some(registry);
+    if registry.grew {
+        out.dimension_values = Some(registry.slots);
     }
     out
 }
@@ -412,9 +444,7 @@ fn count_dims(
     a: &Activity,
     h: &mut History,
     u: &mut Undo,
-    registry: &mut BTreeMap<String, BTreeSet<String>>,
-    grew: &mut bool,
-    rules: &Rules,
+    registry: &mut Registry,
     new_day: bool,
 ) {
     if a.dimensions.is_empty() {
@@ -440,21 +470,19 @@ fn count_dims(
         };
     }
     let remember = current.day == Some(a.day);
+    // The history's values of its other (definition, scope)s: the cap holds over the whole history.
+    let elsewhere: usize = h
+        .dims
+        .iter()
+        .filter(|(k, _)| **k != hk)
+        .map(|(_, d)| d.values.len())
+        .sum();
     for (name, value) in &a.dimensions {
-        let slot = format!("{definition}|{scope}|{name}");
-        let values = registry.entry(slot).or_default();
-        let value = if values.contains(value) {
-            value.clone()
-        } else if values.len() < rules.dimension_values_cap {
-            values.insert(value.clone());
-            *grew = true;
-            value.clone()
-        } else {
-            OTHER.to_owned()
-        };
+        let value = registry.admit(format!("{definition}|{scope}|{name}"), value);
         let held = format!("{name}={value}");
         if remember {
-            if current.values.len() >= DIMS_PER_ACTOR && !current.values.contains(&held) {
+            if elsewhere + current.values.len() >= DIMS_PER_ACTOR && !current.values.contains(&held)
+            {
                 continue;
             }
             if current.values.insert(held) {
@@ -488,15 +516,16 @@ fn count_dims(
 }
 
 /// The largest a history can grow, in bytes, by DynamoDB's item size rules (attribute names and values): with
-/// every definition of its group in [`SCOPES_PER_ACTOR`] scopes of `scope_chars` characters, `years` years of days,
-/// the replay window's counted ids (one per day), `dimensions` values of `value_chars`, and `lanes` undo records
-/// each changing `undo_days` days. Checked against DynamoDB's 400 KB item limit by the tests.
+/// every definition of its group in [`SCOPES_PER_ACTOR`] scopes of `scope_chars` bytes, `years` years of days,
+/// the replay window's counted ids (one per day), `dimensions` values (at most [`DIMS_PER_ACTOR`] over the whole
+/// history) of `value_bytes` with names of up to 64 bytes, and `lanes` undo records each changing `undo_days`
+/// days. Checked against DynamoDB's 400 KB item limit by the tests.
 pub fn history_size_bound(
     years: usize,
     scope_chars: usize,
     replay_days: usize,
     dimensions: usize,
-    value_chars: usize,
+    value_bytes: usize,
     lanes: usize,
     undo_days: usize,
 ) -> usize {
@@ -505,10 +534,18 @@ pub fn history_size_bound(
     let days = keys * (key_name + years * (4 + history::YEAR_BYTES));
     let first = keys * (key_name + 10);
     let counted = replay_days * (10 + 17 + 3);
-    let dims = 16 + dimensions.min(DIMS_PER_ACTOR) * (key_name + value_chars + 2);
+    let held = 64 + 1 + value_bytes + 3;
+    let dims = keys * (key_name + 16) + dimensions.min(DIMS_PER_ACTOR) * held;
     let undo = lanes.min(UNDO_LANES)
         * (16 + 40 + undo_days * (key_name + 12) + keys * (key_name + 22) + 2 * dims);
     64 + days + first + counted + dims + undo
+}
+
+/// The largest a lane's dimension registry can grow, in bytes: [`REGISTRY_SLOTS_CAP`] slot names of a definition,
+/// a scope of `scope_chars` bytes and a 64-byte dimension name, and [`REGISTRY_VALUES_CAP`] tags.
+pub fn registry_size_bound(scope_chars: usize) -> usize {
+    let slot = 22 + 1 + scope_chars + 1 + 64 + 3;
+    64 + REGISTRY_SLOTS_CAP * slot + REGISTRY_VALUES_CAP * (16 + 3)
 }
 
 #[cfg(test)]

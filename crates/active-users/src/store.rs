@@ -347,6 +347,21 @@ fn lane_dims_key(lane: &str) -> Key {
     Key::new(format!("lanedims#{lane}"), "-")
 }
 
+/// A lane's dimension registry as stored: `values`, a map of slot to its values' tags.
+pub fn registry_item(lane: &str, values: &BTreeMap<String, BTreeSet<String>>) -> Item {
+    let mut item = key_item(&lane_dims_key(lane));
+    item.insert(
+        "values".into(),
+        Value::M(
+            values
+                .iter()
+                .map(|(slot, v)| (slot.clone(), list(v.iter().cloned())))
+                .collect(),
+        ),
+    );
+    item
+}
+
 fn counter_key(item: &CounterItem, lane: &str) -> Key {
     Key::new(item.pk(), lane)
 }
@@ -529,18 +544,8 @@ impl RollupStore {
             expect: Expect::Pos(lane.position.as_ref().map(Position::encode)),
         });
         if let Some(values) = registry {
-            let mut item = key_item(&lane_dims_key(&lane.lane));
-            item.insert(
-                "values".into(),
-                Value::M(
-                    values
-                        .iter()
-                        .map(|(slot, v)| (slot.clone(), list(v.iter().cloned())))
-                        .collect(),
-                ),
-            );
             writes.push(TxWrite::Put {
-                item,
+                item: registry_item(&lane.lane, values),
                 expect: Expect::Any,
             });
         }
