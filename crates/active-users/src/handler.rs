@@ -163,15 +163,32 @@ impl ActiveUsers {
         Ok(lines)
     }
 
-    /// Runs one lane's records (indexes into `slots`, in order).
+    /// Runs one lane's records (indexes into `slots`, in order), in parts of one commit each (a commit holds at
+    /// most 100 items), all within this invocation while its deadline allows.
     async fn run_lane(
+        &self,
+        lane: &str,
+        slots: &mut [Slot<Activity>],
+        mut records: Vec<usize>,
+        deadline: Deadline,
+        metrics: &Metrics,
+    ) {
+        while let Some(rest) = self.run_part(lane, slots, records, deadline, metrics).await {
+            records = rest;
+        }
+    }
+
+    /// Runs the lane's records up to the largest prefix one commit holds. Returns the records left after it when
+    /// that part committed (and published); `None` when it is all done, or stopped: then every record not counted
+    /// (the part's and those after it) is failed, and the lane's order holds.
+    async fn run_part(
         &self,
         lane: &str,
         slots: &mut [Slot<Activity>],
         records: Vec<usize>,
         deadline: Deadline,
         metrics: &Metrics,
-    ) {
+    ) -> Option<Vec<usize>> {
         let retry = |slots: &mut [Slot<Activity>], records: &[usize], e: &dyn std::fmt::Display| {
             for i in records {
                 slots[*i].fail(Failure::new(FailureClass::Unavailable, e));
@@ -179,20 +196,23 @@ impl ActiveUsers {
         };
         let state = match within(deadline, self.store.read_lane(lane)).await {
             Ok(s) => s,
-            Err(e) => return fail(slots, &records, &e),
+            Err(e) => {
+                fail(slots, &records, &e);
+                return None;
+            }
         };
         // What the lane committed but may not have published (its last invocation stopped in between) is published
         // with this batch's days, once: each (lane, day) gets one line per invocation, read after the commit.
         let earlier = state.pending.clone();
         let mut todo: Vec<(usize, Position, Activity)> = Vec::new();
-        for i in records {
-            let position = Position::of(slots[i].source());
+        for i in &records {
+            let position = Position::of(slots[*i].source());
             if state.has_committed(&position) {
                 metrics.incr(METRIC_ALREADY_COMMITTED);
                 continue;
             }
-            if let Some(a) = slots[i].item() {
-                todo.push((i, position, a.clone()));
+            if let Some(a) = slots[*i].item() {
+                todo.push((*i, position, a.clone()));
             }
         }
         let rules = Rules {
@@ -202,20 +222,42 @@ impl ActiveUsers {
         };
         let committed = state.committed();
         if todo.is_empty() {
-            if !earlier.is_empty()
-                && within(deadline, self.publish(lane, &earlier)).await.is_ok()
-                && let Some(p) = &state.position
-            {
-                let _ = within(deadline, self.store.clear_pending(lane, p)).await;
+            if !earlier.is_empty() {
+                if within(deadline, self.publish(lane, &earlier))
+                    .await
+                    .is_err()
+                {
+                    // Committed, not published: the last record comes again and publishes (a quiet shard would
+                    // otherwise never show these figures).
+                    retry(
+                        slots,
+                        &records[records.len().saturating_sub(1)..],
+                        &NOT_PUBLISHED,
+                    );
+                } else if let Some(p) = &state.position {
+                    let _ = within(deadline, self.store.clear_pending(lane, p)).await;
+                }
             }
-            return;
+            return None;
         }
+        // Records left for the next part (after `todo`, in order).
+        let mut deferred: Vec<usize> = Vec::new();
+        let everything = |todo: &[(usize, Position, Activity)], deferred: &[usize]| -> Vec<usize> {
+            todo.iter()
+                .map(|t| t.0)
+                .chain(deferred.iter().copied())
+                .collect()
+        };
         let mut attempt = 0;
         while !todo.is_empty() {
             attempt += 1;
             if deadline.remaining() == Some(std::time::Duration::ZERO) {
-                let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                return retry(slots, &all, &"not counted before the invocation deadline");
+                retry(
+                    slots,
+                    &everything(&todo, &deferred),
+                    &"not counted before the invocation deadline",
+                );
+                return None;
             }
             let keys: BTreeSet<ActorKey> = todo
                 .iter()
@@ -228,8 +270,8 @@ impl ActiveUsers {
             let stored = match within(deadline, self.store.read_histories(&keys)).await {
                 Ok(h) => h,
                 Err(e) => {
-                    let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                    return fail(slots, &all, &e);
+                    fail(slots, &everything(&todo, &deferred), &e);
+                    return None;
                 }
             };
             let base: BTreeMap<ActorKey, _> = stored
@@ -237,18 +279,13 @@ impl ActiveUsers {
                 .map(|(k, h)| (k.clone(), h.without_uncommitted(lane, &committed)))
                 .collect();
             let mut plan = plan::plan(&todo, &base, &state, &rules);
-            // One commit holds at most 100 items: a batch that would need more commits its first part, and the
-            // rest comes again (after its position) in the next invocation.
-            while RollupStore::commit_items(&plan.deltas) > crate::table::MAX_TRANSACTION_ITEMS
+            // One commit holds at most 100 items, counting those the events counted by marker may add: a batch
+            // that would need more commits its first part, then the rest.
+            while commit_items_at_most(&plan) > crate::table::MAX_TRANSACTION_ITEMS
                 && todo.len() > 1
             {
                 let rest = todo.split_off(todo.len() / 2);
-                let later: Vec<usize> = rest.iter().map(|t| t.0).collect();
-                retry(
-                    slots,
-                    &later,
-                    &"left for the next invocation: one commit holds at most 100 items",
-                );
+                deferred.splice(0..0, rest.iter().map(|t| t.0));
                 plan = plan::plan(&todo, &base, &state, &rules);
             }
             // The histories, each over the version read.
@@ -275,8 +312,8 @@ impl ActiveUsers {
                         conflict = true;
                     }
                     Err(e) => {
-                        let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                        return retry(slots, &all, &e);
+                        retry(slots, &everything(&todo, &deferred), &e);
+                        return None;
                     }
                 }
             }
@@ -284,8 +321,12 @@ impl ActiveUsers {
                 if attempt < PLAN_ATTEMPTS {
                     continue;
                 }
-                let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                return retry(slots, &all, &"histories kept changing under the batch");
+                retry(
+                    slots,
+                    &everything(&todo, &deferred),
+                    &"histories kept changing under the batch",
+                );
+                return None;
             }
             // The events counted by marker: each counts if this lane created its marker (or wrote it for this very
             // record in an attempt that did not commit).
@@ -315,13 +356,14 @@ impl ActiveUsers {
                     }
                     Ok(Marker::Exists(..)) => metrics.incr(METRIC_REPEATS),
                     Err(e) => {
-                        let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                        return fail(slots, &all, &e);
+                        fail(slots, &everything(&todo, &deferred), &e);
+                        return None;
                     }
                 }
             }
             let Some(last) = todo.last().map(|t| t.1.clone()) else {
-                return;
+                // Every record of the part was dead-lettered: the rest is the next part.
+                return (!deferred.is_empty()).then_some(deferred);
             };
             let pending: Vec<String> = deltas
                 .keys()
@@ -351,22 +393,50 @@ impl ActiveUsers {
                         .await
                         .is_ok_and(|now| now.position.as_ref() == Some(&last));
                     if !landed {
-                        let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                        return retry(slots, &all, &"the lane moved under the batch");
+                        retry(
+                            slots,
+                            &everything(&todo, &deferred),
+                            &"the lane moved under the batch",
+                        );
+                        return None;
                     }
                 }
                 Err(e) => {
-                    let all: Vec<usize> = todo.iter().map(|t| t.0).collect();
-                    return fail(slots, &all, &e);
+                    fail(slots, &everything(&todo, &deferred), &e);
+                    return None;
                 }
             }
             metrics.incr(METRIC_COMMITS);
-            if within(deadline, self.publish(lane, &pending)).await.is_ok() {
-                let _ = within(deadline, self.store.clear_pending(lane, &last)).await;
+            if within(deadline, self.publish(lane, &pending))
+                .await
+                .is_err()
+            {
+                // Committed, not published: the part's last record comes again (with everything after it) and
+                // its redelivery publishes the lane's pending days.
+                let mut again = vec![todo.last().map_or(0, |t| t.0)];
+                again.extend(deferred.iter().copied());
+                retry(slots, &again, &NOT_PUBLISHED);
+                return None;
             }
-            return;
+            let _ = within(deadline, self.store.clear_pending(lane, &last)).await;
+            return (!deferred.is_empty()).then_some(deferred);
         }
+        // Every record of the part was dead-lettered before its commit.
+        (!deferred.is_empty()).then_some(deferred)
     }
+}
+
+/// Why a committed record comes again: its lane's figures are not published yet.
+const NOT_PUBLISHED: &str = "counted; the lane's figures not published yet (read back failed)";
+
+/// The items a commit of `plan` may need: its counters, those of every event counted by marker (whether or not
+/// its marker says so), the lane item and its registry.
+fn commit_items_at_most(plan: &plan::Plan) -> usize {
+    let mut all = plan.deltas.clone();
+    for w in &plan.markers {
+        plan::merge(&mut all, &w.deltas);
+    }
+    RollupStore::commit_items(&all)
 }
 
 /// Runs a store call within the invocation's deadline: a call still in flight then is given up (a transient

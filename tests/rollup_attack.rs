@@ -1,0 +1,406 @@
+//! What an adversarial review of the active-users rollup found, kept as tests: the real rollup (`ActiveUsers`,
+//! the pipeline, the store) over the in-memory table with DynamoDB's rules, driven with Kinesis events as Lambda
+//! delivers them (a batch whose response reports failed records comes again from the first of them). Each test
+//! states a claim of README "Active users and auth metrics", the sequence that broke it, and what holds now.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use active_users::ActiveUsers;
+use active_users::store::RollupStore;
+use active_users::table::{Expect, Item, Key, Memory, Meter, Table, TableError, TxWrite};
+use async_trait::async_trait;
+use bridge_core::Deadline;
+use bridge_core::pipeline::Flow as _;
+use bridge_core::telemetry::Metrics;
+use chrono::NaiveDate;
+use devtools::synthetic::{Feed, POOL};
+use serde_json::{Value, json};
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+/// An auth event as the forwarders put it on the auth event stream.
+fn auth(id: &str, kind: &str, sub: &str, client: &str, on: NaiveDate, context: Value) -> Value {
+    json!({"schema": "cognito-auth-event/v1", "event_id": id, "type": kind,
+           "timestamp": format!("{on}T12:00:00Z"), "received_at": null, "source": null,
+           "origin": if kind == "_userauth.auth_fail" { "activity_log" } else { "trigger" },
+           "user_pool_id": POOL, "client_id": client, "user_sub": sub, "context": context})
+}
+
+fn id(tag: &str, n: usize) -> String {
+    bridge_core::envelope::event_id(&["attack", tag, &n.to_string()])
+}
+
+/// The rollup over `table`, keeping its published lines: (store, rollup, lines).
+fn rollup_over(
+    table: Arc<dyn Table>,
+    dimensions: Vec<String>,
+) -> (RollupStore, ActiveUsers, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let store = RollupStore::new(table, std::time::Duration::from_secs(31 * 86_400));
+    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rollup = ActiveUsers::new(
+        store.clone(),
+        bridge_core::dead_letter::DeadLetterWriter::new(
+            Arc::new(bridge_core::testing::MemoryBlobs::default()),
+            "dead-letters",
+        ),
+        dimensions,
+        31,
+    )
+    .without_publishing()
+    .keeping_published(published.clone());
+    (store, rollup, published)
+}
+
+/// Delivers `docs` to one shard as Lambda does: while the response reports failed records, the batch comes
+/// again (here whole: the rollup skips what its lane committed). Returns the invocations it took.
+async fn deliver(rollup: &ActiveUsers, feed: &mut Feed, docs: &[Value], metrics: &Metrics) -> u32 {
+    let mut event = feed.event(docs);
+    let mut invocations = 0;
+    loop {
+        invocations += 1;
+        let failed = rollup
+            .process(event, Deadline::none(), metrics)
+            .await
+            .batch_item_failures;
+        if failed.is_empty() {
+            return invocations;
+        }
+        assert!(invocations < 50, "a batch never succeeded");
+        event = feed.again(docs);
+    }
+}
+
+/// README: a batch ends with one transaction of its counter moves and the lane's position; "one commit holds at
+/// most 100 items: a batch that would need more commits its first part" (handler). The split looks at the
+/// plan's counters only (`RollupStore::commit_items(&plan.deltas)`); the events counted by marker (sign-ins of an
+/// already-active user, failures, refreshes) merge their counters after it and can add items. Here 49 first
+/// sign-ins on 49 days (2 scopes each: 98 items, the plan fits: 98 + 2 <= 100) and one authentication failure on
+/// another day (2 more items, by marker): the transaction has 101 items, DynamoDB refuses it
+/// (ValidationException), the rollup takes that for a permanent error and dead-letters the whole batch. Its
+/// histories stay written (never counted) and its markers stay (their repeats never count). A real batch gets
+/// there without late days: a day's first activities of returning users touch ~37 days per scope (retention
+/// cohorts up to 7 days back, 7- and 30-day runs starting up to 29 days ahead), so busy batches sit at the
+/// split's edge.
+///
+/// Now the split counts every marker's counters too: nothing is dead-lettered and every day counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marker_counters_count_toward_a_commits_100_items() {
+    let (store, rollup, _) = rollup_over(Arc::new(Memory::new()), Vec::new());
+    let client = "web";
+    let mut docs: Vec<Value> = (0..49)
+        .map(|i| {
+            let on = date(2026, 10, 1) + chrono::Duration::days(i as i64);
+            auth(
+                &id("sign-in", i),
+                "_userauth.sign_in",
+                &format!("user-{i}"),
+                client,
+                on,
+                json!({}),
+            )
+        })
+        .collect();
+    docs.push(auth(
+        &id("fail", 0),
+        "_userauth.auth_fail",
+        "user-0",
+        client,
+        date(2026, 11, 30),
+        json!({}),
+    ));
+    let metrics = Metrics::new();
+    deliver(&rollup, &mut Feed::new("auth-events", 0), &docs, &metrics).await;
+    let dead = metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED);
+    let first = store
+        .day_counters(&format!("pool={POOL}"), date(2026, 10, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (dead, first.get("authenticating_users.active").copied()),
+        (0, Some(1)),
+        "records dead-lettered, and Oct 1's actives"
+    );
+}
+
+/// The in-memory table, with the first `fail` reads of counter items (`c#…`) failing as a throttled GetItem does.
+#[derive(Debug)]
+struct ThrottledCounterReads {
+    inner: Memory,
+    fail: AtomicU32,
+}
+
+#[async_trait]
+impl Table for ThrottledCounterReads {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        if key.pk.starts_with("c#")
+            && self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(TableError::Transient(
+                "ProvisionedThroughputExceededException".into(),
+            ));
+        }
+        self.inner.get(key, consistent).await
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        self.inner.batch_get(keys, consistent).await
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        self.inner.put(item, expect).await
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        self.inner.transact(writes).await
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// README: "a lane that stopped between its commit and its lines publishes them with its next batch", and the
+/// dashboard's points equal the table. A lane commits, then reading its counters back to publish them is
+/// throttled: the rollup answers success (the publication's error is dropped), so Lambda sends nothing again, and
+/// the lines wait for the shard's next record. A shard with no next record (a quiet shard, a parent shard closed
+/// by a reshard, an on-demand stream scaled down) never publishes them: the dashboard misses the lane's figures
+/// of that day for good.
+///
+/// Now a committed part whose lines are not published fails its last record: it comes again, is skipped as committed, and its lane publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_publication_comes_again_until_the_dashboard_has_it() {
+    let table = Arc::new(ThrottledCounterReads {
+        inner: Memory::new(),
+        fail: AtomicU32::new(1),
+    });
+    let (store, rollup, published) = rollup_over(table, Vec::new());
+    let on = date(2026, 11, 3);
+    let docs = vec![auth(
+        &id("s", 1),
+        "_userauth.sign_in",
+        "alice",
+        "web",
+        on,
+        json!({}),
+    )];
+    let metrics = Metrics::new();
+    deliver(&rollup, &mut Feed::new("auth-events", 0), &docs, &metrics).await;
+    let lines = published.lock().unwrap().clone();
+    let dashboard = active_users::handler::dashboard_points(&lines)
+        .into_iter()
+        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+        .collect();
+    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+}
+
+/// Found by the adversarial review: the lane's dimension registry (`lanedims#<lane>`, written whole in the lane's
+/// commit whenever it gains a value) had no size bound. Sign-ins with long values (`clientMetadata`, 4-byte
+/// characters) filled it to 400 KB; from then on every batch of that lane bringing a new value (an honest user's
+/// first `ios` on a client) had its commit refused and was dead-lettered, again and again. Now the registry keeps
+/// 16-digit tags under a cap of slots and values: the same sign-ins never make an item too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_dimension_values_keep_the_lane_registry_bounded_and_honest_batches_count() {
+    let dims = vec![
+        "platform".to_owned(),
+        "app_version".to_owned(),
+        "locale".to_owned(),
+    ];
+    let table = Arc::new(Memory::new());
+    let (store, rollup, _) = rollup_over(table.clone(), dims);
+    let mut feed = Feed::new("auth-events", 0);
+    let metrics = Metrics::new();
+    let on = date(2026, 11, 3);
+    let long = |n: usize| -> String {
+        let mut v = format!("{n:04}");
+        while v.chars().count() < 128 {
+            v.push('\u{1D11E}');
+        }
+        v
+    };
+    // 100 sign-ins with long values on the web client fill its three slots and the pool's; then long values on
+    // the mobile client, one dimension a sign-in, until its slots are full.
+    let mut n = 0;
+    let mut slot_values = BTreeMap::from([("app_version", 0), ("locale", 0), ("platform", 0)]);
+    while n < 2_000 {
+        n += 1;
+        let (client, context) = if n <= 100 {
+            (
+                "web",
+                json!({"platform": long(n), "app_version": long(n + 10_000), "locale": long(n + 20_000)}),
+            )
+        } else {
+            let Some((dim, _)) = slot_values.iter().find(|(_, v)| **v < 99) else {
+                break;
+            };
+            let dim = *dim;
+            ("mobile", json!({ dim: long(n) }))
+        };
+        let doc = auth(
+            &id("m", n),
+            "_userauth.sign_in",
+            &format!("m-{n}"),
+            client,
+            on,
+            context.clone(),
+        );
+        deliver(&rollup, &mut feed, &[doc], &metrics).await;
+        if client == "mobile" {
+            for (dim, count) in slot_values.iter_mut() {
+                if context.get(*dim).is_some() {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED), 0);
+    let registry = table
+        .items()
+        .iter()
+        .find(|(k, _)| k.pk.starts_with("lanedims#"))
+        .map(|(_, item)| active_users::table::item_size(item))
+        .unwrap();
+    println!("the lane's registry: {registry} bytes, {n} sign-ins");
+    assert!(
+        registry <= active_users::plan::registry_size_bound(64) && registry < 100 * 1024,
+        "{registry}"
+    );
+    // Honest users of the same shard sign in on the mobile client from their phones, a batch each: every batch
+    // brings `ios` or `android` to the client's platform slot, which is not full.
+    let before = metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED);
+    for (i, (user, platform)) in [("alice", "ios"), ("bob", "android"), ("carol", "ios")]
+        .into_iter()
+        .enumerate()
+    {
+        let honest = auth(
+            &id("honest", i),
+            "_userauth.sign_in",
+            user,
+            "mobile",
+            date(2026, 11, 4),
+            json!({"platform": platform, "app_version": "2.0.0", "locale": "en-US"}),
+        );
+        deliver(&rollup, &mut feed, &[honest], &metrics).await;
+    }
+    let c = store
+        .day_counters(&format!("pool={POOL}"), date(2026, 11, 4))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED) - before,
+            c.get("authenticating_users.active").copied()
+        ),
+        (0, Some(3)),
+        "three honest sign-ins: dead letters, and Nov 4's actives"
+    );
+}
+
+/// README: "every lane commits one counter item of a scope and day per batch (1 KB, 2 write units in a
+/// transaction)"; dynamo.rs meters a counter update as one unit ("a counter item is well under 1 KB"). A day's
+/// counter item holds a 7-day run attribute per span (`.w7.0`..`.w7.6`) and a 30-day one per span
+/// (`.w30.0`..`.w30.29`), 37 attributes of ~27 characters, besides the day's figures, event counts and dimension
+/// values: a generated month of 300 users (the README's own workload shape, one client) fills day items past 1 KB,
+/// so each commit writes several units per item, and the throughput arithmetic (250 commits a second per scope
+/// and day) is off by that factor.
+///
+/// Not reproduced: on this month every counter item stays under 1 KB (the test keeps it so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_days_counter_item_stays_under_1_kb_in_an_ordinary_month() {
+    let month = devtools::synthetic::generate(300);
+    let table = Arc::new(Memory::new());
+    let (_, rollup, _) = rollup_over(table.clone(), vec!["platform".to_owned()]);
+    let metrics = Metrics::new();
+    let mut feed = Feed::new("auth-events", 0);
+    for docs in devtools::synthetic::deliveries(&month) {
+        let auth: Vec<Value> = docs
+            .into_iter()
+            .filter(|d| d["schema"] == "cognito-auth-event/v1")
+            .collect();
+        if !auth.is_empty() {
+            deliver(&rollup, &mut feed, &auth, &metrics).await;
+        }
+    }
+    let sizes: BTreeMap<String, usize> = table
+        .items()
+        .iter()
+        .filter(|(k, _)| k.pk.starts_with("c#"))
+        .map(|(k, item)| (k.pk.clone(), active_users::table::item_size(item)))
+        .collect();
+    println!(
+        "max counter item {:?}",
+        sizes.iter().max_by_key(|(_, s)| **s)
+    );
+    let over: Vec<(&String, &usize)> = sizes.iter().filter(|(_, s)| **s > 1024).collect();
+    assert!(
+        over.is_empty(),
+        "{} of {} counter items over 1 KB, the largest {} bytes: {:?}",
+        over.len(),
+        sizes.len(),
+        sizes.values().max().unwrap(),
+        over.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+/// README "What one scope and day sustains": at 2,000 records a batch, one commit per batch. A day's first
+/// sign-ins of returning users touch, per scope, the day, its retention cohorts (up to 7 days back) and the
+/// starts of their 7- and 30-day runs (up to 29 days ahead): ~37 items per scope. A pool with three app clients
+/// (web, iOS, Android: 4 scopes) then needs more than 100 items for one ordinary batch of 60 sign-ins, and the
+/// rollup commits it in parts, one part per invocation, the rest redelivered.
+///
+/// Now the parts commit one after the other within the invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordinary_batch_on_three_clients_commits_in_parts_within_one_invocation() {
+    let (_, rollup, _) = rollup_over(Arc::new(Memory::new()), Vec::new());
+    let metrics = Metrics::new();
+    let mut feed = Feed::new("auth-events", 0);
+    let today = date(2026, 11, 30);
+    let clients = ["web", "ios", "android"];
+    // Earlier: user u last active 1..=29 days ago (a batch per day, like the days they came).
+    for gap in (1..=29).rev() {
+        let on = today - chrono::Duration::days(gap);
+        let docs: Vec<Value> = (0..60usize)
+            .filter(|u| (u % 29) as i64 + 1 == gap)
+            .map(|u| {
+                auth(
+                    &id("old", u),
+                    "_userauth.sign_in",
+                    &format!("u-{u}"),
+                    clients[u % 3],
+                    on,
+                    json!({}),
+                )
+            })
+            .collect();
+        if !docs.is_empty() {
+            deliver(&rollup, &mut feed, &docs, &metrics).await;
+        }
+    }
+    let docs: Vec<Value> = (0..60usize)
+        .map(|u| {
+            auth(
+                &id("today", u),
+                "_userauth.sign_in",
+                &format!("u-{u}"),
+                clients[u % 3],
+                today,
+                json!({}),
+            )
+        })
+        .collect();
+    let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
+    assert_eq!(invocations, 1, "invocations for one batch of 60 sign-ins");
+}
