@@ -44,6 +44,8 @@ pub const METRIC_COMMITS: &str = "Commits";
 pub const METRIC_ALREADY_COMMITTED: &str = "RecordsAlreadyCommitted";
 /// Metric: history writes that met another writer's change (read again and planned again).
 pub const METRIC_VERSION_CONFLICTS: &str = "VersionConflicts";
+/// Metric: plans that waited for another lane's uncommitted change to an actor (a device of several installs).
+pub const METRIC_WAITS: &str = "WaitsForOtherLanes";
 
 /// Every metric this function emits in its own EMF line.
 pub const METRICS: &[&str] = &[
@@ -54,6 +56,7 @@ pub const METRICS: &[&str] = &[
     METRIC_COMMITS,
     METRIC_ALREADY_COMMITTED,
     METRIC_VERSION_CONFLICTS,
+    METRIC_WAITS,
     pipeline::METRIC_DEAD_LETTERED,
     pipeline::METRIC_BATCH_ITEM_FAILURES,
 ];
@@ -62,8 +65,14 @@ pub const METRICS: &[&str] = &[
 pub const PUBLISHED: &str = "rollup_day";
 /// Markers written at once.
 const MARKER_CONCURRENCY: usize = 16;
-/// Times a batch is planned again after a history changed under it.
+/// Times a batch is planned again after a history changed under it (or waited for another lane).
 const PLAN_ATTEMPTS: u32 = 4;
+/// How long one invocation waits, in all, for other lanes' uncommitted changes before its records come again
+/// (two lanes that both crashed on each other's actors wait until one change is abandoned: the writer's deadline
+/// and a minute; the waiting keeps Lambda's retries of the batch from running out meanwhile).
+const WAIT_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+/// Lambda's longest invocation, in seconds: the `until` of a write made without a deadline.
+const MAX_INVOCATION_SECONDS: i64 = 900;
 
 /// The active-users rollup, with its ports.
 #[derive(Debug, Clone)]
@@ -215,10 +224,15 @@ impl ActiveUsers {
                 todo.push((*i, position, a.clone()));
             }
         }
+        let now = chrono::Utc::now();
+        let left = deadline.remaining().map_or(MAX_INVOCATION_SECONDS, |d| {
+            i64::try_from(d.as_secs()).unwrap_or(0) + 1
+        });
         let rules = Rules {
-            today: chrono::Utc::now().date_naive(),
+            today: now.date_naive(),
             replay_days: self.replay_days,
             dimension_values_cap: plan::DIMENSION_VALUES_CAP,
+            until: now.timestamp().saturating_add(left),
         };
         let committed = state.committed();
         if todo.is_empty() {
@@ -249,6 +263,7 @@ impl ActiveUsers {
                 .collect()
         };
         let mut attempt = 0;
+        let (mut waits, mut waited) = (0u32, std::time::Duration::ZERO);
         while !todo.is_empty() {
             attempt += 1;
             if deadline.remaining() == Some(std::time::Duration::ZERO) {
@@ -274,10 +289,76 @@ impl ActiveUsers {
                     return None;
                 }
             };
-            let base: BTreeMap<ActorKey, _> = stored
-                .iter()
-                .map(|(k, h)| (k.clone(), h.without_uncommitted(lane, &committed)))
+            // Histories other lanes wrote too (a device of installs in several shards): their writers' positions
+            // say whether their last changes are committed.
+            let others: BTreeSet<String> = stored
+                .values()
+                .flat_map(|h| h.undo.keys())
+                .filter(|l| l.as_str() != lane)
+                .cloned()
                 .collect();
+            let mut positions = BTreeMap::from([(lane.to_owned(), committed.clone())]);
+            if !others.is_empty() {
+                match within(deadline, self.store.read_positions(&others)).await {
+                    Ok(p) => positions.extend(p),
+                    Err(e) => {
+                        fail(slots, &everything(&todo, &deferred), &e);
+                        return None;
+                    }
+                }
+            }
+            let mut base: BTreeMap<ActorKey, _> = BTreeMap::new();
+            let mut waiting: BTreeSet<ActorKey> = BTreeSet::new();
+            let now = chrono::Utc::now().timestamp();
+            for (k, h) in &stored {
+                match h.settled(lane, &positions, now) {
+                    Ok(h) => {
+                        base.insert(k.clone(), h);
+                    }
+                    Err(_) => {
+                        waiting.insert(k.clone());
+                    }
+                }
+            }
+            if !waiting.is_empty() {
+                // Another lane may still commit a change to these actors: wait for it (its redelivery takes its
+                // change back or commits it), then read again; past the attempts, this record and those after
+                // it come again.
+                metrics.incr(METRIC_WAITS);
+                let pause = std::time::Duration::from_millis((250u64 << waits.min(4)).min(4_000));
+                waits += 1;
+                if waited + pause <= WAIT_BUDGET
+                    && deadline
+                        .remaining()
+                        .is_none_or(|left| left > pause + std::time::Duration::from_secs(10))
+                {
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    // A wait is not a planning attempt.
+                    attempt -= 1;
+                    continue;
+                }
+                let first = todo
+                    .iter()
+                    .position(|(_, _, a)| {
+                        a.actives.iter().any(|x| {
+                            waiting.contains(&(plan::group(x.definition), x.actor.clone()))
+                        })
+                    })
+                    .unwrap_or(0);
+                let rest = todo.split_off(first);
+                let mut later: Vec<usize> = rest.iter().map(|t| t.0).collect();
+                later.append(&mut deferred);
+                retry(
+                    slots,
+                    &later,
+                    &"waits for another lane's uncommitted change to the same actor",
+                );
+                if todo.is_empty() {
+                    return None;
+                }
+                continue;
+            }
             let mut plan = plan::plan(&todo, &base, &state, &rules);
             // One commit holds at most 100 items, counting those the events counted by marker may add: a batch
             // that would need more commits its first part, then the rest.

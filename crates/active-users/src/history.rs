@@ -114,6 +114,9 @@ impl Days {
 pub struct Undo {
     /// The position of the last record of the batch (chunk) that wrote it.
     pub position: Position,
+    /// When the invocation that wrote it ended at the latest (its deadline, unix seconds): past it, a change its
+    /// lane has not committed never will be by that invocation.
+    pub until: i64,
     /// Days it set.
     pub days: Vec<(Key, NaiveDate)>,
     /// First days it set: (key, what it was before, what it set).
@@ -153,6 +156,10 @@ impl Dims {
     }
 }
 
+/// Seconds by which clocks of two invocations may disagree: a lane's uncommitted change is taken over only that
+/// long after its invocation's deadline.
+pub const CLOCK_SKEW_SECONDS: i64 = 60;
+
 /// One actor's history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
@@ -182,6 +189,47 @@ impl History {
             h.undo.insert(lane.to_owned(), undo);
             return h;
         }
+        h.take_back(&undo);
+        h
+    }
+
+    /// The history as `lane` plans over it, given every writing lane's committed position (`committed`, which
+    /// must hold each lane of [`History::undo`]): its own uncommitted change taken back; another lane's record
+    /// dropped when that lane committed it (nothing needs it any more), or taken back when its invocation is over
+    /// (`now` past its `until` by [`CLOCK_SKEW_SECONDS`]) without committing it. A change another lane may still
+    /// commit is waited for: `Err(that lane)`. Planning over it could count against a day that never counts
+    /// (a `new` moved off a day never counted as new, a month never counted).
+    pub fn settled(
+        &self,
+        lane: &str,
+        committed: &BTreeMap<String, Position>,
+        now: i64,
+    ) -> Result<Self, String> {
+        let own = committed.get(lane).cloned().unwrap_or_default();
+        let mut h = self.without_uncommitted(lane, &own);
+        let others: Vec<String> = h.undo.keys().filter(|l| *l != lane).cloned().collect();
+        for other in others {
+            let Some(position) = committed.get(&other) else {
+                return Err(other);
+            };
+            let Some(undo) = h.undo.remove(&other) else {
+                continue;
+            };
+            if undo.position <= *position {
+                continue;
+            }
+            if now > undo.until.saturating_add(CLOCK_SKEW_SECONDS) {
+                h.take_back(&undo);
+                continue;
+            }
+            return Err(other);
+        }
+        Ok(h)
+    }
+
+    /// Takes back what `undo` changed.
+    fn take_back(&mut self, undo: &Undo) {
+        let h = self;
         for (key, day) in &undo.days {
             if let Some(days) = h.days.get_mut(key) {
                 days.clear(*day);
@@ -212,7 +260,6 @@ impl History {
                 };
             }
         }
-        h
     }
 
     /// Drops counted ids of days before `oldest` (past the replay window) and undo records of lanes committed
@@ -276,6 +323,7 @@ mod tests {
             "L".into(),
             Undo {
                 position: Position::new("7", 0),
+                until: 1_793_000_120,
                 days: vec![(key.clone(), d(11, 2)), (key.clone(), d(10, 30))],
                 first: vec![(key.clone(), Some(d(11, 1)), d(10, 30))],
                 counted: vec![(d(11, 2), "abc".into())],

@@ -186,6 +186,9 @@ pub struct Rules {
     pub replay_days: i64,
     /// Distinct dimension values per (definition, scope, dimension) and lane.
     pub dimension_values_cap: usize,
+    /// When the invocation ends at the latest (unix seconds): stored with each history write
+    /// ([`crate::history::Undo::until`]).
+    pub until: i64,
 }
 
 /// The lane's dimension registry while planning: per slot (`<definition>|<scope>|<name>`) the tags
@@ -420,6 +423,7 @@ pub fn plan(
             lane.lane.clone(),
             Undo {
                 position: last.clone(),
+                until: rules.until,
                 ..u
             },
         );

@@ -234,6 +234,7 @@ pub fn history_item(key: &ActorKey, h: &History) -> Item {
         }
         let mut m = BTreeMap::from([
             ("p".to_owned(), s(&u.position.encode())),
+            ("t".to_owned(), Value::N(u.until)),
             (
                 "k".to_owned(),
                 Value::M(per_key.into_iter().map(|(k, v)| (k, Value::M(v))).collect()),
@@ -298,6 +299,10 @@ pub fn history_of(item: &Item) -> History {
             };
             let mut rec = Undo {
                 position,
+                until: match u.get("t") {
+                    Some(Value::N(t)) => *t,
+                    _ => 0,
+                },
                 ..Undo::default()
             };
             if let Some(Value::M(keys)) = u.get("k") {
@@ -431,6 +436,35 @@ impl RollupStore {
             }
         }
         Ok(state)
+    }
+
+    /// The committed positions of `lanes` (strongly consistent; a lane that never committed is at the start).
+    pub async fn read_positions(
+        &self,
+        lanes: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Position>, StoreError> {
+        let keys: Vec<Key> = lanes.iter().map(|l| lane_key(l)).collect();
+        let mut out: BTreeMap<String, Position> = lanes
+            .iter()
+            .map(|l| (l.clone(), Position::default()))
+            .collect();
+        for chunk in keys.chunks(100) {
+            for item in self
+                .table
+                .batch_get(chunk, true)
+                .await
+                .map_err(StoreError)?
+            {
+                if let (Some(pk), Some(pos)) = (
+                    get_s(&item, "pk"),
+                    get_s(&item, "pos").and_then(Position::decode),
+                ) && let Some(lane) = pk.strip_prefix("lane#")
+                {
+                    out.insert(lane.to_owned(), pos);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The histories of `keys` that exist, eventually consistent: a stale one only makes its versioned write fail
@@ -703,6 +737,7 @@ mod tests {
                     "49590338271490256608559692540925702759324208523137515618",
                     0,
                 ),
+                until: 1_793_000_120,
                 days: vec![(client.clone(), d(30)), (pool.clone(), d(30))],
                 first: vec![],
                 counted: vec![(d(30), format!("{:016x}", 0xabcdef_u64 + 30))],

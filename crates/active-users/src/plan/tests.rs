@@ -47,11 +47,15 @@ fn failure(event_id: &str, d: NaiveDate) -> Activity {
     }
 }
 
+/// The model's clock (unix seconds); its invocations end 120 s later.
+const NOW: i64 = 1_793_000_000;
+
 fn rules() -> Rules {
     Rules {
         today: day(60),
         replay_days: 400,
         dimension_values_cap: DIMENSION_VALUES_CAP,
+        until: NOW + 120,
     }
 }
 
@@ -65,12 +69,15 @@ struct Table {
     seq: u64,
     /// The rules the batches run with (`rules()` when unset): attacks move `today`.
     rules: Option<Rules>,
+    /// Seconds past [`NOW`] the model's clock has moved.
+    later: i64,
 }
 
 impl Table {
     /// Runs one batch of `lane`; with `crash`, everything but the commit is written (then the batch must come
-    /// again). Returns the positions of the batch's records, for a redelivery.
-    fn run(&mut self, lane: &str, batch: &[(Position, Activity)], crash: bool) {
+    /// again). Returns false when it waited for another lane's uncommitted change (nothing written: the batch
+    /// must come again), as the handler does.
+    fn run(&mut self, lane: &str, batch: &[(Position, Activity)], crash: bool) -> bool {
         let state = self
             .lanes
             .entry(lane.to_owned())
@@ -87,13 +94,31 @@ impl Table {
             .map(|(i, (p, a))| (i, p.clone(), a.clone()))
             .collect();
         if activities.is_empty() {
-            return;
+            return true;
         }
-        let base: BTreeMap<ActorKey, History> = self
-            .histories
+        let positions: BTreeMap<String, Position> = self
+            .lanes
             .iter()
-            .map(|(k, h)| (k.clone(), h.without_uncommitted(lane, &committed)))
+            .map(|(l, s)| (l.clone(), s.committed()))
             .collect();
+        let mut base: BTreeMap<ActorKey, History> = BTreeMap::new();
+        for (k, h) in &self.histories {
+            match h.settled(lane, &positions, NOW + self.later) {
+                Ok(h) => {
+                    base.insert(k.clone(), h);
+                }
+                Err(_) => {
+                    let touched = activities.iter().any(|(_, _, a)| {
+                        a.actives
+                            .iter()
+                            .any(|x| (group(x.definition), x.actor.clone()) == *k)
+                    });
+                    if touched {
+                        return false;
+                    }
+                }
+            }
+        }
         let plan = plan(
             &activities,
             &base,
@@ -118,7 +143,7 @@ impl Table {
             }
         }
         if crash {
-            return;
+            return true;
         }
         merge(&mut self.totals, &deltas);
         let lane_state = self.lanes.entry(lane.to_owned()).or_default();
@@ -126,6 +151,7 @@ impl Table {
         if let Some(values) = plan.dimension_values {
             lane_state.dimension_values = values;
         }
+        true
     }
 
     fn next_position(&mut self) -> Position {
@@ -147,8 +173,8 @@ impl Table {
         out
     }
 
-    fn rolling(&self, scope: &str, n: i64, on: NaiveDate) -> i64 {
-        super::rolling(Definition::Authenticating, n, on, |d| {
+    fn rolling(&self, definition: Definition, scope: &str, n: i64, on: NaiveDate) -> i64 {
+        super::rolling(definition, n, on, |d| {
             self.totals
                 .get(&Item {
                     kind: 'c',
@@ -187,11 +213,13 @@ impl Truth {
 }
 
 fn check(table: &Table, truth: &Truth, scope: &str) {
-    check_days(table, truth, scope, -10..80);
+    check_definition(table, truth, scope, Definition::Authenticating);
 }
 
-fn check_days(table: &Table, truth: &Truth, scope: &str, days: std::ops::Range<i64>) {
-    let count = |attr: &str| table.counter(scope, &format!("authenticating_users.{attr}"));
+/// Every figure of `definition` in `scope`, day by day, against the truth's facts.
+fn check_definition(table: &Table, truth: &Truth, scope: &str, definition: Definition) {
+    let name = definition.as_str();
+    let count = |attr: &str| table.counter(scope, &format!("{name}.{attr}"));
     let (active, new, month, retained) = (
         count("active"),
         count("new"),
@@ -199,7 +227,7 @@ fn check_days(table: &Table, truth: &Truth, scope: &str, days: std::ops::Range<i
         count("retained7"),
     );
     let actors: BTreeSet<&str> = truth.facts.iter().map(|(a, _)| a.as_str()).collect();
-    for n in days {
+    for n in -10..80 {
         let d = day(n);
         let on = truth.actors_on(d);
         assert_eq!(
@@ -231,7 +259,11 @@ fn check_days(table: &Table, truth: &Truth, scope: &str, days: std::ops::Range<i
                 .iter()
                 .filter(|a| truth.days_of(a).iter().any(|x| *x <= d && *x > minus(d, w)))
                 .count();
-            assert_eq!(table.rolling(scope, w, d), within as i64, "{name} {d}");
+            assert_eq!(
+                table.rolling(definition, scope, w, d),
+                within as i64,
+                "{name} {d}"
+            );
         }
         let sign_ins = table.counter(scope, "trigger.sign_ins");
         assert_eq!(
@@ -333,6 +365,100 @@ fn generated_months_in_any_order_with_repeats_and_crashes_count_like_brute_force
                 "seed {seed}"
             );
         }
+    }
+}
+
+/// Installs in two lanes share devices (each install uses one of five devices; a device's installs span both
+/// lanes): generated sessions in any order, with repeats, crashes between the history writes and the commit, and
+/// redeliveries in any interleaving of the lanes. A lane that meets the other's uncommitted change waits (its
+/// batch comes again later); when both wait on each other (each crashed on an actor the other needs), the clock
+/// passes the crashed invocations' deadlines and their changes are taken back. Every figure of installs and of
+/// devices equals the brute-force count.
+#[test]
+fn shared_devices_across_lanes_with_crashes_and_waits_count_like_brute_force() {
+    for seed in 0..24u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let device_of = |install: usize| format!("dev{}", install % 5);
+        let mut events: Vec<Activity> = Vec::new();
+        let mut installs = Truth {
+            facts: BTreeSet::new(),
+            failures: BTreeMap::new(),
+            sign_ins: BTreeMap::new(),
+        };
+        let mut devices = Truth {
+            facts: BTreeSet::new(),
+            failures: BTreeMap::new(),
+            sign_ins: BTreeMap::new(),
+        };
+        for i in 0..240 {
+            let d = day(rng.i64(0..70));
+            let install = rng.usize(0..12);
+            let id = bridge_core::envelope::event_id(&["session", &i.to_string()]);
+            installs.facts.insert((format!("i{install}"), d));
+            devices.facts.insert((device_of(install), d));
+            events.push(session(&id, &format!("i{install}"), &device_of(install), d));
+        }
+        for _ in 0..40 {
+            let again = events[rng.usize(0..events.len())].clone();
+            events.push(again);
+        }
+        rng.shuffle(&mut events);
+        let mut table = Table::default();
+        // Per lane, its batches in order (an install's events stay in one lane: its partition key).
+        let lane_of = |a: &Activity| {
+            let install: usize = a.actives[0].actor[1..].parse().unwrap_or(0);
+            if install % 2 == 0 { "lane-a" } else { "lane-b" }
+        };
+        let mut queues: BTreeMap<&str, std::collections::VecDeque<Vec<(Position, Activity)>>> =
+            BTreeMap::new();
+        let mut i = 0;
+        while i < events.len() {
+            let n = rng.usize(1..15).min(events.len() - i);
+            for lane in ["lane-a", "lane-b"] {
+                let mine: Vec<(Position, Activity)> = events[i..i + n]
+                    .iter()
+                    .filter(|a| lane_of(a) == lane)
+                    .cloned()
+                    .map(|a| (table.next_position(), a))
+                    .collect();
+                if !mine.is_empty() {
+                    queues.entry(lane).or_default().push_back(mine);
+                }
+            }
+            i += n;
+        }
+        let (mut waits, mut takeovers) = (0, 0);
+        let mut stuck = 0;
+        while queues.values().any(|q| !q.is_empty()) {
+            let ready: Vec<&str> = queues
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(l, _)| *l)
+                .collect();
+            let lane = ready[rng.usize(0..ready.len())];
+            let Some(batch) = queues.get(lane).and_then(|q| q.front()).cloned() else {
+                continue;
+            };
+            let crash = rng.u8(0..4) == 0;
+            if table.run(lane, &batch, crash) {
+                stuck = 0;
+                if !crash {
+                    queues.get_mut(lane).map(|q| q.pop_front());
+                }
+            } else {
+                waits += 1;
+                stuck += 1;
+                if stuck > 20 {
+                    // Both lanes wait on each other: the crashed invocations' deadlines pass.
+                    table.later += 120 + crate::history::CLOCK_SKEW_SECONDS + 1;
+                    takeovers += 1;
+                    stuck = 0;
+                }
+            }
+        }
+        println!("seed {seed}: {waits} waits, {takeovers} clock moves");
+        check_definition(&table, &installs, "app", Definition::SessionUsers);
+        check_definition(&table, &devices, "app", Definition::SessionDevices);
     }
 }
 
@@ -482,30 +608,10 @@ fn differs(wrong: &mut Vec<String>, what: &str, got: i64, want: i64) {
     }
 }
 
-/// A device used by two installs (README: "Only a device used by several installs has several writers") in two
-/// shards. Lane a writes the device's history for day 5 and crashes before its commit; lane b, an install on the
-/// same device, then counts day 3 over that uncommitted day 5 and commits; lane a's batch comes again. The
-/// README's limit admits "retention or rolling window once more" for this crash; what happens is more: the
-/// device's `new` on day 5 is -1 (lane b moved the first day from 5 to 3 and lane a never counted 5 as new),
-/// its month actives are 0 for a month it was active in, retention of day 3 counts twice, and the rolling
-/// 7-day window loses the device on days 5..9 (lane b's run stopped before day 5, lane a's starts at day 10).
-#[test]
-#[ignore = "known limit, documented in README (Limits): a device shared by installs of two shards, one crashing between its history write and its commit"]
-fn attack_shared_device_crash_under_another_lanes_late_day_makes_new_negative_and_loses_month_actives()
- {
-    let mut t = Table::default();
-    let first = t.one(
-        "lane-a",
-        session(&attack_id("a5"), "install-a", "dev-1", day(5)),
-        true,
-    );
-    t.one(
-        "lane-b",
-        session(&attack_id("b3"), "install-b", "dev-1", day(3)),
-        false,
-    );
-    t.run("lane-a", &first, false);
-    // The truth: dev-1 active on day 3 and day 5 (both in October 2026).
+/// Checks one device's `session_devices` figures in scope `app` against its active days (offsets of [`day`]),
+/// brute force: actives, new, month actives (per month), 7-day retention and the rolling 7-day window.
+fn check_device(t: &Table, active_days: &[i64]) {
+    use chrono::Datelike;
     let count = |attr: &str| t.counter("app", &format!("session_devices.{attr}"));
     let (active, new, month, retained) = (
         count("active"),
@@ -514,64 +620,143 @@ fn attack_shared_device_crash_under_another_lanes_late_day_makes_new_negative_an
         count("retained7"),
     );
     let get = |m: &BTreeMap<NaiveDate, i64>, n: i64| m.get(&day(n)).copied().unwrap_or(0);
+    let on = |n: i64| active_days.contains(&n);
+    let first = active_days.iter().min().copied();
     let mut wrong = Vec::new();
-    differs(&mut wrong, "active day 3", get(&active, 3), 1);
-    differs(&mut wrong, "active day 5", get(&active, 5), 1);
-    differs(&mut wrong, "new day 3", get(&new, 3), 1);
-    differs(&mut wrong, "new day 5", get(&new, 5), 0);
-    differs(
-        &mut wrong,
-        "month actives of October",
-        month.values().sum(),
-        1,
-    );
-    differs(&mut wrong, "retained7 day 3", get(&retained, 3), 1);
-    for n in 3..=11 {
+    for n in -5..45 {
+        differs(
+            &mut wrong,
+            &format!("active day {n}"),
+            get(&active, n),
+            i64::from(on(n)),
+        );
+        differs(
+            &mut wrong,
+            &format!("new day {n}"),
+            get(&new, n),
+            i64::from(Some(n) == first),
+        );
+        let kept = on(n) && (n + 1..=n + RETENTION_DAYS).any(on);
+        differs(
+            &mut wrong,
+            &format!("retained7 day {n}"),
+            get(&retained, n),
+            i64::from(kept),
+        );
+        let w7 = (n - 6..=n).any(on);
         differs(
             &mut wrong,
             &format!("w7 day {n}"),
             t.rolling_of(Definition::SessionDevices, "app", 7, day(n)),
-            1,
+            i64::from(w7),
+        );
+    }
+    // Month actives count on the day the month's first activity was counted: a month's sum is its actives.
+    for (y, m) in [(2026, 9), (2026, 10), (2026, 11), (2026, 12)] {
+        let sum: i64 = month
+            .iter()
+            .filter(|(d, _)| d.year() == y && d.month() == m)
+            .map(|(_, n)| n)
+            .sum();
+        let want = active_days
+            .iter()
+            .any(|n| day(*n).year() == y && day(*n).month() == m);
+        differs(
+            &mut wrong,
+            &format!("month actives {y}-{m}"),
+            sum,
+            i64::from(want),
         );
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
-/// A device used by five installs in five shards (a shared tablet, an emulator's fixed id): lane a writes the
-/// device's day 10 and crashes before its commit; four other lanes then write the device (committed). A history
-/// remembers the last write of 4 lanes and the fifth writer drops "another lane's" record: the first in key
-/// order, here lane a's uncommitted one (not the oldest, as `UNDO_LANES` says). Lane a's batch comes again, cannot
-/// take its change back, finds day 10 already active and never counts it: the device is missing from day 10's
-/// actives for good.
+/// Found by the adversarial review: a device used by two installs in two shards. Lane a wrote the device's
+/// history for day 5 and crashed before its commit; lane b then counted day 3 over that uncommitted day 5: the
+/// device's `new` on day 5 went to -1, its month actives to 0, retention of day 3 counted twice, and the rolling
+/// window lost it on days 5..9. Now lane b sees that lane a has not committed its change (lane a's position) and
+/// waits; lane a's redelivery commits; lane b's comes again and counts exactly.
 #[test]
-#[ignore = "known limit, documented in README (Limits): a device written by more than 4 lanes while one of them has not committed"]
-fn attack_undo_eviction_past_four_lanes_loses_an_uncommitted_day_for_good() {
+fn a_lane_waits_for_another_lanes_uncommitted_change_to_a_shared_device() {
+    let mut t = Table::default();
+    let first = t.one(
+        "lane-a",
+        session(&attack_id("a5"), "install-a", "dev-1", day(5)),
+        true,
+    );
+    let b = vec![(
+        t.next_position(),
+        session(&attack_id("b3"), "install-b", "dev-1", day(3)),
+    )];
+    assert!(!t.run("lane-b", &b, false), "lane b waits for lane a");
+    assert!(t.run("lane-a", &first, false));
+    assert!(t.run("lane-b", &b, false));
+    check_device(&t, &[3, 5]);
+    // Lane a's record is gone from the device's history once lane b saw it committed.
+    let h = &t.histories[&("app", "dev-1".to_owned())];
+    assert_eq!(h.undo.keys().collect::<Vec<_>>(), ["lane-b"]);
+}
+
+/// A lane's uncommitted change whose invocation is over (its deadline a minute past) is taken back by the next
+/// lane: the crashed batch counts when it comes again, and counts nothing when it never does (dead-lettered).
+#[test]
+fn an_abandoned_change_is_taken_back_by_the_next_lane_and_counts_once_when_it_comes_again() {
+    let mut t = Table::default();
+    let first = t.one(
+        "lane-a",
+        session(&attack_id("a5"), "install-a", "dev-1", day(5)),
+        true,
+    );
+    t.later = 120 + crate::history::CLOCK_SKEW_SECONDS + 1;
+    t.one(
+        "lane-b",
+        session(&attack_id("b3"), "install-b", "dev-1", day(3)),
+        false,
+    );
+    check_device(&t, &[3]);
+    assert!(t.run("lane-a", &first, false));
+    check_device(&t, &[3, 5]);
+}
+
+/// Found by the adversarial review: a device written by five lanes while the first had not committed lost that
+/// lane's day (a history remembered the last write of 4 lanes and dropped the uncommitted one). Now the other
+/// lanes wait for it, and a history keeps only records that may still be taken back.
+#[test]
+fn five_lanes_on_one_device_wait_for_the_uncommitted_one_and_count_every_day() {
     let mut t = Table::default();
     let first = t.one(
         "lane-a",
         session(&attack_id("a"), "install-a", "dev-1", day(10)),
         true,
     );
-    for (i, lane) in ["lane-b", "lane-c", "lane-d", "lane-e"].iter().enumerate() {
-        let n = i as i64 + 1;
-        t.one(
-            lane,
-            session(
-                &attack_id(lane),
-                &format!("install-{lane}"),
-                "dev-1",
-                day(n),
-            ),
-            false,
-        );
+    let others: Vec<(&str, Vec<(Position, Activity)>)> = ["lane-b", "lane-c", "lane-d", "lane-e"]
+        .iter()
+        .enumerate()
+        .map(|(i, lane)| {
+            let n = i as i64 + 1;
+            (
+                *lane,
+                vec![(
+                    t.next_position(),
+                    session(
+                        &attack_id(lane),
+                        &format!("install-{lane}"),
+                        "dev-1",
+                        day(n),
+                    ),
+                )],
+            )
+        })
+        .collect();
+    for (lane, batch) in &others {
+        assert!(!t.run(lane, batch, false), "{lane} waits");
     }
-    t.run("lane-a", &first, false);
-    let active = t.counter("app", "session_devices.active");
-    assert_eq!(
-        active.get(&day(10)).copied().unwrap_or(0),
-        1,
-        "dev-1 was active on day 10 (lane a's session)"
-    );
+    assert!(t.run("lane-a", &first, false));
+    for (lane, batch) in &others {
+        assert!(t.run(lane, batch, false), "{lane}");
+    }
+    check_device(&t, &[1, 2, 3, 4, 10]);
+    assert_eq!(t.histories[&("app", "dev-1".to_owned())].undo.len(), 1);
 }
 
 /// Found by the adversarial review: the replay window from config was 31 days, "the longer of" the streams'
@@ -590,6 +775,7 @@ fn the_replay_window_of_config_covers_a_resend_through_two_streams() {
         today,
         replay_days: window,
         dimension_values_cap: DIMENSION_VALUES_CAP,
+        until: NOW + 120,
     };
     let mut t = Table {
         rules: Some(at(d)),
