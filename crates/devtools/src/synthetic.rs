@@ -296,7 +296,12 @@ pub fn memory_rollup(
     active_users::ActiveUsers,
     std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 ) {
-    let store = RollupStore::new(table, std::time::Duration::from_secs(31 * 86_400));
+    // The replay window of the template's defaults (168 h of stream retention, app events up to 30 days old).
+    let replay_days = active_users::Config::minimum_replay_days(168, 30);
+    let store = RollupStore::new(
+        table,
+        std::time::Duration::from_secs(u64::try_from(replay_days).unwrap_or(1) * 86_400),
+    );
     let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let rollup = active_users::ActiveUsers::new(
         store.clone(),
@@ -305,7 +310,7 @@ pub fn memory_rollup(
             "dead-letters",
         ),
         dimensions,
-        31,
+        replay_days,
     )
     .without_publishing()
     .keeping_published(published.clone());

@@ -81,6 +81,11 @@ fn report(name: &str, records: usize, changes: usize, times: &mut [Duration]) {
 
 #[tokio::main]
 async fn main() {
+    // `BENCH_ONLY=rollup`: the rollup's cost alone (its counts of units and requests do not depend on the build).
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "rollup") {
+        rollup_costs().await;
+        return;
+    }
     println!(
         "sync-processor benchmark: in-memory ports, median of {ROUNDS} rounds, release build, this machine"
     );
