@@ -580,3 +580,74 @@ async fn every_client_shape_sample_is_forwarded_and_the_messaging_event_refused(
             .contains("_campaign.send is a Pinpoint messaging event")
     );
 }
+
+// ---- Adversarial review (branch attack-app) ----------------------------------------------------------------
+// Each `attack_*` test below states what the README or the schema promises for an untrusted record, and fails
+// today. Pure ones run without moto (`cargo test -p e2e --test app_events attack_`); the pipeline ones use the
+// in-memory ports of `bridge_core::testing`.
+
+/// When every attack record arrives: 2026-11-20T10:00:00Z.
+const ATTACK_ARRIVAL_S: i64 = 1_795_168_800;
+
+fn attack_arrival() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(ATTACK_ARRIVAL_S, 0).unwrap()
+}
+
+/// What the forwarder's whole record path (`read`) makes of `data` under `limits`: the events as JSON, as they
+/// would go on the stream, or the dead letter's reason.
+fn attack_read_with(
+    data: &[u8],
+    partition_key: &str,
+    limits: &app_events::event::Limits,
+) -> Result<Vec<Value>, String> {
+    let record = bridge_core::kinesis_event::SourceRecord {
+        source: golden_source(0),
+        partition_key: partition_key.to_owned(),
+        arrival: Some(attack_arrival()),
+        data: data.to_vec(),
+    };
+    app_events::handler::read(&record, limits)
+        .map(|events| events.iter().map(|e| serde_json::to_value(e).unwrap()).collect())
+}
+
+/// [`attack_read_with`] under the default limits.
+fn attack_read(data: &str, partition_key: &str) -> Result<Vec<Value>, String> {
+    attack_read_with(
+        data.as_bytes(),
+        partition_key,
+        &app_events::event::Limits::default(),
+    )
+}
+
+/// Every violation of `events/schema/app-event.v1.json` (formats checked) in `doc`.
+fn attack_schema_errors(doc: &Value) -> Vec<String> {
+    validator("app-event.v1.json")
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+/// Ours: `timestamp` and `sent_at` each far in the future by the same amount (a client clock tens of thousands of
+/// years fast) pass every check, since only the corrected `timestamp` is held to the arrival window. The output
+/// carries `sent_at` and `clock.original_timestamp` as `+255479-11-28T14:13:20.000Z`: not RFC 3339 (four-digit
+/// years), so the record fails the schema's `date-time`, and any consumer that parses those fields.
+#[test]
+fn attack_a_clock_far_fast_puts_years_past_9999_in_sent_at_and_fails_the_schema() {
+    for t in ["8000000000000000", "-8000000000000000", "253402300800000"] {
+        let data = format!(
+            r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": {t}, "sent_at": {t}}}"#
+        );
+        match attack_read(&data, "install-1") {
+            // Refusing it, naming sent_at, would do as well.
+            Err(_) => {}
+            Ok(events) => {
+                let errors = attack_schema_errors(&events[0]);
+                assert!(
+                    errors.is_empty(),
+                    "timestamp = sent_at = {t} ms was accepted, and its output fails the schema: {errors:#?}\n{:#}",
+                    events[0]
+                );
+            }
+        }
+    }
+}
