@@ -651,3 +651,44 @@ fn attack_a_clock_far_fast_puts_years_past_9999_in_sent_at_and_fails_the_schema(
         }
     }
 }
+
+/// Session times are checked only for their length (stop - start, or the duration), never against the arrival
+/// window: a `session.start` alone may be anywhere in chrono's range. Year 10000 (`253402300800000` ms) or a
+/// negative year goes out as `+10000-01-01T00:00:00.000Z` / `-0001-...` in `session.start` and
+/// `context.session_start`, which fail the schema's `date-time`; in every shape that carries a session.
+#[test]
+fn attack_a_session_start_outside_years_0_to_9999_is_forwarded_and_fails_the_schema() {
+    let mut violations = Vec::new();
+    for start in ["253402300800000", "-62167219200001", "1.0e15"] {
+        for data in [
+            format!(
+                r#"{{"event_type": "_session.start", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                    "session": {{"id": "s1", "start": {start}}}}}"#
+            ),
+            format!(
+                r#"{{"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z", "Endpoint": {{"Id": "install-1"}},
+                    "Session": {{"Id": "s1", "StartTimestamp": {start}}}}}"#
+            ),
+            format!(
+                r#"{{"event_type": "button_clicked", "event_timestamp": 1795165200000, "event_version": "3.1",
+                    "application": {{"app_id": "my-app"}}, "client": {{"client_id": "install-1"}},
+                    "session": {{"id": "s1", "start_timestamp": {start}}}}}"#
+            ),
+        ] {
+            if let Ok(events) = attack_read(&data, "install-1") {
+                let errors = attack_schema_errors(&events[0]);
+                if !errors.is_empty() {
+                    violations.push(format!(
+                        "{}, start {start}: {errors:?}",
+                        events[0]["context"]["input_shape"]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "accepted, and the output fails the schema:\n{}",
+        violations.join("\n")
+    );
+}
