@@ -692,3 +692,44 @@ fn attack_a_session_start_outside_years_0_to_9999_is_forwarded_and_fails_the_sch
         violations.join("\n")
     );
 }
+
+/// chrono reads a leap second (`:60`) at any minute of any day, and the forwarder writes it back as it came:
+/// `timestamp` `2026-11-20T09:59:60.000Z`. RFC 3339 allows second 60 only as a leap second (23:59:60 UTC), so the
+/// output fails the schema's `date-time` on `timestamp` itself; JavaScript's `Date` and Python's `datetime` cannot
+/// hold second 60 at all. The time should be normalized (or refused naming the field), in every shape.
+#[test]
+fn attack_a_leap_second_at_any_minute_is_forwarded_verbatim_and_fails_the_schema() {
+    let mut violations = Vec::new();
+    for (data, pk) in [
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:59:60Z"}"#,
+            "install-1",
+        ),
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:59:60.250+00:00",
+                "sent_at": "2026-11-20T09:59:60.500Z"}"#,
+            "install-1",
+        ),
+        (
+            r#"{"EventType": "level_complete", "Timestamp": "2026-11-20T09:59:60Z", "Endpoint": {"Id": "install-1"}}"#,
+            "install-1",
+        ),
+        (
+            r#"{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:58:00Z",
+                "session": {"id": "s1", "start": "2026-11-20T09:00:60Z", "stop": "2026-11-20T09:57:60Z"}}"#,
+            "install-1",
+        ),
+    ] {
+        if let Ok(events) = attack_read(data, pk) {
+            let errors = attack_schema_errors(&events[0]);
+            if !errors.is_empty() {
+                violations.push(format!("{data}\n  -> {errors:?}"));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "accepted, and the output fails the schema:\n{}",
+        violations.join("\n")
+    );
+}
