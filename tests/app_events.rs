@@ -733,3 +733,36 @@ fn attack_a_leap_second_at_any_minute_is_forwarded_verbatim_and_fails_the_schema
         violations.join("\n")
     );
 }
+
+/// Names are checked with `char::is_alphanumeric`, whose tables are the toolchain's (Rust 1.95: Unicode 17.0),
+/// and validated downstream with the schema's `^[\p{Alphabetic}\p{N}_.:\- ]{1,50}$`, whose tables are the regex
+/// engine's (regex-syntax 0.8: Unicode 16.0; other consumers have their own). A letter new in Unicode 17 (Sidetic
+/// U+10940, Tolong Siki U+11DB0, Beria Erfe U+16EA0, Tai Yo U+1E6C0, CJK extension J U+323B0) passes the forwarder
+/// as an event, property or trait name, and the output fails the schema. The check and the schema should agree
+/// (one explicit character set, or one pinned Unicode version).
+#[test]
+fn attack_a_unicode_17_letter_in_a_name_passes_the_forwarder_but_not_the_schema() {
+    let mut violations = Vec::new();
+    for letter in ['\u{10940}', '\u{11DB0}', '\u{16EA0}', '\u{1E6C0}', '\u{323B0}'] {
+        assert!(letter.is_alphanumeric(), "U+{:X}", letter as u32);
+        let name = format!("buy_{letter}");
+        let data = format!(
+            r#"{{"event_type": "{name}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "properties": {{"{name}": "v"}}}}"#
+        );
+        match attack_read(&data, "install-1") {
+            Ok(events) => {
+                let errors = attack_schema_errors(&events[0]);
+                if !errors.is_empty() {
+                    violations.push(format!("U+{:X}: {errors:?}", letter as u32));
+                }
+            }
+            Err(reason) => println!("U+{:X} refused: {reason}", letter as u32),
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "accepted, and the output fails the schema:\n{}",
+        violations.join("\n")
+    );
+}
