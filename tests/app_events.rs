@@ -766,3 +766,44 @@ fn attack_a_unicode_17_letter_in_a_name_passes_the_forwarder_but_not_the_schema(
         violations.join("\n")
     );
 }
+
+/// A `PutEvents` body of 100 events (one endpoint) whose `Endpoint.User.UserAttributes` fill the rest of the
+/// 32 KiB record cap. Every event's output carries the endpoint's traits, so the record becomes 100 outputs of
+/// about 27 KB each: ~2.7 MB on the output stream (80 times the input, one partition key, so one output shard's
+/// write capacity for ~3 s) from a single record anyone signed in can write. With `APP_EVENT_MAX_RECORD_BYTES` at
+/// its allowed maximum (1 MiB) the same record is ~100 MB. Here: one record's outputs should stay within the
+/// 1 MiB a record may be (traits capped like properties, or shared rather than copied per event).
+#[test]
+fn attack_a_32_kib_putevents_body_becomes_megabytes_of_output() {
+    let limits = app_events::event::Limits::default();
+    let events: Vec<String> = (0..app_events::input::MAX_EVENTS_PER_RECORD)
+        .map(|i| format!(r#""e{i}": {{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z"}}"#))
+        .collect();
+    let body = |traits: &[String]| {
+        format!(
+            r#"{{"BatchItem": {{"install-1": {{"Endpoint": {{"User": {{"UserAttributes": {{{}}}}}}}, "Events": {{{}}}}}}}}}"#,
+            traits.join(","),
+            events.join(",")
+        )
+    };
+    let mut traits: Vec<String> = Vec::new();
+    loop {
+        let next = format!(r#""t{}": ["{}"]"#, traits.len(), "v".repeat(1_000));
+        traits.push(next);
+        if body(&traits).len() > limits.max_record_bytes {
+            traits.pop();
+            break;
+        }
+    }
+    let input = body(&traits);
+    let out = attack_read_with(input.as_bytes(), "install-1", &limits).unwrap();
+    let bytes: usize = out.iter().map(|e| serde_json::to_vec(e).unwrap().len()).sum();
+    assert!(
+        bytes <= 1024 * 1024,
+        "one record of {} bytes became {} outputs, {bytes} bytes in all ({}x), each with {} traits",
+        input.len(),
+        out.len(),
+        bytes / input.len(),
+        out[0]["traits"].as_object().unwrap().len()
+    );
+}
