@@ -807,3 +807,29 @@ fn attack_a_32_kib_putevents_body_becomes_megabytes_of_output() {
         out[0]["traits"].as_object().unwrap().len()
     );
 }
+
+/// Properties and metrics are capped at 40 each ("the enrichment SDKs set no cap: an event with more is refused,
+/// not cut"), but traits (`Endpoint.User.UserAttributes`) have no count cap: one Pinpoint event within 32 KiB
+/// goes out with 2,000 traits (and the schema's `traits` has no `maxProperties` either).
+#[test]
+fn attack_traits_have_no_count_cap() {
+    let limits = app_events::event::Limits::default();
+    let traits: Vec<String> = (0..2_000).map(|i| format!(r#""t{i}": ["v"]"#)).collect();
+    let data = format!(
+        r#"{{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z",
+            "Endpoint": {{"Id": "install-1", "User": {{"UserAttributes": {{{}}}}}}}}}"#,
+        traits.join(",")
+    );
+    assert!(data.len() <= limits.max_record_bytes, "{}", data.len());
+    match attack_read(&data, "install-1") {
+        Err(reason) => assert!(reason.contains("traits"), "{reason}"),
+        Ok(events) => {
+            let n = events[0]["traits"].as_object().unwrap().len();
+            assert!(
+                n <= limits.max_properties,
+                "an event went out with {n} traits; properties and metrics are capped at {} each",
+                limits.max_properties
+            );
+        }
+    }
+}
