@@ -833,3 +833,89 @@ fn attack_traits_have_no_count_cap() {
         }
     }
 }
+
+/// A forwarder on the in-memory ports: its output stream and its dead-letter bucket, to look into.
+fn attack_forwarder(
+    limits: app_events::event::Limits,
+    aggregates: bridge_core::pipeline::Aggregates,
+) -> (
+    AppEventForwarder,
+    std::sync::Arc<bridge_core::testing::MemorySink>,
+    std::sync::Arc<bridge_core::testing::MemoryBlobs>,
+) {
+    let sink = std::sync::Arc::new(bridge_core::testing::MemorySink::default());
+    let blobs = std::sync::Arc::new(bridge_core::testing::MemoryBlobs::default());
+    let forwarder = AppEventForwarder::new(
+        bridge_core::producer::Producer::new(
+            sink.clone(),
+            None,
+            bridge_core::retry::Backoff::default(),
+        ),
+        bridge_core::dead_letter::DeadLetterWriter::new(blobs.clone(), "dead-letters"),
+        limits,
+    )
+    .with_settings(bridge_core::pipeline::Settings {
+        give_up_age: None,
+        aggregates,
+    });
+    (forwarder, sink, blobs)
+}
+
+/// A batch of one shard: record `i` is `(partition key, data)` with sequence number `1000 + i`, arriving at
+/// [`ATTACK_ARRIVAL_S`].
+fn attack_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
+    use base64::Engine as _;
+    let records = records
+        .iter()
+        .enumerate()
+        .map(|(i, (pk, data))| {
+            json!({
+                "eventID": format!("shardId-000000000000:{}", 1000 + i),
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events",
+                "kinesis": {"partitionKey": pk, "sequenceNumber": format!("{}", 1000 + i),
+                            "data": base64::engine::general_purpose::STANDARD.encode(data),
+                            "approximateArrivalTimestamp": ATTACK_ARRIVAL_S}
+            })
+        })
+        .collect();
+    RawKinesisEvent { records }
+}
+
+/// A client id is hashed with the user when there is one, else the anonymous id: never with the install. Two
+/// installs of one signed-in user (here two endpoints of one `PutEvents` body, or any two records) that use the
+/// same client event id for two different events (an app-local counter, a fixed id) get one `event_id`: the
+/// forwarder sends the first, counts the second as a repeat (`DuplicatesDropped`) and reports the record as a
+/// success, and downstream the two are one event. Here a purchase on the phone hides the tablet's session start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_two_installs_of_one_user_give_two_different_events_one_event_id() {
+    let body = r#"{"BatchItem": {
+        "phone":  {"Endpoint": {"User": {"UserId": "sub-1"}},
+                   "Events": {"1": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:00:00Z"}}},
+        "tablet": {"Endpoint": {"User": {"UserId": "sub-1"}},
+                   "Events": {"1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:30:00Z"}}}}}"#;
+    let events = attack_read(body, "sub-1").unwrap();
+    let (forwarder, sink, _) = attack_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::Refuse,
+    );
+    let metrics = Metrics::new();
+    let response = forwarder
+        .process(
+            attack_batch(&[("sub-1", body.as_bytes().to_vec())]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_ne!(
+        events[0]["event_id"], events[1]["event_id"],
+        "two different events ({} on {}, {} on {}) share one event_id; forwarded {} of 2, {} dropped as a repeat",
+        events[0]["event"],
+        events[0]["anonymous_id"],
+        events[1]["event"],
+        events[1]["anonymous_id"],
+        sink.stored().len(),
+        metrics.get(METRIC_DUPLICATES_DROPPED)
+    );
+    assert_eq!(sink.stored().len(), 2);
+}
