@@ -919,3 +919,31 @@ async fn attack_two_installs_of_one_user_give_two_different_events_one_event_id(
     );
     assert_eq!(sink.stored().len(), 2);
 }
+
+/// serde_json's map (no `preserve_order`) sorts a `PutEvents` body's `Events` by key, and Amplify's keys are
+/// random UUIDs: a body's events go out, and get their `source.sub_sequence`, in the order of their ids, not the
+/// order the app recorded them. A session's `_session.stop` can precede its `_session.start` on the stream
+/// (README: "a session's events keep one order"), and `sub_sequence` does not say where an event was in its body.
+#[test]
+fn attack_a_putevents_body_goes_out_in_event_id_order_not_body_order() {
+    let body = r#"{"BatchItem": {"install-1": {"Events": {
+        "f3c1a0de-0000-4000-8000-000000000001": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z",
+            "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z"}},
+        "0a9b8c7d-0000-4000-8000-000000000002": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:05:00Z",
+            "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z", "StopTimestamp": "2026-11-20T09:05:00Z"}}}}}}"#;
+    let out: Vec<(String, u64)> = attack_read(body, "install-1")
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["source"]["sub_sequence"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [("_session.start".to_owned(), 0), ("_session.stop".to_owned(), 1)],
+        "the body's order"
+    );
+}
