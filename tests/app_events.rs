@@ -947,3 +947,32 @@ fn attack_a_putevents_body_goes_out_in_event_id_order_not_body_order() {
         "the body's order"
     );
 }
+
+/// "Our shape refuses unknown fields (a typo is an error)": at the top level and in `session`, yes, but
+/// `context` is read with the lenient `Context` shared with the Pinpoint shapes: a typo (`platfrom`,
+/// `app_verison`) is dropped without a word, and so are the context fields our shape has no input for (`app_id`,
+/// `sdk`), while Pinpoint's spellings (`Platform`, `appVersion`) are taken. The event goes out with
+/// `context.platform: null`, and the platform dimension of the rollup counts it nowhere.
+#[test]
+fn attack_our_shape_ignores_unknown_context_fields_instead_of_refusing_them() {
+    for context in [
+        r#"{"platfrom": "iOS"}"#,
+        r#"{"platform": "iOS", "app_verison": "2.4.1"}"#,
+        r#"{"app_id": "my-app"}"#,
+    ] {
+        let data = format!(
+            r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "context": {context}}}"#
+        );
+        match attack_read(&data, "install-1") {
+            Err(reason) => assert!(
+                reason.contains("app event (ours): context."),
+                "{context}: {reason}"
+            ),
+            Ok(events) => panic!(
+                "context {context} accepted, the unknown field dropped: {}",
+                events[0]["context"]
+            ),
+        }
+    }
+}
