@@ -976,3 +976,31 @@ fn attack_our_shape_ignores_unknown_context_fields_instead_of_refusing_them() {
         }
     }
 }
+
+/// A number past f64's range (`1e400`) is valid JSON (RFC 8259 sets no range), but serde_json refuses the whole
+/// document while parsing it, before any shape is picked: the dead letter says "app event is not a json object:
+/// number out of range at line 1 column 125", a reason naming neither the shape nor the field (README: "a reason
+/// always names the shape and the field"). Same for a `timestamp`, a session `duration_ms` or a Pinpoint metric.
+#[test]
+fn attack_a_number_past_f64_range_is_reported_as_not_json_without_shape_or_field() {
+    for (data, field) in [
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z", "metrics": {"score": 1e400}}"#,
+            "metrics.score",
+        ),
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": 1e400}"#,
+            "timestamp",
+        ),
+        (
+            r#"{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z", "Session": {"Id": "s", "Duration": -1e400}}"#,
+            "Duration",
+        ),
+    ] {
+        let reason = attack_read(data, "install-1").unwrap_err();
+        assert!(
+            reason.starts_with("app event (") && reason.contains(field),
+            "{data}\n  reason: {reason}"
+        );
+    }
+}
