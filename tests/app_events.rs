@@ -1004,3 +1004,23 @@ fn attack_a_number_past_f64_range_is_reported_as_not_json_without_shape_or_field
         );
     }
 }
+
+/// "Letters (any script: größe)": but the check is `char::is_alphanumeric`, and the combining marks most words of
+/// some scripts need are neither Alphabetic nor numeric: Thai tone marks (ซื้อ, "buy", has U+0E49), the Devanagari
+/// virama (क्लिक, "click", has U+094D), a decomposed accent (`café` as e + U+0301, as macOS input methods and
+/// NFD-normalizing code write it). An app naming its events or properties in Thai or Hindi has them all
+/// dead-lettered ("event name has characters outside letters, ...").
+#[test]
+fn attack_names_in_thai_hindi_or_decomposed_latin_are_refused() {
+    let mut refused = Vec::new();
+    for name in ["ซื้อ", "क्लिक", "cafe\u{301}_visit"] {
+        let data = format!(
+            r#"{{"event_type": "{name}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "properties": {{"{name}": "v"}}}}"#
+        );
+        if let Err(reason) = attack_read(&data, "install-1") {
+            refused.push(format!("{name}: {reason}"));
+        }
+    }
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
