@@ -1024,3 +1024,27 @@ fn attack_names_in_thai_hindi_or_decomposed_latin_are_refused() {
     }
     assert!(refused.is_empty(), "{}", refused.join("\n"));
 }
+
+/// Space is allowed anywhere in a name, and names are not trimmed (values and ids are): an event named `" "` (or a
+/// property named `"  "`) passes as a 1-character name, and `"_session.start "` with a trailing space (a
+/// template string, a copy-paste) goes out as a different event that the rollup never counts as a session.
+/// Blank names should be refused and names trimmed, or a leading/trailing space refused.
+#[test]
+fn attack_blank_and_space_padded_names_pass() {
+    let mut passed = Vec::new();
+    for (event, property) in [(" ", "p"), ("x", "  "), ("_session.start ", "p"), (" _session.start", "p")] {
+        let data = format!(
+            r#"{{"event_type": "{event}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "properties": {{"{property}": "v"}}}}"#
+        );
+        if let Ok(events) = attack_read(&data, "install-1") {
+            let e = &events[0];
+            let name = e["event"].as_str().unwrap();
+            let names: Vec<&String> = e["properties"].as_object().unwrap().keys().collect();
+            if name.trim() != name || name.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+                passed.push(format!("event {name:?}, properties {names:?}"));
+            }
+        }
+    }
+    assert!(passed.is_empty(), "forwarded: {passed:#?}");
+}
