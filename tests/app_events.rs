@@ -1048,3 +1048,24 @@ fn attack_blank_and_space_padded_names_pass() {
     }
     assert!(passed.is_empty(), "forwarded: {passed:#?}");
 }
+
+/// "`duration_ms` is the client's duration, else stop minus start, and must lie between 0 and 7 days": when a
+/// duration is given, start and stop are never compared, so a session whose stop is 50 days after its start (or
+/// before it) goes out with `duration_ms: 0` and both times, contradicting itself.
+#[test]
+fn attack_a_session_over_7_days_or_reversed_passes_when_a_duration_is_given() {
+    let mut passed = Vec::new();
+    for (start, stop, duration) in [
+        ("2026-10-01T00:00:00Z", "2026-11-20T09:00:00Z", 0),
+        ("2026-11-20T09:00:00Z", "2026-10-01T00:00:00Z", 60_000),
+    ] {
+        let data = format!(
+            r#"{{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "session": {{"id": "s1", "start": "{start}", "stop": "{stop}", "duration_ms": {duration}}}}}"#
+        );
+        if let Ok(events) = attack_read(&data, "install-1") {
+            passed.push(events[0]["session"].to_string());
+        }
+    }
+    assert!(passed.is_empty(), "forwarded: {passed:#?}");
+}
