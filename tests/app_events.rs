@@ -1069,3 +1069,24 @@ fn attack_a_session_over_7_days_or_reversed_passes_when_a_duration_is_given() {
     }
     assert!(passed.is_empty(), "forwarded: {passed:#?}");
 }
+
+/// Ours with `sent_at` before `timestamp` (sent before it happened: a client bug, or a forged record): the
+/// correction moves the event after its own arrival, by up to the 24 h the window allows for uncorrected clocks.
+/// Here an event recorded at 10:00 and "sent" at 00:00 by the same clock, received at 10:00, goes out dated 20:00,
+/// ten hours after Kinesis received it (and on the next UTC day for a later hour). A corrected time after
+/// `received_at` can only come from such a record, and should be refused.
+#[test]
+fn attack_a_send_time_before_the_event_dates_it_hours_after_its_arrival() {
+    let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
+        "timestamp": "2026-11-20T10:00:00Z", "sent_at": "2026-11-20T00:00:00Z"}"#;
+    if let Ok(events) = attack_read(data, "install-1") {
+        let e = &events[0];
+        assert!(
+            e["timestamp"].as_str().unwrap() <= e["received_at"].as_str().unwrap(),
+            "corrected time {} after its arrival {}: {}",
+            e["timestamp"],
+            e["received_at"],
+            e["clock"]
+        );
+    }
+}
