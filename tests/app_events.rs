@@ -1090,3 +1090,51 @@ fn attack_a_send_time_before_the_event_dates_it_hours_after_its_arrival() {
         );
     }
 }
+
+/// Where aggregates are accepted (`KPL_AGGREGATES=accept`), the cap is on user records per aggregate
+/// (`KPL_MAX_USER_RECORDS`, 1,000), and each user record may itself be a `PutEvents` body of 100 events: one
+/// Kinesis record of at most 1 MiB becomes 200+ user records and 20,000+ outputs (~18 MB), 20 times the cap the
+/// operator set and 200 times the README's "events per record: at most 100". The count cap should bound events
+/// (or one aggregate's outputs), not user records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_an_accepted_aggregate_becomes_twenty_thousand_outputs() {
+    let events: Vec<String> = (0..app_events::input::MAX_EVENTS_PER_RECORD)
+        .map(|i| format!(r#""e{i}":{{"EventType":"x","Timestamp":1795165200000}}"#))
+        .collect();
+    let body = format!(r#"{{"Events":{{{}}}}}"#, events.join(",")).into_bytes();
+    let mut users: Vec<bridge_core::kpl::UserRecord> = Vec::new();
+    loop {
+        users.push(bridge_core::kpl::UserRecord {
+            partition_key: format!("install-{}", users.len()),
+            explicit_hash_key: None,
+            data: body.clone(),
+        });
+        if bridge_core::kpl::aggregate(&users).len() + "pk".len() > 1024 * 1024 {
+            users.pop();
+            break;
+        }
+    }
+    let aggregate = bridge_core::kpl::aggregate(&users);
+    let (forwarder, sink, _) = attack_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::ACCEPT,
+    );
+    let metrics = Metrics::new();
+    let response = forwarder
+        .process(
+            attack_batch(&[("pk", aggregate.clone())]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    let stored = sink.stored();
+    let bytes: usize = stored.iter().map(|e| e.data.len()).sum();
+    assert!(
+        stored.len() <= bridge_core::pipeline::DEFAULT_MAX_USER_RECORDS,
+        "one Kinesis record of {} bytes ({} user records) became {} outputs, {bytes} bytes",
+        aggregate.len(),
+        users.len(),
+        stored.len()
+    );
+}
