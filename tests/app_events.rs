@@ -396,16 +396,17 @@ async fn accepted_aggregates_keep_every_per_record_cap_and_a_count_cap() {
     );
 }
 
-/// One record whose client times overflow once corrected (each parses on its own) between two good ones: the
-/// good ones are forwarded, the poison one is dead-lettered with its data, and nothing panics.
+/// One record whose session time overflows once corrected (each time parses on its own, and the event's times are
+/// within RFC 3339's years) between two good ones: the good ones are forwarded, the poison one is dead-lettered
+/// with its data, and nothing panics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_whose_clock_correction_overflows_is_a_dead_letter_not_a_crash() {
     let h = AppHarness::new().await;
     let mut event = sample("app-events");
     let records = event["Records"].as_array().unwrap()[..3].to_vec();
     event["Records"] = Value::Array(records);
-    let poison = json!({"event_type": "x", "anonymous_id": "a", "timestamp": 8_000_000_000_000_000_i64,
-                        "sent_at": -8_000_000_000_000_000_i64});
+    let poison = json!({"event_type": "x", "anonymous_id": "a", "timestamp": "0000-01-01T00:00:00Z",
+                        "sent_at": "0000-01-01T00:00:01Z", "session": {"id": "s", "start": 8_200_000_000_000_000_i64}});
     e2e::set_record_data(&mut event, 1, &poison);
     let (failed, m) = h.run(&event).await;
     assert!(failed.is_empty());
@@ -423,7 +424,7 @@ async fn a_record_whose_clock_correction_overflows_is_a_dead_letter_not_a_crash(
         letters[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("timestamp corrected by the clock offset of sent_at"),
+            .contains("session start corrected by the clock offset of sent_at"),
         "{}",
         letters[0]["reason"]
     );
@@ -606,8 +607,12 @@ fn attack_read_with(
         arrival: Some(attack_arrival()),
         data: data.to_vec(),
     };
-    app_events::handler::read(&record, limits)
-        .map(|events| events.iter().map(|e| serde_json::to_value(e).unwrap()).collect())
+    app_events::handler::read(&record, limits).map(|events| {
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    })
 }
 
 /// [`attack_read_with`] under the default limits.
@@ -627,38 +632,43 @@ fn attack_schema_errors(doc: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Ours: `timestamp` and `sent_at` each far in the future by the same amount (a client clock tens of thousands of
-/// years fast) pass every check, since only the corrected `timestamp` is held to the arrival window. The output
-/// carries `sent_at` and `clock.original_timestamp` as `+255479-11-28T14:13:20.000Z`: not RFC 3339 (four-digit
-/// years), so the record fails the schema's `date-time`, and any consumer that parses those fields.
+/// Ours: `timestamp` and `sent_at` each far in the future (or past) by the same amount, a client clock tens of
+/// thousands of years off, would pass the arrival window once corrected, and put `+255479-11-28T14:13:20.000Z` (not
+/// RFC 3339: four-digit years) in `sent_at` and `clock.original_timestamp`. Found by the adversarial review: now
+/// every time that goes out is held to the years 0000 to 9999, and the record is refused naming the field.
 #[test]
-fn attack_a_clock_far_fast_puts_years_past_9999_in_sent_at_and_fails_the_schema() {
+fn a_client_time_outside_rfc_3339_years_is_refused_naming_the_field() {
     for t in ["8000000000000000", "-8000000000000000", "253402300800000"] {
         let data = format!(
             r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": {t}, "sent_at": {t}}}"#
         );
-        match attack_read(&data, "install-1") {
-            // Refusing it, naming sent_at, would do as well.
-            Err(_) => {}
-            Ok(events) => {
-                let errors = attack_schema_errors(&events[0]);
-                assert!(
-                    errors.is_empty(),
-                    "timestamp = sent_at = {t} ms was accepted, and its output fails the schema: {errors:#?}\n{:#}",
-                    events[0]
-                );
-            }
-        }
+        let reason = attack_read(&data, "install-1").map_or_else(
+            |reason| reason,
+            |events| panic!("timestamp = sent_at = {t} ms was accepted: {:#}", events[0]),
+        );
+        assert!(
+            reason.starts_with("app event (ours): timestamp ")
+                && reason.contains("is outside the years 0000 to 9999"),
+            "{t}: {reason}"
+        );
     }
+    // The send time alone out of range, the event's time in the window.
+    let data = r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+        "sent_at": 253402300800000}"#;
+    let reason = attack_read(data, "install-1").unwrap_err();
+    assert!(
+        reason.starts_with(
+            "app event (ours): sent_at +10000-01-01T00:00:00.000Z is outside the years"
+        ),
+        "{reason}"
+    );
 }
 
-/// Session times are checked only for their length (stop - start, or the duration), never against the arrival
-/// window: a `session.start` alone may be anywhere in chrono's range. Year 10000 (`253402300800000` ms) or a
-/// negative year goes out as `+10000-01-01T00:00:00.000Z` / `-0001-...` in `session.start` and
-/// `context.session_start`, which fail the schema's `date-time`; in every shape that carries a session.
+/// Session times were checked only for their length, so a `session.start` of year 10000 (`253402300800000` ms) or
+/// year -1 went out in `session.start` and `context.session_start`, failing the schema's `date-time`, in every
+/// shape that carries a session. Now refused, naming the session start, in every shape.
 #[test]
-fn attack_a_session_start_outside_years_0_to_9999_is_forwarded_and_fails_the_schema() {
-    let mut violations = Vec::new();
+fn a_session_start_outside_years_0_to_9999_is_refused_in_every_shape() {
     for start in ["253402300800000", "-62167219200001", "1.0e15"] {
         for data in [
             format!(
@@ -675,63 +685,54 @@ fn attack_a_session_start_outside_years_0_to_9999_is_forwarded_and_fails_the_sch
                     "session": {{"id": "s1", "start_timestamp": {start}}}}}"#
             ),
         ] {
-            if let Ok(events) = attack_read(&data, "install-1") {
-                let errors = attack_schema_errors(&events[0]);
-                if !errors.is_empty() {
-                    violations.push(format!(
-                        "{}, start {start}: {errors:?}",
-                        events[0]["context"]["input_shape"]
-                    ));
-                }
-            }
+            let reason = attack_read(&data, "install-1").map_or_else(
+                |reason| reason,
+                |events| panic!("session start {start} was accepted: {:#}", events[0]),
+            );
+            assert!(
+                reason.contains("): session start ")
+                    && reason.contains("is outside the years 0000 to 9999"),
+                "{start}: {reason}"
+            );
         }
     }
-    assert!(
-        violations.is_empty(),
-        "accepted, and the output fails the schema:\n{}",
-        violations.join("\n")
-    );
 }
 
-/// chrono reads a leap second (`:60`) at any minute of any day, and the forwarder writes it back as it came:
-/// `timestamp` `2026-11-20T09:59:60.000Z`. RFC 3339 allows second 60 only as a leap second (23:59:60 UTC), so the
-/// output fails the schema's `date-time` on `timestamp` itself; JavaScript's `Date` and Python's `datetime` cannot
-/// hold second 60 at all. The time should be normalized (or refused naming the field), in every shape.
+/// chrono reads a leap second (`:60`) at any minute of any day, and the forwarder wrote it back as it came
+/// (`2026-11-20T09:59:60.000Z`), which fails the schema's `date-time` (RFC 3339 allows second 60 only at 23:59:60
+/// UTC) and which JavaScript's `Date` and Python's `datetime` cannot hold. Now folded to the last millisecond of its
+/// minute in every time field and shape, and every output satisfies the schema.
 #[test]
-fn attack_a_leap_second_at_any_minute_is_forwarded_verbatim_and_fails_the_schema() {
-    let mut violations = Vec::new();
-    for (data, pk) in [
+fn a_leap_second_at_any_minute_is_folded_to_the_last_millisecond_of_its_minute() {
+    for (data, field, want) in [
         (
             r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:59:60Z"}"#,
-            "install-1",
+            "/timestamp",
+            "2026-11-20T09:59:59.999Z",
         ),
         (
             r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:59:60.250+00:00",
                 "sent_at": "2026-11-20T09:59:60.500Z"}"#,
-            "install-1",
+            "/sent_at",
+            "2026-11-20T09:59:59.999Z",
         ),
         (
-            r#"{"EventType": "level_complete", "Timestamp": "2026-11-20T09:59:60Z", "Endpoint": {"Id": "install-1"}}"#,
-            "install-1",
+            r#"{"EventType": "level_complete", "Timestamp": "2026-11-20T23:59:60Z", "Endpoint": {"Id": "install-1"}}"#,
+            "/clock/original_timestamp",
+            "2026-11-20T23:59:59.999Z",
         ),
         (
             r#"{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:58:00Z",
                 "session": {"id": "s1", "start": "2026-11-20T09:00:60Z", "stop": "2026-11-20T09:57:60Z"}}"#,
-            "install-1",
+            "/session/start",
+            "2026-11-20T09:00:59.999Z",
         ),
     ] {
-        if let Ok(events) = attack_read(data, pk) {
-            let errors = attack_schema_errors(&events[0]);
-            if !errors.is_empty() {
-                violations.push(format!("{data}\n  -> {errors:?}"));
-            }
-        }
+        let events = attack_read(data, "install-1").unwrap();
+        assert_eq!(events[0].pointer(field), Some(&json!(want)), "{data}");
+        let errors = attack_schema_errors(&events[0]);
+        assert!(errors.is_empty(), "{data}\n  -> {errors:?}");
     }
-    assert!(
-        violations.is_empty(),
-        "accepted, and the output fails the schema:\n{}",
-        violations.join("\n")
-    );
 }
 
 /// Names are checked with `char::is_alphanumeric`, whose tables are the toolchain's (Rust 1.95: Unicode 17.0),
@@ -743,7 +744,13 @@ fn attack_a_leap_second_at_any_minute_is_forwarded_verbatim_and_fails_the_schema
 #[test]
 fn attack_a_unicode_17_letter_in_a_name_passes_the_forwarder_but_not_the_schema() {
     let mut violations = Vec::new();
-    for letter in ['\u{10940}', '\u{11DB0}', '\u{16EA0}', '\u{1E6C0}', '\u{323B0}'] {
+    for letter in [
+        '\u{10940}',
+        '\u{11DB0}',
+        '\u{16EA0}',
+        '\u{1E6C0}',
+        '\u{323B0}',
+    ] {
         assert!(letter.is_alphanumeric(), "U+{:X}", letter as u32);
         let name = format!("buy_{letter}");
         let data = format!(
@@ -797,7 +804,10 @@ fn attack_a_32_kib_putevents_body_becomes_megabytes_of_output() {
     }
     let input = body(&traits);
     let out = attack_read_with(input.as_bytes(), "install-1", &limits).unwrap();
-    let bytes: usize = out.iter().map(|e| serde_json::to_vec(e).unwrap().len()).sum();
+    let bytes: usize = out
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap().len())
+        .sum();
     assert!(
         bytes <= 1024 * 1024,
         "one record of {} bytes became {} outputs, {bytes} bytes in all ({}x), each with {} traits",
@@ -908,7 +918,8 @@ async fn attack_two_installs_of_one_user_give_two_different_events_one_event_id(
         .await;
     assert!(response.batch_item_failures.is_empty());
     assert_ne!(
-        events[0]["event_id"], events[1]["event_id"],
+        events[0]["event_id"],
+        events[1]["event_id"],
         "two different events ({} on {}, {} on {}) share one event_id; forwarded {} of 2, {} dropped as a repeat",
         events[0]["event"],
         events[0]["anonymous_id"],
@@ -943,7 +954,10 @@ fn attack_a_putevents_body_goes_out_in_event_id_order_not_body_order() {
         .collect();
     assert_eq!(
         out,
-        [("_session.start".to_owned(), 0), ("_session.stop".to_owned(), 1)],
+        [
+            ("_session.start".to_owned(), 0),
+            ("_session.stop".to_owned(), 1)
+        ],
         "the body's order"
     );
 }
@@ -1032,7 +1046,12 @@ fn attack_names_in_thai_hindi_or_decomposed_latin_are_refused() {
 #[test]
 fn attack_blank_and_space_padded_names_pass() {
     let mut passed = Vec::new();
-    for (event, property) in [(" ", "p"), ("x", "  "), ("_session.start ", "p"), (" _session.start", "p")] {
+    for (event, property) in [
+        (" ", "p"),
+        ("x", "  "),
+        ("_session.start ", "p"),
+        (" _session.start", "p"),
+    ] {
         let data = format!(
             r#"{{"event_type": "{event}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "properties": {{"{property}": "v"}}}}"#

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use bridge_core::envelope::{SourceRef, event_id, rfc3339};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 use serde::Serialize;
 
 use crate::input::{ClientEvent, ClientTime, Shape};
@@ -172,7 +172,8 @@ pub struct Invalid(pub String);
 
 /// A client time: epoch ms (a whole or fractional number, truncated to the millisecond below; or such a number
 /// in a string), or RFC 3339 text with any fraction of a second. Out of chrono's range, not finite, or neither:
-/// refused, naming `what`.
+/// refused, naming `what`. A leap second (`:60`, which chrono reads at any minute of any day) is folded to the
+/// last millisecond of its minute ([`fold_leap_second`]).
 fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
     fn millis(x: f64) -> Option<DateTime<Utc>> {
         // chrono's range is about ±8.2e15 ms, well inside i64 and inside f64's exact integers.
@@ -189,7 +190,7 @@ fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
         },
         ClientTime::Text(s) => DateTime::parse_from_rfc3339(s)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| fold_leap_second(d.with_timezone(&Utc)))
             .or_else(|| match s.parse::<i64>() {
                 Ok(ms) => Utc.timestamp_millis_opt(ms).single(),
                 Err(_) => s.parse::<f64>().ok().and_then(millis),
@@ -204,6 +205,39 @@ fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
             "{what} {shown} is not an RFC 3339 time or epoch milliseconds within range"
         ))
     })
+}
+
+/// A leap second folded to the last millisecond of its minute: `09:59:60.250Z` is `09:59:59.999Z`. chrono reads
+/// second 60 at any minute (RFC 3339 allows it only as 23:59:60 UTC on a leap-second day), and written back it
+/// fails our schema's `date-time` and cannot be held by JavaScript's `Date` or Python's `datetime`. Folding is
+/// sound: the time moves by less than a second, stays in its minute (so in its UTC day, which is what the
+/// counts use), and keeps its order with the times around it (the leap second's instants all come after second
+/// 59's first 999 ms and before the next minute); the event's id is derived from what the client sent, not from
+/// the folded time, so a resend still collapses.
+fn fold_leap_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.nanosecond() < 1_000_000_000 {
+        return t;
+    }
+    t.with_nanosecond(999_000_000).unwrap_or(t)
+}
+
+/// The first and last years an RFC 3339 time can hold (`date-fullyear = 4DIGIT`): the schema's `date-time`
+/// refuses any other, and so does every consumer that parses RFC 3339.
+const RFC3339_YEARS: std::ops::RangeInclusive<i32> = 0..=9_999;
+
+/// Whether `t` can be written as the schema's `date-time`; else refused, naming the field. chrono reaches about
+/// ±262,000 years, and writes a year past 9999 as `+10000-...`: the forwarder never forwards what its own
+/// schema refuses.
+fn representable(t: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>, Invalid> {
+    if RFC3339_YEARS.contains(&t.year()) {
+        return Ok(t);
+    }
+    Err(Invalid(format!(
+        "{what} {} is outside the years {:04} to {} that RFC 3339 (and the app-event/v1 schema) can hold",
+        rfc3339(&t),
+        RFC3339_YEARS.start(),
+        RFC3339_YEARS.end()
+    )))
 }
 
 /// A client time moved by the client's clock offset, or why it cannot be.
@@ -319,8 +353,14 @@ fn session(
             .map(|t| shifted(client_time(t, what)?, offset, what))
             .transpose()
     };
-    let start = time(&s.start, "session start")?;
-    let stop = time(&s.stop, "session stop")?;
+    // Session times are held to RFC 3339's years, not to the arrival window: real clients send session starts
+    // far from their events' times (amplify-android's own sample: an event of 2023 in a session of 2026).
+    let start = time(&s.start, "session start")?
+        .map(|t| representable(t, "session start"))
+        .transpose()?;
+    let stop = time(&s.stop, "session stop")?
+        .map(|t| representable(t, "session stop"))
+        .transpose()?;
     let given = match &s.duration_ms {
         None => None,
         Some(n) => Some(
@@ -427,13 +467,17 @@ pub fn normalize(
 
     // Times. A send time corrects the client's clock only where the shape has one that a client sets when it
     // sends (ours); every sum is checked (an unchecked `+` panics, and one record would fail its batch).
+    // Every time that goes out is held to RFC 3339's years (the schema's `date-time`): the arrival, the client's
+    // own time (`clock.original_timestamp`) and its send time, whose offset may bring the corrected time back
+    // into the window from any year.
+    let received_at = representable(received_at, "received_at (the record's arrival)")?;
     let happened = e
         .timestamp
         .as_ref()
-        .map(|t| client_time(t, "timestamp"))
+        .map(|t| representable(client_time(t, "timestamp")?, "timestamp"))
         .transpose()?;
     let sent = match (&e.sent_at, shape.has_send_time()) {
-        (Some(t), true) => Some(client_time(t, "sent_at")?),
+        (Some(t), true) => Some(representable(client_time(t, "sent_at")?, "sent_at")?),
         _ => None,
     };
     let offset = sent.map(|s| received_at.signed_duration_since(s));
@@ -449,6 +493,7 @@ pub fn normalize(
         None => (received_at, "arrival"),
     };
     check_window(timestamp, "event time", received_at, limits)?;
+    let timestamp = representable(timestamp, "event time")?;
     let session = session(e.session, offset, limits)?;
 
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
@@ -736,25 +781,37 @@ mod tests {
     }
 
     #[test]
-    fn times_whose_correction_leaves_chrono_range_are_refused_naming_the_field() {
-        // Each time parses on its own (chrono reaches about ±8.2e15 ms); the sums with the offset do not.
+    fn times_outside_rfc_3339_years_or_chrono_range_once_corrected_are_refused_naming_the_field() {
+        // Each time parses on its own (chrono reaches about ±8.2e15 ms, years ±262,143), but RFC 3339 and the
+        // schema hold years 0000 to 9999 only: a client time beyond them is refused, naming its field, whether
+        // or not the clock offset would bring the corrected time back into the window.
         for (json, want) in [
             (
                 r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 8000000000000000, "sent_at": -8000000000000000}"#,
-                "timestamp corrected by the clock offset of sent_at",
+                "timestamp +255479-11-28T14:13:20.000Z is outside the years 0000 to 9999",
             ),
             (
-                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": -8000000000000000, "sent_at": 8000000000000000}"#,
-                "timestamp corrected by the clock offset of sent_at",
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": 8000000000000000}"#,
+                "sent_at +255479-11-28T14:13:20.000Z is outside the years",
             ),
             (
-                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": -8000000000000000,
-                    "session": {"id": "s", "start": 8000000000000000}}"#,
-                "after its arrival",
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": -62167219200001}"#,
+                "sent_at -0001-12-31T23:59:59.999Z is outside the years",
             ),
             (
-                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": -8000000000000000, "sent_at": -8000000000000000,
-                    "session": {"id": "s", "start": 8000000000000000}}"#,
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z",
+                    "session": {"id": "s", "start": 253402300800000}}"#,
+                "session start +10000-01-01T00:00:00.000Z is outside the years",
+            ),
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z",
+                    "session": {"id": "s", "start": "2026-11-20T09:00:00Z", "stop": 253402300800000}}"#,
+                "session stop +10000-01-01T00:00:00.000Z is outside the years",
+            ),
+            // The sum that still can leave chrono's range: a session time near its end, moved by the offset.
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "0000-01-01T00:00:00Z", "sent_at": "0000-01-01T00:00:01Z",
+                    "session": {"id": "s", "start": 8200000000000000}}"#,
                 "session start corrected by the clock offset of sent_at",
             ),
         ] {
@@ -763,12 +820,42 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{want}: {err}");
         }
-        // Arrival times at chrono's own ends: the window checks do not overflow either.
+        // Years 0000 and 9999 themselves are RFC 3339.
+        let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z",
+            "session": {"id": "s", "start": "0000-01-01T00:00:00Z"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:00:00Z", "1").unwrap();
+        assert_eq!(
+            e.session.unwrap().start.as_deref(),
+            Some("0000-01-01T00:00:00.000Z")
+        );
+        // Arrival times at chrono's own ends: refused naming the arrival, and the window checks do not overflow.
         for received in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
             let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 1}"#;
             let e = parse(json.as_bytes(), "pk").unwrap().remove(0);
-            let _ = normalize(e, received, &source("1"), &Limits::default());
+            let err = normalize(e, received, &source("1"), &Limits::default()).unwrap_err();
+            assert!(
+                err.0.starts_with("received_at (the record's arrival)"),
+                "{err}"
+            );
         }
+    }
+
+    #[test]
+    fn a_leap_second_is_folded_to_the_last_millisecond_of_its_minute() {
+        let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:60.250+00:00",
+            "sent_at": "2026-11-20T09:59:60.500Z",
+            "session": {"id": "s", "start": "2026-11-20T09:00:60Z", "stop": "2026-11-20T15:29:60+05:30"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:00:00Z", "1").unwrap();
+        assert_eq!(e.sent_at.as_deref(), Some("2026-11-20T09:59:59.999Z"));
+        assert_eq!(
+            e.clock.original_timestamp.as_deref(),
+            Some("2026-11-20T09:59:59.999Z")
+        );
+        assert_eq!(e.clock.offset_ms, Some(1));
+        assert_eq!(e.timestamp, "2026-11-20T10:00:00.000Z");
+        let session = e.session.unwrap();
+        assert_eq!(session.start.as_deref(), Some("2026-11-20T09:01:00.000Z"));
+        assert_eq!(session.stop.as_deref(), Some("2026-11-20T10:00:00.000Z"));
     }
 
     #[test]
