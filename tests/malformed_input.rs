@@ -238,9 +238,41 @@ fn client_time() -> impl Strategy<Value = serde_json::Value> {
     ]
 }
 
-/// App event JSON of our shape and Pinpoint's with every time field a client controls ([`client_time`]).
+/// A name from characters on both sides of the name rule: letters of several scripts, digits, combining marks,
+/// letters newer than the schema validator's Unicode tables, spaces, the allowed punctuation, and what is not.
+fn name() -> impl Strategy<Value = String> {
+    let chars = vec![
+        'a',
+        'Z',
+        'ä',
+        'ก',
+        '説',
+        '3',
+        '٣',
+        '_',
+        '.',
+        '-',
+        ':',
+        ' ',
+        '\u{301}',
+        '\u{e49}',
+        '\u{94d}',
+        '\u{10940}',
+        '\u{323B0}',
+        '<',
+        '/',
+        '\u{200b}',
+        '\u{7}',
+        '\u{3000}',
+    ];
+    proptest::collection::vec(proptest::sample::select(chars), 0..6).prop_map(String::from_iter)
+}
+
+/// App event JSON of our shape and Pinpoint's with every time field a client controls ([`client_time`]) and
+/// names of any characters ([`name`]).
 fn app_event_for_the_schema() -> impl Strategy<Value = Vec<u8>> {
     (
+        (name(), name()),
         client_time(),
         proptest::option::of(client_time()),
         proptest::option::of(client_time()),
@@ -248,12 +280,14 @@ fn app_event_for_the_schema() -> impl Strategy<Value = Vec<u8>> {
         proptest::option::of(-1_000_i64..1_000_000_000),
         any::<bool>(),
     )
-        .prop_map(|(at, sent, start, stop, duration, pinpoint)| {
+        .prop_map(|((event, property), at, sent, start, stop, duration, pinpoint)| {
             let mut doc = if pinpoint {
-                serde_json::json!({"eventType": "x", "Timestamp": at, "Endpoint": {"Id": "a"},
+                serde_json::json!({"eventType": event, "Timestamp": at, "Endpoint": {"Id": "a"},
+                    "Attributes": {property: "v"},
                     "Session": {"Id": "s", "StartTimestamp": start, "StopTimestamp": stop, "Duration": duration}})
             } else {
-                serde_json::json!({"event_type": "x", "timestamp": at, "anonymous_id": "a",
+                serde_json::json!({"event_type": event, "timestamp": at, "anonymous_id": "a",
+                    "metrics": {property: 1},
                     "session": {"id": "s", "start": start, "stop": stop, "duration_ms": duration}})
             };
             if let Some(sent) = sent {

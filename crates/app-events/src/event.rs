@@ -275,11 +275,28 @@ fn lineage_id(source: &SourceRef, index: u32) -> String {
     event_id(&parts)
 }
 
+/// The rule for event, property, metric and trait names, written exactly as the schema writes it
+/// (`events/schema/app-event.v1.json`: `event`, and the `propertyNames` of `properties` and `traits`; a test holds
+/// them equal). A first character that is a letter (Unicode `Alphabetic`, of any script), a digit (`N`) or one of
+/// `_ . - :`; then up to 49 more of those, combining marks (`M`: Thai tone marks, the Devanagari virama, an accent
+/// written as e + U+0301) and spaces; never a space last. So the forwarder and every consumer that validates with
+/// the schema agree on every name, whatever Unicode version its own `char::is_alphanumeric` has.
+pub const NAME_PATTERN: &str = r"^[\p{Alphabetic}\p{N}_.:\-](?:[\p{Alphabetic}\p{N}\p{M}_.:\- ]{0,48}[\p{Alphabetic}\p{N}\p{M}_.:\-])?$";
+
+/// [`NAME_PATTERN`], compiled once, with the engine the schema's validator uses (the `regex` crate, whose
+/// `regex-syntax` holds the Unicode tables: `jsonschema` compiles the schema's patterns with `fancy-regex`, which
+/// hands a pattern like this one to the same `regex`). `None` only if the constant did not compile (a unit test
+/// compiles it): then every name is refused, never every name let through.
+static NAME: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(NAME_PATTERN).ok());
+
 fn is_name(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | ' '))
+    NAME.as_ref().is_some_and(|name| name.is_match(s))
 }
 
+/// A name, checked by the schema's own pattern ([`NAME_PATTERN`]). Names are never trimmed: `_session.start `
+/// would be another event than `_session.start` (one the rollup never counts as a session), so a blank name or a
+/// name with a space first or last is refused with its own reason, not quietly made into something else.
 fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
     let chars = name.chars().count();
     if chars == 0 || chars > limits.max_name_chars {
@@ -288,9 +305,19 @@ fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
             limits.max_name_chars
         )));
     }
+    if name.trim().is_empty() {
+        return Err(Invalid(format!("{kind} name is blank: only spaces")));
+    }
+    if name.trim() != name {
+        return Err(Invalid(format!(
+            "{kind} name {:?} begins or ends with a space; names are not trimmed",
+            name
+        )));
+    }
     if !is_name(name) {
         return Err(Invalid(format!(
-            "{kind} name has characters outside letters, digits, space and _ . - :"
+            "{kind} name has characters outside letters, digits, combining marks after the first character, \
+             space and _ . - :"
         )));
     }
     Ok(())
@@ -768,6 +795,60 @@ mod tests {
                 .to_string()
                 .contains("51 characters")
         );
+        // Combining marks after a first letter: Thai tone marks, the Devanagari virama, a decomposed accent; not
+        // first.
+        for good in ["ซื้อ", "क्लिक", "cafe\u{301}_visit", "_session.start", "a b"]
+        {
+            assert!(is_name(good), "{good}");
+        }
+        for bad in ["\u{301}e", " a", "a ", " ", "\u{10940}", "a\u{200d}b"] {
+            assert!(!is_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn blank_and_space_padded_names_are_refused_with_their_own_reason() {
+        for (name, want) in [
+            (" ", "event name is blank: only spaces"),
+            (
+                "_session.start ",
+                r#"event name "_session.start " begins or ends with a space"#,
+            ),
+            (
+                " _session.start",
+                r#"event name " _session.start" begins or ends with a space"#,
+            ),
+        ] {
+            let json = format!(
+                r#"{{"event_type": "{name}", "anonymous_id": "a", "timestamp": 1795168800000}}"#
+            );
+            let err = normalize_json(&json, "2026-11-20T10:00:01Z", "1").unwrap_err();
+            assert!(err.0.starts_with(want), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_name_rule_is_the_schemas_own_pattern() {
+        assert!(NAME.is_some(), "NAME_PATTERN compiles");
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/schema/app-event.v1.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        for pointer in [
+            "/properties/event/pattern",
+            "/properties/properties/propertyNames/pattern",
+            "/properties/traits/propertyNames/pattern",
+        ] {
+            assert_eq!(
+                schema.pointer(pointer).and_then(serde_json::Value::as_str),
+                Some(NAME_PATTERN),
+                "{pointer}"
+            );
+        }
     }
 
     #[test]
