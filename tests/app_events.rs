@@ -784,14 +784,13 @@ fn a_name_is_checked_with_the_schemas_own_pattern_so_both_refuse_a_unicode_17_le
 }
 
 /// A `PutEvents` body of 100 events (one endpoint) whose `Endpoint.User.UserAttributes` fill the rest of the
-/// 32 KiB record cap. Every event's output carries the endpoint's traits, so the record becomes 100 outputs of
-/// about 27 KB each: ~2.7 MB on the output stream (80 times the input, one partition key, so one output shard's
-/// write capacity for ~3 s) from a single record anyone signed in can write. With `APP_EVENT_MAX_RECORD_BYTES` at
-/// its allowed maximum (1 MiB) the same record is ~100 MB. Here: one record's outputs should stay within the
-/// 1 MiB a record may be (traits capped like properties, or shared rather than copied per event).
+/// 32 KiB record cap: every event's output carries the endpoint's traits, so the record became 100 outputs of
+/// about 27 KB each, ~2.7 MB on one partition key (80 times the input), from a single record anyone signed in can
+/// write (~100 MB with `APP_EVENT_MAX_RECORD_BYTES` at its allowed 1 MiB). Now one record's outputs are held to
+/// `max_output_bytes` (1 MiB, Kinesis's own record limit) and `max_output_events`: this one is refused, naming
+/// the cap, while a body of the same 100 events with a few traits flows.
 #[test]
-fn attack_a_32_kib_putevents_body_becomes_megabytes_of_output() {
-    let limits = app_events::event::Limits::default();
+fn a_putevents_body_whose_copied_traits_would_be_megabytes_is_refused_naming_the_output_cap() {
     let events: Vec<String> = (0..app_events::input::MAX_EVENTS_PER_RECORD)
         .map(|i| format!(r#""e{i}": {{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z"}}"#))
         .collect();
@@ -802,55 +801,89 @@ fn attack_a_32_kib_putevents_body_becomes_megabytes_of_output() {
             events.join(",")
         )
     };
-    let mut traits: Vec<String> = Vec::new();
-    loop {
-        let next = format!(r#""t{}": ["{}"]"#, traits.len(), "v".repeat(1_000));
-        traits.push(next);
-        if body(&traits).len() > limits.max_record_bytes {
-            traits.pop();
-            break;
+    let trait_of = |i: usize| format!(r#""t{i}": ["{}"]"#, "v".repeat(1_000));
+    for record_bytes in [32 * 1024, 1_048_576] {
+        let limits = app_events::event::Limits {
+            max_record_bytes: record_bytes,
+            ..app_events::event::Limits::default()
+        };
+        let mut traits: Vec<String> = Vec::new();
+        while traits.len() < limits.max_traits
+            && body(&traits).len() + 1_100 <= limits.max_record_bytes
+        {
+            traits.push(trait_of(traits.len()));
         }
+        let input = body(&traits);
+        let reason = attack_read_with(input.as_bytes(), "install-1", &limits).map_or_else(
+            |reason| reason,
+            |out| {
+                let bytes: usize = out
+                    .iter()
+                    .map(|e| serde_json::to_vec(e).unwrap().len())
+                    .sum();
+                panic!(
+                    "one record of {} bytes became {} outputs, {bytes} bytes",
+                    input.len(),
+                    out.len()
+                )
+            },
+        );
+        assert!(
+            reason.starts_with("app event (pinpoint-batch): the record becomes 100 events of ")
+                && reason.contains(
+                    "one Kinesis record may become at most 1000 events and 1048576 bytes"
+                ),
+            "{reason}"
+        );
     }
-    let input = body(&traits);
-    let out = attack_read_with(input.as_bytes(), "install-1", &limits).unwrap();
+    // The same 100 events with a few small traits: about 100 KB of output, forwarded.
+    let limits = app_events::event::Limits::default();
+    let small: Vec<String> = (0..3).map(|i| format!(r#""t{i}": ["a", "b"]"#)).collect();
+    let out = attack_read_with(body(&small).as_bytes(), "install-1", &limits).unwrap();
     let bytes: usize = out
         .iter()
         .map(|e| serde_json::to_vec(e).unwrap().len())
         .sum();
-    assert!(
-        bytes <= 1024 * 1024,
-        "one record of {} bytes became {} outputs, {bytes} bytes in all ({}x), each with {} traits",
-        input.len(),
-        out.len(),
-        bytes / input.len(),
-        out[0]["traits"].as_object().unwrap().len()
-    );
+    assert_eq!(out.len(), 100);
+    assert!(bytes <= limits.max_output_bytes / 4, "{bytes}");
 }
 
 /// Properties and metrics are capped at 40 each ("the enrichment SDKs set no cap: an event with more is refused,
-/// not cut"), but traits (`Endpoint.User.UserAttributes`) have no count cap: one Pinpoint event within 32 KiB
-/// goes out with 2,000 traits (and the schema's `traits` has no `maxProperties` either).
+/// not cut"), but traits (`Endpoint.User.UserAttributes`) had no count cap: one Pinpoint event within 32 KiB went
+/// out with 2,000 traits. Now traits are capped like properties (40, names by the name rule, values at most 1,000
+/// characters): refused with the count, and the schema's `traits` says `maxProperties: 40`.
 #[test]
-fn attack_traits_have_no_count_cap() {
+fn traits_are_capped_like_properties() {
     let limits = app_events::event::Limits::default();
-    let traits: Vec<String> = (0..2_000).map(|i| format!(r#""t{i}": ["v"]"#)).collect();
-    let data = format!(
-        r#"{{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z",
-            "Endpoint": {{"Id": "install-1", "User": {{"UserAttributes": {{{}}}}}}}}}"#,
-        traits.join(",")
-    );
+    let traits = |n: usize| -> String {
+        let t: Vec<String> = (0..n).map(|i| format!(r#""t{i}": ["v"]"#)).collect();
+        format!(
+            r#"{{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z",
+                "Endpoint": {{"Id": "install-1", "User": {{"UserAttributes": {{{}}}}}}}}}"#,
+            t.join(",")
+        )
+    };
+    let data = traits(2_000);
     assert!(data.len() <= limits.max_record_bytes, "{}", data.len());
-    match attack_read(&data, "install-1") {
-        Err(reason) => assert!(reason.contains("traits"), "{reason}"),
-        Ok(events) => {
-            let n = events[0]["traits"].as_object().unwrap().len();
-            assert!(
-                n <= limits.max_properties,
-                "an event went out with {n} traits; properties and metrics are capped at {} each",
-                limits.max_properties
-            );
-        }
-    }
+    let reason = attack_read(&data, "install-1").unwrap_err();
+    assert!(
+        reason.contains("2000 traits (endpoint user attributes); at most 40 are allowed"),
+        "{reason}"
+    );
+    assert!(
+        attack_read(&traits(41), "install-1")
+            .unwrap_err()
+            .contains("41 traits")
+    );
+    let events = attack_read(&traits(40), "install-1").unwrap();
+    assert_eq!(events[0]["traits"].as_object().unwrap().len(), 40);
+    assert!(attack_schema_errors(&events[0]).is_empty());
+    let mut doc = events[0].clone();
+    doc["traits"]["t40"] = json!("v");
+    assert!(
+        !attack_schema_errors(&doc).is_empty(),
+        "the schema caps traits too"
+    );
 }
 
 /// A forwarder on the in-memory ports: its output stream and its dead-letter bucket, to look into.
@@ -1127,13 +1160,13 @@ fn attack_a_send_time_before_the_event_dates_it_hours_after_its_arrival() {
     }
 }
 
-/// Where aggregates are accepted (`KPL_AGGREGATES=accept`), the cap is on user records per aggregate
+/// Where aggregates are accepted (`KPL_AGGREGATES=accept`), the cap was on user records per aggregate
 /// (`KPL_MAX_USER_RECORDS`, 1,000), and each user record may itself be a `PutEvents` body of 100 events: one
-/// Kinesis record of at most 1 MiB becomes 200+ user records and 20,000+ outputs (~18 MB), 20 times the cap the
-/// operator set and 200 times the README's "events per record: at most 100". The count cap should bound events
-/// (or one aggregate's outputs), not user records.
+/// Kinesis record of at most 1 MiB became 200+ user records and 20,000+ outputs (~18 MB). Now the output caps hold
+/// over an aggregate's user records together (`max_output_events`, 1,000; `max_output_bytes`, 1 MiB): this one is
+/// refused, each user record dead-lettered with the reason, nothing produced; an aggregate within the caps flows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_an_accepted_aggregate_becomes_twenty_thousand_outputs() {
+async fn an_accepted_aggregate_is_held_to_the_output_caps_over_all_its_user_records() {
     let events: Vec<String> = (0..app_events::input::MAX_EVENTS_PER_RECORD)
         .map(|i| format!(r#""e{i}":{{"EventType":"x","Timestamp":1795165200000}}"#))
         .collect();
@@ -1151,7 +1184,7 @@ async fn attack_an_accepted_aggregate_becomes_twenty_thousand_outputs() {
         }
     }
     let aggregate = bridge_core::kpl::aggregate(&users);
-    let (forwarder, sink, _) = attack_forwarder(
+    let (forwarder, sink, blobs) = attack_forwarder(
         app_events::event::Limits::default(),
         bridge_core::pipeline::Aggregates::ACCEPT,
     );
@@ -1164,13 +1197,38 @@ async fn attack_an_accepted_aggregate_becomes_twenty_thousand_outputs() {
         )
         .await;
     assert!(response.batch_item_failures.is_empty());
-    let stored = sink.stored();
-    let bytes: usize = stored.iter().map(|e| e.data.len()).sum();
     assert!(
-        stored.len() <= bridge_core::pipeline::DEFAULT_MAX_USER_RECORDS,
-        "one Kinesis record of {} bytes ({} user records) became {} outputs, {bytes} bytes",
+        sink.stored().is_empty(),
+        "one Kinesis record of {} bytes ({} user records) became {} outputs",
         aggregate.len(),
         users.len(),
-        stored.len()
+        sink.stored().len()
     );
+    assert_eq!(metrics.get(METRIC_DEAD_LETTERED), users.len() as u64);
+    let letters = blobs.under("");
+    assert_eq!(letters.len(), users.len());
+    for (_, body) in &letters {
+        let letter: Value = serde_json::from_slice(body).unwrap();
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "KPL-aggregated record refused: its {} user records together become {} events of ",
+                users.len(),
+                users.len() * 100
+            )) && reason.contains("one Kinesis record may become at most 1000 events"),
+            "{reason}"
+        );
+    }
+    // Within the caps (10 user records of 100 events), an aggregate flows whole.
+    let (forwarder, sink, _) = attack_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::ACCEPT,
+    );
+    let metrics = Metrics::new();
+    let small = bridge_core::kpl::aggregate(&users[..10]);
+    let response = forwarder
+        .process(attack_batch(&[("pk", small)]), Deadline::none(), &metrics)
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(sink.stored().len(), 1_000);
 }

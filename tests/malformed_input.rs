@@ -282,7 +282,8 @@ fn app_event_for_the_schema() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|((event, property), at, sent, start, stop, duration, pinpoint)| {
             let mut doc = if pinpoint {
-                serde_json::json!({"eventType": event, "Timestamp": at, "Endpoint": {"Id": "a"},
+                serde_json::json!({"eventType": event, "Timestamp": at,
+                    "Endpoint": {"Id": "a", "User": {"UserAttributes": {property.clone(): ["v", "w"]}}},
                     "Attributes": {property: "v"},
                     "Session": {"Id": "s", "StartTimestamp": start, "StopTimestamp": stop, "Duration": duration}})
             } else {

@@ -25,6 +25,15 @@ pub struct Limits {
     pub max_properties: usize,
     /// Metrics per event.
     pub max_metrics: usize,
+    /// Traits (Pinpoint endpoint user attributes) per event: capped like properties, since every event of a
+    /// `PutEvents` body carries a copy of its endpoint's.
+    pub max_traits: usize,
+    /// Events one Kinesis record may become, all its user records together (an accepted KPL aggregate holds many,
+    /// each maybe a `PutEvents` body of 100 events).
+    pub max_output_events: usize,
+    /// Bytes of output (the `app-event/v1` JSON of every event) one Kinesis record may become, all its user
+    /// records together.
+    pub max_output_bytes: usize,
     /// Characters of an event name, property or metric name.
     pub max_name_chars: usize,
     /// Characters of a property value.
@@ -45,6 +54,14 @@ impl Default for Limits {
             max_record_bytes: 32 * 1024,
             max_properties: 40,
             max_metrics: 40,
+            max_traits: 40,
+            // One output per user record of a full aggregate (`KPL_MAX_USER_RECORDS`' default): a plain record
+            // becomes at most 100 (a `PutEvents` body).
+            max_output_events: 1_000,
+            // Kinesis's own record limit: one record never becomes more than a client could have written in
+            // one. A plain record of 100 small events becomes about 100 KB; a 32 KiB `PutEvents` body whose
+            // endpoint traits are copied into each of its 100 events would become 2.7 MB.
+            max_output_bytes: 1024 * 1024,
             max_name_chars: 50,
             max_value_chars: 1_000,
             max_id_chars: 128,
@@ -464,6 +481,13 @@ pub fn normalize(
         let number = serde_json::Number::from_f64(*value)
             .ok_or_else(|| Invalid(format!("metric '{name}' is not a finite number")))?;
         properties.insert(name.clone(), serde_json::Value::Number(number));
+    }
+    if e.traits.len() > limits.max_traits {
+        return Err(Invalid(format!(
+            "{} traits (endpoint user attributes); at most {} are allowed",
+            e.traits.len(),
+            limits.max_traits
+        )));
     }
     let mut traits = BTreeMap::new();
     for (name, value) in &e.traits {
