@@ -933,13 +933,15 @@ fn attack_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
     RawKinesisEvent { records }
 }
 
-/// A client id is hashed with the user when there is one, else the anonymous id: never with the install. Two
-/// installs of one signed-in user (here two endpoints of one `PutEvents` body, or any two records) that use the
-/// same client event id for two different events (an app-local counter, a fixed id) get one `event_id`: the
-/// forwarder sends the first, counts the second as a repeat (`DuplicatesDropped`) and reports the record as a
-/// success, and downstream the two are one event. Here a purchase on the phone hides the tablet's session start.
+/// A client id was hashed with the user when there was one, else the anonymous id: never with the install. Two
+/// installs of one signed-in user (here two endpoints of one `PutEvents` body, or any two records) that used the
+/// same client event id for two different events (an app-local counter, a fixed id) got one `event_id`: the
+/// forwarder sent the first, counted the second as a repeat (`DuplicatesDropped`) and reported the record as a
+/// success. Now the install (the endpoint, the anonymous id) is hashed too: two events, both forwarded; and a
+/// redelivery of the body gives each the same id again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_two_installs_of_one_user_give_two_different_events_one_event_id() {
+async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_redelivery_the_same_ids()
+ {
     let body = r#"{"BatchItem": {
         "phone":  {"Endpoint": {"User": {"UserId": "sub-1"}},
                    "Events": {"1": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:00:00Z"}}},
@@ -971,6 +973,11 @@ async fn attack_two_installs_of_one_user_give_two_different_events_one_event_id(
         metrics.get(METRIC_DUPLICATES_DROPPED)
     );
     assert_eq!(sink.stored().len(), 2);
+    assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 0);
+    let again = attack_read(body, "sub-1").unwrap();
+    let ids =
+        |events: &[Value]| -> Vec<Value> { events.iter().map(|e| e["event_id"].clone()).collect() };
+    assert_eq!(ids(&again), ids(&events), "a redelivery keeps every id");
 }
 
 /// serde_json's map (no `preserve_order`) sorts a `PutEvents` body's `Events` by key, and Amplify's keys are

@@ -573,15 +573,23 @@ pub fn normalize(
         },
     };
 
-    // The id (README, "Event ids"): the client's id, for the user or anonymous id, when it sent one; else the
+    // The id (README, "Event ids"): the client's id, for the user and the install, when it sent one; else the
     // event's own content (a resend is the same bytes, a redelivery the same record; two events differ in at
     // least their time); else, for a shape without a time, the record's lineage.
-    let actor = user_id
-        .as_deref()
-        .or(anonymous_id.as_deref())
-        .unwrap_or_default();
+    //
+    // A client id is unique only within the install that made it (an app-local counter, a fixed id, a UUID per
+    // install): it is hashed with the user and the install (the anonymous id: Pinpoint's endpoint id, our
+    // `anonymous_id`), each where present, so two installs of one user reusing a client id give two events.
+    // Where there is no user, or no anonymous id, the parts are those of the first version (user or anonymous
+    // id, then the client id): only signed-in events with both ids got new ids.
     let event_id = match (&client_event_id, &e.content) {
-        (Some(client), _) => event_id(&[SCHEMA, "client", actor, client]),
+        (Some(client), _) => {
+            let mut parts = vec![SCHEMA, "client"];
+            parts.extend(user_id.as_deref());
+            parts.extend(anonymous_id.as_deref());
+            parts.push(client);
+            event_id(&parts)
+        }
         (None, Some(content)) => event_id(&[
             SCHEMA,
             "content",
@@ -675,6 +683,31 @@ mod tests {
         assert_eq!(
             a.event_id, b.event_id,
             "a provider resend lands on another record"
+        );
+        // A client id is the install's: the same id from another install of the same user is another event.
+        let phone = r#"{"event_type": "buy", "event_id": "1", "user_id": "u1", "anonymous_id": "phone", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        let tablet = r#"{"event_type": "buy", "event_id": "1", "user_id": "u1", "anonymous_id": "tablet", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        let phone_id = normalize_json(phone, "2026-11-20T10:00:01Z", "1")
+            .unwrap()
+            .event_id;
+        assert_ne!(
+            phone_id,
+            normalize_json(tablet, "2026-11-20T10:00:01Z", "2")
+                .unwrap()
+                .event_id
+        );
+        assert_eq!(
+            phone_id,
+            event_id(&[SCHEMA, "client", "u1", "phone", "1"]),
+            "the user, the install, the client id"
+        );
+        // Without a user (or without an install) the parts are the first version's: those ids did not change.
+        let anonymous = r#"{"event_type": "buy", "event_id": "1", "anonymous_id": "phone", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        assert_eq!(
+            normalize_json(anonymous, "2026-11-20T10:00:01Z", "1")
+                .unwrap()
+                .event_id,
+            event_id(&[SCHEMA, "client", "phone", "1"])
         );
         // Without a client id, an event with its own time is its content: a resend (another record, a new
         // sent_at) and a redelivery collapse; an event at another millisecond does not.
