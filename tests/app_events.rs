@@ -980,12 +980,12 @@ async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_rede
     assert_eq!(ids(&again), ids(&events), "a redelivery keeps every id");
 }
 
-/// serde_json's map (no `preserve_order`) sorts a `PutEvents` body's `Events` by key, and Amplify's keys are
-/// random UUIDs: a body's events go out, and get their `source.sub_sequence`, in the order of their ids, not the
-/// order the app recorded them. A session's `_session.stop` can precede its `_session.start` on the stream
-/// (README: "a session's events keep one order"), and `sub_sequence` does not say where an event was in its body.
+/// serde_json's map (no `preserve_order`) sorted a `PutEvents` body's `Events` by key, and Amplify's keys are
+/// random UUIDs: a body's events went out, and got their `source.sub_sequence`, in the order of their ids, not the
+/// order the app recorded them (a session's `_session.stop` before its `_session.start`). Now they go out in the
+/// body's order, endpoints and events alike, in every form of the body.
 #[test]
-fn attack_a_putevents_body_goes_out_in_event_id_order_not_body_order() {
+fn a_putevents_body_goes_out_in_body_order_not_event_id_order() {
     let body = r#"{"BatchItem": {"install-1": {"Events": {
         "f3c1a0de-0000-4000-8000-000000000001": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z",
             "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z"}},
@@ -1009,6 +1009,32 @@ fn attack_a_putevents_body_goes_out_in_event_id_order_not_body_order() {
         ],
         "the body's order"
     );
+    // Two endpoints, each key sorting after the next, in the SDK's input form.
+    let body = r#"{"EventsRequest": {"BatchItem": {
+        "z-endpoint": {"Events": {"z1": {"EventType": "first", "Timestamp": "2026-11-20T09:00:00Z"},
+                                  "a1": {"EventType": "second", "Timestamp": "2026-11-20T09:00:01Z"}}},
+        "a-endpoint": {"Events": {"z2": {"EventType": "third", "Timestamp": "2026-11-20T09:00:02Z"},
+                                  "a2": {"EventType": "fourth", "Timestamp": "2026-11-20T09:00:03Z"}}}}}}"#;
+    let out: Vec<(String, String)> = attack_read(body, "install-1")
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["anonymous_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("first", "z-endpoint"),
+        ("second", "z-endpoint"),
+        ("third", "a-endpoint"),
+        ("fourth", "a-endpoint"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(out, want);
 }
 
 /// "Our shape refuses unknown fields (a typo is an error)": at the top level and in `session`, yes, but

@@ -306,7 +306,7 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
     let events = match shape {
         Shape::Ours => vec![ours(value)?],
         Shape::PinpointEvent => vec![pinpoint_event(value, partition_key)?],
-        Shape::PinpointBatch => pinpoint_batch(value, partition_key)?,
+        Shape::PinpointBatch => pinpoint_batch(value, body_order(data), partition_key)?,
         Shape::PinpointStream => vec![pinpoint_stream(value)?],
         Shape::Enrichment => vec![enrichment(value)?],
         Shape::AutoTrack => vec![auto_track(value, partition_key)?],
@@ -505,7 +505,96 @@ fn pinpoint_event(value: Value, partition_key: &str) -> Result<ClientEvent, Inpu
 /// The most events one `PutEvents` body may carry here.
 pub const MAX_EVENTS_PER_RECORD: usize = 100;
 
-fn pinpoint_batch(value: Value, partition_key: &str) -> Result<Vec<ClientEvent>, InputError> {
+/// An object's keys in document order, each with what `V` makes of its value. serde_json's map (without its
+/// `preserve_order` feature, which the workspace leaves off: it would change the order, and so the content ids,
+/// of every map serialized anywhere) sorts keys, and a `PutEvents` body's events must go out in the order the app
+/// recorded them.
+struct Keyed<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
+            type Value = Keyed<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Keyed<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, V>()? {
+                    entries.push(entry);
+                }
+                Ok(Keyed(entries))
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
+impl<V> Keyed<V> {
+    /// The keys, each once, in the order they first appear (a repeated key's value is its last, as in a `Value`).
+    fn keys(self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .into_iter()
+            .filter_map(|(k, _)| seen.insert(k.clone()).then_some(k))
+            .collect()
+    }
+}
+
+/// The order of a `PutEvents` body: its items' endpoint ids, and each item's event ids.
+#[derive(Deserialize)]
+struct BodyOrder {
+    #[serde(rename = "EventsRequest")]
+    request: Option<RequestOrder>,
+    #[serde(rename = "BatchItem")]
+    batch: Option<Keyed<ItemOrder>>,
+    #[serde(rename = "Events")]
+    events: Option<Keyed<serde::de::IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+struct RequestOrder {
+    #[serde(rename = "BatchItem")]
+    batch: Option<Keyed<ItemOrder>>,
+}
+
+#[derive(Deserialize)]
+struct ItemOrder {
+    #[serde(rename = "Events")]
+    events: Option<Keyed<serde::de::IgnoredAny>>,
+}
+
+/// Each endpoint id of a `PutEvents` body with its event ids, in document order (the one-item shape's endpoint is
+/// `""`); `None` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong).
+fn body_order(data: &[u8]) -> Option<Vec<(String, Vec<String>)>> {
+    let body: BodyOrder = serde_json::from_slice(data).ok()?;
+    let events = |item: ItemOrder| item.events.map(Keyed::keys).unwrap_or_default();
+    let items = match (body.request, body.batch) {
+        (Some(request), _) => request.batch?,
+        (None, Some(batch)) => batch,
+        (None, None) => return Some(vec![(String::new(), body.events?.keys())]),
+    };
+    let mut seen = std::collections::HashSet::new();
+    Some(
+        items
+            .0
+            .into_iter()
+            .filter(|(id, _)| seen.insert(id.clone()))
+            .map(|(id, item)| (id, events(item)))
+            .collect(),
+    )
+}
+
+/// A `PutEvents` body's events, in the body's order (`order`, from [`body_order`]; the keys' order when absent).
+fn pinpoint_batch(
+    value: Value,
+    order: Option<Vec<(String, Vec<String>)>>,
+    partition_key: &str,
+) -> Result<Vec<ClientEvent>, InputError> {
     let shape = Shape::PinpointBatch;
     let Value::Object(mut object) = value else {
         return Err(broken(shape, "not an object"));
@@ -533,14 +622,34 @@ fn pinpoint_batch(value: Value, partition_key: &str) -> Result<Vec<ClientEvent>,
         one.insert(String::new(), Value::Object(object));
         (Value::Object(one), "")
     };
-    let Value::Object(items) = items else {
+    let Value::Object(mut items) = items else {
         return Err(broken(
             shape,
             format!("{path}: expected an object of endpoint ids to items"),
         ));
     };
+    // The body's order: endpoints as they come, each one's events as they come.
+    let order = order.unwrap_or_else(|| {
+        items
+            .iter()
+            .map(|(id, item)| {
+                let events = item
+                    .get("Events")
+                    .and_then(Value::as_object)
+                    .map(|e| e.keys().cloned().collect())
+                    .unwrap_or_default();
+                (id.clone(), events)
+            })
+            .collect()
+    });
+    // Then any the order missed (none: the order is read from the same bytes), so that nothing is dropped.
+    let rest: Vec<(String, Vec<String>)> =
+        items.keys().map(|id| (id.clone(), Vec::new())).collect();
     let mut out = Vec::new();
-    for (endpoint_id, item) in items {
+    for (endpoint_id, event_order) in order.into_iter().chain(rest) {
+        let Some(item) = items.remove(&endpoint_id) else {
+            continue;
+        };
         let at = if path.is_empty() {
             String::new()
         } else {
@@ -553,13 +662,17 @@ fn pinpoint_batch(value: Value, partition_key: &str) -> Result<Vec<ClientEvent>,
             None | Some(Value::Null) => PinpointEndpoint::default(),
             Some(v) => typed(shape, v).map_err(|e| prefix(e, &format!("{at}Endpoint")))?,
         };
-        let Some(Value::Object(events)) = item.remove("Events") else {
+        let Some(Value::Object(mut events)) = item.remove("Events") else {
             return Err(broken(
                 shape,
                 format!("{at}Events: missing, or not an object of event ids to events"),
             ));
         };
-        for (event_id, event) in events {
+        let rest: Vec<String> = events.keys().cloned().collect();
+        for event_id in event_order.into_iter().chain(rest) {
+            let Some(event) = events.remove(&event_id) else {
+                continue;
+            };
             if out.len() == MAX_EVENTS_PER_RECORD {
                 return Err(broken(
                     shape,
