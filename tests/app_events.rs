@@ -1038,16 +1038,29 @@ fn a_putevents_body_goes_out_in_body_order_not_event_id_order() {
 }
 
 /// "Our shape refuses unknown fields (a typo is an error)": at the top level and in `session`, yes, but
-/// `context` is read with the lenient `Context` shared with the Pinpoint shapes: a typo (`platfrom`,
-/// `app_verison`) is dropped without a word, and so are the context fields our shape has no input for (`app_id`,
-/// `sdk`), while Pinpoint's spellings (`Platform`, `appVersion`) are taken. The event goes out with
-/// `context.platform: null`, and the platform dimension of the rollup counts it nowhere.
+/// `context` was read with the lenient `Context` shared with the Pinpoint shapes: a typo (`platfrom`,
+/// `app_verison`) was dropped without a word (the event went out with `context.platform: null`), and so were the
+/// context fields our shape has no input for (`app_id`), while Pinpoint's spellings (`Platform`) were taken. Now
+/// our `context` refuses every field it does not name, naming it.
 #[test]
-fn attack_our_shape_ignores_unknown_context_fields_instead_of_refusing_them() {
-    for context in [
-        r#"{"platfrom": "iOS"}"#,
-        r#"{"platform": "iOS", "app_verison": "2.4.1"}"#,
-        r#"{"app_id": "my-app"}"#,
+fn our_shape_refuses_unknown_context_fields_naming_them() {
+    for (context, field) in [
+        (
+            r#"{"platfrom": "iOS"}"#,
+            "context.platfrom: unknown field `platfrom`",
+        ),
+        (
+            r#"{"platform": "iOS", "app_verison": "2.4.1"}"#,
+            "context.app_verison: unknown field `app_verison`",
+        ),
+        (
+            r#"{"app_id": "my-app"}"#,
+            "context.app_id: unknown field `app_id`",
+        ),
+        (
+            r#"{"Platform": "iOS"}"#,
+            "context.Platform: unknown field `Platform`",
+        ),
     ] {
         let data = format!(
             r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
@@ -1055,7 +1068,7 @@ fn attack_our_shape_ignores_unknown_context_fields_instead_of_refusing_them() {
         );
         match attack_read(&data, "install-1") {
             Err(reason) => assert!(
-                reason.contains("app event (ours): context."),
+                reason.starts_with(&format!("app event (ours): {field}")),
                 "{context}: {reason}"
             ),
             Ok(events) => panic!(
@@ -1064,6 +1077,13 @@ fn attack_our_shape_ignores_unknown_context_fields_instead_of_refusing_them() {
             ),
         }
     }
+    // Every field our context names is taken.
+    let data = r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+        "context": {"platform": "iOS", "app_version": "2.4.1", "locale": "en_US", "device_id": "d", "os": "iOS",
+                    "os_version": "17.0", "model": "iPhone15,2", "make": "Apple"}}"#;
+    let events = attack_read(data, "install-1").unwrap();
+    assert_eq!(events[0]["context"]["platform"], "iOS");
+    assert_eq!(events[0]["context"]["make"], "Apple");
 }
 
 /// A number past f64's range (`1e400`) is valid JSON (RFC 8259 sets no range), but serde_json refuses the whole

@@ -333,6 +333,39 @@ struct OurSession {
     duration_ms: Option<serde_json::Number>,
 }
 
+/// Our shape's `context`: only our own names, unknown fields refused (a typo such as `platfrom` is an error
+/// naming the field, not a platform silently dropped). Pinpoint's spellings (`Platform`, `appVersion`), which the
+/// shared [`Context`] takes for the Pinpoint shapes, are unknown here, and so are the context fields our shape
+/// has no input for (`app_id`, `sdk`, ...: the README's field table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OurContext {
+    platform: Option<String>,
+    app_version: Option<String>,
+    locale: Option<String>,
+    device_id: Option<String>,
+    os: Option<String>,
+    os_version: Option<String>,
+    model: Option<String>,
+    make: Option<String>,
+}
+
+impl From<OurContext> for Context {
+    fn from(c: OurContext) -> Self {
+        Self {
+            platform: c.platform,
+            app_version: c.app_version,
+            locale: c.locale,
+            device_id: c.device_id,
+            os: c.os,
+            os_version: c.os_version,
+            model: c.model,
+            make: c.make,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OurEvent {
@@ -343,7 +376,7 @@ struct OurEvent {
     session: Option<OurSession>,
     user_id: Option<String>,
     anonymous_id: Option<String>,
-    context: Option<Context>,
+    context: Option<OurContext>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
     #[serde(default)]
@@ -370,7 +403,7 @@ fn ours(value: Value) -> Result<ClientEvent, InputError> {
         }),
         user_id: e.user_id,
         anonymous_id: e.anonymous_id,
-        context: e.context.unwrap_or_default(),
+        context: e.context.map(Context::from).unwrap_or_default(),
         properties: e.properties,
         metrics: e.metrics,
         content: Some(content),
