@@ -1087,31 +1087,43 @@ fn our_shape_refuses_unknown_context_fields_naming_them() {
 }
 
 /// A number past f64's range (`1e400`) is valid JSON (RFC 8259 sets no range), but serde_json refuses the whole
-/// document while parsing it, before any shape is picked: the dead letter says "app event is not a json object:
-/// number out of range at line 1 column 125", a reason naming neither the shape nor the field (README: "a reason
-/// always names the shape and the field"). Same for a `timestamp`, a session `duration_ms` or a Pinpoint metric.
+/// document while parsing it, before any shape is picked: the dead letter said "app event is not a json object:
+/// number out of range at line 1 column 125", naming neither the shape nor the field. Now the reason names both
+/// (`app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit float`), in a metric, a
+/// timestamp or a session duration, in every shape.
 #[test]
-fn attack_a_number_past_f64_range_is_reported_as_not_json_without_shape_or_field() {
+fn a_number_past_f64_range_is_refused_naming_the_shape_and_the_field() {
     for (data, field) in [
         (
             r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z", "metrics": {"score": 1e400}}"#,
-            "metrics.score",
+            "app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit float",
         ),
         (
             r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": 1e400}"#,
-            "timestamp",
+            "app event (ours): timestamp: number 1e400 is out",
         ),
         (
             r#"{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z", "Session": {"Id": "s", "Duration": -1e400}}"#,
-            "Duration",
+            "app event (pinpoint-event): Session.Duration: number -1e400 is out",
+        ),
+        (
+            r#"{"BatchItem": {"e1": {"Events": {"v1": {"EventType": "x", "Timestamp": 1, "Metrics": {"m": [1, 1e999]}}}}}}"#,
+            "app event (pinpoint-batch): BatchItem.e1.Events.v1.Metrics.m[1]: number 1e999 is out",
+        ),
+        (
+            r#"[1e400]"#,
+            "app event is not a json object: [0]: number 1e400 is out",
         ),
     ] {
         let reason = attack_read(data, "install-1").unwrap_err();
-        assert!(
-            reason.starts_with("app event (") && reason.contains(field),
-            "{data}\n  reason: {reason}"
-        );
+        assert!(reason.starts_with(field), "{data}\n  reason: {reason}");
     }
+    // Other JSON errors keep serde_json's own reason.
+    let reason = attack_read(r#"{"event_type": 1e400"#, "install-1").unwrap_err();
+    assert!(
+        reason.starts_with("app event is not a json object: number out of range"),
+        "{reason}"
+    );
 }
 
 /// "Letters (any script: größe)": but the check was `char::is_alphanumeric`, and the combining marks most words of

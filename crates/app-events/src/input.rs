@@ -297,8 +297,8 @@ pub fn detect(object: &Map<String, Value>) -> Result<Shape, InputError> {
 /// Reads one record's data into its events; `partition_key` is the record's Kinesis partition key (the anonymous
 /// id of shapes that carry no identity).
 pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, InputError> {
-    let value: Value =
-        serde_json::from_slice(data).map_err(|e| InputError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(data)
+        .map_err(|e| out_of_range(data).unwrap_or_else(|| InputError::NotJson(e.to_string())))?;
     let Value::Object(object) = &value else {
         return Err(InputError::NotJson("the top level is not an object".into()));
     };
@@ -320,6 +320,79 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
             e
         })
         .collect())
+}
+
+/// A number past f64's range (`1e400`, or 400 digits) is valid JSON (RFC 8259 sets no range), but serde_json
+/// refuses the whole document for it while parsing, before any shape is picked. This reads the document again with
+/// such numbers as null (each value's raw text is kept by `RawValue`, which skips numbers without computing them),
+/// to name the shape and the field: `app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit
+/// float`. `None` when the document has no such number (then its own parse error stands). Only on the error path.
+fn out_of_range(data: &[u8]) -> Option<InputError> {
+    let raw: &serde_json::value::RawValue = serde_json::from_slice(data).ok()?;
+    let mut first = None;
+    let value = lenient(raw, &mut String::new(), &mut first)?;
+    let (path, number) = first?;
+    let reason = format!("{path}: number {number} is out of the range of a 64-bit float");
+    match &value {
+        Value::Object(object) => match detect(object) {
+            Ok(shape) => Some(broken(shape, reason)),
+            Err(_) => Some(InputError::NotJson(reason)),
+        },
+        _ => Some(InputError::NotJson(reason)),
+    }
+}
+
+/// `raw` as a value, a number out of range as null (the first one's path and text in `first`); paths are written
+/// as the field paths of other reasons (`a.b[0].c`).
+fn lenient(
+    raw: &serde_json::value::RawValue,
+    path: &mut String,
+    first: &mut Option<(String, String)>,
+) -> Option<Value> {
+    let text = raw.get().trim_start();
+    match text.as_bytes().first()? {
+        b'{' => {
+            let entries: Keyed<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+            let mut map = Map::new();
+            for (key, value) in entries.0 {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key);
+                let value = lenient(value, path, first)?;
+                path.truncate(len);
+                map.insert(key, value);
+            }
+            Some(Value::Object(map))
+        }
+        b'[' => {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                out.push(lenient(item, path, first)?);
+                path.truncate(len);
+            }
+            Some(Value::Array(out))
+        }
+        b'-' | b'0'..=b'9' => Some(serde_json::from_str(text).unwrap_or_else(|_| {
+            if first.is_none() {
+                let shown: String = text.trim_end().chars().take(40).collect();
+                *first = Some((
+                    if path.is_empty() {
+                        ".".to_owned()
+                    } else {
+                        path.clone()
+                    },
+                    shown,
+                ));
+            }
+            Value::Null
+        })),
+        _ => serde_json::from_str(text).ok(),
+    }
 }
 
 // ---- ours ----------------------------------------------------------------------------------------------------
