@@ -1184,24 +1184,46 @@ fn blank_and_space_padded_names_are_refused_with_their_own_reason() {
 }
 
 /// "`duration_ms` is the client's duration, else stop minus start, and must lie between 0 and 7 days": when a
-/// duration is given, start and stop are never compared, so a session whose stop is 50 days after its start (or
-/// before it) goes out with `duration_ms: 0` and both times, contradicting itself.
+/// duration was given, start and stop were never compared, so a session whose stop is 50 days after its start (or
+/// before it) went out with `duration_ms: 0` and both times, contradicting itself. Now both are held to the
+/// bounds whenever both are given, and the reason says which.
 #[test]
-fn attack_a_session_over_7_days_or_reversed_passes_when_a_duration_is_given() {
-    let mut passed = Vec::new();
-    for (start, stop, duration) in [
-        ("2026-10-01T00:00:00Z", "2026-11-20T09:00:00Z", 0),
-        ("2026-11-20T09:00:00Z", "2026-10-01T00:00:00Z", 60_000),
+fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds() {
+    for (start, stop, duration, want) in [
+        (
+            "2026-10-01T00:00:00Z",
+            "2026-11-20T09:00:00Z",
+            0,
+            "session stop minus start is 4352400000 ms; 0 to 7 days are allowed",
+        ),
+        (
+            "2026-11-20T09:00:00Z",
+            "2026-10-01T00:00:00Z",
+            60_000,
+            "session stop minus start is -4352400000 ms",
+        ),
+        (
+            "2026-11-20T08:00:00Z",
+            "2026-11-20T09:00:00Z",
+            -1,
+            "session lasts -1 ms",
+        ),
     ] {
         let data = format!(
             r#"{{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "session": {{"id": "s1", "start": "{start}", "stop": "{stop}", "duration_ms": {duration}}}}}"#
         );
-        if let Ok(events) = attack_read(&data, "install-1") {
-            passed.push(events[0]["session"].to_string());
-        }
+        let reason = attack_read(&data, "install-1").map_or_else(
+            |reason| reason,
+            |events| panic!("forwarded: {}", events[0]["session"]),
+        );
+        assert!(reason.contains(want), "{start} {stop} {duration}: {reason}");
     }
-    assert!(passed.is_empty(), "forwarded: {passed:#?}");
+    // A duration and times that differ by rounding, both in bounds: forwarded with the client's duration.
+    let data = r#"{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+        "session": {"id": "s1", "start": "2026-11-20T08:00:00Z", "stop": "2026-11-20T09:00:00Z", "duration_ms": 3599999}}"#;
+    let events = attack_read(data, "install-1").unwrap();
+    assert_eq!(events[0]["session"]["duration_ms"], 3_599_999);
 }
 
 /// Ours with `sent_at` before `timestamp` (sent before it happened: a client bug, or a forged record): the

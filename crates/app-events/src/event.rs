@@ -425,15 +425,21 @@ fn session(
         (Some(a), Some(b)) => Some((b - a).num_milliseconds()),
         _ => None,
     };
-    let duration_ms = given.or(derived);
-    if let Some(d) = duration_ms
-        && !(0..=limits.max_session.num_milliseconds()).contains(&d)
-    {
-        return Err(Invalid(format!(
-            "session lasts {d} ms; 0 to {} days are allowed",
-            limits.max_session.num_days()
-        )));
+    // The same bounds whichever way the length is given, and both when both are: a duration within the bounds
+    // does not vouch for a start and a stop 50 days apart (or reversed). They need not agree to the millisecond
+    // (clients round them apart).
+    let bounds = 0..=limits.max_session.num_milliseconds();
+    for (d, how) in [(given, "lasts"), (derived, "stop minus start is")] {
+        if let Some(d) = d
+            && !bounds.contains(&d)
+        {
+            return Err(Invalid(format!(
+                "session {how} {d} ms; 0 to {} days are allowed",
+                limits.max_session.num_days()
+            )));
+        }
     }
+    let duration_ms = given.or(derived);
     let id = check_text("session id", s.id.as_ref(), limits.max_id_chars)?;
     Ok(Some(Session {
         id,
@@ -803,7 +809,7 @@ mod tests {
         for (session, want) in [
             (
                 r#"{"id": "s", "start": "2026-11-20T10:05:00Z", "stop": "2026-11-20T10:00:00Z"}"#,
-                "session lasts -300000 ms",
+                "session stop minus start is -300000 ms",
             ),
             (
                 r#"{"id": "s", "duration_ms": 900000000}"#,
