@@ -1226,25 +1226,39 @@ fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds()
     assert_eq!(events[0]["session"]["duration_ms"], 3_599_999);
 }
 
-/// Ours with `sent_at` before `timestamp` (sent before it happened: a client bug, or a forged record): the
-/// correction moves the event after its own arrival, by up to the 24 h the window allows for uncorrected clocks.
-/// Here an event recorded at 10:00 and "sent" at 00:00 by the same clock, received at 10:00, goes out dated 20:00,
-/// ten hours after Kinesis received it (and on the next UTC day for a later hour). A corrected time after
-/// `received_at` can only come from such a record, and should be refused.
+/// Ours with `sent_at` before `timestamp` (sent before it happened: a clock stepped back, a client bug, or a forged
+/// record): the correction moved the event after its own arrival, by up to the 24 h the window allows for
+/// uncorrected clocks (recorded at 10:00, "sent" at 00:00 by the same clock, received at 10:00: dated 20:00). Now an
+/// event is never dated after its arrival: within the window it is clamped to the arrival, and
+/// `clock.time_source: client_clamped` says so, with the client's time and offset kept; beyond it, refused as
+/// before.
 #[test]
-fn attack_a_send_time_before_the_event_dates_it_hours_after_its_arrival() {
+fn a_send_time_before_the_event_clamps_it_to_its_arrival_never_after() {
     let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
         "timestamp": "2026-11-20T10:00:00Z", "sent_at": "2026-11-20T00:00:00Z"}"#;
-    if let Ok(events) = attack_read(data, "install-1") {
-        let e = &events[0];
-        assert!(
-            e["timestamp"].as_str().unwrap() <= e["received_at"].as_str().unwrap(),
-            "corrected time {} after its arrival {}: {}",
-            e["timestamp"],
-            e["received_at"],
-            e["clock"]
-        );
-    }
+    let events = attack_read(data, "install-1").unwrap();
+    let e = &events[0];
+    assert_eq!(e["timestamp"], e["received_at"], "{}", e["clock"]);
+    assert_eq!(
+        e["clock"],
+        json!({"time_source": "client_clamped", "original_timestamp": "2026-11-20T10:00:00.000Z",
+               "offset_ms": 36_000_000})
+    );
+    assert!(attack_schema_errors(e).is_empty());
+    // Past the window even before the clamp (sent 30 h before it happened): refused, as before.
+    let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
+        "timestamp": "2026-11-21T16:00:00Z", "sent_at": "2026-11-20T10:00:00Z"}"#;
+    let reason = attack_read(data, "install-1").unwrap_err();
+    assert!(
+        reason.contains("more than 24 h after its arrival"),
+        "{reason}"
+    );
+    // Sent after it happened: corrected, not clamped.
+    let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
+        "timestamp": "2026-11-20T09:00:00Z", "sent_at": "2026-11-20T09:30:00Z"}"#;
+    let e = attack_read(data, "install-1").unwrap().remove(0);
+    assert_eq!(e["timestamp"], "2026-11-20T09:30:00.000Z");
+    assert_eq!(e["clock"]["time_source"], "client_corrected");
 }
 
 /// Where aggregates are accepted (`KPL_AGGREGATES=accept`), the cap was on user records per aggregate

@@ -141,6 +141,8 @@ proptest! {
                 let at = chrono::DateTime::parse_from_rfc3339(&event.timestamp).unwrap();
                 prop_assert!(arrival.checked_add_signed(limits.max_future).is_none_or(|latest| at <= latest));
                 prop_assert!(arrival.checked_sub_signed(limits.max_past).is_none_or(|earliest| at >= earliest));
+                // A clock-corrected event is never dated after its arrival (clamped to it instead).
+                prop_assert!(event.clock.offset_ms.is_none() || at <= arrival);
                 prop_assert_eq!(event.event_id.len(), 32);
             }
         }

@@ -128,8 +128,10 @@ pub struct Session {
 /// How the event's time was derived.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Clock {
-    /// `client`: the client's own time, as sent; `client_corrected`: moved by `offset_ms`; `arrival`: the shape
-    /// carries no time, and the record's Kinesis arrival stands in (never presented as a client time).
+    /// `client`: the client's own time, as sent; `client_corrected`: moved by `offset_ms`; `client_clamped`: moved
+    /// by `offset_ms` it would lie after the arrival (a send time before the event's time, by one clock), so the
+    /// arrival stands in; `arrival`: the shape carries no time, and the record's Kinesis arrival stands in (never
+    /// presented as a client time).
     pub time_source: &'static str,
     /// The client's own time, as it said; `null` when it sent none.
     pub original_timestamp: Option<String>,
@@ -538,16 +540,27 @@ pub fn normalize(
         _ => None,
     };
     let offset = sent.map(|s| received_at.signed_duration_since(s));
-    let (timestamp, time_source) = match happened {
-        Some(t) => (
-            shifted(t, offset, "timestamp")?,
-            if offset.is_some() {
-                "client_corrected"
+    // Clamped, not refused: a corrected time after the arrival means `sent_at` lies before `timestamp` by the same
+    // clock (a clock stepped back between recording and sending, a client bug, a forged record), and the
+    // correction would date the event up to `max_future` after Kinesis received it (on the next UTC day for a
+    // late hour). The event surely happened by its arrival, the one bound we know, so it is dated there,
+    // `time_source: client_clamped` says so, and `original_timestamp` and `offset_ms` keep what the client said.
+    // Refusing would lose an event whose only fault may be a clock step. Beyond `max_future` after the arrival
+    // the window below refuses it, as it refused it before the clamp.
+    let (timestamp, time_source) = match (happened, offset) {
+        (Some(t), None) => (t, "client"),
+        (Some(t), Some(offset)) => {
+            let corrected = shifted(t, Some(offset), "timestamp")?;
+            let within_future = received_at
+                .checked_add_signed(limits.max_future)
+                .is_none_or(|latest| corrected <= latest);
+            if corrected > received_at && within_future {
+                (received_at, "client_clamped")
             } else {
-                "client"
-            },
-        ),
-        None => (received_at, "arrival"),
+                (corrected, "client_corrected")
+            }
+        }
+        (None, _) => (received_at, "arrival"),
     };
     check_window(timestamp, "event time", received_at, limits)?;
     let timestamp = representable(timestamp, "event time")?;
