@@ -583,20 +583,20 @@ async fn every_client_shape_sample_is_forwarded_and_the_messaging_event_refused(
 }
 
 // ---- Adversarial review (branch attack-app) ----------------------------------------------------------------
-// Each `attack_*` test below states what the README or the schema promises for an untrusted record, and fails
-// today. Pure ones run without moto (`cargo test -p e2e --test app_events attack_`); the pipeline ones use the
-// in-memory ports of `bridge_core::testing`.
+// Each test below began as a failing test of the adversarial review: it states what the README or the schema
+// promises for an untrusted record, what the forwarder did instead, and what now holds. Pure ones run without
+// moto; the pipeline ones use the in-memory ports of `bridge_core::testing`.
 
-/// When every attack record arrives: 2026-11-20T10:00:00Z.
-const ATTACK_ARRIVAL_S: i64 = 1_795_168_800;
+/// When every record of the review arrives: 2026-11-20T10:00:00Z.
+const REVIEW_ARRIVAL_S: i64 = 1_795_168_800;
 
-fn attack_arrival() -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp(ATTACK_ARRIVAL_S, 0).unwrap()
+fn review_arrival() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(REVIEW_ARRIVAL_S, 0).unwrap()
 }
 
 /// What the forwarder's whole record path (`read`) makes of `data` under `limits`: the events as JSON, as they
 /// would go on the stream, or the dead letter's reason.
-fn attack_read_with(
+fn read_record_with(
     data: &[u8],
     partition_key: &str,
     limits: &app_events::event::Limits,
@@ -604,7 +604,7 @@ fn attack_read_with(
     let record = bridge_core::kinesis_event::SourceRecord {
         source: golden_source(0),
         partition_key: partition_key.to_owned(),
-        arrival: Some(attack_arrival()),
+        arrival: Some(review_arrival()),
         data: data.to_vec(),
     };
     app_events::handler::read(&record, limits).map(|events| {
@@ -615,9 +615,9 @@ fn attack_read_with(
     })
 }
 
-/// [`attack_read_with`] under the default limits.
-fn attack_read(data: &str, partition_key: &str) -> Result<Vec<Value>, String> {
-    attack_read_with(
+/// [`read_record_with`] under the default limits.
+fn read_record(data: &str, partition_key: &str) -> Result<Vec<Value>, String> {
+    read_record_with(
         data.as_bytes(),
         partition_key,
         &app_events::event::Limits::default(),
@@ -625,7 +625,7 @@ fn attack_read(data: &str, partition_key: &str) -> Result<Vec<Value>, String> {
 }
 
 /// Every violation of `events/schema/app-event.v1.json` (formats checked) in `doc`.
-fn attack_schema_errors(doc: &Value) -> Vec<String> {
+fn schema_errors(doc: &Value) -> Vec<String> {
     validator("app-event.v1.json")
         .iter_errors(doc)
         .map(|e| format!("{e} at {}", e.instance_path()))
@@ -642,7 +642,7 @@ fn a_client_time_outside_rfc_3339_years_is_refused_naming_the_field() {
         let data = format!(
             r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": {t}, "sent_at": {t}}}"#
         );
-        let reason = attack_read(&data, "install-1").map_or_else(
+        let reason = read_record(&data, "install-1").map_or_else(
             |reason| reason,
             |events| panic!("timestamp = sent_at = {t} ms was accepted: {:#}", events[0]),
         );
@@ -655,7 +655,7 @@ fn a_client_time_outside_rfc_3339_years_is_refused_naming_the_field() {
     // The send time alone out of range, the event's time in the window.
     let data = r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
         "sent_at": 253402300800000}"#;
-    let reason = attack_read(data, "install-1").unwrap_err();
+    let reason = read_record(data, "install-1").unwrap_err();
     assert!(
         reason.starts_with(
             "app event (ours): sent_at +10000-01-01T00:00:00.000Z is outside the years"
@@ -685,7 +685,7 @@ fn a_session_start_outside_years_0_to_9999_is_refused_in_every_shape() {
                     "session": {{"id": "s1", "start_timestamp": {start}}}}}"#
             ),
         ] {
-            let reason = attack_read(&data, "install-1").map_or_else(
+            let reason = read_record(&data, "install-1").map_or_else(
                 |reason| reason,
                 |events| panic!("session start {start} was accepted: {:#}", events[0]),
             );
@@ -728,9 +728,9 @@ fn a_leap_second_at_any_minute_is_folded_to_the_last_millisecond_of_its_minute()
             "2026-11-20T09:00:59.999Z",
         ),
     ] {
-        let events = attack_read(data, "install-1").unwrap();
+        let events = read_record(data, "install-1").unwrap();
         assert_eq!(events[0].pointer(field), Some(&json!(want)), "{data}");
-        let errors = attack_schema_errors(&events[0]);
+        let errors = schema_errors(&events[0]);
         assert!(errors.is_empty(), "{data}\n  -> {errors:?}");
     }
 }
@@ -762,7 +762,7 @@ fn a_name_is_checked_with_the_schemas_own_pattern_so_both_refuse_a_unicode_17_le
                     "properties": {{"{name}": "v"}}}}"#
             ),
         ] {
-            let reason = attack_read(&data, "install-1").map_or_else(
+            let reason = read_record(&data, "install-1").map_or_else(
                 |reason| reason,
                 |events| panic!("U+{:X} accepted: {:#}", letter as u32, events[0]),
             );
@@ -772,7 +772,7 @@ fn a_name_is_checked_with_the_schemas_own_pattern_so_both_refuse_a_unicode_17_le
                 letter as u32
             );
         }
-        let mut doc = attack_read(
+        let mut doc = read_record(
             r#"{"event_type": "buy", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z"}"#,
             "install-1",
         )
@@ -814,7 +814,7 @@ fn a_putevents_body_whose_copied_traits_would_be_megabytes_is_refused_naming_the
             traits.push(trait_of(traits.len()));
         }
         let input = body(&traits);
-        let reason = attack_read_with(input.as_bytes(), "install-1", &limits).map_or_else(
+        let reason = read_record_with(input.as_bytes(), "install-1", &limits).map_or_else(
             |reason| reason,
             |out| {
                 let bytes: usize = out
@@ -839,7 +839,7 @@ fn a_putevents_body_whose_copied_traits_would_be_megabytes_is_refused_naming_the
     // The same 100 events with a few small traits: about 100 KB of output, forwarded.
     let limits = app_events::event::Limits::default();
     let small: Vec<String> = (0..3).map(|i| format!(r#""t{i}": ["a", "b"]"#)).collect();
-    let out = attack_read_with(body(&small).as_bytes(), "install-1", &limits).unwrap();
+    let out = read_record_with(body(&small).as_bytes(), "install-1", &limits).unwrap();
     let bytes: usize = out
         .iter()
         .map(|e| serde_json::to_vec(e).unwrap().len())
@@ -865,29 +865,29 @@ fn traits_are_capped_like_properties() {
     };
     let data = traits(2_000);
     assert!(data.len() <= limits.max_record_bytes, "{}", data.len());
-    let reason = attack_read(&data, "install-1").unwrap_err();
+    let reason = read_record(&data, "install-1").unwrap_err();
     assert!(
         reason.contains("2000 traits (endpoint user attributes); at most 40 are allowed"),
         "{reason}"
     );
     assert!(
-        attack_read(&traits(41), "install-1")
+        read_record(&traits(41), "install-1")
             .unwrap_err()
             .contains("41 traits")
     );
-    let events = attack_read(&traits(40), "install-1").unwrap();
+    let events = read_record(&traits(40), "install-1").unwrap();
     assert_eq!(events[0]["traits"].as_object().unwrap().len(), 40);
-    assert!(attack_schema_errors(&events[0]).is_empty());
+    assert!(schema_errors(&events[0]).is_empty());
     let mut doc = events[0].clone();
     doc["traits"]["t40"] = json!("v");
     assert!(
-        !attack_schema_errors(&doc).is_empty(),
+        !schema_errors(&doc).is_empty(),
         "the schema caps traits too"
     );
 }
 
 /// A forwarder on the in-memory ports: its output stream and its dead-letter bucket, to look into.
-fn attack_forwarder(
+fn memory_forwarder(
     limits: app_events::event::Limits,
     aggregates: bridge_core::pipeline::Aggregates,
 ) -> (
@@ -914,8 +914,8 @@ fn attack_forwarder(
 }
 
 /// A batch of one shard: record `i` is `(partition key, data)` with sequence number `1000 + i`, arriving at
-/// [`ATTACK_ARRIVAL_S`].
-fn attack_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
+/// [`REVIEW_ARRIVAL_S`].
+fn one_shard_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
     use base64::Engine as _;
     let records = records
         .iter()
@@ -926,7 +926,7 @@ fn attack_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
                 "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events",
                 "kinesis": {"partitionKey": pk, "sequenceNumber": format!("{}", 1000 + i),
                             "data": base64::engine::general_purpose::STANDARD.encode(data),
-                            "approximateArrivalTimestamp": ATTACK_ARRIVAL_S}
+                            "approximateArrivalTimestamp": REVIEW_ARRIVAL_S}
             })
         })
         .collect();
@@ -947,15 +947,15 @@ async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_rede
                    "Events": {"1": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:00:00Z"}}},
         "tablet": {"Endpoint": {"User": {"UserId": "sub-1"}},
                    "Events": {"1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:30:00Z"}}}}}"#;
-    let events = attack_read(body, "sub-1").unwrap();
-    let (forwarder, sink, _) = attack_forwarder(
+    let events = read_record(body, "sub-1").unwrap();
+    let (forwarder, sink, _) = memory_forwarder(
         app_events::event::Limits::default(),
         bridge_core::pipeline::Aggregates::Refuse,
     );
     let metrics = Metrics::new();
     let response = forwarder
         .process(
-            attack_batch(&[("sub-1", body.as_bytes().to_vec())]),
+            one_shard_batch(&[("sub-1", body.as_bytes().to_vec())]),
             Deadline::none(),
             &metrics,
         )
@@ -974,7 +974,7 @@ async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_rede
     );
     assert_eq!(sink.stored().len(), 2);
     assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 0);
-    let again = attack_read(body, "sub-1").unwrap();
+    let again = read_record(body, "sub-1").unwrap();
     let ids =
         |events: &[Value]| -> Vec<Value> { events.iter().map(|e| e["event_id"].clone()).collect() };
     assert_eq!(ids(&again), ids(&events), "a redelivery keeps every id");
@@ -991,7 +991,7 @@ fn a_putevents_body_goes_out_in_body_order_not_event_id_order() {
             "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z"}},
         "0a9b8c7d-0000-4000-8000-000000000002": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:05:00Z",
             "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z", "StopTimestamp": "2026-11-20T09:05:00Z"}}}}}}"#;
-    let out: Vec<(String, u64)> = attack_read(body, "install-1")
+    let out: Vec<(String, u64)> = read_record(body, "install-1")
         .unwrap()
         .iter()
         .map(|e| {
@@ -1015,7 +1015,7 @@ fn a_putevents_body_goes_out_in_body_order_not_event_id_order() {
                                   "a1": {"EventType": "second", "Timestamp": "2026-11-20T09:00:01Z"}}},
         "a-endpoint": {"Events": {"z2": {"EventType": "third", "Timestamp": "2026-11-20T09:00:02Z"},
                                   "a2": {"EventType": "fourth", "Timestamp": "2026-11-20T09:00:03Z"}}}}}}"#;
-    let out: Vec<(String, String)> = attack_read(body, "install-1")
+    let out: Vec<(String, String)> = read_record(body, "install-1")
         .unwrap()
         .iter()
         .map(|e| {
@@ -1066,7 +1066,7 @@ fn our_shape_refuses_unknown_context_fields_naming_them() {
             r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "context": {context}}}"#
         );
-        match attack_read(&data, "install-1") {
+        match read_record(&data, "install-1") {
             Err(reason) => assert!(
                 reason.starts_with(&format!("app event (ours): {field}")),
                 "{context}: {reason}"
@@ -1081,7 +1081,7 @@ fn our_shape_refuses_unknown_context_fields_naming_them() {
     let data = r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
         "context": {"platform": "iOS", "app_version": "2.4.1", "locale": "en_US", "device_id": "d", "os": "iOS",
                     "os_version": "17.0", "model": "iPhone15,2", "make": "Apple"}}"#;
-    let events = attack_read(data, "install-1").unwrap();
+    let events = read_record(data, "install-1").unwrap();
     assert_eq!(events[0]["context"]["platform"], "iOS");
     assert_eq!(events[0]["context"]["make"], "Apple");
 }
@@ -1115,11 +1115,11 @@ fn a_number_past_f64_range_is_refused_naming_the_shape_and_the_field() {
             "app event is not a json object: [0]: number 1e400 is out",
         ),
     ] {
-        let reason = attack_read(data, "install-1").unwrap_err();
+        let reason = read_record(data, "install-1").unwrap_err();
         assert!(reason.starts_with(field), "{data}\n  reason: {reason}");
     }
     // Other JSON errors keep serde_json's own reason.
-    let reason = attack_read(r#"{"event_type": 1e400"#, "install-1").unwrap_err();
+    let reason = read_record(r#"{"event_type": 1e400"#, "install-1").unwrap_err();
     assert!(
         reason.starts_with("app event is not a json object: number out of range"),
         "{reason}"
@@ -1138,10 +1138,10 @@ fn names_in_thai_hindi_or_decomposed_latin_are_forwarded_and_satisfy_the_schema(
             r#"{{"event_type": "{name}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "properties": {{"{name}": "v"}}}}"#
         );
-        let events = attack_read(&data, "install-1").unwrap();
+        let events = read_record(&data, "install-1").unwrap();
         assert_eq!(events[0]["event"], json!(name));
         assert_eq!(events[0]["properties"][name], json!("v"));
-        let errors = attack_schema_errors(&events[0]);
+        let errors = schema_errors(&events[0]);
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }
 }
@@ -1175,7 +1175,7 @@ fn blank_and_space_padded_names_are_refused_with_their_own_reason() {
             r#"{{"event_type": "{event}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "properties": {{"{property}": "v"}}}}"#
         );
-        let reason = attack_read(&data, "install-1").map_or_else(
+        let reason = read_record(&data, "install-1").map_or_else(
             |reason| reason,
             |events| panic!("forwarded: {:#}", events[0]),
         );
@@ -1213,7 +1213,7 @@ fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds()
             r#"{{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "session": {{"id": "s1", "start": "{start}", "stop": "{stop}", "duration_ms": {duration}}}}}"#
         );
-        let reason = attack_read(&data, "install-1").map_or_else(
+        let reason = read_record(&data, "install-1").map_or_else(
             |reason| reason,
             |events| panic!("forwarded: {}", events[0]["session"]),
         );
@@ -1222,7 +1222,7 @@ fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds()
     // A duration and times that differ by rounding, both in bounds: forwarded with the client's duration.
     let data = r#"{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
         "session": {"id": "s1", "start": "2026-11-20T08:00:00Z", "stop": "2026-11-20T09:00:00Z", "duration_ms": 3599999}}"#;
-    let events = attack_read(data, "install-1").unwrap();
+    let events = read_record(data, "install-1").unwrap();
     assert_eq!(events[0]["session"]["duration_ms"], 3_599_999);
 }
 
@@ -1236,7 +1236,7 @@ fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds()
 fn a_send_time_before_the_event_clamps_it_to_its_arrival_never_after() {
     let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
         "timestamp": "2026-11-20T10:00:00Z", "sent_at": "2026-11-20T00:00:00Z"}"#;
-    let events = attack_read(data, "install-1").unwrap();
+    let events = read_record(data, "install-1").unwrap();
     let e = &events[0];
     assert_eq!(e["timestamp"], e["received_at"], "{}", e["clock"]);
     assert_eq!(
@@ -1244,11 +1244,11 @@ fn a_send_time_before_the_event_clamps_it_to_its_arrival_never_after() {
         json!({"time_source": "client_clamped", "original_timestamp": "2026-11-20T10:00:00.000Z",
                "offset_ms": 36_000_000})
     );
-    assert!(attack_schema_errors(e).is_empty());
+    assert!(schema_errors(e).is_empty());
     // Past the window even before the clamp (sent 30 h before it happened): refused, as before.
     let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
         "timestamp": "2026-11-21T16:00:00Z", "sent_at": "2026-11-20T10:00:00Z"}"#;
-    let reason = attack_read(data, "install-1").unwrap_err();
+    let reason = read_record(data, "install-1").unwrap_err();
     assert!(
         reason.contains("more than 24 h after its arrival"),
         "{reason}"
@@ -1256,7 +1256,7 @@ fn a_send_time_before_the_event_clamps_it_to_its_arrival_never_after() {
     // Sent after it happened: corrected, not clamped.
     let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
         "timestamp": "2026-11-20T09:00:00Z", "sent_at": "2026-11-20T09:30:00Z"}"#;
-    let e = attack_read(data, "install-1").unwrap().remove(0);
+    let e = read_record(data, "install-1").unwrap().remove(0);
     assert_eq!(e["timestamp"], "2026-11-20T09:30:00.000Z");
     assert_eq!(e["clock"]["time_source"], "client_corrected");
 }
@@ -1285,14 +1285,14 @@ async fn an_accepted_aggregate_is_held_to_the_output_caps_over_all_its_user_reco
         }
     }
     let aggregate = bridge_core::kpl::aggregate(&users);
-    let (forwarder, sink, blobs) = attack_forwarder(
+    let (forwarder, sink, blobs) = memory_forwarder(
         app_events::event::Limits::default(),
         bridge_core::pipeline::Aggregates::ACCEPT,
     );
     let metrics = Metrics::new();
     let response = forwarder
         .process(
-            attack_batch(&[("pk", aggregate.clone())]),
+            one_shard_batch(&[("pk", aggregate.clone())]),
             Deadline::none(),
             &metrics,
         )
@@ -1321,14 +1321,18 @@ async fn an_accepted_aggregate_is_held_to_the_output_caps_over_all_its_user_reco
         );
     }
     // Within the caps (10 user records of 100 events), an aggregate flows whole.
-    let (forwarder, sink, _) = attack_forwarder(
+    let (forwarder, sink, _) = memory_forwarder(
         app_events::event::Limits::default(),
         bridge_core::pipeline::Aggregates::ACCEPT,
     );
     let metrics = Metrics::new();
     let small = bridge_core::kpl::aggregate(&users[..10]);
     let response = forwarder
-        .process(attack_batch(&[("pk", small)]), Deadline::none(), &metrics)
+        .process(
+            one_shard_batch(&[("pk", small)]),
+            Deadline::none(),
+            &metrics,
+        )
         .await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(sink.stored().len(), 1_000);
