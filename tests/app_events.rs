@@ -396,16 +396,17 @@ async fn accepted_aggregates_keep_every_per_record_cap_and_a_count_cap() {
     );
 }
 
-/// One record whose client times overflow once corrected (each parses on its own) between two good ones: the
-/// good ones are forwarded, the poison one is dead-lettered with its data, and nothing panics.
+/// One record whose session time overflows once corrected (each time parses on its own, and the event's times are
+/// within RFC 3339's years) between two good ones: the good ones are forwarded, the poison one is dead-lettered
+/// with its data, and nothing panics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_whose_clock_correction_overflows_is_a_dead_letter_not_a_crash() {
     let h = AppHarness::new().await;
     let mut event = sample("app-events");
     let records = event["Records"].as_array().unwrap()[..3].to_vec();
     event["Records"] = Value::Array(records);
-    let poison = json!({"event_type": "x", "anonymous_id": "a", "timestamp": 8_000_000_000_000_000_i64,
-                        "sent_at": -8_000_000_000_000_000_i64});
+    let poison = json!({"event_type": "x", "anonymous_id": "a", "timestamp": "0000-01-01T00:00:00Z",
+                        "sent_at": "0000-01-01T00:00:01Z", "session": {"id": "s", "start": 8_200_000_000_000_000_i64}});
     e2e::set_record_data(&mut event, 1, &poison);
     let (failed, m) = h.run(&event).await;
     assert!(failed.is_empty());
@@ -423,7 +424,7 @@ async fn a_record_whose_clock_correction_overflows_is_a_dead_letter_not_a_crash(
         letters[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("timestamp corrected by the clock offset of sent_at"),
+            .contains("session start corrected by the clock offset of sent_at"),
         "{}",
         letters[0]["reason"]
     );
@@ -579,4 +580,760 @@ async fn every_client_shape_sample_is_forwarded_and_the_messaging_event_refused(
             .unwrap()
             .contains("_campaign.send is a Pinpoint messaging event")
     );
+}
+
+// ---- Adversarial review (branch attack-app) ----------------------------------------------------------------
+// Each test below began as a failing test of the adversarial review: it states what the README or the schema
+// promises for an untrusted record, what the forwarder did instead, and what now holds. Pure ones run without
+// moto; the pipeline ones use the in-memory ports of `bridge_core::testing`.
+
+/// When every record of the review arrives: 2026-11-20T10:00:00Z.
+const REVIEW_ARRIVAL_S: i64 = 1_795_168_800;
+
+fn review_arrival() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(REVIEW_ARRIVAL_S, 0).unwrap()
+}
+
+/// What the forwarder's whole record path (`read`) makes of `data` under `limits`: the events as JSON, as they
+/// would go on the stream, or the dead letter's reason.
+fn read_record_with(
+    data: &[u8],
+    partition_key: &str,
+    limits: &app_events::event::Limits,
+) -> Result<Vec<Value>, String> {
+    let record = bridge_core::kinesis_event::SourceRecord {
+        source: golden_source(0),
+        partition_key: partition_key.to_owned(),
+        arrival: Some(review_arrival()),
+        data: data.to_vec(),
+    };
+    app_events::handler::read(&record, limits).map(|events| {
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    })
+}
+
+/// [`read_record_with`] under the default limits.
+fn read_record(data: &str, partition_key: &str) -> Result<Vec<Value>, String> {
+    read_record_with(
+        data.as_bytes(),
+        partition_key,
+        &app_events::event::Limits::default(),
+    )
+}
+
+/// Every violation of `events/schema/app-event.v1.json` (formats checked) in `doc`.
+fn schema_errors(doc: &Value) -> Vec<String> {
+    validator("app-event.v1.json")
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+/// Ours: `timestamp` and `sent_at` each far in the future (or past) by the same amount, a client clock tens of
+/// thousands of years off, would pass the arrival window once corrected, and put `+255479-11-28T14:13:20.000Z` (not
+/// RFC 3339: four-digit years) in `sent_at` and `clock.original_timestamp`. Found by the adversarial review: now
+/// every time that goes out is held to the years 0000 to 9999, and the record is refused naming the field.
+#[test]
+fn a_client_time_outside_rfc_3339_years_is_refused_naming_the_field() {
+    for t in ["8000000000000000", "-8000000000000000", "253402300800000"] {
+        let data = format!(
+            r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": {t}, "sent_at": {t}}}"#
+        );
+        let reason = read_record(&data, "install-1").map_or_else(
+            |reason| reason,
+            |events| panic!("timestamp = sent_at = {t} ms was accepted: {:#}", events[0]),
+        );
+        assert!(
+            reason.starts_with("app event (ours): timestamp ")
+                && reason.contains("is outside the years 0000 to 9999"),
+            "{t}: {reason}"
+        );
+    }
+    // The send time alone out of range, the event's time in the window.
+    let data = r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+        "sent_at": 253402300800000}"#;
+    let reason = read_record(data, "install-1").unwrap_err();
+    assert!(
+        reason.starts_with(
+            "app event (ours): sent_at +10000-01-01T00:00:00.000Z is outside the years"
+        ),
+        "{reason}"
+    );
+}
+
+/// Session times were checked only for their length, so a `session.start` of year 10000 (`253402300800000` ms) or
+/// year -1 went out in `session.start` and `context.session_start`, failing the schema's `date-time`, in every
+/// shape that carries a session. Now refused, naming the session start, in every shape.
+#[test]
+fn a_session_start_outside_years_0_to_9999_is_refused_in_every_shape() {
+    for start in ["253402300800000", "-62167219200001", "1.0e15"] {
+        for data in [
+            format!(
+                r#"{{"event_type": "_session.start", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                    "session": {{"id": "s1", "start": {start}}}}}"#
+            ),
+            format!(
+                r#"{{"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z", "Endpoint": {{"Id": "install-1"}},
+                    "Session": {{"Id": "s1", "StartTimestamp": {start}}}}}"#
+            ),
+            format!(
+                r#"{{"event_type": "button_clicked", "event_timestamp": 1795165200000, "event_version": "3.1",
+                    "application": {{"app_id": "my-app"}}, "client": {{"client_id": "install-1"}},
+                    "session": {{"id": "s1", "start_timestamp": {start}}}}}"#
+            ),
+        ] {
+            let reason = read_record(&data, "install-1").map_or_else(
+                |reason| reason,
+                |events| panic!("session start {start} was accepted: {:#}", events[0]),
+            );
+            assert!(
+                reason.contains("): session start ")
+                    && reason.contains("is outside the years 0000 to 9999"),
+                "{start}: {reason}"
+            );
+        }
+    }
+}
+
+/// chrono reads a leap second (`:60`) at any minute of any day, and the forwarder wrote it back as it came
+/// (`2026-11-20T09:59:60.000Z`), which fails the schema's `date-time` (RFC 3339 allows second 60 only at 23:59:60
+/// UTC) and which JavaScript's `Date` and Python's `datetime` cannot hold. Now folded to the last millisecond of its
+/// minute in every time field and shape, and every output satisfies the schema.
+#[test]
+fn a_leap_second_at_any_minute_is_folded_to_the_last_millisecond_of_its_minute() {
+    for (data, field, want) in [
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:59:60Z"}"#,
+            "/timestamp",
+            "2026-11-20T09:59:59.999Z",
+        ),
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:59:60.250+00:00",
+                "sent_at": "2026-11-20T09:59:60.500Z"}"#,
+            "/sent_at",
+            "2026-11-20T09:59:59.999Z",
+        ),
+        (
+            r#"{"EventType": "level_complete", "Timestamp": "2026-11-20T23:59:60Z", "Endpoint": {"Id": "install-1"}}"#,
+            "/clock/original_timestamp",
+            "2026-11-20T23:59:59.999Z",
+        ),
+        (
+            r#"{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:58:00Z",
+                "session": {"id": "s1", "start": "2026-11-20T09:00:60Z", "stop": "2026-11-20T09:57:60Z"}}"#,
+            "/session/start",
+            "2026-11-20T09:00:59.999Z",
+        ),
+    ] {
+        let events = read_record(data, "install-1").unwrap();
+        assert_eq!(events[0].pointer(field), Some(&json!(want)), "{data}");
+        let errors = schema_errors(&events[0]);
+        assert!(errors.is_empty(), "{data}\n  -> {errors:?}");
+    }
+}
+
+/// Names were checked with `char::is_alphanumeric`, whose tables are the toolchain's (Rust 1.95: Unicode 17.0),
+/// and validated downstream with the schema's `\p{Alphabetic}`, whose tables are the regex engine's (regex-syntax
+/// 0.8: Unicode 16.0): a letter new in Unicode 17 (Sidetic U+10940, Tolong Siki U+11DB0, Beria Erfe U+16EA0, Tai Yo
+/// U+1E6C0, CJK extension J U+323B0) passed the forwarder in an event or property name, and the output failed the
+/// schema. Now the forwarder checks names with the schema's own pattern and engine: such a name is refused, and
+/// the schema refuses it too (the two agree).
+#[test]
+fn a_name_is_checked_with_the_schemas_own_pattern_so_both_refuse_a_unicode_17_letter() {
+    let schema = validator("app-event.v1.json");
+    for letter in [
+        '\u{10940}',
+        '\u{11DB0}',
+        '\u{16EA0}',
+        '\u{1E6C0}',
+        '\u{323B0}',
+    ] {
+        assert!(letter.is_alphanumeric(), "U+{:X}", letter as u32);
+        let name = format!("buy_{letter}");
+        for data in [
+            format!(
+                r#"{{"event_type": "{name}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z"}}"#
+            ),
+            format!(
+                r#"{{"event_type": "buy", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                    "properties": {{"{name}": "v"}}}}"#
+            ),
+        ] {
+            let reason = read_record(&data, "install-1").map_or_else(
+                |reason| reason,
+                |events| panic!("U+{:X} accepted: {:#}", letter as u32, events[0]),
+            );
+            assert!(
+                reason.contains("name has characters outside letters"),
+                "U+{:X}: {reason}",
+                letter as u32
+            );
+        }
+        let mut doc = read_record(
+            r#"{"event_type": "buy", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z"}"#,
+            "install-1",
+        )
+        .unwrap()
+        .remove(0);
+        doc["event"] = json!(name);
+        assert!(!schema.is_valid(&doc), "U+{:X}", letter as u32);
+    }
+}
+
+/// A `PutEvents` body of 100 events (one endpoint) whose `Endpoint.User.UserAttributes` fill the rest of the
+/// 32 KiB record cap: every event's output carries the endpoint's traits, so the record became 100 outputs of
+/// about 27 KB each, ~2.7 MB on one partition key (80 times the input), from a single record anyone signed in can
+/// write (~100 MB with `APP_EVENT_MAX_RECORD_BYTES` at its allowed 1 MiB). Now one record's outputs are held to
+/// `max_output_bytes` (1 MiB, Kinesis's own record limit) and `max_output_events`: this one is refused, naming
+/// the cap, while a body of the same 100 events with a few traits flows.
+#[test]
+fn a_putevents_body_whose_copied_traits_would_be_megabytes_is_refused_naming_the_output_cap() {
+    let events: Vec<String> = (0..app_events::input::MAX_EVENTS_PER_RECORD)
+        .map(|i| format!(r#""e{i}": {{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z"}}"#))
+        .collect();
+    let body = |traits: &[String]| {
+        format!(
+            r#"{{"BatchItem": {{"install-1": {{"Endpoint": {{"User": {{"UserAttributes": {{{}}}}}}}, "Events": {{{}}}}}}}}}"#,
+            traits.join(","),
+            events.join(",")
+        )
+    };
+    let trait_of = |i: usize| format!(r#""t{i}": ["{}"]"#, "v".repeat(1_000));
+    for record_bytes in [32 * 1024, 1_048_576] {
+        let limits = app_events::event::Limits {
+            max_record_bytes: record_bytes,
+            ..app_events::event::Limits::default()
+        };
+        let mut traits: Vec<String> = Vec::new();
+        while traits.len() < limits.max_traits
+            && body(&traits).len() + 1_100 <= limits.max_record_bytes
+        {
+            traits.push(trait_of(traits.len()));
+        }
+        let input = body(&traits);
+        let reason = read_record_with(input.as_bytes(), "install-1", &limits).map_or_else(
+            |reason| reason,
+            |out| {
+                let bytes: usize = out
+                    .iter()
+                    .map(|e| serde_json::to_vec(e).unwrap().len())
+                    .sum();
+                panic!(
+                    "one record of {} bytes became {} outputs, {bytes} bytes",
+                    input.len(),
+                    out.len()
+                )
+            },
+        );
+        assert!(
+            reason.starts_with("app event (pinpoint-batch): the record becomes 100 events of ")
+                && reason.contains(
+                    "one Kinesis record may become at most 1000 events and 1048576 bytes"
+                ),
+            "{reason}"
+        );
+    }
+    // The same 100 events with a few small traits: about 100 KB of output, forwarded.
+    let limits = app_events::event::Limits::default();
+    let small: Vec<String> = (0..3).map(|i| format!(r#""t{i}": ["a", "b"]"#)).collect();
+    let out = read_record_with(body(&small).as_bytes(), "install-1", &limits).unwrap();
+    let bytes: usize = out
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap().len())
+        .sum();
+    assert_eq!(out.len(), 100);
+    assert!(bytes <= limits.max_output_bytes / 4, "{bytes}");
+}
+
+/// Properties and metrics are capped at 40 each ("the enrichment SDKs set no cap: an event with more is refused,
+/// not cut"), but traits (`Endpoint.User.UserAttributes`) had no count cap: one Pinpoint event within 32 KiB went
+/// out with 2,000 traits. Now traits are capped like properties (40, names by the name rule, values at most 1,000
+/// characters): refused with the count, and the schema's `traits` says `maxProperties: 40`.
+#[test]
+fn traits_are_capped_like_properties() {
+    let limits = app_events::event::Limits::default();
+    let traits = |n: usize| -> String {
+        let t: Vec<String> = (0..n).map(|i| format!(r#""t{i}": ["v"]"#)).collect();
+        format!(
+            r#"{{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z",
+                "Endpoint": {{"Id": "install-1", "User": {{"UserAttributes": {{{}}}}}}}}}"#,
+            t.join(",")
+        )
+    };
+    let data = traits(2_000);
+    assert!(data.len() <= limits.max_record_bytes, "{}", data.len());
+    let reason = read_record(&data, "install-1").unwrap_err();
+    assert!(
+        reason.contains("2000 traits (endpoint user attributes); at most 40 are allowed"),
+        "{reason}"
+    );
+    assert!(
+        read_record(&traits(41), "install-1")
+            .unwrap_err()
+            .contains("41 traits")
+    );
+    let events = read_record(&traits(40), "install-1").unwrap();
+    assert_eq!(events[0]["traits"].as_object().unwrap().len(), 40);
+    assert!(schema_errors(&events[0]).is_empty());
+    let mut doc = events[0].clone();
+    doc["traits"]["t40"] = json!("v");
+    assert!(
+        !schema_errors(&doc).is_empty(),
+        "the schema caps traits too"
+    );
+}
+
+/// A forwarder on the in-memory ports: its output stream and its dead-letter bucket, to look into.
+fn memory_forwarder(
+    limits: app_events::event::Limits,
+    aggregates: bridge_core::pipeline::Aggregates,
+) -> (
+    AppEventForwarder,
+    std::sync::Arc<bridge_core::testing::MemorySink>,
+    std::sync::Arc<bridge_core::testing::MemoryBlobs>,
+) {
+    let sink = std::sync::Arc::new(bridge_core::testing::MemorySink::default());
+    let blobs = std::sync::Arc::new(bridge_core::testing::MemoryBlobs::default());
+    let forwarder = AppEventForwarder::new(
+        bridge_core::producer::Producer::new(
+            sink.clone(),
+            None,
+            bridge_core::retry::Backoff::default(),
+        ),
+        bridge_core::dead_letter::DeadLetterWriter::new(blobs.clone(), "dead-letters"),
+        limits,
+    )
+    .with_settings(bridge_core::pipeline::Settings {
+        give_up_age: None,
+        aggregates,
+    });
+    (forwarder, sink, blobs)
+}
+
+/// A batch of one shard: record `i` is `(partition key, data)` with sequence number `1000 + i`, arriving at
+/// [`REVIEW_ARRIVAL_S`].
+fn one_shard_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
+    use base64::Engine as _;
+    let records = records
+        .iter()
+        .enumerate()
+        .map(|(i, (pk, data))| {
+            json!({
+                "eventID": format!("shardId-000000000000:{}", 1000 + i),
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events",
+                "kinesis": {"partitionKey": pk, "sequenceNumber": format!("{}", 1000 + i),
+                            "data": base64::engine::general_purpose::STANDARD.encode(data),
+                            "approximateArrivalTimestamp": REVIEW_ARRIVAL_S}
+            })
+        })
+        .collect();
+    RawKinesisEvent { records }
+}
+
+/// A client id was hashed with the user when there was one, else the anonymous id: never with the install. Two
+/// installs of one signed-in user (here two endpoints of one `PutEvents` body, or any two records) that used the
+/// same client event id for two different events (an app-local counter, a fixed id) got one `event_id`: the
+/// forwarder sent the first, counted the second as a repeat (`DuplicatesDropped`) and reported the record as a
+/// success. Now the install (the endpoint, the anonymous id) is hashed too: two events, both forwarded; and a
+/// redelivery of the body gives each the same id again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_redelivery_the_same_ids()
+ {
+    let body = r#"{"BatchItem": {
+        "phone":  {"Endpoint": {"User": {"UserId": "sub-1"}},
+                   "Events": {"1": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:00:00Z"}}},
+        "tablet": {"Endpoint": {"User": {"UserId": "sub-1"}},
+                   "Events": {"1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:30:00Z"}}}}}"#;
+    let events = read_record(body, "sub-1").unwrap();
+    let (forwarder, sink, _) = memory_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::Refuse,
+    );
+    let metrics = Metrics::new();
+    let response = forwarder
+        .process(
+            one_shard_batch(&[("sub-1", body.as_bytes().to_vec())]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_ne!(
+        events[0]["event_id"],
+        events[1]["event_id"],
+        "two different events ({} on {}, {} on {}) share one event_id; forwarded {} of 2, {} dropped as a repeat",
+        events[0]["event"],
+        events[0]["anonymous_id"],
+        events[1]["event"],
+        events[1]["anonymous_id"],
+        sink.stored().len(),
+        metrics.get(METRIC_DUPLICATES_DROPPED)
+    );
+    assert_eq!(sink.stored().len(), 2);
+    assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 0);
+    let again = read_record(body, "sub-1").unwrap();
+    let ids =
+        |events: &[Value]| -> Vec<Value> { events.iter().map(|e| e["event_id"].clone()).collect() };
+    assert_eq!(ids(&again), ids(&events), "a redelivery keeps every id");
+}
+
+/// serde_json's map (no `preserve_order`) sorted a `PutEvents` body's `Events` by key, and Amplify's keys are
+/// random UUIDs: a body's events went out, and got their `source.sub_sequence`, in the order of their ids, not the
+/// order the app recorded them (a session's `_session.stop` before its `_session.start`). Now they go out in the
+/// body's order, endpoints and events alike, in every form of the body.
+#[test]
+fn a_putevents_body_goes_out_in_body_order_not_event_id_order() {
+    let body = r#"{"BatchItem": {"install-1": {"Events": {
+        "f3c1a0de-0000-4000-8000-000000000001": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z",
+            "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z"}},
+        "0a9b8c7d-0000-4000-8000-000000000002": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:05:00Z",
+            "Session": {"Id": "s1", "StartTimestamp": "2026-11-20T09:00:00Z", "StopTimestamp": "2026-11-20T09:05:00Z"}}}}}}"#;
+    let out: Vec<(String, u64)> = read_record(body, "install-1")
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["source"]["sub_sequence"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            ("_session.start".to_owned(), 0),
+            ("_session.stop".to_owned(), 1)
+        ],
+        "the body's order"
+    );
+    // Two endpoints, each key sorting after the next, in the SDK's input form.
+    let body = r#"{"EventsRequest": {"BatchItem": {
+        "z-endpoint": {"Events": {"z1": {"EventType": "first", "Timestamp": "2026-11-20T09:00:00Z"},
+                                  "a1": {"EventType": "second", "Timestamp": "2026-11-20T09:00:01Z"}}},
+        "a-endpoint": {"Events": {"z2": {"EventType": "third", "Timestamp": "2026-11-20T09:00:02Z"},
+                                  "a2": {"EventType": "fourth", "Timestamp": "2026-11-20T09:00:03Z"}}}}}}"#;
+    let out: Vec<(String, String)> = read_record(body, "install-1")
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["anonymous_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("first", "z-endpoint"),
+        ("second", "z-endpoint"),
+        ("third", "a-endpoint"),
+        ("fourth", "a-endpoint"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(out, want);
+}
+
+/// "Our shape refuses unknown fields (a typo is an error)": at the top level and in `session`, yes, but
+/// `context` was read with the lenient `Context` shared with the Pinpoint shapes: a typo (`platfrom`,
+/// `app_verison`) was dropped without a word (the event went out with `context.platform: null`), and so were the
+/// context fields our shape has no input for (`app_id`), while Pinpoint's spellings (`Platform`) were taken. Now
+/// our `context` refuses every field it does not name, naming it.
+#[test]
+fn our_shape_refuses_unknown_context_fields_naming_them() {
+    for (context, field) in [
+        (
+            r#"{"platfrom": "iOS"}"#,
+            "context.platfrom: unknown field `platfrom`",
+        ),
+        (
+            r#"{"platform": "iOS", "app_verison": "2.4.1"}"#,
+            "context.app_verison: unknown field `app_verison`",
+        ),
+        (
+            r#"{"app_id": "my-app"}"#,
+            "context.app_id: unknown field `app_id`",
+        ),
+        (
+            r#"{"Platform": "iOS"}"#,
+            "context.Platform: unknown field `Platform`",
+        ),
+    ] {
+        let data = format!(
+            r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "context": {context}}}"#
+        );
+        match read_record(&data, "install-1") {
+            Err(reason) => assert!(
+                reason.starts_with(&format!("app event (ours): {field}")),
+                "{context}: {reason}"
+            ),
+            Ok(events) => panic!(
+                "context {context} accepted, the unknown field dropped: {}",
+                events[0]["context"]
+            ),
+        }
+    }
+    // Every field our context names is taken.
+    let data = r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+        "context": {"platform": "iOS", "app_version": "2.4.1", "locale": "en_US", "device_id": "d", "os": "iOS",
+                    "os_version": "17.0", "model": "iPhone15,2", "make": "Apple"}}"#;
+    let events = read_record(data, "install-1").unwrap();
+    assert_eq!(events[0]["context"]["platform"], "iOS");
+    assert_eq!(events[0]["context"]["make"], "Apple");
+}
+
+/// A number past f64's range (`1e400`) is valid JSON (RFC 8259 sets no range), but serde_json refuses the whole
+/// document while parsing it, before any shape is picked: the dead letter said "app event is not a json object:
+/// number out of range at line 1 column 125", naming neither the shape nor the field. Now the reason names both
+/// (`app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit float`), in a metric, a
+/// timestamp or a session duration, in every shape.
+#[test]
+fn a_number_past_f64_range_is_refused_naming_the_shape_and_the_field() {
+    for (data, field) in [
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z", "metrics": {"score": 1e400}}"#,
+            "app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit float",
+        ),
+        (
+            r#"{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": 1e400}"#,
+            "app event (ours): timestamp: number 1e400 is out",
+        ),
+        (
+            r#"{"EventType": "x", "Timestamp": "2026-11-20T09:00:00Z", "Session": {"Id": "s", "Duration": -1e400}}"#,
+            "app event (pinpoint-event): Session.Duration: number -1e400 is out",
+        ),
+        (
+            r#"{"BatchItem": {"e1": {"Events": {"v1": {"EventType": "x", "Timestamp": 1, "Metrics": {"m": [1, 1e999]}}}}}}"#,
+            "app event (pinpoint-batch): BatchItem.e1.Events.v1.Metrics.m[1]: number 1e999 is out",
+        ),
+        (
+            r#"[1e400]"#,
+            "app event is not a json object: [0]: number 1e400 is out",
+        ),
+    ] {
+        let reason = read_record(data, "install-1").unwrap_err();
+        assert!(reason.starts_with(field), "{data}\n  reason: {reason}");
+    }
+    // Other JSON errors keep serde_json's own reason.
+    let reason = read_record(r#"{"event_type": 1e400"#, "install-1").unwrap_err();
+    assert!(
+        reason.starts_with("app event is not a json object: number out of range"),
+        "{reason}"
+    );
+}
+
+/// "Letters (any script: größe)": but the check was `char::is_alphanumeric`, and the combining marks most words of
+/// some scripts need are neither Alphabetic nor numeric: Thai tone marks (ซื้อ, "buy", has U+0E49), the Devanagari
+/// virama (क्लिक, "click", has U+094D), a decomposed accent (`café` as e + U+0301, as macOS input methods and
+/// NFD-normalizing code write it). Now combining marks are letters' company: accepted after a first character, in
+/// the forwarder and in the schema alike.
+#[test]
+fn names_in_thai_hindi_or_decomposed_latin_are_forwarded_and_satisfy_the_schema() {
+    for name in ["ซื้อ", "क्लिक", "cafe\u{301}_visit"] {
+        let data = format!(
+            r#"{{"event_type": "{name}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "properties": {{"{name}": "v"}}}}"#
+        );
+        let events = read_record(&data, "install-1").unwrap();
+        assert_eq!(events[0]["event"], json!(name));
+        assert_eq!(events[0]["properties"][name], json!("v"));
+        let errors = schema_errors(&events[0]);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+}
+
+/// Space was allowed anywhere in a name, and names are not trimmed (values and ids are): an event named `" "` (or a
+/// property named `"  "`) passed as a 1-character name, and `"_session.start "` with a trailing space (a template
+/// string, a copy-paste) went out as a different event that the rollup never counts as a session. Now a blank
+/// name, or one with a space first or last, is refused with its own reason (never trimmed into another name).
+#[test]
+fn blank_and_space_padded_names_are_refused_with_their_own_reason() {
+    for (event, property, want) in [
+        (" ", "p", "event name is blank"),
+        ("x", "  ", "property name is blank"),
+        (
+            "_session.start ",
+            "p",
+            "event name \"_session.start \" begins or ends with a space",
+        ),
+        (
+            " _session.start",
+            "p",
+            "event name \" _session.start\" begins or ends with a space",
+        ),
+        (
+            "x",
+            "p ",
+            "property name \"p \" begins or ends with a space",
+        ),
+    ] {
+        let data = format!(
+            r#"{{"event_type": "{event}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "properties": {{"{property}": "v"}}}}"#
+        );
+        let reason = read_record(&data, "install-1").map_or_else(
+            |reason| reason,
+            |events| panic!("forwarded: {:#}", events[0]),
+        );
+        assert!(reason.contains(want), "{event:?} {property:?}: {reason}");
+    }
+}
+
+/// "`duration_ms` is the client's duration, else stop minus start, and must lie between 0 and 7 days": when a
+/// duration was given, start and stop were never compared, so a session whose stop is 50 days after its start (or
+/// before it) went out with `duration_ms: 0` and both times, contradicting itself. Now both are held to the
+/// bounds whenever both are given, and the reason says which.
+#[test]
+fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds() {
+    for (start, stop, duration, want) in [
+        (
+            "2026-10-01T00:00:00Z",
+            "2026-11-20T09:00:00Z",
+            0,
+            "session stop minus start is 4352400000 ms; 0 to 7 days are allowed",
+        ),
+        (
+            "2026-11-20T09:00:00Z",
+            "2026-10-01T00:00:00Z",
+            60_000,
+            "session stop minus start is -4352400000 ms",
+        ),
+        (
+            "2026-11-20T08:00:00Z",
+            "2026-11-20T09:00:00Z",
+            -1,
+            "session lasts -1 ms",
+        ),
+    ] {
+        let data = format!(
+            r#"{{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+                "session": {{"id": "s1", "start": "{start}", "stop": "{stop}", "duration_ms": {duration}}}}}"#
+        );
+        let reason = read_record(&data, "install-1").map_or_else(
+            |reason| reason,
+            |events| panic!("forwarded: {}", events[0]["session"]),
+        );
+        assert!(reason.contains(want), "{start} {stop} {duration}: {reason}");
+    }
+    // A duration and times that differ by rounding, both in bounds: forwarded with the client's duration.
+    let data = r#"{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
+        "session": {"id": "s1", "start": "2026-11-20T08:00:00Z", "stop": "2026-11-20T09:00:00Z", "duration_ms": 3599999}}"#;
+    let events = read_record(data, "install-1").unwrap();
+    assert_eq!(events[0]["session"]["duration_ms"], 3_599_999);
+}
+
+/// Ours with `sent_at` before `timestamp` (sent before it happened: a clock stepped back, a client bug, or a forged
+/// record): the correction moved the event after its own arrival, by up to the 24 h the window allows for
+/// uncorrected clocks (recorded at 10:00, "sent" at 00:00 by the same clock, received at 10:00: dated 20:00). Now an
+/// event is never dated after its arrival: within the window it is clamped to the arrival, and
+/// `clock.time_source: client_clamped` says so, with the client's time and offset kept; beyond it, refused as
+/// before.
+#[test]
+fn a_send_time_before_the_event_clamps_it_to_its_arrival_never_after() {
+    let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
+        "timestamp": "2026-11-20T10:00:00Z", "sent_at": "2026-11-20T00:00:00Z"}"#;
+    let events = read_record(data, "install-1").unwrap();
+    let e = &events[0];
+    assert_eq!(e["timestamp"], e["received_at"], "{}", e["clock"]);
+    assert_eq!(
+        e["clock"],
+        json!({"time_source": "client_clamped", "original_timestamp": "2026-11-20T10:00:00.000Z",
+               "offset_ms": 36_000_000})
+    );
+    assert!(schema_errors(e).is_empty());
+    // Past the window even before the clamp (sent 30 h before it happened): refused, as before.
+    let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
+        "timestamp": "2026-11-21T16:00:00Z", "sent_at": "2026-11-20T10:00:00Z"}"#;
+    let reason = read_record(data, "install-1").unwrap_err();
+    assert!(
+        reason.contains("more than 24 h after its arrival"),
+        "{reason}"
+    );
+    // Sent after it happened: corrected, not clamped.
+    let data = r#"{"event_type": "_session.start", "anonymous_id": "install-1",
+        "timestamp": "2026-11-20T09:00:00Z", "sent_at": "2026-11-20T09:30:00Z"}"#;
+    let e = read_record(data, "install-1").unwrap().remove(0);
+    assert_eq!(e["timestamp"], "2026-11-20T09:30:00.000Z");
+    assert_eq!(e["clock"]["time_source"], "client_corrected");
+}
+
+/// Where aggregates are accepted (`KPL_AGGREGATES=accept`), the cap was on user records per aggregate
+/// (`KPL_MAX_USER_RECORDS`, 1,000), and each user record may itself be a `PutEvents` body of 100 events: one
+/// Kinesis record of at most 1 MiB became 200+ user records and 20,000+ outputs (~18 MB). Now the output caps hold
+/// over an aggregate's user records together (`max_output_events`, 1,000; `max_output_bytes`, 1 MiB): this one is
+/// refused, each user record dead-lettered with the reason, nothing produced; an aggregate within the caps flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_aggregate_is_held_to_the_output_caps_over_all_its_user_records() {
+    let events: Vec<String> = (0..app_events::input::MAX_EVENTS_PER_RECORD)
+        .map(|i| format!(r#""e{i}":{{"EventType":"x","Timestamp":1795165200000}}"#))
+        .collect();
+    let body = format!(r#"{{"Events":{{{}}}}}"#, events.join(",")).into_bytes();
+    let mut users: Vec<bridge_core::kpl::UserRecord> = Vec::new();
+    loop {
+        users.push(bridge_core::kpl::UserRecord {
+            partition_key: format!("install-{}", users.len()),
+            explicit_hash_key: None,
+            data: body.clone(),
+        });
+        if bridge_core::kpl::aggregate(&users).len() + "pk".len() > 1024 * 1024 {
+            users.pop();
+            break;
+        }
+    }
+    let aggregate = bridge_core::kpl::aggregate(&users);
+    let (forwarder, sink, blobs) = memory_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::ACCEPT,
+    );
+    let metrics = Metrics::new();
+    let response = forwarder
+        .process(
+            one_shard_batch(&[("pk", aggregate.clone())]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert!(
+        sink.stored().is_empty(),
+        "one Kinesis record of {} bytes ({} user records) became {} outputs",
+        aggregate.len(),
+        users.len(),
+        sink.stored().len()
+    );
+    assert_eq!(metrics.get(METRIC_DEAD_LETTERED), users.len() as u64);
+    let letters = blobs.under("");
+    assert_eq!(letters.len(), users.len());
+    for (_, body) in &letters {
+        let letter: Value = serde_json::from_slice(body).unwrap();
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "KPL-aggregated record refused: its {} user records together become {} events of ",
+                users.len(),
+                users.len() * 100
+            )) && reason.contains("one Kinesis record may become at most 1000 events"),
+            "{reason}"
+        );
+    }
+    // Within the caps (10 user records of 100 events), an aggregate flows whole.
+    let (forwarder, sink, _) = memory_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::ACCEPT,
+    );
+    let metrics = Metrics::new();
+    let small = bridge_core::kpl::aggregate(&users[..10]);
+    let response = forwarder
+        .process(
+            one_shard_batch(&[("pk", small)]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(sink.stored().len(), 1_000);
 }

@@ -12,7 +12,12 @@ use proptest::test_runner::RngSeed;
 const SEED: u64 = 20_261_205;
 
 fn config() -> ProptestConfig {
-    let mut config = ProptestConfig::with_cases(512);
+    config_with(512)
+}
+
+/// [`config`] with `cases` inputs per property.
+fn config_with(cases: u32) -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(cases);
     if config.rng_seed == RngSeed::Random {
         config.rng_seed = RngSeed::Fixed(SEED);
     }
@@ -136,6 +141,8 @@ proptest! {
                 let at = chrono::DateTime::parse_from_rfc3339(&event.timestamp).unwrap();
                 prop_assert!(arrival.checked_add_signed(limits.max_future).is_none_or(|latest| at <= latest));
                 prop_assert!(arrival.checked_sub_signed(limits.max_past).is_none_or(|earliest| at >= earliest));
+                // A clock-corrected event is never dated after its arrival (clamped to it instead).
+                prop_assert!(event.clock.offset_ms.is_none() || at <= arrival);
                 prop_assert_eq!(event.event_id.len(), 32);
             }
         }
@@ -205,5 +212,130 @@ proptest! {
             .collect();
         let back = bridge_core::kpl::deaggregate(&bridge_core::kpl::aggregate(&records));
         prop_assert_eq!(back, Some(Ok(records)));
+    }
+}
+
+/// A client time as apps (and attackers) send them: epoch ms anywhere in i64 and around the ends of RFC 3339's
+/// years (0000 and 9999), and RFC 3339 text near the arrival with any second up to a leap second's 60, any
+/// fraction and any offset.
+fn client_time() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        any::<i64>().prop_map(serde_json::Value::from),
+        (-62_167_219_200_000_i64 - 1_000..-62_167_219_200_000 + 1_000)
+            .prop_map(serde_json::Value::from),
+        (253_402_300_800_000_i64 - 1_000..253_402_300_800_000 + 1_000)
+            .prop_map(serde_json::Value::from),
+        (1_795_168_800_000_i64 - 40 * 86_400_000..1_795_168_800_000 + 2 * 86_400_000)
+            .prop_map(serde_json::Value::from),
+        (
+            0u32..24,
+            0u32..60,
+            0u32..=60,
+            "(\\.[0-9]{1,6})?",
+            "Z|[+-](0[0-9]|1[0-4]):(00|30)"
+        )
+            .prop_map(|(h, m, s, frac, zone)| serde_json::Value::from(format!(
+                "2026-11-20T{h:02}:{m:02}:{s:02}{frac}{zone}"
+            ))),
+    ]
+}
+
+/// A name from characters on both sides of the name rule: letters of several scripts, digits, combining marks,
+/// letters newer than the schema validator's Unicode tables, spaces, the allowed punctuation, and what is not.
+fn name() -> impl Strategy<Value = String> {
+    let chars = vec![
+        'a',
+        'Z',
+        'ä',
+        'ก',
+        '説',
+        '3',
+        '٣',
+        '_',
+        '.',
+        '-',
+        ':',
+        ' ',
+        '\u{301}',
+        '\u{e49}',
+        '\u{94d}',
+        '\u{10940}',
+        '\u{323B0}',
+        '<',
+        '/',
+        '\u{200b}',
+        '\u{7}',
+        '\u{3000}',
+    ];
+    proptest::collection::vec(proptest::sample::select(chars), 0..6).prop_map(String::from_iter)
+}
+
+/// App event JSON of our shape and Pinpoint's with every time field a client controls ([`client_time`]) and
+/// names of any characters ([`name`]).
+fn app_event_for_the_schema() -> impl Strategy<Value = Vec<u8>> {
+    (
+        (name(), name()),
+        client_time(),
+        proptest::option::of(client_time()),
+        proptest::option::of(client_time()),
+        proptest::option::of(client_time()),
+        proptest::option::of(-1_000_i64..1_000_000_000),
+        any::<bool>(),
+    )
+        .prop_map(|((event, property), at, sent, start, stop, duration, pinpoint)| {
+            let mut doc = if pinpoint {
+                serde_json::json!({"eventType": event, "Timestamp": at,
+                    "Endpoint": {"Id": "a", "User": {"UserAttributes": {property.clone(): ["v", "w"]}}},
+                    "Attributes": {property: "v"},
+                    "Session": {"Id": "s", "StartTimestamp": start, "StopTimestamp": stop, "Duration": duration}})
+            } else {
+                serde_json::json!({"event_type": event, "timestamp": at, "anonymous_id": "a",
+                    "metrics": {property: 1},
+                    "session": {"id": "s", "start": start, "stop": stop, "duration_ms": duration}})
+            };
+            if let Some(sent) = sent {
+                doc["sent_at"] = sent;
+            }
+            serde_json::to_vec(&doc).unwrap()
+        })
+}
+
+/// The published schema, compiled once (formats checked).
+static APP_EVENT_SCHEMA: std::sync::LazyLock<jsonschema::Validator> =
+    std::sync::LazyLock::new(|| e2e::validator("app-event.v1.json"));
+
+proptest! {
+    #![proptest_config(config_with(2048))]
+
+    /// The forwarder never forwards a record that its own published schema refuses: every event the whole record
+    /// path makes of any bytes, at any arrival, satisfies `events/schema/app-event.v1.json`.
+    #[test]
+    fn every_forwarded_app_event_satisfies_the_schema(
+        data in prop_oneof![jsonish(), app_event_like(), app_event_for_the_schema()],
+        arrival_ms in prop_oneof![any::<i64>(), Just(1_795_168_800_000_i64), 1_600_000_000_000_i64..1_900_000_000_000],
+    ) {
+        use chrono::TimeZone as _;
+        let record = bridge_core::kinesis_event::SourceRecord {
+            source: bridge_core::envelope::SourceRef {
+                stream_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/app-events".into(),
+                shard_id: "shardId-000000000000".into(),
+                sequence_number: "1".into(),
+                sub_sequence: 0,
+                user_record: None,
+            },
+            partition_key: "pk".into(),
+            arrival: chrono::Utc.timestamp_millis_opt(arrival_ms).single(),
+            data,
+        };
+        if let Ok(events) = app_events::handler::read(&record, &app_events::event::Limits::default()) {
+            for event in events {
+                let doc = serde_json::to_value(&event).unwrap();
+                let errors: Vec<String> = APP_EVENT_SCHEMA
+                    .iter_errors(&doc)
+                    .map(|e| format!("{e} at {}", e.instance_path()))
+                    .collect();
+                prop_assert!(errors.is_empty(), "{:?}\n{:#}", errors, doc);
+            }
+        }
     }
 }

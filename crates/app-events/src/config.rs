@@ -17,6 +17,11 @@ pub const ENV_MAX_FUTURE_HOURS: &str = "APP_EVENT_MAX_FUTURE_HOURS";
 /// Days before its arrival an event's corrected time may lie.
 pub const ENV_MAX_PAST_DAYS: &str = "APP_EVENT_MAX_PAST_DAYS";
 
+/// Events one Kinesis record (all its user records together) may become.
+pub const ENV_MAX_OUTPUT_EVENTS: &str = "APP_EVENT_MAX_OUTPUT_EVENTS";
+/// Bytes of output one Kinesis record (all its user records together) may become.
+pub const ENV_MAX_OUTPUT_BYTES: &str = "APP_EVENT_MAX_OUTPUT_BYTES";
+
 /// The variables a deployment must set (the others have defaults).
 pub const REQUIRED_ENV: &[&str] = &[ENV_OUTPUT_STREAM, ENV_DEAD_LETTER_BUCKET];
 
@@ -59,6 +64,18 @@ impl Config {
                 defaults.max_past.num_days(),
                 1..=3_650,
             )?),
+            max_output_events: ranged(
+                env,
+                ENV_MAX_OUTPUT_EVENTS,
+                defaults.max_output_events,
+                100..=100_000,
+            )?,
+            max_output_bytes: ranged(
+                env,
+                ENV_MAX_OUTPUT_BYTES,
+                defaults.max_output_bytes,
+                65_536..=64 * 1_048_576,
+            )?,
             ..defaults
         };
         Ok(Self {
@@ -97,6 +114,19 @@ mod tests {
         bad.push((ENV_MAX_PAST_DAYS, "0"));
         let err = Config::from_env(&env(&bad)).unwrap_err();
         assert!(err.to_string().contains(ENV_MAX_PAST_DAYS), "{err}");
+        let mut bad = base.to_vec();
+        bad.push((ENV_MAX_OUTPUT_EVENTS, "99"));
+        let err = Config::from_env(&env(&bad)).unwrap_err();
+        assert!(err.to_string().contains(ENV_MAX_OUTPUT_EVENTS), "{err}");
+        let mut raised = base.to_vec();
+        raised.push((ENV_MAX_OUTPUT_BYTES, "4194304"));
+        assert_eq!(
+            Config::from_env(&env(&raised))
+                .unwrap()
+                .limits
+                .max_output_bytes,
+            4_194_304
+        );
         let mut aged = base.to_vec();
         aged.push(("DEAD_LETTER_AFTER_AGE_SECONDS", "3600"));
         assert_eq!(

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use bridge_core::envelope::{SourceRef, event_id, rfc3339};
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 use serde::Serialize;
 
 use crate::input::{ClientEvent, ClientTime, Shape};
@@ -25,6 +25,15 @@ pub struct Limits {
     pub max_properties: usize,
     /// Metrics per event.
     pub max_metrics: usize,
+    /// Traits (Pinpoint endpoint user attributes) per event: capped like properties, since every event of a
+    /// `PutEvents` body carries a copy of its endpoint's.
+    pub max_traits: usize,
+    /// Events one Kinesis record may become, all its user records together (an accepted KPL aggregate holds many,
+    /// each maybe a `PutEvents` body of 100 events).
+    pub max_output_events: usize,
+    /// Bytes of output (the `app-event/v1` JSON of every event) one Kinesis record may become, all its user
+    /// records together.
+    pub max_output_bytes: usize,
     /// Characters of an event name, property or metric name.
     pub max_name_chars: usize,
     /// Characters of a property value.
@@ -45,6 +54,14 @@ impl Default for Limits {
             max_record_bytes: 32 * 1024,
             max_properties: 40,
             max_metrics: 40,
+            max_traits: 40,
+            // One output per user record of a full aggregate (`KPL_MAX_USER_RECORDS`' default): a plain record
+            // becomes at most 100 (a `PutEvents` body).
+            max_output_events: 1_000,
+            // Kinesis's own record limit: one record never becomes more than a client could have written in
+            // one. A plain record of 100 small events becomes about 100 KB; a 32 KiB `PutEvents` body whose
+            // endpoint traits are copied into each of its 100 events would become 2.7 MB.
+            max_output_bytes: 1024 * 1024,
             max_name_chars: 50,
             max_value_chars: 1_000,
             max_id_chars: 128,
@@ -111,8 +128,10 @@ pub struct Session {
 /// How the event's time was derived.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Clock {
-    /// `client`: the client's own time, as sent; `client_corrected`: moved by `offset_ms`; `arrival`: the shape
-    /// carries no time, and the record's Kinesis arrival stands in (never presented as a client time).
+    /// `client`: the client's own time, as sent; `client_corrected`: moved by `offset_ms`; `client_clamped`: moved
+    /// by `offset_ms` it would lie after the arrival (a send time before the event's time, by one clock), so the
+    /// arrival stands in; `arrival`: the shape carries no time, and the record's Kinesis arrival stands in (never
+    /// presented as a client time).
     pub time_source: &'static str,
     /// The client's own time, as it said; `null` when it sent none.
     pub original_timestamp: Option<String>,
@@ -172,7 +191,8 @@ pub struct Invalid(pub String);
 
 /// A client time: epoch ms (a whole or fractional number, truncated to the millisecond below; or such a number
 /// in a string), or RFC 3339 text with any fraction of a second. Out of chrono's range, not finite, or neither:
-/// refused, naming `what`.
+/// refused, naming `what`. A leap second (`:60`, which chrono reads at any minute of any day) is folded to the
+/// last millisecond of its minute ([`fold_leap_second`]).
 fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
     fn millis(x: f64) -> Option<DateTime<Utc>> {
         // chrono's range is about ±8.2e15 ms, well inside i64 and inside f64's exact integers.
@@ -189,7 +209,7 @@ fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
         },
         ClientTime::Text(s) => DateTime::parse_from_rfc3339(s)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| fold_leap_second(d.with_timezone(&Utc)))
             .or_else(|| match s.parse::<i64>() {
                 Ok(ms) => Utc.timestamp_millis_opt(ms).single(),
                 Err(_) => s.parse::<f64>().ok().and_then(millis),
@@ -204,6 +224,39 @@ fn client_time(t: &ClientTime, what: &str) -> Result<DateTime<Utc>, Invalid> {
             "{what} {shown} is not an RFC 3339 time or epoch milliseconds within range"
         ))
     })
+}
+
+/// A leap second folded to the last millisecond of its minute: `09:59:60.250Z` is `09:59:59.999Z`. chrono reads
+/// second 60 at any minute (RFC 3339 allows it only as 23:59:60 UTC on a leap-second day), and written back it
+/// fails our schema's `date-time` and cannot be held by JavaScript's `Date` or Python's `datetime`. Folding is
+/// sound: the time moves by less than a second, stays in its minute (so in its UTC day, which is what the
+/// counts use), and keeps its order with the times around it (the leap second's instants all come after second
+/// 59's first 999 ms and before the next minute); the event's id is derived from what the client sent, not from
+/// the folded time, so a resend still collapses.
+fn fold_leap_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.nanosecond() < 1_000_000_000 {
+        return t;
+    }
+    t.with_nanosecond(999_000_000).unwrap_or(t)
+}
+
+/// The first and last years an RFC 3339 time can hold (`date-fullyear = 4DIGIT`): the schema's `date-time`
+/// refuses any other, and so does every consumer that parses RFC 3339.
+const RFC3339_YEARS: std::ops::RangeInclusive<i32> = 0..=9_999;
+
+/// Whether `t` can be written as the schema's `date-time`; else refused, naming the field. chrono reaches about
+/// ±262,000 years, and writes a year past 9999 as `+10000-...`: the forwarder never forwards what its own
+/// schema refuses.
+fn representable(t: DateTime<Utc>, what: &str) -> Result<DateTime<Utc>, Invalid> {
+    if RFC3339_YEARS.contains(&t.year()) {
+        return Ok(t);
+    }
+    Err(Invalid(format!(
+        "{what} {} is outside the years {:04} to {} that RFC 3339 (and the app-event/v1 schema) can hold",
+        rfc3339(&t),
+        RFC3339_YEARS.start(),
+        RFC3339_YEARS.end()
+    )))
 }
 
 /// A client time moved by the client's clock offset, or why it cannot be.
@@ -241,11 +294,28 @@ fn lineage_id(source: &SourceRef, index: u32) -> String {
     event_id(&parts)
 }
 
+/// The rule for event, property, metric and trait names, written exactly as the schema writes it
+/// (`events/schema/app-event.v1.json`: `event`, and the `propertyNames` of `properties` and `traits`; a test holds
+/// them equal). A first character that is a letter (Unicode `Alphabetic`, of any script), a digit (`N`) or one of
+/// `_ . - :`; then up to 49 more of those, combining marks (`M`: Thai tone marks, the Devanagari virama, an accent
+/// written as e + U+0301) and spaces; never a space last. So the forwarder and every consumer that validates with
+/// the schema agree on every name, whatever Unicode version its own `char::is_alphanumeric` has.
+pub const NAME_PATTERN: &str = r"^[\p{Alphabetic}\p{N}_.:\-](?:[\p{Alphabetic}\p{N}\p{M}_.:\- ]{0,48}[\p{Alphabetic}\p{N}\p{M}_.:\-])?$";
+
+/// [`NAME_PATTERN`], compiled once, with the engine the schema's validator uses (the `regex` crate, whose
+/// `regex-syntax` holds the Unicode tables: `jsonschema` compiles the schema's patterns with `fancy-regex`, which
+/// hands a pattern like this one to the same `regex`). `None` only if the constant did not compile (a unit test
+/// compiles it): then every name is refused, never every name let through.
+static NAME: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(NAME_PATTERN).ok());
+
 fn is_name(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | ' '))
+    NAME.as_ref().is_some_and(|name| name.is_match(s))
 }
 
+/// A name, checked by the schema's own pattern ([`NAME_PATTERN`]). Names are never trimmed: `_session.start `
+/// would be another event than `_session.start` (one the rollup never counts as a session), so a blank name or a
+/// name with a space first or last is refused with its own reason, not quietly made into something else.
 fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
     let chars = name.chars().count();
     if chars == 0 || chars > limits.max_name_chars {
@@ -254,9 +324,19 @@ fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
             limits.max_name_chars
         )));
     }
+    if name.trim().is_empty() {
+        return Err(Invalid(format!("{kind} name is blank: only spaces")));
+    }
+    if name.trim() != name {
+        return Err(Invalid(format!(
+            "{kind} name {:?} begins or ends with a space; names are not trimmed",
+            name
+        )));
+    }
     if !is_name(name) {
         return Err(Invalid(format!(
-            "{kind} name has characters outside letters, digits, space and _ . - :"
+            "{kind} name has characters outside letters, digits, combining marks after the first character, \
+             space and _ . - :"
         )));
     }
     Ok(())
@@ -319,8 +399,14 @@ fn session(
             .map(|t| shifted(client_time(t, what)?, offset, what))
             .transpose()
     };
-    let start = time(&s.start, "session start")?;
-    let stop = time(&s.stop, "session stop")?;
+    // Session times are held to RFC 3339's years, not to the arrival window: real clients send session starts
+    // far from their events' times (amplify-android's own sample: an event of 2023 in a session of 2026).
+    let start = time(&s.start, "session start")?
+        .map(|t| representable(t, "session start"))
+        .transpose()?;
+    let stop = time(&s.stop, "session stop")?
+        .map(|t| representable(t, "session stop"))
+        .transpose()?;
     let given = match &s.duration_ms {
         None => None,
         Some(n) => Some(
@@ -341,15 +427,21 @@ fn session(
         (Some(a), Some(b)) => Some((b - a).num_milliseconds()),
         _ => None,
     };
-    let duration_ms = given.or(derived);
-    if let Some(d) = duration_ms
-        && !(0..=limits.max_session.num_milliseconds()).contains(&d)
-    {
-        return Err(Invalid(format!(
-            "session lasts {d} ms; 0 to {} days are allowed",
-            limits.max_session.num_days()
-        )));
+    // The same bounds whichever way the length is given, and both when both are: a duration within the bounds
+    // does not vouch for a start and a stop 50 days apart (or reversed). They need not agree to the millisecond
+    // (clients round them apart).
+    let bounds = 0..=limits.max_session.num_milliseconds();
+    for (d, how) in [(given, "lasts"), (derived, "stop minus start is")] {
+        if let Some(d) = d
+            && !bounds.contains(&d)
+        {
+            return Err(Invalid(format!(
+                "session {how} {d} ms; 0 to {} days are allowed",
+                limits.max_session.num_days()
+            )));
+        }
     }
+    let duration_ms = given.or(derived);
     let id = check_text("session id", s.id.as_ref(), limits.max_id_chars)?;
     Ok(Some(Session {
         id,
@@ -398,6 +490,13 @@ pub fn normalize(
             .ok_or_else(|| Invalid(format!("metric '{name}' is not a finite number")))?;
         properties.insert(name.clone(), serde_json::Value::Number(number));
     }
+    if e.traits.len() > limits.max_traits {
+        return Err(Invalid(format!(
+            "{} traits (endpoint user attributes); at most {} are allowed",
+            e.traits.len(),
+            limits.max_traits
+        )));
+    }
     let mut traits = BTreeMap::new();
     for (name, value) in &e.traits {
         check_name("trait", name, limits)?;
@@ -427,28 +526,44 @@ pub fn normalize(
 
     // Times. A send time corrects the client's clock only where the shape has one that a client sets when it
     // sends (ours); every sum is checked (an unchecked `+` panics, and one record would fail its batch).
+    // Every time that goes out is held to RFC 3339's years (the schema's `date-time`): the arrival, the client's
+    // own time (`clock.original_timestamp`) and its send time, whose offset may bring the corrected time back
+    // into the window from any year.
+    let received_at = representable(received_at, "received_at (the record's arrival)")?;
     let happened = e
         .timestamp
         .as_ref()
-        .map(|t| client_time(t, "timestamp"))
+        .map(|t| representable(client_time(t, "timestamp")?, "timestamp"))
         .transpose()?;
     let sent = match (&e.sent_at, shape.has_send_time()) {
-        (Some(t), true) => Some(client_time(t, "sent_at")?),
+        (Some(t), true) => Some(representable(client_time(t, "sent_at")?, "sent_at")?),
         _ => None,
     };
     let offset = sent.map(|s| received_at.signed_duration_since(s));
-    let (timestamp, time_source) = match happened {
-        Some(t) => (
-            shifted(t, offset, "timestamp")?,
-            if offset.is_some() {
-                "client_corrected"
+    // Clamped, not refused: a corrected time after the arrival means `sent_at` lies before `timestamp` by the same
+    // clock (a clock stepped back between recording and sending, a client bug, a forged record), and the
+    // correction would date the event up to `max_future` after Kinesis received it (on the next UTC day for a
+    // late hour). The event surely happened by its arrival, the one bound we know, so it is dated there,
+    // `time_source: client_clamped` says so, and `original_timestamp` and `offset_ms` keep what the client said.
+    // Refusing would lose an event whose only fault may be a clock step. Beyond `max_future` after the arrival
+    // the window below refuses it, as it refused it before the clamp.
+    let (timestamp, time_source) = match (happened, offset) {
+        (Some(t), None) => (t, "client"),
+        (Some(t), Some(offset)) => {
+            let corrected = shifted(t, Some(offset), "timestamp")?;
+            let within_future = received_at
+                .checked_add_signed(limits.max_future)
+                .is_none_or(|latest| corrected <= latest);
+            if corrected > received_at && within_future {
+                (received_at, "client_clamped")
             } else {
-                "client"
-            },
-        ),
-        None => (received_at, "arrival"),
+                (corrected, "client_corrected")
+            }
+        }
+        (None, _) => (received_at, "arrival"),
     };
     check_window(timestamp, "event time", received_at, limits)?;
+    let timestamp = representable(timestamp, "event time")?;
     let session = session(e.session, offset, limits)?;
 
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
@@ -477,15 +592,23 @@ pub fn normalize(
         },
     };
 
-    // The id (README, "Event ids"): the client's id, for the user or anonymous id, when it sent one; else the
+    // The id (README, "Event ids"): the client's id, for the user and the install, when it sent one; else the
     // event's own content (a resend is the same bytes, a redelivery the same record; two events differ in at
     // least their time); else, for a shape without a time, the record's lineage.
-    let actor = user_id
-        .as_deref()
-        .or(anonymous_id.as_deref())
-        .unwrap_or_default();
+    //
+    // A client id is unique only within the install that made it (an app-local counter, a fixed id, a UUID per
+    // install): it is hashed with the user and the install (the anonymous id: Pinpoint's endpoint id, our
+    // `anonymous_id`), each where present, so two installs of one user reusing a client id give two events.
+    // Where there is no user, or no anonymous id, the parts are those of the first version (user or anonymous
+    // id, then the client id): only signed-in events with both ids got new ids.
     let event_id = match (&client_event_id, &e.content) {
-        (Some(client), _) => event_id(&[SCHEMA, "client", actor, client]),
+        (Some(client), _) => {
+            let mut parts = vec![SCHEMA, "client"];
+            parts.extend(user_id.as_deref());
+            parts.extend(anonymous_id.as_deref());
+            parts.push(client);
+            event_id(&parts)
+        }
         (None, Some(content)) => event_id(&[
             SCHEMA,
             "content",
@@ -579,6 +702,31 @@ mod tests {
         assert_eq!(
             a.event_id, b.event_id,
             "a provider resend lands on another record"
+        );
+        // A client id is the install's: the same id from another install of the same user is another event.
+        let phone = r#"{"event_type": "buy", "event_id": "1", "user_id": "u1", "anonymous_id": "phone", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        let tablet = r#"{"event_type": "buy", "event_id": "1", "user_id": "u1", "anonymous_id": "tablet", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        let phone_id = normalize_json(phone, "2026-11-20T10:00:01Z", "1")
+            .unwrap()
+            .event_id;
+        assert_ne!(
+            phone_id,
+            normalize_json(tablet, "2026-11-20T10:00:01Z", "2")
+                .unwrap()
+                .event_id
+        );
+        assert_eq!(
+            phone_id,
+            event_id(&[SCHEMA, "client", "u1", "phone", "1"]),
+            "the user, the install, the client id"
+        );
+        // Without a user (or without an install) the parts are the first version's: those ids did not change.
+        let anonymous = r#"{"event_type": "buy", "event_id": "1", "anonymous_id": "phone", "timestamp": "2026-11-20T10:00:00Z"}"#;
+        assert_eq!(
+            normalize_json(anonymous, "2026-11-20T10:00:01Z", "1")
+                .unwrap()
+                .event_id,
+            event_id(&[SCHEMA, "client", "phone", "1"])
         );
         // Without a client id, an event with its own time is its content: a resend (another record, a new
         // sent_at) and a redelivery collapse; an event at another millisecond does not.
@@ -674,7 +822,7 @@ mod tests {
         for (session, want) in [
             (
                 r#"{"id": "s", "start": "2026-11-20T10:05:00Z", "stop": "2026-11-20T10:00:00Z"}"#,
-                "session lasts -300000 ms",
+                "session stop minus start is -300000 ms",
             ),
             (
                 r#"{"id": "s", "duration_ms": 900000000}"#,
@@ -723,6 +871,60 @@ mod tests {
                 .to_string()
                 .contains("51 characters")
         );
+        // Combining marks after a first letter: Thai tone marks, the Devanagari virama, a decomposed accent; not
+        // first.
+        for good in ["ซื้อ", "क्लिक", "cafe\u{301}_visit", "_session.start", "a b"]
+        {
+            assert!(is_name(good), "{good}");
+        }
+        for bad in ["\u{301}e", " a", "a ", " ", "\u{10940}", "a\u{200d}b"] {
+            assert!(!is_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn blank_and_space_padded_names_are_refused_with_their_own_reason() {
+        for (name, want) in [
+            (" ", "event name is blank: only spaces"),
+            (
+                "_session.start ",
+                r#"event name "_session.start " begins or ends with a space"#,
+            ),
+            (
+                " _session.start",
+                r#"event name " _session.start" begins or ends with a space"#,
+            ),
+        ] {
+            let json = format!(
+                r#"{{"event_type": "{name}", "anonymous_id": "a", "timestamp": 1795168800000}}"#
+            );
+            let err = normalize_json(&json, "2026-11-20T10:00:01Z", "1").unwrap_err();
+            assert!(err.0.starts_with(want), "{name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_name_rule_is_the_schemas_own_pattern() {
+        assert!(NAME.is_some(), "NAME_PATTERN compiles");
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../events/schema/app-event.v1.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        for pointer in [
+            "/properties/event/pattern",
+            "/properties/properties/propertyNames/pattern",
+            "/properties/traits/propertyNames/pattern",
+        ] {
+            assert_eq!(
+                schema.pointer(pointer).and_then(serde_json::Value::as_str),
+                Some(NAME_PATTERN),
+                "{pointer}"
+            );
+        }
     }
 
     #[test]
@@ -736,25 +938,37 @@ mod tests {
     }
 
     #[test]
-    fn times_whose_correction_leaves_chrono_range_are_refused_naming_the_field() {
-        // Each time parses on its own (chrono reaches about ±8.2e15 ms); the sums with the offset do not.
+    fn times_outside_rfc_3339_years_or_chrono_range_once_corrected_are_refused_naming_the_field() {
+        // Each time parses on its own (chrono reaches about ±8.2e15 ms, years ±262,143), but RFC 3339 and the
+        // schema hold years 0000 to 9999 only: a client time beyond them is refused, naming its field, whether
+        // or not the clock offset would bring the corrected time back into the window.
         for (json, want) in [
             (
                 r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 8000000000000000, "sent_at": -8000000000000000}"#,
-                "timestamp corrected by the clock offset of sent_at",
+                "timestamp +255479-11-28T14:13:20.000Z is outside the years 0000 to 9999",
             ),
             (
-                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": -8000000000000000, "sent_at": 8000000000000000}"#,
-                "timestamp corrected by the clock offset of sent_at",
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": 8000000000000000}"#,
+                "sent_at +255479-11-28T14:13:20.000Z is outside the years",
             ),
             (
-                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": -8000000000000000,
-                    "session": {"id": "s", "start": 8000000000000000}}"#,
-                "after its arrival",
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z", "sent_at": -62167219200001}"#,
+                "sent_at -0001-12-31T23:59:59.999Z is outside the years",
             ),
             (
-                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": -8000000000000000, "sent_at": -8000000000000000,
-                    "session": {"id": "s", "start": 8000000000000000}}"#,
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z",
+                    "session": {"id": "s", "start": 253402300800000}}"#,
+                "session start +10000-01-01T00:00:00.000Z is outside the years",
+            ),
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z",
+                    "session": {"id": "s", "start": "2026-11-20T09:00:00Z", "stop": 253402300800000}}"#,
+                "session stop +10000-01-01T00:00:00.000Z is outside the years",
+            ),
+            // The sum that still can leave chrono's range: a session time near its end, moved by the offset.
+            (
+                r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "0000-01-01T00:00:00Z", "sent_at": "0000-01-01T00:00:01Z",
+                    "session": {"id": "s", "start": 8200000000000000}}"#,
                 "session start corrected by the clock offset of sent_at",
             ),
         ] {
@@ -763,12 +977,42 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{want}: {err}");
         }
-        // Arrival times at chrono's own ends: the window checks do not overflow either.
+        // Years 0000 and 9999 themselves are RFC 3339.
+        let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:00Z",
+            "session": {"id": "s", "start": "0000-01-01T00:00:00Z"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:00:00Z", "1").unwrap();
+        assert_eq!(
+            e.session.unwrap().start.as_deref(),
+            Some("0000-01-01T00:00:00.000Z")
+        );
+        // Arrival times at chrono's own ends: refused naming the arrival, and the window checks do not overflow.
         for received in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
             let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": 1}"#;
             let e = parse(json.as_bytes(), "pk").unwrap().remove(0);
-            let _ = normalize(e, received, &source("1"), &Limits::default());
+            let err = normalize(e, received, &source("1"), &Limits::default()).unwrap_err();
+            assert!(
+                err.0.starts_with("received_at (the record's arrival)"),
+                "{err}"
+            );
         }
+    }
+
+    #[test]
+    fn a_leap_second_is_folded_to_the_last_millisecond_of_its_minute() {
+        let json = r#"{"event_type": "x", "anonymous_id": "a", "timestamp": "2026-11-20T09:59:60.250+00:00",
+            "sent_at": "2026-11-20T09:59:60.500Z",
+            "session": {"id": "s", "start": "2026-11-20T09:00:60Z", "stop": "2026-11-20T15:29:60+05:30"}}"#;
+        let e = normalize_json(json, "2026-11-20T10:00:00Z", "1").unwrap();
+        assert_eq!(e.sent_at.as_deref(), Some("2026-11-20T09:59:59.999Z"));
+        assert_eq!(
+            e.clock.original_timestamp.as_deref(),
+            Some("2026-11-20T09:59:59.999Z")
+        );
+        assert_eq!(e.clock.offset_ms, Some(1));
+        assert_eq!(e.timestamp, "2026-11-20T10:00:00.000Z");
+        let session = e.session.unwrap();
+        assert_eq!(session.start.as_deref(), Some("2026-11-20T09:01:00.000Z"));
+        assert_eq!(session.stop.as_deref(), Some("2026-11-20T10:00:00.000Z"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! anonymous id (the install), else the user. A record that cannot be used is dead-lettered with its reason and the batch
 //! goes on; repeats inside a batch (the same `event_id`) are sent once. The ordering key is the partition key.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use bridge_core::retry::Backoff;
 use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ENV_MAX_OUTPUT_BYTES, ENV_MAX_OUTPUT_EVENTS};
 use crate::event::{AppEvent, Limits, normalize};
 use crate::input::parse;
 
@@ -53,6 +53,69 @@ pub const METRICS: &[&str] = &[
 /// event of a `PutEvents` body dead-letters the body, whose dead letter keeps it for a replay once mended. Pure:
 /// the property tests and the fuzz target drive it with any bytes and any arrival.
 pub fn read(record: &SourceRecord, limits: &Limits) -> Result<Vec<AppEvent>, String> {
+    read_counted(record, limits).map(|read| read.events)
+}
+
+/// One record's events and the bytes of their output JSON.
+#[derive(Debug)]
+pub struct Read {
+    /// The events, as they go on the stream.
+    pub events: Vec<AppEvent>,
+    /// The bytes of their `app-event/v1` JSON, all together.
+    pub output_bytes: usize,
+}
+
+/// Counts what is written to it.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes of an event's output JSON (what [`outbound`] puts on the stream), counted without being kept.
+fn output_bytes(event: &AppEvent) -> usize {
+    let mut count = Count(0);
+    // An app event always serializes (strings, finite numbers); a failure would count what was written.
+    let _ = serde_json::to_writer(&mut count, event);
+    count.0
+}
+
+/// Why a record, or a KPL aggregate's user records together, may not become `events` events of `bytes` bytes.
+fn over_output_caps(events: usize, bytes: usize, limits: &Limits) -> Option<String> {
+    (events > limits.max_output_events || bytes > limits.max_output_bytes).then(|| {
+        format!(
+            "{events} events of {bytes} bytes of output; one Kinesis record may become at most {} events and {} \
+             bytes ({ENV_MAX_OUTPUT_EVENTS}, {ENV_MAX_OUTPUT_BYTES})",
+            limits.max_output_events, limits.max_output_bytes
+        )
+    })
+}
+
+/// [`read`], with the bytes of the output counted and held to [`Limits::max_output_bytes`] and
+/// [`Limits::max_output_events`]: the outputs of one record are bounded whatever it holds (every event of a
+/// `PutEvents` body carries a copy of its endpoint's traits and context, so a body within the record size cap
+/// could otherwise become megabytes).
+pub fn read_counted(record: &SourceRecord, limits: &Limits) -> Result<Read, String> {
+    let events = read_events(record, limits)?;
+    let bytes = events.iter().map(output_bytes).sum();
+    if let Some(reason) = over_output_caps(events.len(), bytes, limits) {
+        let shape = events.first().map_or("?", |e| e.context.input_shape);
+        return Err(format!("app event ({shape}): the record becomes {reason}"));
+    }
+    Ok(Read {
+        events,
+        output_bytes: bytes,
+    })
+}
+
+fn read_events(record: &SourceRecord, limits: &Limits) -> Result<Vec<AppEvent>, String> {
     // The size is checked before parsing: a huge record is refused without being read.
     if record.data.len() > limits.max_record_bytes {
         return Err(format!(
@@ -150,7 +213,7 @@ impl AppEventForwarder {
 
 #[async_trait]
 impl Flow for AppEventForwarder {
-    type Item = Vec<AppEvent>;
+    type Item = Read;
     /// The event ids already sent in this batch.
     type Plan = HashSet<String>;
 
@@ -161,11 +224,11 @@ impl Flow for AppEventForwarder {
         &self.pipeline
     }
 
-    fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<Vec<AppEvent>> {
-        match read(record, &self.limits) {
-            Ok(events) => {
-                let mut keys: Vec<String> = Vec::with_capacity(events.len());
-                for event in &events {
+    fn decode(&self, record: &SourceRecord, metrics: &Metrics) -> Decoded<Read> {
+        match read_counted(record, &self.limits) {
+            Ok(read) => {
+                let mut keys: Vec<String> = Vec::with_capacity(read.events.len());
+                for event in &read.events {
                     if event.clock.offset_ms.is_some_and(|o| o.abs() > 60_000) {
                         metrics.incr(METRIC_CLOCK_CORRECTED);
                     }
@@ -175,7 +238,7 @@ impl Flow for AppEventForwarder {
                         keys.push(key.to_owned());
                     }
                 }
-                Decoded::item(keys, events)
+                Decoded::item(keys, read)
             }
             Err(reason) => Decoded::failed(
                 Vec::new(),
@@ -184,23 +247,52 @@ impl Flow for AppEventForwarder {
         }
     }
 
-    async fn resolve(
-        &self,
-        _: &mut [Slot<Vec<AppEvent>>],
-        _: Deadline,
-        _: &Metrics,
-    ) -> HashSet<String> {
+    /// The output caps over a KPL aggregate's user records together (decode sees one user record at a time):
+    /// where aggregates are accepted, one Kinesis record of up to 1 MiB holds up to `KPL_MAX_USER_RECORDS` user
+    /// records, each maybe a `PutEvents` body of 100 events. An aggregate whose user records together would become
+    /// more than [`Limits::max_output_events`] events or [`Limits::max_output_bytes`] bytes is refused whole:
+    /// each of its user records is dead-lettered with the reason (each a record of its own, for a replay).
+    async fn resolve(&self, slots: &mut [Slot<Read>], _: Deadline, _: &Metrics) -> HashSet<String> {
+        let aggregate = |slot: &Slot<Read>| {
+            let s = slot.source();
+            s.user_record
+                .map(|_| (s.shard_id.clone(), s.sequence_number.clone()))
+        };
+        // Per aggregate: its user records, and the events and bytes of those still working.
+        let mut totals: HashMap<(String, String), (usize, usize, usize)> = HashMap::new();
+        for slot in slots.iter() {
+            if let Some(key) = aggregate(slot) {
+                let total = totals.entry(key).or_default();
+                total.0 += 1;
+                if let Some(read) = slot.item() {
+                    total.1 += read.events.len();
+                    total.2 += read.output_bytes;
+                }
+            }
+        }
+        for slot in slots.iter_mut() {
+            let Some(key) = aggregate(slot) else { continue };
+            let Some(&(users, events, bytes)) = totals.get(&key) else {
+                continue;
+            };
+            if let Some(reason) = over_output_caps(events, bytes, &self.limits) {
+                slot.fail(Failure::new(
+                    FailureClass::InvalidAppEvent,
+                    format!("KPL-aggregated record refused: its {users} user records together become {reason}"),
+                ));
+            }
+        }
         HashSet::new()
     }
 
     fn outputs(
         &self,
         sent: &mut HashSet<String>,
-        events: &mut Vec<AppEvent>,
+        read: &mut Read,
         metrics: &Metrics,
     ) -> Vec<Result<OutboundRecord, ProduceFailure>> {
-        let mut out = Vec::with_capacity(events.len());
-        for event in events.iter() {
+        let mut out = Vec::with_capacity(read.events.len());
+        for event in &read.events {
             if !sent.insert(event.event_id.clone()) {
                 metrics.incr(METRIC_DUPLICATES_DROPPED);
                 continue;
@@ -214,7 +306,7 @@ impl Flow for AppEventForwarder {
         &self,
         _: &mut HashSet<String>,
         _: usize,
-        _: &Vec<AppEvent>,
+        _: &Read,
         results: &[Result<Delivery, ProduceFailure>],
         metrics: &Metrics,
     ) -> Result<(), Failure> {

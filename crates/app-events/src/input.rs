@@ -297,8 +297,8 @@ pub fn detect(object: &Map<String, Value>) -> Result<Shape, InputError> {
 /// Reads one record's data into its events; `partition_key` is the record's Kinesis partition key (the anonymous
 /// id of shapes that carry no identity).
 pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, InputError> {
-    let value: Value =
-        serde_json::from_slice(data).map_err(|e| InputError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(data)
+        .map_err(|e| out_of_range(data).unwrap_or_else(|| InputError::NotJson(e.to_string())))?;
     let Value::Object(object) = &value else {
         return Err(InputError::NotJson("the top level is not an object".into()));
     };
@@ -306,7 +306,7 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
     let events = match shape {
         Shape::Ours => vec![ours(value)?],
         Shape::PinpointEvent => vec![pinpoint_event(value, partition_key)?],
-        Shape::PinpointBatch => pinpoint_batch(value, partition_key)?,
+        Shape::PinpointBatch => pinpoint_batch(value, body_order(data), partition_key)?,
         Shape::PinpointStream => vec![pinpoint_stream(value)?],
         Shape::Enrichment => vec![enrichment(value)?],
         Shape::AutoTrack => vec![auto_track(value, partition_key)?],
@@ -322,6 +322,79 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
         .collect())
 }
 
+/// A number past f64's range (`1e400`, or 400 digits) is valid JSON (RFC 8259 sets no range), but serde_json
+/// refuses the whole document for it while parsing, before any shape is picked. This reads the document again with
+/// such numbers as null (each value's raw text is kept by `RawValue`, which skips numbers without computing them),
+/// to name the shape and the field: `app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit
+/// float`. `None` when the document has no such number (then its own parse error stands). Only on the error path.
+fn out_of_range(data: &[u8]) -> Option<InputError> {
+    let raw: &serde_json::value::RawValue = serde_json::from_slice(data).ok()?;
+    let mut first = None;
+    let value = lenient(raw, &mut String::new(), &mut first)?;
+    let (path, number) = first?;
+    let reason = format!("{path}: number {number} is out of the range of a 64-bit float");
+    match &value {
+        Value::Object(object) => match detect(object) {
+            Ok(shape) => Some(broken(shape, reason)),
+            Err(_) => Some(InputError::NotJson(reason)),
+        },
+        _ => Some(InputError::NotJson(reason)),
+    }
+}
+
+/// `raw` as a value, a number out of range as null (the first one's path and text in `first`); paths are written
+/// as the field paths of other reasons (`a.b[0].c`).
+fn lenient(
+    raw: &serde_json::value::RawValue,
+    path: &mut String,
+    first: &mut Option<(String, String)>,
+) -> Option<Value> {
+    let text = raw.get().trim_start();
+    match text.as_bytes().first()? {
+        b'{' => {
+            let entries: Keyed<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+            let mut map = Map::new();
+            for (key, value) in entries.0 {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key);
+                let value = lenient(value, path, first)?;
+                path.truncate(len);
+                map.insert(key, value);
+            }
+            Some(Value::Object(map))
+        }
+        b'[' => {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                out.push(lenient(item, path, first)?);
+                path.truncate(len);
+            }
+            Some(Value::Array(out))
+        }
+        b'-' | b'0'..=b'9' => Some(serde_json::from_str(text).unwrap_or_else(|_| {
+            if first.is_none() {
+                let shown: String = text.trim_end().chars().take(40).collect();
+                *first = Some((
+                    if path.is_empty() {
+                        ".".to_owned()
+                    } else {
+                        path.clone()
+                    },
+                    shown,
+                ));
+            }
+            Value::Null
+        })),
+        _ => serde_json::from_str(text).ok(),
+    }
+}
+
 // ---- ours ----------------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +404,39 @@ struct OurSession {
     start: Option<ClientTime>,
     stop: Option<ClientTime>,
     duration_ms: Option<serde_json::Number>,
+}
+
+/// Our shape's `context`: only our own names, unknown fields refused (a typo such as `platfrom` is an error
+/// naming the field, not a platform silently dropped). Pinpoint's spellings (`Platform`, `appVersion`), which the
+/// shared [`Context`] takes for the Pinpoint shapes, are unknown here, and so are the context fields our shape
+/// has no input for (`app_id`, `sdk`, ...: the README's field table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OurContext {
+    platform: Option<String>,
+    app_version: Option<String>,
+    locale: Option<String>,
+    device_id: Option<String>,
+    os: Option<String>,
+    os_version: Option<String>,
+    model: Option<String>,
+    make: Option<String>,
+}
+
+impl From<OurContext> for Context {
+    fn from(c: OurContext) -> Self {
+        Self {
+            platform: c.platform,
+            app_version: c.app_version,
+            locale: c.locale,
+            device_id: c.device_id,
+            os: c.os,
+            os_version: c.os_version,
+            model: c.model,
+            make: c.make,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,7 +449,7 @@ struct OurEvent {
     session: Option<OurSession>,
     user_id: Option<String>,
     anonymous_id: Option<String>,
-    context: Option<Context>,
+    context: Option<OurContext>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
     #[serde(default)]
@@ -370,7 +476,7 @@ fn ours(value: Value) -> Result<ClientEvent, InputError> {
         }),
         user_id: e.user_id,
         anonymous_id: e.anonymous_id,
-        context: e.context.unwrap_or_default(),
+        context: e.context.map(Context::from).unwrap_or_default(),
         properties: e.properties,
         metrics: e.metrics,
         content: Some(content),
@@ -505,7 +611,96 @@ fn pinpoint_event(value: Value, partition_key: &str) -> Result<ClientEvent, Inpu
 /// The most events one `PutEvents` body may carry here.
 pub const MAX_EVENTS_PER_RECORD: usize = 100;
 
-fn pinpoint_batch(value: Value, partition_key: &str) -> Result<Vec<ClientEvent>, InputError> {
+/// An object's keys in document order, each with what `V` makes of its value. serde_json's map (without its
+/// `preserve_order` feature, which the workspace leaves off: it would change the order, and so the content ids,
+/// of every map serialized anywhere) sorts keys, and a `PutEvents` body's events must go out in the order the app
+/// recorded them.
+struct Keyed<V>(Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
+            type Value = Keyed<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Keyed<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, V>()? {
+                    entries.push(entry);
+                }
+                Ok(Keyed(entries))
+            }
+        }
+        d.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
+impl<V> Keyed<V> {
+    /// The keys, each once, in the order they first appear (a repeated key's value is its last, as in a `Value`).
+    fn keys(self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .into_iter()
+            .filter_map(|(k, _)| seen.insert(k.clone()).then_some(k))
+            .collect()
+    }
+}
+
+/// The order of a `PutEvents` body: its items' endpoint ids, and each item's event ids.
+#[derive(Deserialize)]
+struct BodyOrder {
+    #[serde(rename = "EventsRequest")]
+    request: Option<RequestOrder>,
+    #[serde(rename = "BatchItem")]
+    batch: Option<Keyed<ItemOrder>>,
+    #[serde(rename = "Events")]
+    events: Option<Keyed<serde::de::IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+struct RequestOrder {
+    #[serde(rename = "BatchItem")]
+    batch: Option<Keyed<ItemOrder>>,
+}
+
+#[derive(Deserialize)]
+struct ItemOrder {
+    #[serde(rename = "Events")]
+    events: Option<Keyed<serde::de::IgnoredAny>>,
+}
+
+/// Each endpoint id of a `PutEvents` body with its event ids, in document order (the one-item shape's endpoint is
+/// `""`); `None` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong).
+fn body_order(data: &[u8]) -> Option<Vec<(String, Vec<String>)>> {
+    let body: BodyOrder = serde_json::from_slice(data).ok()?;
+    let events = |item: ItemOrder| item.events.map(Keyed::keys).unwrap_or_default();
+    let items = match (body.request, body.batch) {
+        (Some(request), _) => request.batch?,
+        (None, Some(batch)) => batch,
+        (None, None) => return Some(vec![(String::new(), body.events?.keys())]),
+    };
+    let mut seen = std::collections::HashSet::new();
+    Some(
+        items
+            .0
+            .into_iter()
+            .filter(|(id, _)| seen.insert(id.clone()))
+            .map(|(id, item)| (id, events(item)))
+            .collect(),
+    )
+}
+
+/// A `PutEvents` body's events, in the body's order (`order`, from [`body_order`]; the keys' order when absent).
+fn pinpoint_batch(
+    value: Value,
+    order: Option<Vec<(String, Vec<String>)>>,
+    partition_key: &str,
+) -> Result<Vec<ClientEvent>, InputError> {
     let shape = Shape::PinpointBatch;
     let Value::Object(mut object) = value else {
         return Err(broken(shape, "not an object"));
@@ -533,14 +728,34 @@ fn pinpoint_batch(value: Value, partition_key: &str) -> Result<Vec<ClientEvent>,
         one.insert(String::new(), Value::Object(object));
         (Value::Object(one), "")
     };
-    let Value::Object(items) = items else {
+    let Value::Object(mut items) = items else {
         return Err(broken(
             shape,
             format!("{path}: expected an object of endpoint ids to items"),
         ));
     };
+    // The body's order: endpoints as they come, each one's events as they come.
+    let order = order.unwrap_or_else(|| {
+        items
+            .iter()
+            .map(|(id, item)| {
+                let events = item
+                    .get("Events")
+                    .and_then(Value::as_object)
+                    .map(|e| e.keys().cloned().collect())
+                    .unwrap_or_default();
+                (id.clone(), events)
+            })
+            .collect()
+    });
+    // Then any the order missed (none: the order is read from the same bytes), so that nothing is dropped.
+    let rest: Vec<(String, Vec<String>)> =
+        items.keys().map(|id| (id.clone(), Vec::new())).collect();
     let mut out = Vec::new();
-    for (endpoint_id, item) in items {
+    for (endpoint_id, event_order) in order.into_iter().chain(rest) {
+        let Some(item) = items.remove(&endpoint_id) else {
+            continue;
+        };
         let at = if path.is_empty() {
             String::new()
         } else {
@@ -553,13 +768,17 @@ fn pinpoint_batch(value: Value, partition_key: &str) -> Result<Vec<ClientEvent>,
             None | Some(Value::Null) => PinpointEndpoint::default(),
             Some(v) => typed(shape, v).map_err(|e| prefix(e, &format!("{at}Endpoint")))?,
         };
-        let Some(Value::Object(events)) = item.remove("Events") else {
+        let Some(Value::Object(mut events)) = item.remove("Events") else {
             return Err(broken(
                 shape,
                 format!("{at}Events: missing, or not an object of event ids to events"),
             ));
         };
-        for (event_id, event) in events {
+        let rest: Vec<String> = events.keys().cloned().collect();
+        for event_id in event_order.into_iter().chain(rest) {
+            let Some(event) = events.remove(&event_id) else {
+                continue;
+            };
             if out.len() == MAX_EVENTS_PER_RECORD {
                 return Err(broken(
                     shape,
