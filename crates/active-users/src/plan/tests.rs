@@ -407,7 +407,11 @@ fn shared_devices_across_lanes_with_crashes_and_waits_count_like_brute_force() {
         // Per lane, its batches in order (an install's events stay in one lane: its partition key).
         let lane_of = |a: &Activity| {
             let install: usize = a.actives[0].actor[1..].parse().unwrap_or(0);
-            if install % 2 == 0 { "lane-a" } else { "lane-b" }
+            if install.is_multiple_of(2) {
+                "lane-a"
+            } else {
+                "lane-b"
+            }
         };
         let mut queues: BTreeMap<&str, std::collections::VecDeque<Vec<(Position, Activity)>>> =
             BTreeMap::new();
