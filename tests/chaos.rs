@@ -130,6 +130,9 @@ struct RunResult {
     rollup: BTreeMap<String, BTreeMap<String, i64>>,
     /// What the rollup's dashboard shows from the lines it published, `scope day` to figures.
     dashboard: BTreeMap<String, BTreeMap<String, i64>>,
+    /// The rollup's lanes at the end (position and days not published yet), and the lines published: what a
+    /// dashboard that differs from the table needs explaining with.
+    lanes: Vec<String>,
 }
 
 /// Kills the process mid-invocation on call `crash_at`, freezes it (SIGSTOP) on call `freeze_at` so that the
@@ -418,16 +421,33 @@ async fn run(
         .await
         .unwrap()
         .len();
-    let rollup = if case.rollup {
-        e2e::rollup_counters(&active_users::store::RollupStore::on_dynamodb(
-            aws_sdk_dynamodb::Client::new(&aws.sdk),
-            &table,
-            Duration::from_secs(86_400),
-        ))
-        .await
+    let store = active_users::store::RollupStore::on_dynamodb(
+        aws_sdk_dynamodb::Client::new(&aws.sdk),
+        &table,
+        Duration::from_secs(86_400),
+    );
+    let (rollup, mut lanes) = if case.rollup {
+        let mut lanes = Vec::new();
+        for pk in store.table().partitions("lane#").await.unwrap() {
+            let lane = pk.trim_start_matches("lane#");
+            let state = store.read_lane(lane).await.unwrap();
+            lanes.push(format!(
+                "lane {lane}: at {:?}, not published {:?}",
+                state.position.map(|p| p.encode()),
+                state.pending
+            ));
+        }
+        (e2e::rollup_counters(&store).await, lanes)
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), Vec::new())
     };
+    if case.rollup {
+        for line in function.printed() {
+            if line.get(active_users::handler::PUBLISHED).is_some() {
+                lanes.push(format!("published {line}"));
+            }
+        }
+    }
     let dashboard = active_users::handler::dashboard_points(&function.printed())
         .into_iter()
         .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
@@ -435,6 +455,7 @@ async fn run(
     RunResult {
         rollup,
         dashboard,
+        lanes,
         outputs,
         dead_letters,
         given_up: report.on_failure.len(),
@@ -697,7 +718,13 @@ fn check_rollup(case: &Case, input: &[(String, Vec<u8>)], calm: &RunResult, chao
     );
     // The dashboard's data points equal the table, day by day, with and without faults.
     for run in [calm, chaos] {
-        e2e::assert_dashboard_equals_table(&run.rollup, &run.dashboard);
+        let same = std::panic::catch_unwind(|| {
+            e2e::assert_dashboard_equals_table(&run.rollup, &run.dashboard)
+        });
+        if let Err(e) = same {
+            println!("the rollup's lanes and lines:\n{}", run.lanes.join("\n"));
+            std::panic::resume_unwind(e);
+        }
     }
 }
 
