@@ -1337,3 +1337,58 @@ async fn an_accepted_aggregate_is_held_to_the_output_caps_over_all_its_user_reco
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(sink.stored().len(), 1_000);
 }
+
+// ---- Adversarial review 2 (branch attack-app-2) ------------------------------------------------------------
+// Each test below fails on the code it was written against: it states the rule, the input and what happens.
+
+/// `levels` nested arrays around `1`: `[[[...1...]]]`, at most 32 KiB for 16,383 levels.
+fn deeply_nested(levels: usize) -> String {
+    let data = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+    assert!(data.len() <= app_events::event::Limits::default().max_record_bytes);
+    data
+}
+
+/// Rule (README, "What the forwarder checks"): nesting past the parser's limit (128) is refused with a reason,
+/// and no bytes panic or abort the forwarder. Input: 16,383 nested arrays around `1` (32,767 bytes, under the 32
+/// KiB record cap). The first parse fails (recursion limit); on every parse error the re-read for numbers past
+/// f64's range (`input::out_of_range`) runs, parses the document as a `RawValue` (whose skipping has no depth
+/// limit) and `lenient` recurses once per level with no limit of its own: the stack of the thread that reads it
+/// (8 MiB here, as Lambda's main thread, where the `current_thread` runtime reads records) overflows and the
+/// process aborts (`fatal runtime error: stack overflow`; in this test profile; somewhere past 4,000 levels).
+/// The batch fails whole and is retried until the record expires; the shard stalls behind one 32 KiB record.
+#[test]
+fn attack_deep_nesting_overflows_the_stack_in_the_out_of_range_reread() {
+    let data = deeply_nested(16_383);
+    let reason = std::thread::Builder::new()
+        .stack_size(8 * 1024 * 1024)
+        .spawn(move || read_record(&data, "pk"))
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap_err();
+    assert!(reason.contains("recursion limit"), "{reason}");
+}
+
+/// Rule (README): a record is refused before costly work ("a huge record is refused without being read"); the
+/// nesting limit (128) bounds the parse. Input: the same 16,383 nested arrays, on a stack big enough not to
+/// overflow. The re-read for out-of-range numbers (`lenient`) re-parses each level's whole text, once per level:
+/// quadratic, 16,383 levels x 32 KiB, about 8 s of CPU for one 32 KiB record in this test profile (the first
+/// parse stops at level 128 in microseconds). A batch of such records times the function out.
+#[test]
+fn attack_deep_nesting_makes_the_out_of_range_reread_quadratic() {
+    let data = deeply_nested(16_383);
+    let started = std::time::Instant::now();
+    let reason = std::thread::Builder::new()
+        .stack_size(256 * 1024 * 1024)
+        .spawn(move || read_record(&data, "pk"))
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(reason.contains("recursion limit"), "{reason}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "one 32 KiB record of 16,383 nested arrays took {took:?} to refuse"
+    );
+}
