@@ -1392,3 +1392,44 @@ fn attack_deep_nesting_makes_the_out_of_range_reread_quadratic() {
         "one 32 KiB record of 16,383 nested arrays took {took:?} to refuse"
     );
 }
+
+/// Rule (README, "What the forwarder checks", names): "no control or invisible characters"; a name is "never
+/// counted as another event". Input: our shape with `event_type` `_session.start` followed by U+034F COMBINING
+/// GRAPHEME JOINER (invisible, but a combining mark, `\p{M}`, which `NAME_PATTERN` allows after the first
+/// character), and one named U+3164 HANGUL FILLER (an invisible character that Unicode classes as a letter,
+/// `Alphabetic`). Both are forwarded: the first renders as `_session.start` yet is another event, which the
+/// rollup never counts as a session; the second is a name that shows as blank. Variation selectors (U+FE0F) and
+/// Mongolian free variation selectors (U+180B) pass the same way.
+#[test]
+fn attack_invisible_marks_and_fillers_pass_as_names() {
+    let shown = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    format!("\\u{{{:04X}}}", c as u32)
+                }
+            })
+            .collect()
+    };
+    let forwarded: Vec<String> = [
+        "_session.start\u{034F}",
+        "_session.start\u{FE0F}",
+        "_session\u{180B}.start",
+        "\u{3164}",
+        "\u{115F}",
+    ]
+    .into_iter()
+    .filter(|name| {
+        let data = json!({"event_type": name, "timestamp": "2026-11-20T09:00:00Z", "anonymous_id": "install-1"})
+            .to_string();
+        read_record(&data, "install-1").is_ok()
+    })
+    .map(shown)
+    .collect();
+    assert!(
+        forwarded.is_empty(),
+        "event names of invisible characters were forwarded: {forwarded:?}"
+    );
+}
