@@ -1433,3 +1433,31 @@ fn attack_invisible_marks_and_fillers_pass_as_names() {
         "event names of invisible characters were forwarded: {forwarded:?}"
     );
 }
+
+/// Rule (README, the shapes table and "What the forwarder checks"): a `PutEvents` body gives one output per
+/// event and "is used whole or not at all". Input: a body with both `EventsRequest` (one event) and a top-level
+/// `BatchItem` (another event), or with `BatchItem` and a top-level `Events`. `pinpoint_batch` takes the first
+/// of `EventsRequest`, `BatchItem`, `Events` it finds and ignores the others: one event goes out, the other is
+/// dropped without a word, and the record reports success (no dead letter to replay it from).
+#[test]
+fn attack_a_putevents_body_with_two_batch_forms_drops_events_silently() {
+    for body in [
+        r#"{"EventsRequest": {"BatchItem": {"phone": {"Events": {
+                "1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"}}}}},
+            "BatchItem": {"tablet": {"Events": {
+                "2": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:01:00Z"}}}}}"#,
+        r#"{"BatchItem": {"phone": {"Events": {
+                "1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"}}}},
+            "Events": {"2": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:01:00Z"}}}"#,
+    ] {
+        if let Ok(events) = read_record(body, "pk") {
+            assert_eq!(
+                events.len(),
+                2,
+                "a body of 2 events was forwarded as {} ({:?}); the other was dropped and the record succeeded",
+                events.len(),
+                events.iter().map(|e| &e["event"]).collect::<Vec<_>>()
+            );
+        }
+    }
+}
