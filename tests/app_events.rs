@@ -1461,3 +1461,38 @@ fn attack_a_putevents_body_with_two_batch_forms_drops_events_silently() {
         }
     }
 }
+
+/// Rule (README, "Event ids"): two distinct events never share an `event_id` (the second would be dropped as a
+/// repeat, `DuplicatesDropped`, while the record reports success). Input: one `PutEvents` body whose endpoint has
+/// two different events keyed `a` and ` a` (or `a ` and `a\u{20}\u{20}`): the client ids are trimmed by
+/// `check_text` before they are hashed, so both get one `event_id`; the forwarder puts the first and drops the
+/// second as a repeat, and the record succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_client_ids_differing_only_in_spaces_give_two_events_one_id() {
+    let body = r#"{"BatchItem": {"install-1": {"Events": {
+        "a":  {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"},
+        " a": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:05:00Z"}}}}}"#;
+    let (forwarder, sink, _) = memory_forwarder(
+        app_events::event::Limits::default(),
+        bridge_core::pipeline::Aggregates::Refuse,
+    );
+    let metrics = Metrics::new();
+    let response = forwarder
+        .process(
+            one_shard_batch(&[("install-1", body.as_bytes().to_vec())]),
+            Deadline::none(),
+            &metrics,
+        )
+        .await;
+    let events = read_record(body, "install-1").unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_ne!(
+        events[0]["event_id"],
+        events[1]["event_id"],
+        "{} and {} share one event_id; forwarded {} of 2, {} dropped as a repeat",
+        events[0]["event"],
+        events[1]["event"],
+        sink.stored().len(),
+        metrics.get(METRIC_DUPLICATES_DROPPED)
+    );
+}
