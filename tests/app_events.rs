@@ -1496,3 +1496,25 @@ async fn attack_client_ids_differing_only_in_spaces_give_two_events_one_id() {
         metrics.get(METRIC_DUPLICATES_DROPPED)
     );
 }
+
+/// Rule (README, "What the forwarder checks": a `PutEvents` body "is used whole or not at all", one output per
+/// event, in the body's order). Input: a body whose `Events` holds the key `a` twice (two events the app wrote
+/// under one key: `{a: start, b: purchase, a: stop}`). `serde_json`'s map keeps the last value, the order-keeping
+/// visitor keeps the first position: the `_session.start` is dropped without a word, the record succeeds, and the
+/// `_session.stop` (written last) goes out first, before the purchase. Duplicate keys are not refused anywhere
+/// (our shape's `{"event_type": "a", "event_type": "b"}` is read as `b` too).
+#[test]
+fn attack_a_repeated_event_key_in_a_putevents_body_drops_an_event_silently() {
+    let body = r#"{"BatchItem": {"install-1": {"Events": {
+        "a": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"},
+        "b": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:01:00Z"},
+        "a": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:02:00Z"}}}}}"#;
+    if let Ok(events) = read_record(body, "install-1") {
+        let names: Vec<&Value> = events.iter().map(|e| &e["event"]).collect();
+        assert_eq!(
+            names,
+            ["_session.start", "_monetization.purchase", "_session.stop"],
+            "a body of 3 events was forwarded, as a success, as {names:?}"
+        );
+    }
+}
