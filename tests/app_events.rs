@@ -1518,3 +1518,29 @@ fn attack_a_repeated_event_key_in_a_putevents_body_drops_an_event_silently() {
         );
     }
 }
+
+/// Rule (README, Time): "An event is never dated after its arrival": a corrected time after `received_at` is
+/// clamped to it (`client_clamped`). Input: our `_session.start` at 09:00 with `session.start` 09:00 (the same
+/// instant, as every client writes it) and `sent_at` 08:00 (by one clock, a clock stepped back), arriving at
+/// 10:00. The event's `timestamp` is clamped to 10:00, but the session's times are shifted by the same +2 h offset
+/// and not clamped: `session.start` and `context.session_start` say 11:00, an hour after the arrival and after the
+/// session's own start event.
+#[test]
+fn attack_a_clamped_event_keeps_a_session_start_after_its_arrival() {
+    let data =
+        json!({"event_type": "_session.start", "event_id": "e1", "anonymous_id": "install-1",
+        "timestamp": "2026-11-20T09:00:00Z", "sent_at": "2026-11-20T08:00:00Z",
+        "session": {"id": "s1", "start": "2026-11-20T09:00:00Z"}})
+        .to_string();
+    let event = read_record(&data, "install-1").unwrap().remove(0);
+    assert_eq!(event["clock"]["time_source"], "client_clamped");
+    let start = event["session"]["start"].as_str().unwrap();
+    let (timestamp, received) = (
+        event["timestamp"].as_str().unwrap(),
+        event["received_at"].as_str().unwrap(),
+    );
+    assert!(
+        start <= timestamp && start <= received,
+        "a _session.start dated {timestamp} (clamped; arrival {received}) says its session started at {start}"
+    );
+}
