@@ -1544,3 +1544,26 @@ fn attack_a_clamped_event_keeps_a_session_start_after_its_arrival() {
         "a _session.start dated {timestamp} (clamped; arrival {received}) says its session started at {start}"
     );
 }
+
+/// Rule (README, "Event ids"): two distinct events never share an `event_id`. Input: our shape with `user_id`
+/// `sub-1` and no `anonymous_id`, client id `1`; and a Pinpoint event object (no endpoint, so its anonymous id is
+/// the record's partition key, `sub-1`: the README's own example of a key an app may choose) with `eventId` `1`.
+/// The client-id hash takes the user and the anonymous id "each where present", so both hash
+/// `[app-event/v1, client, sub-1, 1]`: one a user, the other an install, yet one id; in one batch the second is
+/// dropped as a repeat and the record succeeds.
+#[test]
+fn attack_a_user_only_and_an_install_only_event_share_an_id() {
+    let ours = json!({"event_type": "purchase", "event_id": "1", "user_id": "sub-1",
+        "timestamp": "2026-11-20T09:00:00Z"})
+    .to_string();
+    let pinpoint =
+        json!({"eventType": "_session.start", "eventId": "1", "timestamp": "2026-11-20T09:30:00Z"})
+            .to_string();
+    let a = read_record(&ours, "whatever").unwrap().remove(0);
+    let b = read_record(&pinpoint, "sub-1").unwrap().remove(0);
+    assert_ne!(
+        a["event_id"], b["event_id"],
+        "{} (user {}, anonymous {}) and {} (user {}, anonymous {}) share one event_id",
+        a["event"], a["user_id"], a["anonymous_id"], b["event"], b["user_id"], b["anonymous_id"]
+    );
+}
