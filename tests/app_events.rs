@@ -1567,3 +1567,27 @@ fn attack_a_user_only_and_an_install_only_event_share_an_id() {
         a["event"], a["user_id"], a["anonymous_id"], b["event"], b["user_id"], b["anonymous_id"]
     );
 }
+
+/// Rule (README, names: "never counted as another event"; letters of any script, "a decomposed accent e +
+/// U+0301"): a name that is one name to every reader should be one name. Input: one event with the properties
+/// `größe` (NFC, U+00F6) and `größe` (NFD, o + U+0308), and a second event `café` NFC / NFD. Both spellings pass
+/// `NAME_PATTERN` and nothing normalizes them: one event goes out with two properties that display as one name
+/// (and two values), and `café` typed on two keyboards is two events.
+#[test]
+fn attack_nfc_and_nfd_spellings_of_one_name_make_two_properties() {
+    let data = json!({"event_type": "caf\u{00E9}", "timestamp": "2026-11-20T09:00:00Z", "anonymous_id": "i",
+        "properties": {"gr\u{00F6}\u{00DF}e": "L", "gro\u{0308}\u{00DF}e": "XL"}})
+    .to_string();
+    if let Ok(events) = read_record(&data, "i") {
+        let names: Vec<&String> = events[0]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "one name in two normalization forms went out as two properties: {names:?}"
+        );
+    }
+}
