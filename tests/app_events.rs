@@ -1350,14 +1350,12 @@ fn deeply_nested(levels: usize) -> String {
 
 /// Rule (README, "What the forwarder checks"): nesting past the parser's limit (128) is refused with a reason,
 /// and no bytes panic or abort the forwarder. Input: 16,383 nested arrays around `1` (32,767 bytes, under the 32
-/// KiB record cap). The first parse fails (recursion limit); on every parse error the re-read for numbers past
-/// f64's range (`input::out_of_range`) runs, parses the document as a `RawValue` (whose skipping has no depth
-/// limit) and `lenient` recurses once per level with no limit of its own: the stack of the thread that reads it
-/// (8 MiB here, as Lambda's main thread, where the `current_thread` runtime reads records) overflows and the
-/// process aborts (`fatal runtime error: stack overflow`; in this test profile; somewhere past 4,000 levels).
-/// The batch fails whole and is retried until the record expires; the shard stalls behind one 32 KiB record.
+/// KiB record cap), read on an 8 MiB stack (Lambda's main thread). The re-read for numbers past f64's range
+/// (`input::out_of_range`) used to run on every parse error and recurse once per level without a limit (stack
+/// overflow, abort); it now runs only on serde_json's "number out of range", scans without recursion and stops
+/// past 128 levels. With an out-of-range number before the deep part, serde_json's own reason stands.
 #[test]
-fn attack_deep_nesting_overflows_the_stack_in_the_out_of_range_reread() {
+fn deep_nesting_is_refused_at_the_parsers_limit_without_overflowing_the_stack() {
     let data = deeply_nested(16_383);
     let reason = std::thread::Builder::new()
         .stack_size(8 * 1024 * 1024)
@@ -1367,30 +1365,49 @@ fn attack_deep_nesting_overflows_the_stack_in_the_out_of_range_reread() {
         .unwrap()
         .unwrap_err();
     assert!(reason.contains("recursion limit"), "{reason}");
-}
-
-/// Rule (README): a record is refused before costly work ("a huge record is refused without being read"); the
-/// nesting limit (128) bounds the parse. Input: the same 16,383 nested arrays, on a stack big enough not to
-/// overflow. The re-read for out-of-range numbers (`lenient`) re-parses each level's whole text, once per level:
-/// quadratic, 16,383 levels x 32 KiB, about 8 s of CPU for one 32 KiB record in this test profile (the first
-/// parse stops at level 128 in microseconds). A batch of such records times the function out.
-#[test]
-fn attack_deep_nesting_makes_the_out_of_range_reread_quadratic() {
-    let data = deeply_nested(16_383);
-    let started = std::time::Instant::now();
+    let data = format!("[1e400, {}]", deeply_nested(16_000));
     let reason = std::thread::Builder::new()
-        .stack_size(256 * 1024 * 1024)
+        .stack_size(8 * 1024 * 1024)
         .spawn(move || read_record(&data, "pk"))
         .unwrap()
         .join()
         .unwrap()
         .unwrap_err();
-    let took = started.elapsed();
-    assert!(reason.contains("recursion limit"), "{reason}");
     assert!(
-        took < std::time::Duration::from_secs(1),
-        "one 32 KiB record of 16,383 nested arrays took {took:?} to refuse"
+        reason.starts_with("app event is not a json object: number out of range"),
+        "{reason}"
     );
+}
+
+/// Rule (README): a record is refused before costly work; the nesting limit (128) bounds the parse. Input: the
+/// same 16,383 nested arrays, on a big stack. The re-read used to re-parse each level's whole text once per level
+/// (quadratic: about 8 s for one 32 KiB record); it is now skipped (the error is not about a number) and, when it
+/// runs, is one pass over the bytes.
+#[test]
+fn deep_nesting_is_refused_in_linear_time() {
+    for data in [
+        deeply_nested(16_383),
+        format!("[1e400, {}]", deeply_nested(16_000)),
+        format!("[1e400, {}]", "[1, ".repeat(5_000) + &"]".repeat(5_000)),
+    ] {
+        let started = std::time::Instant::now();
+        let reason = std::thread::Builder::new()
+            .stack_size(256 * 1024 * 1024)
+            .spawn(move || read_record(&data, "pk"))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            reason.contains("recursion limit") || reason.contains("number out of range"),
+            "{reason}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "one record of deep nesting took {took:?} to refuse"
+        );
+    }
 }
 
 /// Rule (README, "What the forwarder checks", names): "no control or invisible characters"; a name is "never

@@ -297,8 +297,9 @@ pub fn detect(object: &Map<String, Value>) -> Result<Shape, InputError> {
 /// Reads one record's data into its events; `partition_key` is the record's Kinesis partition key (the anonymous
 /// id of shapes that carry no identity).
 pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, InputError> {
-    let value: Value = serde_json::from_slice(data)
-        .map_err(|e| out_of_range(data).unwrap_or_else(|| InputError::NotJson(e.to_string())))?;
+    let value: Value = serde_json::from_slice(data).map_err(|e| {
+        out_of_range(data, &e).unwrap_or_else(|| InputError::NotJson(e.to_string()))
+    })?;
     let Value::Object(object) = &value else {
         return Err(InputError::NotJson("the top level is not an object".into()));
     };
@@ -323,15 +324,18 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
 }
 
 /// A number past f64's range (`1e400`, or 400 digits) is valid JSON (RFC 8259 sets no range), but serde_json
-/// refuses the whole document for it while parsing, before any shape is picked. This reads the document again with
-/// such numbers as null (each value's raw text is kept by `RawValue`, which skips numbers without computing them),
-/// to name the shape and the field: `app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit
-/// float`. `None` when the document has no such number (then its own parse error stands). Only on the error path.
-fn out_of_range(data: &[u8]) -> Option<InputError> {
-    let raw: &serde_json::value::RawValue = serde_json::from_slice(data).ok()?;
-    let mut first = None;
-    let value = lenient(raw, &mut String::new(), &mut first)?;
-    let (path, number) = first?;
+/// refuses the whole document for it while parsing, before any shape is picked. When (and only when) serde_json's
+/// error is that one, this reads the document again with such numbers as null, to name the shape and the field:
+/// `app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit float`. The re-read is one
+/// linear scan of the bytes (no recursion: the open objects and arrays are a stack on the heap), stops past
+/// serde_json's own nesting limit ([`MAX_DEPTH`]), and the result is parsed by serde_json again (its limit holds).
+/// `None` when the document has no such number or the re-read fails: then the original parse error stands.
+fn out_of_range(data: &[u8], error: &serde_json::Error) -> Option<InputError> {
+    if !error.to_string().starts_with("number out of range") {
+        return None;
+    }
+    let (patched, (path, number)) = nulled(data)?;
+    let value: Value = serde_json::from_slice(&patched).ok()?;
     let reason = format!("{path}: number {number} is out of the range of a 64-bit float");
     match &value {
         Value::Object(object) => match detect(object) {
@@ -342,56 +346,110 @@ fn out_of_range(data: &[u8]) -> Option<InputError> {
     }
 }
 
-/// `raw` as a value, a number out of range as null (the first one's path and text in `first`); paths are written
-/// as the field paths of other reasons (`a.b[0].c`).
-fn lenient(
-    raw: &serde_json::value::RawValue,
-    path: &mut String,
-    first: &mut Option<(String, String)>,
-) -> Option<Value> {
-    let text = raw.get().trim_start();
-    match text.as_bytes().first()? {
-        b'{' => {
-            let entries: Keyed<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
-            let mut map = Map::new();
-            for (key, value) in entries.0 {
-                let len = path.len();
+/// serde_json's nesting limit: 128 levels of objects and arrays.
+const MAX_DEPTH: usize = 128;
+
+/// One open object or array while [`nulled`] scans.
+enum Open {
+    /// An object: its current key, and whether the next string is a key.
+    Object(Option<String>, bool),
+    /// An array: the current item's index.
+    Array(usize),
+}
+
+/// `data` with every number out of f64's range written as `null`, and the first one's path (as the field paths
+/// of other reasons: `a.b[0].c`, `.` for the top level) and text. One pass over the bytes; `None` past
+/// [`MAX_DEPTH`] levels, on an unterminated string or key that is not a string, or when no number is out of range.
+fn nulled(data: &[u8]) -> Option<(Vec<u8>, (String, String))> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut open: Vec<Open> = Vec::new();
+    let mut first = None;
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        match b {
+            b'"' => {
+                let mut end = i + 1;
+                loop {
+                    match data.get(end)? {
+                        b'\\' => end += 2,
+                        b'"' => break,
+                        _ => end += 1,
+                    }
+                }
+                let token = data.get(i..=end)?;
+                if let Some(Open::Object(key, expecting_key @ true)) = open.last_mut() {
+                    *key = Some(serde_json::from_slice(token).ok()?);
+                    *expecting_key = false;
+                }
+                out.extend_from_slice(token);
+                i = end + 1;
+                continue;
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = data[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .map_or(data.len(), |n| i + n);
+                let token = &data[i..end];
+                if serde_json::from_slice::<Value>(token).is_ok() {
+                    out.extend_from_slice(token);
+                } else {
+                    if first.is_none() {
+                        first = Some((
+                            path(&open),
+                            String::from_utf8_lossy(token).chars().take(40).collect(),
+                        ));
+                    }
+                    out.extend_from_slice(b"null");
+                }
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                if open.len() >= MAX_DEPTH {
+                    return None;
+                }
+                open.push(if b == b'{' {
+                    Open::Object(None, true)
+                } else {
+                    Open::Array(0)
+                });
+            }
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => match open.last_mut() {
+                Some(Open::Object(_, expecting_key)) => *expecting_key = true,
+                Some(Open::Array(index)) => *index += 1,
+                None => {}
+            },
+            _ => {}
+        }
+        out.push(b);
+        i += 1;
+    }
+    Some((out, first?))
+}
+
+/// The path of the value being scanned, from the open objects and arrays.
+fn path(open: &[Open]) -> String {
+    let mut path = String::new();
+    for o in open {
+        match o {
+            Open::Object(Some(key), _) => {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(&key);
-                let value = lenient(value, path, first)?;
-                path.truncate(len);
-                map.insert(key, value);
+                path.push_str(key);
             }
-            Some(Value::Object(map))
+            Open::Object(None, _) => {}
+            Open::Array(index) => path.push_str(&format!("[{index}]")),
         }
-        b'[' => {
-            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                out.push(lenient(item, path, first)?);
-                path.truncate(len);
-            }
-            Some(Value::Array(out))
-        }
-        b'-' | b'0'..=b'9' => Some(serde_json::from_str(text).unwrap_or_else(|_| {
-            if first.is_none() {
-                let shown: String = text.trim_end().chars().take(40).collect();
-                *first = Some((
-                    if path.is_empty() {
-                        ".".to_owned()
-                    } else {
-                        path.clone()
-                    },
-                    shown,
-                ));
-            }
-            Value::Null
-        })),
-        _ => serde_json::from_str(text).ok(),
+    }
+    if path.is_empty() {
+        ".".to_owned()
+    } else {
+        path
     }
 }
 
