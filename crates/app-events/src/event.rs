@@ -313,6 +313,18 @@ fn is_name(s: &str) -> bool {
     NAME.as_ref().is_some_and(|name| name.is_match(s))
 }
 
+/// Characters a name may not hold although [`NAME_PATTERN`] lets them through (the forwarder is stricter than the
+/// schema, never looser): Unicode's `Default_Ignorable_Code_Point`s, which render as nothing (U+034F COMBINING
+/// GRAPHEME JOINER, variation selectors U+FE0F and U+180B, Hangul fillers U+3164 and U+115F, which Unicode calls
+/// letters): `_session.start` + U+034F would show as `_session.start` yet be another event.
+static INVISIBLE: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"\p{Default_Ignorable_Code_Point}").ok());
+
+/// A combining mark (`M`), which may follow a character but not start a name (U+093E, U+0345 are marks that
+/// Unicode also calls `Alphabetic`, so the schema's first-character class lets them through).
+static MARK: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^\p{M}").ok());
+
 /// A name, checked by the schema's own pattern ([`NAME_PATTERN`]). Names are never trimmed: `_session.start `
 /// would be another event than `_session.start` (one the rollup never counts as a session), so a blank name or a
 /// name with a space first or last is refused with its own reason, not quietly made into something else.
@@ -338,6 +350,37 @@ fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
             "{kind} name has characters outside letters, digits, combining marks after the first character, \
              space and _ . - :"
         )));
+    }
+    // `None` (a pattern that did not compile; a unit test compiles them) refuses every name.
+    match INVISIBLE.as_ref().map(|r| r.find(name)) {
+        None => {
+            return Err(Invalid(format!(
+                "{kind} name cannot be checked for invisible characters"
+            )));
+        }
+        Some(Some(m)) => {
+            let c = m.as_str().chars().next().unwrap_or_default();
+            return Err(Invalid(format!(
+                "{kind} name has an invisible character, U+{:04X} (a default-ignorable code point)",
+                c as u32
+            )));
+        }
+        Some(None) => {}
+    }
+    match MARK.as_ref().map(|r| r.find(name)) {
+        None => {
+            return Err(Invalid(format!(
+                "{kind} name cannot be checked for a leading combining mark"
+            )));
+        }
+        Some(Some(m)) => {
+            let c = m.as_str().chars().next().unwrap_or_default();
+            return Err(Invalid(format!(
+                "{kind} name begins with a combining mark, U+{:04X}; a mark may only follow a character",
+                c as u32
+            )));
+        }
+        Some(None) => {}
     }
     Ok(())
 }
