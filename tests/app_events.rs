@@ -1452,30 +1452,28 @@ fn invisible_characters_and_a_leading_combining_mark_are_refused_as_names() {
 }
 
 /// Rule (README, the shapes table and "What the forwarder checks"): a `PutEvents` body gives one output per
-/// event and "is used whole or not at all". Input: a body with both `EventsRequest` (one event) and a top-level
-/// `BatchItem` (another event), or with `BatchItem` and a top-level `Events`. `pinpoint_batch` takes the first
-/// of `EventsRequest`, `BatchItem`, `Events` it finds and ignores the others: one event goes out, the other is
-/// dropped without a word, and the record reports success (no dead letter to replay it from).
+/// event and "is used whole or not at all". A body with both `EventsRequest` and a top-level `BatchItem`, or with
+/// `BatchItem` and a top-level `Events`, had one form read and the other's events dropped without a word, the
+/// record reporting success. Such a body is now refused, the reason naming both forms.
 #[test]
-fn attack_a_putevents_body_with_two_batch_forms_drops_events_silently() {
-    for body in [
-        r#"{"EventsRequest": {"BatchItem": {"phone": {"Events": {
+fn a_putevents_body_with_two_batch_forms_is_refused_naming_both() {
+    for (body, want) in [
+        (
+            r#"{"EventsRequest": {"BatchItem": {"phone": {"Events": {
                 "1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"}}}}},
             "BatchItem": {"tablet": {"Events": {
                 "2": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:01:00Z"}}}}}"#,
-        r#"{"BatchItem": {"phone": {"Events": {
+            "app event (pinpoint-batch): the body has 2 batch forms, EventsRequest.BatchItem and BatchItem",
+        ),
+        (
+            r#"{"BatchItem": {"phone": {"Events": {
                 "1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"}}}},
             "Events": {"2": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:01:00Z"}}}"#,
+            "app event (pinpoint-batch): the body has 2 batch forms, BatchItem and Events",
+        ),
     ] {
-        if let Ok(events) = read_record(body, "pk") {
-            assert_eq!(
-                events.len(),
-                2,
-                "a body of 2 events was forwarded as {} ({:?}); the other was dropped and the record succeeded",
-                events.len(),
-                events.iter().map(|e| &e["event"]).collect::<Vec<_>>()
-            );
-        }
+        let reason = read_record(body, "pk").unwrap_err();
+        assert!(reason.starts_with(want), "{reason}");
     }
 }
 
@@ -1515,24 +1513,32 @@ async fn attack_client_ids_differing_only_in_spaces_give_two_events_one_id() {
 }
 
 /// Rule (README, "What the forwarder checks": a `PutEvents` body "is used whole or not at all", one output per
-/// event, in the body's order). Input: a body whose `Events` holds the key `a` twice (two events the app wrote
-/// under one key: `{a: start, b: purchase, a: stop}`). `serde_json`'s map keeps the last value, the order-keeping
-/// visitor keeps the first position: the `_session.start` is dropped without a word, the record succeeds, and the
-/// `_session.stop` (written last) goes out first, before the purchase. Duplicate keys are not refused anywhere
-/// (our shape's `{"event_type": "a", "event_type": "b"}` is read as `b` too).
+/// event, in the body's order). A body whose `Events` held the key `a` twice (`{a: start, b: purchase, a: stop}`)
+/// had the `_session.start` dropped without a word and the rest reordered. A repeated key in an `Events` map or
+/// in the endpoint map is now refused, the reason naming the key and where it is.
 #[test]
-fn attack_a_repeated_event_key_in_a_putevents_body_drops_an_event_silently() {
-    let body = r#"{"BatchItem": {"install-1": {"Events": {
+fn a_repeated_key_in_a_putevents_body_is_refused_naming_the_key() {
+    for (body, want) in [
+        (
+            r#"{"BatchItem": {"install-1": {"Events": {
         "a": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"},
         "b": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:01:00Z"},
-        "a": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:02:00Z"}}}}}"#;
-    if let Ok(events) = read_record(body, "install-1") {
-        let names: Vec<&Value> = events.iter().map(|e| &e["event"]).collect();
-        assert_eq!(
-            names,
-            ["_session.start", "_monetization.purchase", "_session.stop"],
-            "a body of 3 events was forwarded, as a success, as {names:?}"
-        );
+        "a": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:02:00Z"}}}}}"#,
+            r#"app event (pinpoint-batch): BatchItem.install-1.Events: key "a" appears twice"#,
+        ),
+        (
+            r#"{"EventsRequest": {"BatchItem": {
+        "p": {"Events": {"a": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"}}},
+        "p": {"Events": {"b": {"EventType": "_session.stop", "Timestamp": "2026-11-20T09:02:00Z"}}}}}}"#,
+            r#"app event (pinpoint-batch): EventsRequest.BatchItem: key "p" appears twice"#,
+        ),
+        (
+            r#"{"Events": {"a": {"EventType": "x", "Timestamp": 1}, "a": {"EventType": "y", "Timestamp": 2}}}"#,
+            r#"app event (pinpoint-batch): Events: key "a" appears twice"#,
+        ),
+    ] {
+        let reason = read_record(body, "install-1").unwrap_err();
+        assert!(reason.starts_with(want), "{reason}");
     }
 }
 

@@ -307,7 +307,7 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
     let events = match shape {
         Shape::Ours => vec![ours(value)?],
         Shape::PinpointEvent => vec![pinpoint_event(value, partition_key)?],
-        Shape::PinpointBatch => pinpoint_batch(value, body_order(data), partition_key)?,
+        Shape::PinpointBatch => pinpoint_batch(value, body_order(data)?, partition_key)?,
         Shape::PinpointStream => vec![pinpoint_stream(value)?],
         Shape::Enrichment => vec![enrichment(value)?],
         Shape::AutoTrack => vec![auto_track(value, partition_key)?],
@@ -673,7 +673,7 @@ pub const MAX_EVENTS_PER_RECORD: usize = 100;
 /// `preserve_order` feature, which the workspace leaves off: it would change the order, and so the content ids,
 /// of every map serialized anywhere) sorts keys, and a `PutEvents` body's events must go out in the order the app
 /// recorded them.
-struct Keyed<V>(Vec<(String, V)>);
+struct Keyed<V>(Vec<(String, V)>, Option<String>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -688,10 +688,15 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
                 mut map: A,
             ) -> Result<Keyed<V>, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, V>()? {
-                    entries.push(entry);
+                let mut seen = std::collections::HashSet::new();
+                let mut repeated = None;
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    if !seen.insert(key.clone()) && repeated.is_none() {
+                        repeated = Some(key.clone());
+                    }
+                    entries.push((key, value));
                 }
-                Ok(Keyed(entries))
+                Ok(Keyed(entries, repeated))
             }
         }
         d.deserialize_map(Entries(std::marker::PhantomData))
@@ -699,6 +704,19 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
 }
 
 impl<V> Keyed<V> {
+    /// The first key that appears more than once, refused as `{path}: key "a" appears twice`.
+    fn once(&self, shape: Shape, path: &str) -> Result<(), InputError> {
+        match &self.1 {
+            Some(key) => Err(broken(
+                shape,
+                format!(
+                    "{path}: key {key:?} appears twice (a JSON reader keeps one of the two; an event would be dropped)"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The keys, each once, in the order they first appear (a repeated key's value is its last, as in a `Value`).
     fn keys(self) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
@@ -733,24 +751,41 @@ struct ItemOrder {
 }
 
 /// Each endpoint id of a `PutEvents` body with its event ids, in document order (the one-item shape's endpoint is
-/// `""`); `None` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong).
-fn body_order(data: &[u8]) -> Option<Vec<(String, Vec<String>)>> {
-    let body: BodyOrder = serde_json::from_slice(data).ok()?;
-    let events = |item: ItemOrder| item.events.map(Keyed::keys).unwrap_or_default();
-    let items = match (body.request, body.batch) {
-        (Some(request), _) => request.batch?,
-        (None, Some(batch)) => batch,
-        (None, None) => return Some(vec![(String::new(), body.events?.keys())]),
+/// `""`); `Ok(None)` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong). A key
+/// repeated in the endpoint map or in an `Events` map is refused, naming the key: a JSON reader keeps one value,
+/// and the other event would be dropped without a word.
+fn body_order(data: &[u8]) -> Result<Option<Vec<(String, Vec<String>)>>, InputError> {
+    let shape = Shape::PinpointBatch;
+    let Ok(body) = serde_json::from_slice::<BodyOrder>(data) else {
+        return Ok(None);
     };
-    let mut seen = std::collections::HashSet::new();
-    Some(
-        items
-            .0
-            .into_iter()
-            .filter(|(id, _)| seen.insert(id.clone()))
-            .map(|(id, item)| (id, events(item)))
-            .collect(),
-    )
+    let (items, path) = match (body.request, body.batch) {
+        (Some(request), _) => match request.batch {
+            Some(batch) => (batch, "EventsRequest.BatchItem"),
+            None => return Ok(None),
+        },
+        (None, Some(batch)) => (batch, "BatchItem"),
+        (None, None) => {
+            let Some(events) = body.events else {
+                return Ok(None);
+            };
+            events.once(shape, "Events")?;
+            return Ok(Some(vec![(String::new(), events.keys())]));
+        }
+    };
+    items.once(shape, path)?;
+    let mut out = Vec::with_capacity(items.0.len());
+    for (id, item) in items.0 {
+        let events = match item.events {
+            Some(events) => {
+                events.once(shape, &format!("{path}.{id}.Events"))?;
+                events.keys()
+            }
+            None => Vec::new(),
+        };
+        out.push((id, events));
+    }
+    Ok(Some(out))
 }
 
 /// A `PutEvents` body's events, in the body's order (`order`, from [`body_order`]; the keys' order when absent).
@@ -764,7 +799,27 @@ fn pinpoint_batch(
         return Err(broken(shape, "not an object"));
     };
     // `{EventsRequest: {BatchItem}}` (the SDK's PutEvents input), `{BatchItem}` (the HTTP body), or one item
-    // `{Endpoint, Events}` whose endpoint id is the record's partition key.
+    // `{Endpoint, Events}` whose endpoint id is the record's partition key. Exactly one of them: a body with two
+    // would have one read and the other's events dropped without a word.
+    let forms: Vec<&str> = [
+        ("EventsRequest", "EventsRequest.BatchItem"),
+        ("BatchItem", "BatchItem"),
+        ("Events", "Events"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| object.contains_key(*key))
+    .map(|(_, form)| form)
+    .collect();
+    if forms.len() > 1 {
+        return Err(broken(
+            shape,
+            format!(
+                "the body has {} batch forms, {}; a PutEvents body has one (the other's events would be dropped)",
+                forms.len(),
+                forms.join(" and ")
+            ),
+        ));
+    }
     let (items, path) = if let Some(request) = object.remove("EventsRequest") {
         match request {
             Value::Object(mut r) => (
