@@ -430,16 +430,22 @@ fn check_window(
 }
 
 /// The session, its times corrected by `offset`, its length checked: a duration (or stop minus start) below
-/// zero or over [`Limits::max_session`] is refused.
+/// zero or over [`Limits::max_session`] is refused. `clamp_to`: the arrival, when the event's own corrected time
+/// was clamped to it (`client_clamped`): the session's corrected times are clamped the same way, never after it
+/// (else a `_session.start` dated at its arrival would say its session started after it).
 fn session(
     client: Option<crate::input::Session>,
     offset: Option<Duration>,
+    clamp_to: Option<DateTime<Utc>>,
     limits: &Limits,
 ) -> Result<Option<Session>, Invalid> {
     let Some(s) = client else { return Ok(None) };
     let time = |t: &Option<ClientTime>, what: &str| -> Result<Option<DateTime<Utc>>, Invalid> {
         t.as_ref()
-            .map(|t| shifted(client_time(t, what)?, offset, what))
+            .map(|t| {
+                let t = shifted(client_time(t, what)?, offset, what)?;
+                Ok(clamp_to.map_or(t, |latest| t.min(latest)))
+            })
             .transpose()
     };
     // Session times are held to RFC 3339's years, not to the arrival window: real clients send session starts
@@ -560,7 +566,10 @@ pub fn normalize(
         },
         e.anonymous_id.as_ref(),
     )?;
-    let client_event_id = id("event_id", e.event_id.as_ref())?;
+    // The client's event id is hashed as sent, never trimmed: ` a` and `a` are two ids a client chose (two events
+    // of one `PutEvents` body may be keyed so), and trimming gave them one `event_id` (the second dropped as a
+    // repeat). A resend sends the same bytes, so it keeps its id. A blank id is no id (then the content decides).
+    let client_event_id = id("event_id", e.event_id.as_ref())?.and(e.event_id.clone());
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(Invalid(
             "neither user_id nor anonymous_id: the event belongs to nobody".into(),
@@ -607,7 +616,8 @@ pub fn normalize(
     };
     check_window(timestamp, "event time", received_at, limits)?;
     let timestamp = representable(timestamp, "event time")?;
-    let session = session(e.session, offset, limits)?;
+    let clamp_to = (time_source == "client_clamped").then_some(received_at);
+    let session = session(e.session, offset, clamp_to, limits)?;
 
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
     let c = &e.context;
