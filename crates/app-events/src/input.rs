@@ -750,11 +750,14 @@ struct ItemOrder {
     events: Option<Keyed<serde::de::IgnoredAny>>,
 }
 
+/// Each endpoint id of a `PutEvents` body with its event ids.
+type BodyOrderIds = Vec<(String, Vec<String>)>;
+
 /// Each endpoint id of a `PutEvents` body with its event ids, in document order (the one-item shape's endpoint is
 /// `""`); `Ok(None)` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong). A key
 /// repeated in the endpoint map or in an `Events` map is refused, naming the key: a JSON reader keeps one value,
 /// and the other event would be dropped without a word.
-fn body_order(data: &[u8]) -> Result<Option<Vec<(String, Vec<String>)>>, InputError> {
+fn body_order(data: &[u8]) -> Result<Option<BodyOrderIds>, InputError> {
     let shape = Shape::PinpointBatch;
     let Ok(body) = serde_json::from_slice::<BodyOrder>(data) else {
         return Ok(None);
@@ -791,7 +794,7 @@ fn body_order(data: &[u8]) -> Result<Option<Vec<(String, Vec<String>)>>, InputEr
 /// A `PutEvents` body's events, in the body's order (`order`, from [`body_order`]; the keys' order when absent).
 fn pinpoint_batch(
     value: Value,
-    order: Option<Vec<(String, Vec<String>)>>,
+    order: Option<BodyOrderIds>,
     partition_key: &str,
 ) -> Result<Vec<ClientEvent>, InputError> {
     let shape = Shape::PinpointBatch;
