@@ -313,6 +313,18 @@ fn is_name(s: &str) -> bool {
     NAME.as_ref().is_some_and(|name| name.is_match(s))
 }
 
+/// Characters a name may not hold although [`NAME_PATTERN`] lets them through (the forwarder is stricter than the
+/// schema, never looser): Unicode's `Default_Ignorable_Code_Point`s, which render as nothing (U+034F COMBINING
+/// GRAPHEME JOINER, variation selectors U+FE0F and U+180B, Hangul fillers U+3164 and U+115F, which Unicode calls
+/// letters): `_session.start` + U+034F would show as `_session.start` yet be another event.
+static INVISIBLE: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"\p{Default_Ignorable_Code_Point}").ok());
+
+/// A combining mark (`M`), which may follow a character but not start a name (U+093E, U+0345 are marks that
+/// Unicode also calls `Alphabetic`, so the schema's first-character class lets them through).
+static MARK: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^\p{M}").ok());
+
 /// A name, checked by the schema's own pattern ([`NAME_PATTERN`]). Names are never trimmed: `_session.start `
 /// would be another event than `_session.start` (one the rollup never counts as a session), so a blank name or a
 /// name with a space first or last is refused with its own reason, not quietly made into something else.
@@ -338,6 +350,37 @@ fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
             "{kind} name has characters outside letters, digits, combining marks after the first character, \
              space and _ . - :"
         )));
+    }
+    // `None` (a pattern that did not compile; a unit test compiles them) refuses every name.
+    match INVISIBLE.as_ref().map(|r| r.find(name)) {
+        None => {
+            return Err(Invalid(format!(
+                "{kind} name cannot be checked for invisible characters"
+            )));
+        }
+        Some(Some(m)) => {
+            let c = m.as_str().chars().next().unwrap_or_default();
+            return Err(Invalid(format!(
+                "{kind} name has an invisible character, U+{:04X} (a default-ignorable code point)",
+                c as u32
+            )));
+        }
+        Some(None) => {}
+    }
+    match MARK.as_ref().map(|r| r.find(name)) {
+        None => {
+            return Err(Invalid(format!(
+                "{kind} name cannot be checked for a leading combining mark"
+            )));
+        }
+        Some(Some(m)) => {
+            let c = m.as_str().chars().next().unwrap_or_default();
+            return Err(Invalid(format!(
+                "{kind} name begins with a combining mark, U+{:04X}; a mark may only follow a character",
+                c as u32
+            )));
+        }
+        Some(None) => {}
     }
     Ok(())
 }
@@ -387,16 +430,22 @@ fn check_window(
 }
 
 /// The session, its times corrected by `offset`, its length checked: a duration (or stop minus start) below
-/// zero or over [`Limits::max_session`] is refused.
+/// zero or over [`Limits::max_session`] is refused. `clamp_to`: the arrival, when the event's own corrected time
+/// was clamped to it (`client_clamped`): the session's corrected times are clamped the same way, never after it
+/// (else a `_session.start` dated at its arrival would say its session started after it).
 fn session(
     client: Option<crate::input::Session>,
     offset: Option<Duration>,
+    clamp_to: Option<DateTime<Utc>>,
     limits: &Limits,
 ) -> Result<Option<Session>, Invalid> {
     let Some(s) = client else { return Ok(None) };
     let time = |t: &Option<ClientTime>, what: &str| -> Result<Option<DateTime<Utc>>, Invalid> {
         t.as_ref()
-            .map(|t| shifted(client_time(t, what)?, offset, what))
+            .map(|t| {
+                let t = shifted(client_time(t, what)?, offset, what)?;
+                Ok(clamp_to.map_or(t, |latest| t.min(latest)))
+            })
             .transpose()
     };
     // Session times are held to RFC 3339's years, not to the arrival window: real clients send session starts
@@ -517,7 +566,10 @@ pub fn normalize(
         },
         e.anonymous_id.as_ref(),
     )?;
-    let client_event_id = id("event_id", e.event_id.as_ref())?;
+    // The client's event id is hashed as sent, never trimmed: ` a` and `a` are two ids a client chose (two events
+    // of one `PutEvents` body may be keyed so), and trimming gave them one `event_id` (the second dropped as a
+    // repeat). A resend sends the same bytes, so it keeps its id. A blank id is no id (then the content decides).
+    let client_event_id = id("event_id", e.event_id.as_ref())?.and(e.event_id.clone());
     if user_id.is_none() && anonymous_id.is_none() {
         return Err(Invalid(
             "neither user_id nor anonymous_id: the event belongs to nobody".into(),
@@ -564,7 +616,8 @@ pub fn normalize(
     };
     check_window(timestamp, "event time", received_at, limits)?;
     let timestamp = representable(timestamp, "event time")?;
-    let session = session(e.session, offset, limits)?;
+    let clamp_to = (time_source == "client_clamped").then_some(received_at);
+    let session = session(e.session, offset, clamp_to, limits)?;
 
     let ctx = |what: &str, v: Option<&String>| check_text(what, v, limits.max_id_chars);
     let c = &e.context;

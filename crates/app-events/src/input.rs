@@ -297,8 +297,9 @@ pub fn detect(object: &Map<String, Value>) -> Result<Shape, InputError> {
 /// Reads one record's data into its events; `partition_key` is the record's Kinesis partition key (the anonymous
 /// id of shapes that carry no identity).
 pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, InputError> {
-    let value: Value = serde_json::from_slice(data)
-        .map_err(|e| out_of_range(data).unwrap_or_else(|| InputError::NotJson(e.to_string())))?;
+    let value: Value = serde_json::from_slice(data).map_err(|e| {
+        out_of_range(data, &e).unwrap_or_else(|| InputError::NotJson(e.to_string()))
+    })?;
     let Value::Object(object) = &value else {
         return Err(InputError::NotJson("the top level is not an object".into()));
     };
@@ -306,7 +307,7 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
     let events = match shape {
         Shape::Ours => vec![ours(value)?],
         Shape::PinpointEvent => vec![pinpoint_event(value, partition_key)?],
-        Shape::PinpointBatch => pinpoint_batch(value, body_order(data), partition_key)?,
+        Shape::PinpointBatch => pinpoint_batch(value, body_order(data)?, partition_key)?,
         Shape::PinpointStream => vec![pinpoint_stream(value)?],
         Shape::Enrichment => vec![enrichment(value)?],
         Shape::AutoTrack => vec![auto_track(value, partition_key)?],
@@ -323,15 +324,18 @@ pub fn parse(data: &[u8], partition_key: &str) -> Result<Vec<ClientEvent>, Input
 }
 
 /// A number past f64's range (`1e400`, or 400 digits) is valid JSON (RFC 8259 sets no range), but serde_json
-/// refuses the whole document for it while parsing, before any shape is picked. This reads the document again with
-/// such numbers as null (each value's raw text is kept by `RawValue`, which skips numbers without computing them),
-/// to name the shape and the field: `app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit
-/// float`. `None` when the document has no such number (then its own parse error stands). Only on the error path.
-fn out_of_range(data: &[u8]) -> Option<InputError> {
-    let raw: &serde_json::value::RawValue = serde_json::from_slice(data).ok()?;
-    let mut first = None;
-    let value = lenient(raw, &mut String::new(), &mut first)?;
-    let (path, number) = first?;
+/// refuses the whole document for it while parsing, before any shape is picked. When (and only when) serde_json's
+/// error is that one, this reads the document again with such numbers as null, to name the shape and the field:
+/// `app event (ours): metrics.score: number 1e400 is out of the range of a 64-bit float`. The re-read is one
+/// linear scan of the bytes (no recursion: the open objects and arrays are a stack on the heap), stops past
+/// serde_json's own nesting limit ([`MAX_DEPTH`]), and the result is parsed by serde_json again (its limit holds).
+/// `None` when the document has no such number or the re-read fails: then the original parse error stands.
+fn out_of_range(data: &[u8], error: &serde_json::Error) -> Option<InputError> {
+    if !error.to_string().starts_with("number out of range") {
+        return None;
+    }
+    let (patched, (path, number)) = nulled(data)?;
+    let value: Value = serde_json::from_slice(&patched).ok()?;
     let reason = format!("{path}: number {number} is out of the range of a 64-bit float");
     match &value {
         Value::Object(object) => match detect(object) {
@@ -342,56 +346,110 @@ fn out_of_range(data: &[u8]) -> Option<InputError> {
     }
 }
 
-/// `raw` as a value, a number out of range as null (the first one's path and text in `first`); paths are written
-/// as the field paths of other reasons (`a.b[0].c`).
-fn lenient(
-    raw: &serde_json::value::RawValue,
-    path: &mut String,
-    first: &mut Option<(String, String)>,
-) -> Option<Value> {
-    let text = raw.get().trim_start();
-    match text.as_bytes().first()? {
-        b'{' => {
-            let entries: Keyed<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
-            let mut map = Map::new();
-            for (key, value) in entries.0 {
-                let len = path.len();
+/// serde_json's nesting limit: 128 levels of objects and arrays.
+const MAX_DEPTH: usize = 128;
+
+/// One open object or array while [`nulled`] scans.
+enum Open {
+    /// An object: its current key, and whether the next string is a key.
+    Object(Option<String>, bool),
+    /// An array: the current item's index.
+    Array(usize),
+}
+
+/// `data` with every number out of f64's range written as `null`, and the first one's path (as the field paths
+/// of other reasons: `a.b[0].c`, `.` for the top level) and text. One pass over the bytes; `None` past
+/// [`MAX_DEPTH`] levels, on an unterminated string or key that is not a string, or when no number is out of range.
+fn nulled(data: &[u8]) -> Option<(Vec<u8>, (String, String))> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut open: Vec<Open> = Vec::new();
+    let mut first = None;
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        match b {
+            b'"' => {
+                let mut end = i + 1;
+                loop {
+                    match data.get(end)? {
+                        b'\\' => end += 2,
+                        b'"' => break,
+                        _ => end += 1,
+                    }
+                }
+                let token = data.get(i..=end)?;
+                if let Some(Open::Object(key, expecting_key @ true)) = open.last_mut() {
+                    *key = Some(serde_json::from_slice(token).ok()?);
+                    *expecting_key = false;
+                }
+                out.extend_from_slice(token);
+                i = end + 1;
+                continue;
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = data[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .map_or(data.len(), |n| i + n);
+                let token = &data[i..end];
+                if serde_json::from_slice::<Value>(token).is_ok() {
+                    out.extend_from_slice(token);
+                } else {
+                    if first.is_none() {
+                        first = Some((
+                            path(&open),
+                            String::from_utf8_lossy(token).chars().take(40).collect(),
+                        ));
+                    }
+                    out.extend_from_slice(b"null");
+                }
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                if open.len() >= MAX_DEPTH {
+                    return None;
+                }
+                open.push(if b == b'{' {
+                    Open::Object(None, true)
+                } else {
+                    Open::Array(0)
+                });
+            }
+            b'}' | b']' => {
+                open.pop();
+            }
+            b',' => match open.last_mut() {
+                Some(Open::Object(_, expecting_key)) => *expecting_key = true,
+                Some(Open::Array(index)) => *index += 1,
+                None => {}
+            },
+            _ => {}
+        }
+        out.push(b);
+        i += 1;
+    }
+    Some((out, first?))
+}
+
+/// The path of the value being scanned, from the open objects and arrays.
+fn path(open: &[Open]) -> String {
+    let mut path = String::new();
+    for o in open {
+        match o {
+            Open::Object(Some(key), _) => {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(&key);
-                let value = lenient(value, path, first)?;
-                path.truncate(len);
-                map.insert(key, value);
+                path.push_str(key);
             }
-            Some(Value::Object(map))
+            Open::Object(None, _) => {}
+            Open::Array(index) => path.push_str(&format!("[{index}]")),
         }
-        b'[' => {
-            let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.into_iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                out.push(lenient(item, path, first)?);
-                path.truncate(len);
-            }
-            Some(Value::Array(out))
-        }
-        b'-' | b'0'..=b'9' => Some(serde_json::from_str(text).unwrap_or_else(|_| {
-            if first.is_none() {
-                let shown: String = text.trim_end().chars().take(40).collect();
-                *first = Some((
-                    if path.is_empty() {
-                        ".".to_owned()
-                    } else {
-                        path.clone()
-                    },
-                    shown,
-                ));
-            }
-            Value::Null
-        })),
-        _ => serde_json::from_str(text).ok(),
+    }
+    if path.is_empty() {
+        ".".to_owned()
+    } else {
+        path
     }
 }
 
@@ -615,7 +673,7 @@ pub const MAX_EVENTS_PER_RECORD: usize = 100;
 /// `preserve_order` feature, which the workspace leaves off: it would change the order, and so the content ids,
 /// of every map serialized anywhere) sorts keys, and a `PutEvents` body's events must go out in the order the app
 /// recorded them.
-struct Keyed<V>(Vec<(String, V)>);
+struct Keyed<V>(Vec<(String, V)>, Option<String>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -630,10 +688,15 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
                 mut map: A,
             ) -> Result<Keyed<V>, A::Error> {
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, V>()? {
-                    entries.push(entry);
+                let mut seen = std::collections::HashSet::new();
+                let mut repeated = None;
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    if !seen.insert(key.clone()) && repeated.is_none() {
+                        repeated = Some(key.clone());
+                    }
+                    entries.push((key, value));
                 }
-                Ok(Keyed(entries))
+                Ok(Keyed(entries, repeated))
             }
         }
         d.deserialize_map(Entries(std::marker::PhantomData))
@@ -641,6 +704,19 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
 }
 
 impl<V> Keyed<V> {
+    /// The first key that appears more than once, refused as `{path}: key "a" appears twice`.
+    fn once(&self, shape: Shape, path: &str) -> Result<(), InputError> {
+        match &self.1 {
+            Some(key) => Err(broken(
+                shape,
+                format!(
+                    "{path}: key {key:?} appears twice (a JSON reader keeps one of the two; an event would be dropped)"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The keys, each once, in the order they first appear (a repeated key's value is its last, as in a `Value`).
     fn keys(self) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
@@ -674,31 +750,51 @@ struct ItemOrder {
     events: Option<Keyed<serde::de::IgnoredAny>>,
 }
 
+/// Each endpoint id of a `PutEvents` body with its event ids.
+type BodyOrderIds = Vec<(String, Vec<String>)>;
+
 /// Each endpoint id of a `PutEvents` body with its event ids, in document order (the one-item shape's endpoint is
-/// `""`); `None` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong).
-fn body_order(data: &[u8]) -> Option<Vec<(String, Vec<String>)>> {
-    let body: BodyOrder = serde_json::from_slice(data).ok()?;
-    let events = |item: ItemOrder| item.events.map(Keyed::keys).unwrap_or_default();
-    let items = match (body.request, body.batch) {
-        (Some(request), _) => request.batch?,
-        (None, Some(batch)) => batch,
-        (None, None) => return Some(vec![(String::new(), body.events?.keys())]),
+/// `""`); `Ok(None)` when the body is not shaped for it (then [`pinpoint_batch`] reports what is wrong). A key
+/// repeated in the endpoint map or in an `Events` map is refused, naming the key: a JSON reader keeps one value,
+/// and the other event would be dropped without a word.
+fn body_order(data: &[u8]) -> Result<Option<BodyOrderIds>, InputError> {
+    let shape = Shape::PinpointBatch;
+    let Ok(body) = serde_json::from_slice::<BodyOrder>(data) else {
+        return Ok(None);
     };
-    let mut seen = std::collections::HashSet::new();
-    Some(
-        items
-            .0
-            .into_iter()
-            .filter(|(id, _)| seen.insert(id.clone()))
-            .map(|(id, item)| (id, events(item)))
-            .collect(),
-    )
+    let (items, path) = match (body.request, body.batch) {
+        (Some(request), _) => match request.batch {
+            Some(batch) => (batch, "EventsRequest.BatchItem"),
+            None => return Ok(None),
+        },
+        (None, Some(batch)) => (batch, "BatchItem"),
+        (None, None) => {
+            let Some(events) = body.events else {
+                return Ok(None);
+            };
+            events.once(shape, "Events")?;
+            return Ok(Some(vec![(String::new(), events.keys())]));
+        }
+    };
+    items.once(shape, path)?;
+    let mut out = Vec::with_capacity(items.0.len());
+    for (id, item) in items.0 {
+        let events = match item.events {
+            Some(events) => {
+                events.once(shape, &format!("{path}.{id}.Events"))?;
+                events.keys()
+            }
+            None => Vec::new(),
+        };
+        out.push((id, events));
+    }
+    Ok(Some(out))
 }
 
 /// A `PutEvents` body's events, in the body's order (`order`, from [`body_order`]; the keys' order when absent).
 fn pinpoint_batch(
     value: Value,
-    order: Option<Vec<(String, Vec<String>)>>,
+    order: Option<BodyOrderIds>,
     partition_key: &str,
 ) -> Result<Vec<ClientEvent>, InputError> {
     let shape = Shape::PinpointBatch;
@@ -706,7 +802,27 @@ fn pinpoint_batch(
         return Err(broken(shape, "not an object"));
     };
     // `{EventsRequest: {BatchItem}}` (the SDK's PutEvents input), `{BatchItem}` (the HTTP body), or one item
-    // `{Endpoint, Events}` whose endpoint id is the record's partition key.
+    // `{Endpoint, Events}` whose endpoint id is the record's partition key. Exactly one of them: a body with two
+    // would have one read and the other's events dropped without a word.
+    let forms: Vec<&str> = [
+        ("EventsRequest", "EventsRequest.BatchItem"),
+        ("BatchItem", "BatchItem"),
+        ("Events", "Events"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| object.contains_key(*key))
+    .map(|(_, form)| form)
+    .collect();
+    if forms.len() > 1 {
+        return Err(broken(
+            shape,
+            format!(
+                "the body has {} batch forms, {}; a PutEvents body has one (the other's events would be dropped)",
+                forms.len(),
+                forms.join(" and ")
+            ),
+        ));
+    }
     let (items, path) = if let Some(request) = object.remove("EventsRequest") {
         match request {
             Value::Object(mut r) => (
