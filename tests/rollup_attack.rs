@@ -404,3 +404,114 @@ async fn an_ordinary_batch_on_three_clients_commits_in_parts_within_one_invocati
     let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
     assert_eq!(invocations, 1, "invocations for one batch of 60 sign-ins");
 }
+
+/// The in-memory table failing a seeded share of every kind of call: transient errors before the call, and lost
+/// answers after it (the write landed, the caller hears an error), as the chaos run's fault proxy does.
+#[derive(Debug)]
+struct Faulty {
+    inner: Memory,
+    rng: std::sync::Mutex<fastrand::Rng>,
+    /// One call in `every` fails.
+    every: u32,
+}
+
+impl Faulty {
+    /// `Some(lost)` when this call fails: lost (`true`) after it ran, or before it (`false`).
+    fn draw(&self) -> Option<bool> {
+        let mut rng = self.rng.lock().unwrap();
+        (rng.u32(0..self.every) == 0).then(|| rng.bool())
+    }
+}
+
+fn fault() -> TableError {
+    TableError::Transient("injected fault".into())
+}
+
+#[async_trait]
+impl Table for Faulty {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        match self.draw() {
+            Some(_) => Err(fault()),
+            None => self.inner.get(key, consistent).await,
+        }
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        match self.draw() {
+            Some(_) => Err(fault()),
+            None => self.inner.batch_get(keys, consistent).await,
+        }
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        match self.draw() {
+            Some(true) => {
+                let _ = self.inner.put(item, expect).await;
+                Err(fault())
+            }
+            Some(false) => Err(fault()),
+            None => self.inner.put(item, expect).await,
+        }
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        match self.draw() {
+            Some(true) => {
+                let _ = self.inner.transact(writes).await;
+                Err(fault())
+            }
+            Some(false) => Err(fault()),
+            None => self.inner.transact(writes).await,
+        }
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// A generated month (auth and app events, late and repeated ones) delivered in small batches to two shards over
+/// a table that fails one call in 25 (40 seeds), before or after it runs, seeded: every batch comes again until it
+/// succeeds, and then the counters equal a calm run's and the dashboard's points equal the table, day by day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_seeded_table_faults_the_counters_and_the_dashboard_equal_a_calm_run() {
+    let month = devtools::synthetic::generate(40);
+    let deliveries = devtools::synthetic::deliveries(&month);
+    let run = |table: Arc<dyn Table>| {
+        let deliveries = deliveries.clone();
+        async move {
+            let (store, rollup, published) = rollup_over(table, vec!["platform".to_owned()]);
+            let metrics = Metrics::new();
+            let mut feeds = [Feed::new("auth-events", 0), Feed::new("auth-events", 1)];
+            for (i, docs) in deliveries.iter().enumerate() {
+                for chunk in docs.chunks(7) {
+                    deliver(&rollup, &mut feeds[i % 2], chunk, &metrics).await;
+                }
+            }
+            let lines = published.lock().unwrap().clone();
+            (e2e::rollup_counters(&store).await, lines)
+        }
+    };
+    let (calm, _) = run(Arc::new(Memory::new())).await;
+    for seed in 0..40u64 {
+        println!("seed {seed}");
+        let table = Arc::new(Faulty {
+            inner: Memory::new(),
+            rng: std::sync::Mutex::new(fastrand::Rng::with_seed(seed)),
+            every: 25,
+        });
+        let (counters, lines) = run(table).await;
+        assert_eq!(counters, calm, "seed {seed}");
+        let dashboard: BTreeMap<String, BTreeMap<String, i64>> =
+            active_users::handler::dashboard_points(&lines)
+                .into_iter()
+                .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+                .collect();
+        e2e::assert_dashboard_equals_table(&counters, &dashboard);
+    }
+}
