@@ -916,3 +916,67 @@ fn a_full_registry_stays_far_under_an_item_and_counts_the_rest_as_other() {
         "{attrs:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-rollup-2).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// README ("How it stays exact"): "a lane never plans over another lane's change that lane may still commit ...
+/// takes it back itself once the invocation that wrote it is over (its deadline, stored with the change, and a
+/// minute)". A history item written before `until` existed (the previous version wrote no `t` in its undo
+/// records) reads back with `until: 0` (`store::history_of`), and `History::settled` takes such a change back at
+/// once (`now > 0 + 60`), whoever may still commit it. During the deployment that brought `until`, an invocation of
+/// the previous version is still running on shard a: it wrote device dev-1's history for day 5 (install-a's
+/// session) and is about to commit. Lane b (new version, install-b on the same device, same day) reads the
+/// history, finds lane a's record uncommitted with `until` 0, takes it back instead of waiting, counts dev-1
+/// active on day 5 and commits. Then lane a's commit lands with its own +1.
+///
+/// Observed: `session_devices.active` on day 5 is 2 (should be 1), `new` 2, the 7-day window 2 on days 5..11,
+/// month actives of October 2. A record without a
+/// deadline should be waited for as one whose writer may still be running (e.g. the longest invocation, 900 s,
+/// from when it is first seen), not taken over at once.
+#[test]
+fn attack_a_legacy_undo_record_without_until_is_taken_over_while_its_writer_commits() {
+    let mut t = Table::default();
+    let lane_a = LaneState {
+        lane: "lane-a".into(),
+        ..LaneState::default()
+    };
+    // Lane a (previous version, still running): its plan, histories written, commit in flight.
+    let pa = t.next_position();
+    let a = session(&attack_id("old-a"), "install-a", "dev-1", day(5));
+    let pl = plan(&[(0, pa.clone(), a)], &BTreeMap::new(), &lane_a, &rules());
+    assert!(pl.markers.is_empty(), "the session counts with its history");
+    for (k, h) in &pl.histories {
+        // As the previous version stored it: no `t` in its undo record.
+        let mut item = crate::store::history_item(k, h);
+        if let Some(crate::table::Value::M(undo)) = item.get_mut("u") {
+            for rec in undo.values_mut() {
+                if let crate::table::Value::M(m) = rec {
+                    m.remove("t");
+                }
+            }
+        }
+        let mut back = crate::store::history_of(&item);
+        back.version = h.version;
+        assert_eq!(
+            back.undo["lane-a"].until, 0,
+            "a legacy record reads as until 0"
+        );
+        t.histories.insert(k.clone(), back);
+    }
+    t.lanes.insert("lane-a".into(), lane_a);
+    // Lane b (new version), a second later: install-b on the same device, same day.
+    t.later = 1;
+    let b = vec![(
+        t.next_position(),
+        session(&attack_id("new-b"), "install-b", "dev-1", day(5)),
+    )];
+    assert!(t.run("lane-b", &b, false), "lane b did not wait");
+    // Lane a's commit lands.
+    merge(&mut t.totals, &pl.deltas);
+    if let Some(s) = t.lanes.get_mut("lane-a") {
+        s.position = Some(pa);
+    }
+    check_device(&t, &[5]);
+}
