@@ -980,3 +980,51 @@ fn attack_a_legacy_undo_record_without_until_is_taken_over_while_its_writer_comm
     }
     check_device(&t, &[5]);
 }
+
+/// README ("Metrics"): actives per dimension value, "per actor and day, each value once; at most 100 values per
+/// (definition, scope, dimension) and lane, past it `other`". The lane's registry (`lanedims#<lane>`, attribute
+/// `values`, slot `<definition>|<scope>|<name>`) is the same item, attribute and slot key the previous version
+/// wrote, but that version kept the values themselves, and this one keeps 16-digit tags (`value_tag`) and reads
+/// the old list as tags without a word. A lane whose slot the previous version had filled (100 values, `android`
+/// and `ios` among them: an `app_version` or `locale` slot fills over a lane's life) finds no tag of any value in
+/// it: after the deployment every value of that slot counts as `other` in that lane, forever, even those it
+/// counted by name the day before; and one not yet full counts its known values again as new ones until it is.
+/// Sequence: ann signs in on day 1 (`platform=android`, counted by name; her history holds it), the lane's
+/// registry is as the previous version left it (the slot full of 100 values including `android`), ann signs in
+/// again on day 1 and bob (android too) on day 2.
+///
+/// Observed: day 1 of `pool=p` has `platform=android` 1 and `platform=other` 1 for one actor (ann counted under
+/// two platforms on one day: the breakdown sums to 2 actives of 1); day 2 has bob under `other`, not `android`.
+#[test]
+fn attack_a_registry_left_by_the_previous_version_turns_known_values_into_other() {
+    let mut t = Table::default();
+    t.one("L", sign_in(&attack_id("ann-1"), "ann", day(1)), false);
+    // The registry as the previous version left it: raw values, the slots full.
+    let mut raw: BTreeSet<String> = (0..98).map(|i| format!("value-{i}")).collect();
+    raw.insert("android".into());
+    raw.insert("ios".into());
+    assert_eq!(raw.len(), DIMENSION_VALUES_CAP);
+    let old: BTreeMap<String, BTreeSet<String>> = [
+        "authenticating_users|pool=p/client=c|platform",
+        "authenticating_users|pool=p|platform",
+    ]
+    .into_iter()
+    .map(|slot| (slot.to_owned(), raw.clone()))
+    .collect();
+    if let Some(lane) = t.lanes.get_mut("L") {
+        lane.dimension_values = old;
+    }
+    t.one("L", sign_in(&attack_id("ann-2"), "ann", day(1)), false);
+    t.one("L", sign_in(&attack_id("bob-1"), "bob", day(2)), false);
+    let platform = |v: &str| {
+        t.counter("pool=p", &format!("{DIM}authenticating_users|platform={v}"))
+            .into_iter()
+            .map(|(d, n)| ((d - day(0)).num_days(), n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (platform("android"), platform("other")),
+        (vec![(1, 1), (2, 1)], vec![]),
+        "(day, actives) with platform android, and with other"
+    );
+}
