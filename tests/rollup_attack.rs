@@ -404,3 +404,152 @@ async fn an_ordinary_batch_on_three_clients_commits_in_parts_within_one_invocati
     let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
     assert_eq!(invocations, 1, "invocations for one batch of 60 sign-ins");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-rollup-2).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The in-memory table with one interleaving of two lanes' first history writes forced: both read the histories
+/// before either writes; whichever writes `dev-1` first then writes `dev-2` only after the other lane has.
+#[derive(Debug)]
+struct CrossedDeviceWrites {
+    inner: Memory,
+    reads: tokio::sync::Barrier,
+    gated_reads: AtomicU32,
+    first_on_dev1: std::sync::Mutex<Option<String>>,
+    dev2_by_other: std::sync::atomic::AtomicBool,
+    dev2_written: tokio::sync::Notify,
+}
+
+/// The lane of a history item's (only) undo record.
+fn writer(item: &Item) -> Option<String> {
+    match item.get("u") {
+        Some(active_users::table::Value::M(u)) => u.keys().next().cloned(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Table for CrossedDeviceWrites {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        self.inner.get(key, consistent).await
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        if keys.iter().any(|k| k.pk.starts_with("h#"))
+            && self.gated_reads.fetch_add(1, Ordering::SeqCst) < 2
+        {
+            self.reads.wait().await;
+        }
+        self.inner.batch_get(keys, consistent).await
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        let pk = match item.get("pk") {
+            Some(active_users::table::Value::S(pk)) => pk.clone(),
+            _ => String::new(),
+        };
+        let lane = writer(&item);
+        if pk == "h#app#dev-1" {
+            let mut first = self.first_on_dev1.lock().unwrap();
+            if first.is_none() {
+                *first = lane.clone();
+            }
+        }
+        if pk == "h#app#dev-2" && !self.dev2_by_other.load(Ordering::SeqCst) {
+            let first = self.first_on_dev1.lock().unwrap().clone();
+            if first.is_some() && first == lane {
+                self.dev2_written.notified().await;
+            } else {
+                let r = self.inner.put(item, expect).await;
+                self.dev2_by_other.store(true, Ordering::SeqCst);
+                self.dev2_written.notify_one();
+                return r;
+            }
+        }
+        self.inner.put(item, expect).await
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        self.inner.transact(writes).await
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// README ("How it stays exact"): a lane "waits (up to a minute within the invocation, then its batch comes again)
+/// for an uncommitted one to be committed or taken back by its own redelivery". Two devices, each shared by an
+/// install of shard 0 and one of shard 1; each shard's batch has a session on each device, same day. Both lanes
+/// read the (empty) histories, then lane X writes dev-1, lane Y's write of dev-1 meets X's version (conflict), Y
+/// writes dev-2, X's write of dev-2 meets Y's. The handler writes every history of the plan even after a conflict,
+/// so each lane now holds an uncommitted change to one device, and plans again: each finds the other's change
+/// uncommitted and waits its minute, then fails its records. Their redeliveries do not take back their own change
+/// either: each reads the other's first and waits again, and so on until the first invocations' deadline and a
+/// minute have passed (with the template's 120 s timeout about 3 minutes and 3-4 invocations of each shard
+/// sleeping a minute and spending retry attempts; a `Deadline::none()` run, 16 minutes). No invocation is running
+/// meanwhile; a busy shared device (the README's emulator id) can cross again at every takeover.
+///
+/// Here (a 120 s deadline, tokio's clock paused, the wall clock still): after the first invocations and three
+/// rounds of redeliveries, nothing of either shard is counted.
+#[tokio::test(start_paused = true)]
+async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_the_deadline() {
+    let table = Arc::new(CrossedDeviceWrites {
+        inner: Memory::new(),
+        reads: tokio::sync::Barrier::new(2),
+        gated_reads: AtomicU32::new(0),
+        first_on_dev1: std::sync::Mutex::new(None),
+        dev2_by_other: std::sync::atomic::AtomicBool::new(false),
+        dev2_written: tokio::sync::Notify::new(),
+    });
+    let (store, rollup, _) = rollup_over(table, Vec::new());
+    let on = date(2026, 11, 3);
+    let session = |n: usize, install: &str, device: &str| -> Value {
+        json!({"schema": "app-event/v1", "event_id": id("crossed", n), "type": "track",
+               "event": "_session.start", "anonymous_id": install, "user_id": null,
+               "timestamp": format!("{on}T10:00:{n:02}Z"),
+               "context": {"session_id": format!("s{n}"), "device_id": device}})
+    };
+    let docs_x = vec![
+        session(1, "install-x1", "dev-1"),
+        session(2, "install-x2", "dev-2"),
+    ];
+    let docs_y = vec![
+        session(3, "install-y1", "dev-1"),
+        session(4, "install-y2", "dev-2"),
+    ];
+    let (mut feed_x, mut feed_y) = (Feed::new("app-events", 0), Feed::new("app-events", 1));
+    let metrics = Metrics::new();
+    let deadline = || Deadline::after(std::time::Duration::from_secs(120));
+    let (mut ex, mut ey) = (feed_x.event(&docs_x), feed_y.event(&docs_y));
+    let mut failed_rounds = 0;
+    for _ in 0..4 {
+        let (rx, ry) = tokio::join!(
+            rollup.process(ex, deadline(), &metrics),
+            rollup.process(ey, deadline(), &metrics)
+        );
+        if rx.batch_item_failures.is_empty() && ry.batch_item_failures.is_empty() {
+            break;
+        }
+        failed_rounds += 1;
+        ex = feed_x.again(&docs_x);
+        ey = feed_y.again(&docs_y);
+    }
+    let c = store.day_counters("app", on).await.unwrap();
+    assert_eq!(
+        (
+            failed_rounds,
+            c.get("session_devices.active").copied(),
+            c.get("session_users.active").copied(),
+        ),
+        (1, Some(2), Some(4)),
+        "(rounds of both shards failing, devices active, installs active); waits: {}",
+        metrics.get(active_users::handler::METRIC_WAITS)
+    );
+}
