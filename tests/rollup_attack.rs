@@ -674,3 +674,114 @@ async fn parts_whose_commit_answers_are_lost_count_once_and_publish() {
         .collect();
     e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
 }
+
+/// The in-memory table, refusing for good (an item too large) every write of one history.
+#[derive(Debug)]
+struct RefusedHistory {
+    inner: Memory,
+    pk: String,
+}
+
+#[async_trait]
+impl Table for RefusedHistory {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        self.inner.get(key, consistent).await
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        self.inner.batch_get(keys, consistent).await
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        if matches!(item.get("pk"), Some(active_users::table::Value::S(pk)) if *pk == self.pk) {
+            return Err(TableError::Permanent(
+                "ValidationException: item over the 400 KB item size limit".into(),
+            ));
+        }
+        self.inner.put(item, expect).await
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        self.inner.transact(writes).await
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// Tried and held (kept as a test): a batch committed in parts, with a record in a middle part whose history the
+/// table refuses for good: that record alone is dead-lettered, every other counts, in one invocation, and the
+/// dashboard equals the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_in_a_middle_part_leaves_the_other_parts_exact() {
+    let table = Arc::new(RefusedHistory {
+        inner: Memory::new(),
+        pk: "h#auth#u-45".into(),
+    });
+    let (store, rollup, published) = rollup_over(table, Vec::new());
+    let metrics = Metrics::new();
+    let mut feed = Feed::new("auth-events", 0);
+    let today = date(2026, 11, 30);
+    let clients = ["web", "ios", "android"];
+    for gap in (1..=29).rev() {
+        let on = today - chrono::Duration::days(gap);
+        let docs: Vec<Value> = (0..60usize)
+            .filter(|u| (u % 29) as i64 + 1 == gap && *u != 45)
+            .map(|u| {
+                auth(
+                    &id("old", u),
+                    "_userauth.sign_in",
+                    &format!("u-{u}"),
+                    clients[u % 3],
+                    on,
+                    json!({}),
+                )
+            })
+            .collect();
+        if !docs.is_empty() {
+            deliver(&rollup, &mut feed, &docs, &metrics).await;
+        }
+    }
+    let docs: Vec<Value> = (0..60usize)
+        .map(|u| {
+            auth(
+                &id("today", u),
+                "_userauth.sign_in",
+                &format!("u-{u}"),
+                clients[u % 3],
+                today,
+                json!({}),
+            )
+        })
+        .collect();
+    let before = metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED);
+    let commits = metrics.get(active_users::handler::METRIC_COMMITS);
+    let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
+    let c = store
+        .day_counters(&format!("pool={POOL}"), today)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            invocations,
+            metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED) - before,
+            metrics.get(active_users::handler::METRIC_COMMITS) - commits > 1,
+            c.get("authenticating_users.active").copied(),
+            c.get("trigger.sign_ins").copied()
+        ),
+        (1, 1, true, Some(59), Some(59)),
+        "(invocations, dead letters, commits in parts, today's actives, today's sign-ins)"
+    );
+    let lines = published.lock().unwrap().clone();
+    let dashboard = active_users::handler::dashboard_points(&lines)
+        .into_iter()
+        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+        .collect();
+    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+}
