@@ -785,3 +785,56 @@ async fn a_dead_letter_in_a_middle_part_leaves_the_other_parts_exact() {
         .collect();
     e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
 }
+
+/// README ("Outputs"): the dashboard's widgets "take each lane's latest line of a day and sum the lanes, so a day
+/// shows exactly what the table holds, a late event corrects its own day whenever it comes". A widget's Logs
+/// Insights query reads only the lines logged in the dashboard's time range (the template's dashboard sets none:
+/// CloudWatch's default of 3 hours, or whatever the viewer picks; and never older than `LogRetentionDays`), and a
+/// lane logs a day's line only when it commits a change to that day. Two shards: 5 users sign in on Nov 3 through
+/// shard 0 and 5 through shard 1 (each lane logs its Nov 3 line). Later (hours, or past the log retention), one
+/// late sign-in of Nov 3 (a new user) comes through shard 0: lane 0 logs its Nov 3 line again, lane 1 has nothing
+/// to log. Over a range that holds the late line but not lane 1's (modelled by `dashboard_points` over the lines
+/// logged since the late event), the dashboard's Nov 3 row is lane 0's figure alone.
+///
+/// Observed: Nov 3 shows 6 authenticating users where the table holds 11 (a day shows the sum of the lanes that
+/// happened to log in the range; with the default 3-hour range, yesterday's row on a multi-shard stream is made
+/// of the few lanes that had late events, and today's drops every shard quiet for 3 hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_late_event_makes_the_dashboard_show_one_lanes_share_of_its_day() {
+    let (store, rollup, published) = rollup_over(Arc::new(Memory::new()), Vec::new());
+    let metrics = Metrics::new();
+    let on = date(2026, 11, 3);
+    let (mut shard0, mut shard1) = (Feed::new("auth-events", 0), Feed::new("auth-events", 1));
+    let sign_in = |n: usize| {
+        auth(
+            &id("range", n),
+            "_userauth.sign_in",
+            &format!("r-{n}"),
+            "web",
+            on,
+            json!({}),
+        )
+    };
+    let first: Vec<Value> = (0..5).map(sign_in).collect();
+    let second: Vec<Value> = (5..10).map(sign_in).collect();
+    deliver(&rollup, &mut shard0, &first, &metrics).await;
+    deliver(&rollup, &mut shard1, &second, &metrics).await;
+    let logged_before = published.lock().unwrap().len();
+    // Hours later: a late sign-in of Nov 3 through shard 0.
+    deliver(&rollup, &mut shard0, &[sign_in(10)], &metrics).await;
+    let in_range = published.lock().unwrap()[logged_before..].to_vec();
+    let pool = format!("pool={POOL}");
+    let shown = active_users::handler::dashboard_points(&in_range)
+        .get(&(pool.clone(), "2026-11-03".to_owned()))
+        .and_then(|f| f.get("authenticating_users_active").copied());
+    let table = store
+        .day_counters(&pool, on)
+        .await
+        .unwrap()
+        .get("authenticating_users.active")
+        .copied();
+    assert_eq!(
+        shown, table,
+        "Nov 3's authenticating users on the dashboard (lines of the range) and in the table"
+    );
+}
