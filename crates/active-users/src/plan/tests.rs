@@ -1028,3 +1028,59 @@ fn attack_a_registry_left_by_the_previous_version_turns_known_values_into_other(
         "(day, actives) with platform android, and with other"
     );
 }
+
+/// README ("Bounded items"): a history's "largest possible size (ten years of days, 128-byte names, the longest
+/// window the function accepts) is computed by `plan::history_size_bound` and tested under 400 KB". The bound
+/// counts one counted id per day of the window (`replay_days * 30` bytes), but a history keeps the id of every
+/// event that made one of its (definition, scope)s active on a day: a user signing in on each of 15 clients of a
+/// pool on one day stores 15 ids for that day (the pool's and the first client's are one event). With the longest
+/// window the function accepts (`REPLAY_WINDOW_DAYS` 3,700, e.g. `APP_EVENT_MAX_PAST_DAYS` 3,650) a user who signs
+/// in on those clients every day keeps 3,700 x 15 ids: the item passes 400 KB, every later write of that history is
+/// refused (ValidationException) and the user's records are dead letters from then on.
+///
+/// Observed: 15 ids for one day from the planner; the history with 3,700 such days is 676,504 bytes against a
+/// bound of 179,632 and DynamoDB's 409,600 (15 clients daily break 400 KB from a window of ~2,300 days; the
+/// default 45-day window keeps ~8 KB of ids).
+#[test]
+fn attack_a_history_keeps_an_id_per_scope_and_day_past_its_bound() {
+    let clients = SCOPES_PER_ACTOR - 1;
+    let batch: Vec<(usize, Position, Activity)> = (0..clients)
+        .map(|c| {
+            let mut a = sign_in(&attack_id(&format!("c{c}")), "mallory", day(1));
+            a.scopes = vec![format!("pool=p/client=c{c:02}"), "pool=p".into()];
+            (c, Position::new(&format!("{}", c + 1), 0), a)
+        })
+        .collect();
+    let lane = LaneState {
+        lane: "L".into(),
+        ..LaneState::default()
+    };
+    let plan = plan(&batch, &BTreeMap::new(), &lane, &rules());
+    let key: ActorKey = ("auth", "mallory".into());
+    let per_day = plan.histories[&key].counted[&day(1)].len();
+    assert_eq!(per_day, clients, "ids kept for one day");
+    // The same every day of the longest window, over ten years of days.
+    let window = 3_700;
+    let mut h = plan.histories[&key].clone();
+    h.undo.clear();
+    let mut n = 0u64;
+    for back in 0..window {
+        let d = minus(day(60), back);
+        for k in h.days.clone().keys() {
+            h.days.entry(k.clone()).or_default().set(d);
+        }
+        let ids = h.counted.entry(d).or_default();
+        for _ in 0..per_day {
+            n += 1;
+            ids.insert(format!("{n:016x}"));
+        }
+    }
+    let size = crate::table::item_size(&crate::store::history_item(&key, &h));
+    let bound = history_size_bound(11, 20, window as usize, 64, 128, 1, 2 * SCOPES_PER_ACTOR);
+    assert!(
+        size <= bound && size <= crate::table::MAX_ITEM_BYTES,
+        "a daily user of {clients} clients over a {window}-day window: {size} bytes; its bound {bound}; \
+         DynamoDB's limit {}",
+        crate::table::MAX_ITEM_BYTES
+    );
+}
