@@ -410,13 +410,15 @@ async fn an_ordinary_batch_on_three_clients_commits_in_parts_within_one_invocati
 // ---------------------------------------------------------------------------------------------------------------
 
 /// The in-memory table with one interleaving of two lanes' first history writes forced: both read the histories
-/// before either writes; whichever writes `dev-1` first then writes `dev-2` only after the other lane has.
+/// before either writes; lane `x` writes `dev-1` first, and writes `dev-2` only after the other lane has.
 #[derive(Debug)]
 struct CrossedDeviceWrites {
     inner: Memory,
+    x: String,
     reads: tokio::sync::Barrier,
     gated_reads: AtomicU32,
-    first_on_dev1: std::sync::Mutex<Option<String>>,
+    dev1_by_x: std::sync::atomic::AtomicBool,
+    dev1_written: tokio::sync::Notify,
     dev2_by_other: std::sync::atomic::AtomicBool,
     dev2_written: tokio::sync::Notify,
 }
@@ -435,28 +437,32 @@ impl Table for CrossedDeviceWrites {
         self.inner.get(key, consistent).await
     }
     async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        let read = self.inner.batch_get(keys, consistent).await;
         if keys.iter().any(|k| k.pk.starts_with("h#"))
             && self.gated_reads.fetch_add(1, Ordering::SeqCst) < 2
         {
             self.reads.wait().await;
         }
-        self.inner.batch_get(keys, consistent).await
+        read
     }
     async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
         let pk = match item.get("pk") {
             Some(active_users::table::Value::S(pk)) => pk.clone(),
             _ => String::new(),
         };
-        let lane = writer(&item);
-        if pk == "h#app#dev-1" {
-            let mut first = self.first_on_dev1.lock().unwrap();
-            if first.is_none() {
-                *first = lane.clone();
+        let lane = writer(&item).unwrap_or_default();
+        let x = lane == self.x;
+        if pk == "h#app#dev-1" && !self.dev1_by_x.load(Ordering::SeqCst) {
+            if x {
+                let r = self.inner.put(item, expect).await;
+                self.dev1_by_x.store(true, Ordering::SeqCst);
+                self.dev1_written.notify_one();
+                return r;
             }
+            self.dev1_written.notified().await;
         }
         if pk == "h#app#dev-2" && !self.dev2_by_other.load(Ordering::SeqCst) {
-            let first = self.first_on_dev1.lock().unwrap().clone();
-            if first.is_some() && first == lane {
+            if x {
                 self.dev2_written.notified().await;
             } else {
                 let r = self.inner.put(item, expect).await;
@@ -486,29 +492,40 @@ impl Table for CrossedDeviceWrites {
 
 /// README ("How it stays exact"): a lane "waits (up to a minute within the invocation, then its batch comes again)
 /// for an uncommitted one to be committed or taken back by its own redelivery". Two devices, each shared by an
-/// install of shard 0 and one of shard 1; each shard's batch has a session on each device, same day. Both lanes
-/// read the (empty) histories, then lane X writes dev-1, lane Y's write of dev-1 meets X's version (conflict), Y
-/// writes dev-2, X's write of dev-2 meets Y's. The handler writes every history of the plan even after a conflict,
-/// so each lane now holds an uncommitted change to one device, and plans again: each finds the other's change
-/// uncommitted and waits its minute, then fails its records. Their redeliveries do not take back their own change
-/// either: each reads the other's first and waits again, and so on until the first invocations' deadline and a
-/// minute have passed (with the template's 120 s timeout about 3 minutes and 3-4 invocations of each shard
+/// install of shard 0 and one of shard 1; each shard's batch has a session on each device, same day (shard 0 its
+/// dev-2 session first, shard 1 its dev-1 session first). Both lanes read the (empty) histories, then lane X
+/// (shard 0) writes dev-1, lane Y's write of dev-1 meets X's version (conflict), Y writes dev-2, X's write of dev-2
+/// meets Y's. The handler writes every history of the plan even after a conflict, so each lane now holds an
+/// uncommitted change to one device, and plans again: each finds the other's change uncommitted and waits its
+/// minute, then fails its records from the first touching the awaited device, which is its first record (with
+/// the other order, the lane commits the prefix holding its device and the cycle breaks). Their redeliveries do
+/// not take back their own change either: each reads the other's first and waits again, and so on until the first
+/// invocations' deadline and a minute have passed (with the template's 120 s timeout about 3 minutes and 3-4 invocations of each shard
 /// sleeping a minute and spending retry attempts; a `Deadline::none()` run, 16 minutes). No invocation is running
 /// meanwhile; a busy shared device (the README's emulator id) can cross again at every takeover.
 ///
 /// Here (a 120 s deadline, tokio's clock paused, the wall clock still): after the first invocations and three
-/// rounds of redeliveries, nothing of either shard is counted.
+/// rounds of redeliveries (152 waits), nothing of either shard is counted: `(4, None, None)` for
+/// `(1, Some(2), Some(4))`.
 #[tokio::test(start_paused = true)]
 async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_the_deadline() {
+    let x = bridge_core::envelope::event_id(&[
+        "lane",
+        &devtools::events::example_stream_arn("app-events"),
+        "shardId-000000000000",
+    ])[..16]
+        .to_owned();
     let table = Arc::new(CrossedDeviceWrites {
         inner: Memory::new(),
+        x: x.clone(),
         reads: tokio::sync::Barrier::new(2),
         gated_reads: AtomicU32::new(0),
-        first_on_dev1: std::sync::Mutex::new(None),
+        dev1_by_x: std::sync::atomic::AtomicBool::new(false),
+        dev1_written: tokio::sync::Notify::new(),
         dev2_by_other: std::sync::atomic::AtomicBool::new(false),
         dev2_written: tokio::sync::Notify::new(),
     });
-    let (store, rollup, _) = rollup_over(table, Vec::new());
+    let (store, rollup, _) = rollup_over(table.clone(), Vec::new());
     let on = date(2026, 11, 3);
     let session = |n: usize, install: &str, device: &str| -> Value {
         json!({"schema": "app-event/v1", "event_id": id("crossed", n), "type": "track",
@@ -516,9 +533,10 @@ async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_t
                "timestamp": format!("{on}T10:00:{n:02}Z"),
                "context": {"session_id": format!("s{n}"), "device_id": device}})
     };
+    // Shard 0 (lane x) has its dev-2 session first, shard 1 its dev-1 session.
     let docs_x = vec![
-        session(1, "install-x1", "dev-1"),
-        session(2, "install-x2", "dev-2"),
+        session(1, "install-x2", "dev-2"),
+        session(2, "install-x1", "dev-1"),
     ];
     let docs_y = vec![
         session(3, "install-y1", "dev-1"),
@@ -541,6 +559,20 @@ async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_t
         ex = feed_x.again(&docs_x);
         ey = feed_y.again(&docs_y);
     }
+    // Each lane holds one device: its writer is one lane, the other device's the other.
+    let holder = |pk: &str| {
+        table
+            .inner
+            .items()
+            .iter()
+            .find(|(k, _)| k.pk == pk)
+            .and_then(|(_, item)| writer(item))
+    };
+    let (on1, on2) = (holder("h#app#dev-1"), holder("h#app#dev-2"));
+    assert!(
+        on1.as_ref() == Some(&x) && on2.is_some() && on1 != on2,
+        "{on1:?} {on2:?}"
+    );
     let c = store.day_counters("app", on).await.unwrap();
     assert_eq!(
         (
