@@ -515,3 +515,469 @@ async fn under_seeded_table_faults_the_counters_and_the_dashboard_equal_a_calm_r
         e2e::assert_dashboard_equals_table(&counters, &dashboard);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-rollup-2).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The in-memory table with one interleaving of two lanes' first history writes forced: both read the histories
+/// before either writes; lane `x` writes `dev-1` first, and writes `dev-2` only after the other lane has.
+#[derive(Debug)]
+struct CrossedDeviceWrites {
+    inner: Memory,
+    x: String,
+    reads: tokio::sync::Barrier,
+    gated_reads: AtomicU32,
+    dev1_by_x: std::sync::atomic::AtomicBool,
+    dev1_written: tokio::sync::Notify,
+    dev2_by_other: std::sync::atomic::AtomicBool,
+    dev2_written: tokio::sync::Notify,
+}
+
+/// The lane of a history item's (only) undo record.
+fn writer(item: &Item) -> Option<String> {
+    match item.get("u") {
+        Some(active_users::table::Value::M(u)) => u.keys().next().cloned(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Table for CrossedDeviceWrites {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        self.inner.get(key, consistent).await
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        let read = self.inner.batch_get(keys, consistent).await;
+        if keys.iter().any(|k| k.pk.starts_with("h#"))
+            && self.gated_reads.fetch_add(1, Ordering::SeqCst) < 2
+        {
+            self.reads.wait().await;
+        }
+        read
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        let pk = match item.get("pk") {
+            Some(active_users::table::Value::S(pk)) => pk.clone(),
+            _ => String::new(),
+        };
+        let lane = writer(&item).unwrap_or_default();
+        let x = lane == self.x;
+        if pk == "h#app#dev-1" && !self.dev1_by_x.load(Ordering::SeqCst) {
+            if x {
+                let r = self.inner.put(item, expect).await;
+                self.dev1_by_x.store(true, Ordering::SeqCst);
+                self.dev1_written.notify_one();
+                return r;
+            }
+            self.dev1_written.notified().await;
+        }
+        if pk == "h#app#dev-2" && !self.dev2_by_other.load(Ordering::SeqCst) {
+            if x {
+                self.dev2_written.notified().await;
+            } else {
+                let r = self.inner.put(item, expect).await;
+                self.dev2_by_other.store(true, Ordering::SeqCst);
+                self.dev2_written.notify_one();
+                return r;
+            }
+        }
+        self.inner.put(item, expect).await
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        self.inner.transact(writes).await
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// README ("How it stays exact"): a lane "waits (up to a minute within the invocation, then its batch comes again)
+/// for an uncommitted one to be committed or taken back by its own redelivery". Two devices, each shared by an
+/// install of shard 0 and one of shard 1; each shard's batch has a session on each device, same day (shard 0 its
+/// dev-2 session first, shard 1 its dev-1 session first). Both lanes read the (empty) histories, then lane X
+/// (shard 0) writes dev-1, lane Y's write of dev-1 meets X's version (conflict), Y writes dev-2, X's write of dev-2
+/// meets Y's. The handler writes every history of the plan even after a conflict, so each lane now holds an
+/// uncommitted change to one device, and plans again: each finds the other's change uncommitted and waits its
+/// minute, then fails its records from the first touching the awaited device, which is its first record (with
+/// the other order, the lane commits the prefix holding its device and the cycle breaks). Their redeliveries do
+/// not take back their own change either: each reads the other's first and waits again, and so on until the first
+/// invocations' deadline and a minute have passed (with the template's 120 s timeout about 3 minutes and 3-4 invocations of each shard
+/// sleeping a minute and spending retry attempts; a `Deadline::none()` run, 16 minutes). No invocation is running
+/// meanwhile; a busy shared device (the README's emulator id) can cross again at every takeover.
+///
+/// Here (a 120 s deadline, tokio's clock paused, the wall clock still): after the first invocations and three
+/// rounds of redeliveries (152 waits), nothing of either shard is counted: `(4, None, None)` for
+/// `(1, Some(2), Some(4))`.
+#[tokio::test(start_paused = true)]
+async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_the_deadline() {
+    let x = bridge_core::envelope::event_id(&[
+        "lane",
+        &devtools::events::example_stream_arn("app-events"),
+        "shardId-000000000000",
+    ])[..16]
+        .to_owned();
+    let table = Arc::new(CrossedDeviceWrites {
+        inner: Memory::new(),
+        x: x.clone(),
+        reads: tokio::sync::Barrier::new(2),
+        gated_reads: AtomicU32::new(0),
+        dev1_by_x: std::sync::atomic::AtomicBool::new(false),
+        dev1_written: tokio::sync::Notify::new(),
+        dev2_by_other: std::sync::atomic::AtomicBool::new(false),
+        dev2_written: tokio::sync::Notify::new(),
+    });
+    let (store, rollup, _) = rollup_over(table.clone(), Vec::new());
+    let on = date(2026, 11, 3);
+    let session = |n: usize, install: &str, device: &str| -> Value {
+        json!({"schema": "app-event/v1", "event_id": id("crossed", n), "type": "track",
+               "event": "_session.start", "anonymous_id": install, "user_id": null,
+               "timestamp": format!("{on}T10:00:{n:02}Z"),
+               "context": {"session_id": format!("s{n}"), "device_id": device}})
+    };
+    // Shard 0 (lane x) has its dev-2 session first, shard 1 its dev-1 session.
+    let docs_x = vec![
+        session(1, "install-x2", "dev-2"),
+        session(2, "install-x1", "dev-1"),
+    ];
+    let docs_y = vec![
+        session(3, "install-y1", "dev-1"),
+        session(4, "install-y2", "dev-2"),
+    ];
+    let (mut feed_x, mut feed_y) = (Feed::new("app-events", 0), Feed::new("app-events", 1));
+    let metrics = Metrics::new();
+    let deadline = || Deadline::after(std::time::Duration::from_secs(120));
+    let (mut ex, mut ey) = (feed_x.event(&docs_x), feed_y.event(&docs_y));
+    let mut failed_rounds = 0;
+    for _ in 0..4 {
+        let (rx, ry) = tokio::join!(
+            rollup.process(ex, deadline(), &metrics),
+            rollup.process(ey, deadline(), &metrics)
+        );
+        if rx.batch_item_failures.is_empty() && ry.batch_item_failures.is_empty() {
+            break;
+        }
+        failed_rounds += 1;
+        ex = feed_x.again(&docs_x);
+        ey = feed_y.again(&docs_y);
+    }
+    // Each lane holds one device: its writer is one lane, the other device's the other.
+    let holder = |pk: &str| {
+        table
+            .inner
+            .items()
+            .iter()
+            .find(|(k, _)| k.pk == pk)
+            .and_then(|(_, item)| writer(item))
+    };
+    let (on1, on2) = (holder("h#app#dev-1"), holder("h#app#dev-2"));
+    assert!(
+        on1.as_ref() == Some(&x) && on2.is_some() && on1 != on2,
+        "{on1:?} {on2:?}"
+    );
+    let c = store.day_counters("app", on).await.unwrap();
+    assert_eq!(
+        (
+            failed_rounds,
+            c.get("session_devices.active").copied(),
+            c.get("session_users.active").copied(),
+        ),
+        (1, Some(2), Some(4)),
+        "(rounds of both shards failing, devices active, installs active); waits: {}",
+        metrics.get(active_users::handler::METRIC_WAITS)
+    );
+}
+
+/// The in-memory table, answering every commit (TransactWriteItems) that it applied as the SDK's resend of it is
+/// answered: its condition fails.
+#[derive(Debug)]
+struct LostCommitAnswers {
+    inner: Memory,
+    lost: AtomicU32,
+}
+
+#[async_trait]
+impl Table for LostCommitAnswers {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        self.inner.get(key, consistent).await
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        self.inner.batch_get(keys, consistent).await
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        self.inner.put(item, expect).await
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        self.inner.transact(writes).await?;
+        self.lost.fetch_add(1, Ordering::SeqCst);
+        Err(TableError::ConditionFailed(None))
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// Tried and held (kept as a test): a batch that commits in parts within one invocation, every commit's answer
+/// lost (applied, then the resend's condition fails), with repeats counted by marker in later parts: each part is
+/// recognized as landed by the lane's position, the next part goes on, the figures are exact and the dashboard
+/// equals the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_whose_commit_answers_are_lost_count_once_and_publish() {
+    let table = Arc::new(LostCommitAnswers {
+        inner: Memory::new(),
+        lost: AtomicU32::new(0),
+    });
+    let (store, rollup, published) = rollup_over(table.clone(), Vec::new());
+    let metrics = Metrics::new();
+    let mut feed = Feed::new("auth-events", 0);
+    let today = date(2026, 11, 30);
+    let clients = ["web", "ios", "android"];
+    for gap in (1..=29).rev() {
+        let on = today - chrono::Duration::days(gap);
+        let docs: Vec<Value> = (0..60usize)
+            .filter(|u| (u % 29) as i64 + 1 == gap)
+            .map(|u| {
+                auth(
+                    &id("old", u),
+                    "_userauth.sign_in",
+                    &format!("u-{u}"),
+                    clients[u % 3],
+                    on,
+                    json!({}),
+                )
+            })
+            .collect();
+        if !docs.is_empty() {
+            deliver(&rollup, &mut feed, &docs, &metrics).await;
+        }
+    }
+    // Today: each user's first sign-in, then a second one (by marker) and a repeat of the first.
+    let mut docs: Vec<Value> = Vec::new();
+    for round in ["today", "again"] {
+        for u in 0..60usize {
+            docs.push(auth(
+                &id(round, u),
+                "_userauth.sign_in",
+                &format!("u-{u}"),
+                clients[u % 3],
+                today,
+                json!({}),
+            ));
+        }
+    }
+    docs.extend((0..60usize).map(|u| {
+        auth(
+            &id("today", u),
+            "_userauth.sign_in",
+            &format!("u-{u}"),
+            clients[u % 3],
+            today,
+            json!({}),
+        )
+    }));
+    let before = table.lost.load(Ordering::SeqCst);
+    let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
+    let commits = table.lost.load(Ordering::SeqCst) - before;
+    let c = store
+        .day_counters(&format!("pool={POOL}"), today)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            invocations,
+            commits > 1,
+            c.get("authenticating_users.active").copied(),
+            c.get("trigger.sign_ins").copied()
+        ),
+        (1, true, Some(60), Some(120)),
+        "(invocations, committed in parts, today's actives, today's sign-ins)"
+    );
+    let lines = published.lock().unwrap().clone();
+    let dashboard = active_users::handler::dashboard_points(&lines)
+        .into_iter()
+        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+        .collect();
+    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+}
+
+/// The in-memory table, refusing for good (an item too large) every write of one history.
+#[derive(Debug)]
+struct RefusedHistory {
+    inner: Memory,
+    pk: String,
+}
+
+#[async_trait]
+impl Table for RefusedHistory {
+    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
+        self.inner.get(key, consistent).await
+    }
+    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
+        self.inner.batch_get(keys, consistent).await
+    }
+    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+        if matches!(item.get("pk"), Some(active_users::table::Value::S(pk)) if *pk == self.pk) {
+            return Err(TableError::Permanent(
+                "ValidationException: item over the 400 KB item size limit".into(),
+            ));
+        }
+        self.inner.put(item, expect).await
+    }
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        self.inner.transact(writes).await
+    }
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
+        self.inner.query(pk).await
+    }
+    async fn partitions(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        self.inner.partitions(prefix).await
+    }
+    fn meter(&self) -> &Meter {
+        self.inner.meter()
+    }
+}
+
+/// Tried and held (kept as a test): a batch committed in parts, with a record in a middle part whose history the
+/// table refuses for good: that record alone is dead-lettered, every other counts, in one invocation, and the
+/// dashboard equals the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_in_a_middle_part_leaves_the_other_parts_exact() {
+    let table = Arc::new(RefusedHistory {
+        inner: Memory::new(),
+        pk: "h#auth#u-45".into(),
+    });
+    let (store, rollup, published) = rollup_over(table, Vec::new());
+    let metrics = Metrics::new();
+    let mut feed = Feed::new("auth-events", 0);
+    let today = date(2026, 11, 30);
+    let clients = ["web", "ios", "android"];
+    for gap in (1..=29).rev() {
+        let on = today - chrono::Duration::days(gap);
+        let docs: Vec<Value> = (0..60usize)
+            .filter(|u| (u % 29) as i64 + 1 == gap && *u != 45)
+            .map(|u| {
+                auth(
+                    &id("old", u),
+                    "_userauth.sign_in",
+                    &format!("u-{u}"),
+                    clients[u % 3],
+                    on,
+                    json!({}),
+                )
+            })
+            .collect();
+        if !docs.is_empty() {
+            deliver(&rollup, &mut feed, &docs, &metrics).await;
+        }
+    }
+    let docs: Vec<Value> = (0..60usize)
+        .map(|u| {
+            auth(
+                &id("today", u),
+                "_userauth.sign_in",
+                &format!("u-{u}"),
+                clients[u % 3],
+                today,
+                json!({}),
+            )
+        })
+        .collect();
+    let before = metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED);
+    let commits = metrics.get(active_users::handler::METRIC_COMMITS);
+    let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
+    let c = store
+        .day_counters(&format!("pool={POOL}"), today)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            invocations,
+            metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED) - before,
+            metrics.get(active_users::handler::METRIC_COMMITS) - commits > 1,
+            c.get("authenticating_users.active").copied(),
+            c.get("trigger.sign_ins").copied()
+        ),
+        (1, 1, true, Some(59), Some(59)),
+        "(invocations, dead letters, commits in parts, today's actives, today's sign-ins)"
+    );
+    let lines = published.lock().unwrap().clone();
+    let dashboard = active_users::handler::dashboard_points(&lines)
+        .into_iter()
+        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+        .collect();
+    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+}
+
+/// README ("Outputs"): the dashboard's widgets "take each lane's latest line of a day and sum the lanes, so a day
+/// shows exactly what the table holds, a late event corrects its own day whenever it comes". A widget's Logs
+/// Insights query reads only the lines logged in the dashboard's time range (the template's dashboard sets none:
+/// CloudWatch's default of 3 hours, or whatever the viewer picks; and never older than `LogRetentionDays`), and a
+/// lane logs a day's line only when it commits a change to that day. Two shards: 5 users sign in on Nov 3 through
+/// shard 0 and 5 through shard 1 (each lane logs its Nov 3 line). Later (hours, or past the log retention), one
+/// late sign-in of Nov 3 (a new user) comes through shard 0: lane 0 logs its Nov 3 line again, lane 1 has nothing
+/// to log. Over a range that holds the late line but not lane 1's (modelled by `dashboard_points` over the lines
+/// logged since the late event), the dashboard's Nov 3 row is lane 0's figure alone.
+///
+/// Observed: Nov 3 shows 6 authenticating users where the table holds 11 (a day shows the sum of the lanes that
+/// happened to log in the range; with the default 3-hour range, yesterday's row on a multi-shard stream is made
+/// of the few lanes that had late events, and today's drops every shard quiet for 3 hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_late_event_makes_the_dashboard_show_one_lanes_share_of_its_day() {
+    let (store, rollup, published) = rollup_over(Arc::new(Memory::new()), Vec::new());
+    let metrics = Metrics::new();
+    let on = date(2026, 11, 3);
+    let (mut shard0, mut shard1) = (Feed::new("auth-events", 0), Feed::new("auth-events", 1));
+    let sign_in = |n: usize| {
+        auth(
+            &id("range", n),
+            "_userauth.sign_in",
+            &format!("r-{n}"),
+            "web",
+            on,
+            json!({}),
+        )
+    };
+    let first: Vec<Value> = (0..5).map(sign_in).collect();
+    let second: Vec<Value> = (5..10).map(sign_in).collect();
+    deliver(&rollup, &mut shard0, &first, &metrics).await;
+    deliver(&rollup, &mut shard1, &second, &metrics).await;
+    let logged_before = published.lock().unwrap().len();
+    // Hours later: a late sign-in of Nov 3 through shard 0.
+    deliver(&rollup, &mut shard0, &[sign_in(10)], &metrics).await;
+    let in_range = published.lock().unwrap()[logged_before..].to_vec();
+    let pool = format!("pool={POOL}");
+    let shown = active_users::handler::dashboard_points(&in_range)
+        .get(&(pool.clone(), "2026-11-03".to_owned()))
+        .and_then(|f| f.get("authenticating_users_active").copied());
+    let table = store
+        .day_counters(&pool, on)
+        .await
+        .unwrap()
+        .get("authenticating_users.active")
+        .copied();
+    assert_eq!(
+        shown, table,
+        "Nov 3's authenticating users on the dashboard (lines of the range) and in the table"
+    );
+}

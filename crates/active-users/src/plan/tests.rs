@@ -916,3 +916,171 @@ fn a_full_registry_stays_far_under_an_item_and_counts_the_rest_as_other() {
         "{attrs:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-rollup-2).
+// ---------------------------------------------------------------------------------------------------------------
+
+/// README ("How it stays exact"): "a lane never plans over another lane's change that lane may still commit ...
+/// takes it back itself once the invocation that wrote it is over (its deadline, stored with the change, and a
+/// minute)". A history item written before `until` existed (the previous version wrote no `t` in its undo
+/// records) reads back with `until: 0` (`store::history_of`), and `History::settled` takes such a change back at
+/// once (`now > 0 + 60`), whoever may still commit it. During the deployment that brought `until`, an invocation of
+/// the previous version is still running on shard a: it wrote device dev-1's history for day 5 (install-a's
+/// session) and is about to commit. Lane b (new version, install-b on the same device, same day) reads the
+/// history, finds lane a's record uncommitted with `until` 0, takes it back instead of waiting, counts dev-1
+/// active on day 5 and commits. Then lane a's commit lands with its own +1.
+///
+/// Observed: `session_devices.active` on day 5 is 2 (should be 1), `new` 2, the 7-day window 2 on days 5..11,
+/// month actives of October 2. A record without a
+/// deadline should be waited for as one whose writer may still be running (e.g. the longest invocation, 900 s,
+/// from when it is first seen), not taken over at once.
+#[test]
+fn attack_a_legacy_undo_record_without_until_is_taken_over_while_its_writer_commits() {
+    let mut t = Table::default();
+    let lane_a = LaneState {
+        lane: "lane-a".into(),
+        ..LaneState::default()
+    };
+    // Lane a (previous version, still running): its plan, histories written, commit in flight.
+    let pa = t.next_position();
+    let a = session(&attack_id("old-a"), "install-a", "dev-1", day(5));
+    let pl = plan(&[(0, pa.clone(), a)], &BTreeMap::new(), &lane_a, &rules());
+    assert!(pl.markers.is_empty(), "the session counts with its history");
+    for (k, h) in &pl.histories {
+        // As the previous version stored it: no `t` in its undo record.
+        let mut item = crate::store::history_item(k, h);
+        if let Some(crate::table::Value::M(undo)) = item.get_mut("u") {
+            for rec in undo.values_mut() {
+                if let crate::table::Value::M(m) = rec {
+                    m.remove("t");
+                }
+            }
+        }
+        let mut back = crate::store::history_of(&item);
+        back.version = h.version;
+        assert_eq!(
+            back.undo["lane-a"].until, 0,
+            "a legacy record reads as until 0"
+        );
+        t.histories.insert(k.clone(), back);
+    }
+    t.lanes.insert("lane-a".into(), lane_a);
+    // Lane b (new version), a second later: install-b on the same device, same day.
+    t.later = 1;
+    let b = vec![(
+        t.next_position(),
+        session(&attack_id("new-b"), "install-b", "dev-1", day(5)),
+    )];
+    assert!(t.run("lane-b", &b, false), "lane b did not wait");
+    // Lane a's commit lands.
+    merge(&mut t.totals, &pl.deltas);
+    if let Some(s) = t.lanes.get_mut("lane-a") {
+        s.position = Some(pa);
+    }
+    check_device(&t, &[5]);
+}
+
+/// README ("Metrics"): actives per dimension value, "per actor and day, each value once; at most 100 values per
+/// (definition, scope, dimension) and lane, past it `other`". The lane's registry (`lanedims#<lane>`, attribute
+/// `values`, slot `<definition>|<scope>|<name>`) is the same item, attribute and slot key the previous version
+/// wrote, but that version kept the values themselves, and this one keeps 16-digit tags (`value_tag`) and reads
+/// the old list as tags without a word. A lane whose slot the previous version had filled (100 values, `android`
+/// and `ios` among them: an `app_version` or `locale` slot fills over a lane's life) finds no tag of any value in
+/// it: after the deployment every value of that slot counts as `other` in that lane, forever, even those it
+/// counted by name the day before; and one not yet full counts its known values again as new ones until it is.
+/// Sequence: ann signs in on day 1 (`platform=android`, counted by name; her history holds it), the lane's
+/// registry is as the previous version left it (the slot full of 100 values including `android`), ann signs in
+/// again on day 1 and bob (android too) on day 2.
+///
+/// Observed: day 1 of `pool=p` has `platform=android` 1 and `platform=other` 1 for one actor (ann counted under
+/// two platforms on one day: the breakdown sums to 2 actives of 1); day 2 has bob under `other`, not `android`.
+#[test]
+fn attack_a_registry_left_by_the_previous_version_turns_known_values_into_other() {
+    let mut t = Table::default();
+    t.one("L", sign_in(&attack_id("ann-1"), "ann", day(1)), false);
+    // The registry as the previous version left it: raw values, the slots full.
+    let mut raw: BTreeSet<String> = (0..98).map(|i| format!("value-{i}")).collect();
+    raw.insert("android".into());
+    raw.insert("ios".into());
+    assert_eq!(raw.len(), DIMENSION_VALUES_CAP);
+    let old: BTreeMap<String, BTreeSet<String>> = [
+        "authenticating_users|pool=p/client=c|platform",
+        "authenticating_users|pool=p|platform",
+    ]
+    .into_iter()
+    .map(|slot| (slot.to_owned(), raw.clone()))
+    .collect();
+    if let Some(lane) = t.lanes.get_mut("L") {
+        lane.dimension_values = old;
+    }
+    t.one("L", sign_in(&attack_id("ann-2"), "ann", day(1)), false);
+    t.one("L", sign_in(&attack_id("bob-1"), "bob", day(2)), false);
+    let platform = |v: &str| {
+        t.counter("pool=p", &format!("{DIM}authenticating_users|platform={v}"))
+            .into_iter()
+            .map(|(d, n)| ((d - day(0)).num_days(), n))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (platform("android"), platform("other")),
+        (vec![(1, 1), (2, 1)], vec![]),
+        "(day, actives) with platform android, and with other"
+    );
+}
+
+/// README ("Bounded items"): a history's "largest possible size (ten years of days, 128-byte names, the longest
+/// window the function accepts) is computed by `plan::history_size_bound` and tested under 400 KB". The bound
+/// counts one counted id per day of the window (`replay_days * 30` bytes), but a history keeps the id of every
+/// event that made one of its (definition, scope)s active on a day: a user signing in on each of 15 clients of a
+/// pool on one day stores 15 ids for that day (the pool's and the first client's are one event). With the longest
+/// window the function accepts (`REPLAY_WINDOW_DAYS` 3,700, e.g. `APP_EVENT_MAX_PAST_DAYS` 3,650) a user who signs
+/// in on those clients every day keeps 3,700 x 15 ids: the item passes 400 KB, every later write of that history is
+/// refused (ValidationException) and the user's records are dead letters from then on.
+///
+/// Observed: 15 ids for one day from the planner; the history with 3,700 such days is 676,504 bytes against a
+/// bound of 179,632 and DynamoDB's 409,600 (15 clients daily break 400 KB from a window of ~2,300 days; the
+/// default 45-day window keeps ~8 KB of ids).
+#[test]
+fn attack_a_history_keeps_an_id_per_scope_and_day_past_its_bound() {
+    let clients = SCOPES_PER_ACTOR - 1;
+    let batch: Vec<(usize, Position, Activity)> = (0..clients)
+        .map(|c| {
+            let mut a = sign_in(&attack_id(&format!("c{c}")), "mallory", day(1));
+            a.scopes = vec![format!("pool=p/client=c{c:02}"), "pool=p".into()];
+            (c, Position::new(&format!("{}", c + 1), 0), a)
+        })
+        .collect();
+    let lane = LaneState {
+        lane: "L".into(),
+        ..LaneState::default()
+    };
+    let plan = plan(&batch, &BTreeMap::new(), &lane, &rules());
+    let key: ActorKey = ("auth", "mallory".into());
+    let per_day = plan.histories[&key].counted[&day(1)].len();
+    assert_eq!(per_day, clients, "ids kept for one day");
+    // The same every day of the longest window, over ten years of days.
+    let window = 3_700;
+    let mut h = plan.histories[&key].clone();
+    h.undo.clear();
+    let mut n = 0u64;
+    for back in 0..window {
+        let d = minus(day(60), back);
+        for k in h.days.clone().keys() {
+            h.days.entry(k.clone()).or_default().set(d);
+        }
+        let ids = h.counted.entry(d).or_default();
+        for _ in 0..per_day {
+            n += 1;
+            ids.insert(format!("{n:016x}"));
+        }
+    }
+    let size = crate::table::item_size(&crate::store::history_item(&key, &h));
+    let bound = history_size_bound(11, 20, window as usize, 64, 128, 1, 2 * SCOPES_PER_ACTOR);
+    assert!(
+        size <= bound && size <= crate::table::MAX_ITEM_BYTES,
+        "a daily user of {clients} clients over a {window}-day window: {size} bytes; its bound {bound}; \
+         DynamoDB's limit {}",
+        crate::table::MAX_ITEM_BYTES
+    );
+}
