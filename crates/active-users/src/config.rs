@@ -11,6 +11,10 @@ pub const ENV_DIMENSIONS: &str = "ACTIVE_USER_DIMENSIONS";
 /// Days after an event within which a repeat of it is recognized (event markers live that long, histories keep
 /// the ids of the events that made a day active that long). At least [`Config::minimum_replay_days`].
 pub const ENV_REPLAY_WINDOW_DAYS: &str = "REPLAY_WINDOW_DAYS";
+/// The longest replay window the function accepts: the longest the template allows (a year of app event age,
+/// a year of retention on each stream, a day: 1,096) with room; a history keeping a window's counted ids stays
+/// under DynamoDB's item limit (`plan::history_size_bound`).
+pub const MAX_REPLAY_DAYS: i64 = 1_100;
 /// Hours the rollup's source streams keep records (the template's `StreamRetentionHours`): a record may be
 /// redelivered, and a repeat of it put back, for that long.
 pub const ENV_STREAM_RETENTION_HOURS: &str = "STREAM_RETENTION_HOURS";
@@ -63,7 +67,7 @@ impl Config {
         let retention_hours: i64 = ranged(env, ENV_STREAM_RETENTION_HOURS, 24, 24..=8_760)?;
         let app_past_days: i64 = ranged(env, ENV_APP_EVENT_MAX_PAST_DAYS, 30, 1..=3_650)?;
         let minimum = Self::minimum_replay_days(retention_hours, app_past_days);
-        let replay_days: i64 = ranged(env, ENV_REPLAY_WINDOW_DAYS, minimum, 1..=3_700)?;
+        let replay_days: i64 = ranged(env, ENV_REPLAY_WINDOW_DAYS, minimum, 1..=MAX_REPLAY_DAYS)?;
         if replay_days < minimum {
             return Err(ConfigError::Invalid {
                 var: ENV_REPLAY_WINDOW_DAYS,

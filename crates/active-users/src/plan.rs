@@ -53,9 +53,10 @@ pub const SCOPES_PER_ACTOR: usize = 16;
 /// actor's further values are not counted (a client sending a new app version with every event cannot grow the
 /// item).
 pub const DIMS_PER_ACTOR: usize = 64;
-/// Lanes whose last write a history remembers ([`History::undo`]): an actor is written by one lane, two around a
-/// reshard; past it, another lane's oldest record is dropped.
-pub const UNDO_LANES: usize = 4;
+/// Lanes whose last write a history remembers ([`History::undo`]): a lane settles every other lane's record before
+/// it writes ([`History::settled`]: committed ones dropped, uncommitted ones waited for or taken back), so a
+/// history holds its last writer's record only; two with room (past it, another lane's record is dropped).
+pub const UNDO_LANES: usize = 2;
 
 /// The prefix of a day's dimension counters: `dim|<definition>|<name>=<value>` (actives with that value).
 pub const DIM: &str = "dim|";
@@ -521,7 +522,7 @@ fn count_dims(
 
 /// The largest a history can grow, in bytes, by DynamoDB's item size rules (attribute names and values): with
 /// every definition of its group in [`SCOPES_PER_ACTOR`] scopes of `scope_chars` bytes, `years` years of days,
-/// the replay window's counted ids (one per day), `dimensions` values (at most [`DIMS_PER_ACTOR`] over the whole
+/// the replay window's counted ids (one per scope and day), `dimensions` values (at most [`DIMS_PER_ACTOR`] over the whole
 /// history) of `value_bytes` with names of up to 64 bytes, and `lanes` undo records each changing `undo_days`
 /// days. Checked against DynamoDB's 400 KB item limit by the tests.
 pub fn history_size_bound(
@@ -537,7 +538,8 @@ pub fn history_size_bound(
     let key_name = 22 + 1 + scope_chars;
     let days = keys * (key_name + years * (4 + history::YEAR_BYTES));
     let first = keys * (key_name + 10);
-    let counted = replay_days * (10 + 17 + 3);
+    // Counted ids: 12 bytes each (a day and 8 bytes of hash), one per (definition, scope) made active a day.
+    let counted = 1 + 3 + replay_days * SCOPES_PER_ACTOR * 12;
     let held = 64 + 1 + value_bytes + 3;
     let dims = keys * (key_name + 16) + dimensions.min(DIMS_PER_ACTOR) * held;
     let undo = lanes.min(UNDO_LANES)

@@ -62,7 +62,7 @@ impl Config {
                 env,
                 ENV_MAX_PAST_DAYS,
                 defaults.max_past.num_days(),
-                1..=3_650,
+                1..=365,
             )?),
             max_output_events: ranged(
                 env,
