@@ -618,8 +618,12 @@ impl Table for CrossedDeviceWrites {
 /// Here (a 120 s deadline, tokio's clock paused, the wall clock still): after the first invocations and three
 /// rounds of redeliveries (152 waits), nothing of either shard is counted: `(4, None, None)` for
 /// `(1, Some(2), Some(4))`.
+///
+/// Now a lane that must wait first takes back its own uncommitted changes: the other lane's next look finds the
+/// device free and commits, and the waiting lane's next look finds that committed: both count within their first
+/// invocations (one wait).
 #[tokio::test(start_paused = true)]
-async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_the_deadline() {
+async fn two_lanes_whose_writes_cross_on_two_shared_devices_release_them_and_both_commit() {
     let x = bridge_core::envelope::event_id(&[
         "lane",
         &devtools::events::example_stream_arn("app-events"),
@@ -670,20 +674,6 @@ async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_t
         ex = feed_x.again(&docs_x);
         ey = feed_y.again(&docs_y);
     }
-    // Each lane holds one device: its writer is one lane, the other device's the other.
-    let holder = |pk: &str| {
-        table
-            .inner
-            .items()
-            .iter()
-            .find(|(k, _)| k.pk == pk)
-            .and_then(|(_, item)| writer(item))
-    };
-    let (on1, on2) = (holder("h#app#dev-1"), holder("h#app#dev-2"));
-    assert!(
-        on1.as_ref() == Some(&x) && on2.is_some() && on1 != on2,
-        "{on1:?} {on2:?}"
-    );
     let c = store.day_counters("app", on).await.unwrap();
     assert_eq!(
         (
@@ -691,7 +681,7 @@ async fn attack_two_lanes_holding_each_others_device_wait_for_each_other_until_t
             c.get("session_devices.active").copied(),
             c.get("session_users.active").copied(),
         ),
-        (1, Some(2), Some(4)),
+        (0, Some(2), Some(4)),
         "(rounds of both shards failing, devices active, installs active); waits: {}",
         metrics.get(active_users::handler::METRIC_WAITS)
     );
@@ -942,8 +932,11 @@ async fn a_dead_letter_in_a_middle_part_leaves_the_other_parts_exact() {
 /// Observed: Nov 3 shows 6 authenticating users where the table holds 11 (a day shows the sum of the lanes that
 /// happened to log in the range; with the default 3-hour range, yesterday's row on a multi-shard stream is made
 /// of the few lanes that had late events, and today's drops every shard quiet for 3 hours).
+///
+/// Now every line holds the day's figures summed over the lanes, with their generation: the late line alone shows
+/// the whole day (11), and a range holding no line of a day shows no row for it rather than a share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_a_late_event_makes_the_dashboard_show_one_lanes_share_of_its_day() {
+async fn a_late_event_makes_a_line_with_the_whole_day_whatever_the_range() {
     let (store, rollup, published) = rollup_over(Arc::new(Memory::new()), Vec::new());
     let metrics = Metrics::new();
     let on = date(2026, 11, 3);

@@ -141,14 +141,10 @@ impl ActiveUsers {
         &self.store
     }
 
-    /// Prints a lane's figures of every scope and day in `pending` (`<scope>|<YYYY-MM-DD>`), read from the
-    /// table, one JSON line each: the dashboard takes each lane's latest line of a day and sums the lanes.
-    async fn publish(
-        &self,
-        lane: &str,
-        pending: &[String],
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut lines = Vec::new();
+    /// Prints the figures of every scope and day in `pending` (`<scope>|<YYYY-MM-DD>`), summed over the lanes
+    /// and read from the table, one JSON line each with its generation: the dashboard shows each day's line of
+    /// the highest generation, whichever lane logged it and whenever.
+    async fn publish(&self, pending: &[String]) -> Result<(), StoreError> {
         for p in pending {
             let Some((scope, day)) = p.rsplit_once('|') else {
                 continue;
@@ -156,20 +152,18 @@ impl ActiveUsers {
             let Ok(day) = NaiveDate::parse_from_str(day, "%Y-%m-%d") else {
                 continue;
             };
-            let counters = self.store.lane_day(lane, scope, day).await?;
-            lines.push(published_line(lane, scope, day, &counters));
-        }
-        if self.publish {
-            for line in &lines {
+            let (counters, generation) = self.store.day_totals(scope, day).await?;
+            let line = published_line(scope, day, &counters, generation);
+            if self.publish {
                 println!("{line}");
             }
+            if let Some(sink) = &self.published
+                && let Ok(mut kept) = sink.lock()
+            {
+                kept.push(line);
+            }
         }
-        if let Some(sink) = &self.published
-            && let Ok(mut kept) = sink.lock()
-        {
-            kept.extend(lines.iter().cloned());
-        }
-        Ok(lines)
+        Ok(())
     }
 
     /// Runs one lane's records (indexes into `slots`, in order), in parts of one commit each (a commit holds at
@@ -237,10 +231,7 @@ impl ActiveUsers {
         let committed = state.committed();
         if todo.is_empty() {
             if !earlier.is_empty() {
-                if within(deadline, self.publish(lane, &earlier))
-                    .await
-                    .is_err()
-                {
+                if within(deadline, self.publish(&earlier)).await.is_err() {
                     // Committed, not published: the last record comes again and publishes (a quiet shard would
                     // otherwise never show these figures).
                     retry(
@@ -325,6 +316,14 @@ impl ActiveUsers {
                 // change back or commits it), then read again; past the attempts, this record and those after
                 // it come again.
                 metrics.incr(METRIC_WAITS);
+                // First take back this lane's own uncommitted changes (written by an earlier attempt that met a
+                // conflict): a lane never holds a change while it waits, so two lanes cannot wait on each other.
+                for (k, h) in &stored {
+                    if h.undo.get(lane).is_some_and(|u| u.position > committed) {
+                        let released = h.without_uncommitted(lane, &committed);
+                        let _ = within(deadline, self.store.write_history(k, &released)).await;
+                    }
+                }
                 let pause = std::time::Duration::from_millis((250u64 << waits.min(4)).min(4_000));
                 waits += 1;
                 if waited + pause <= WAIT_BUDGET
@@ -488,10 +487,7 @@ impl ActiveUsers {
                 }
             }
             metrics.incr(METRIC_COMMITS);
-            if within(deadline, self.publish(lane, &pending))
-                .await
-                .is_err()
-            {
+            if within(deadline, self.publish(&pending)).await.is_err() {
                 // Committed, not published: the part's last record comes again (with everything after it) and
                 // its redelivery publishes the lane's pending days.
                 let mut again = vec![todo.last().map_or(0, |t| t.0)];
@@ -548,16 +544,18 @@ fn fail(slots: &mut [Slot<Activity>], records: &[usize], e: &StoreError) {
     }
 }
 
-/// One published line: a lane's counters of a scope and day, names with `_` for `.` (Logs Insights reads dots as
-/// nesting).
+/// The field of a published line that orders a day's lines: its counters' commits over every lane.
+pub const GENERATION: &str = "generation";
+
+/// One published line: a scope and day's counters summed over lanes, with their generation, names with `_` for
+/// `.` (Logs Insights reads dots as nesting).
 pub fn published_line(
-    lane: &str,
     scope: &str,
     day: NaiveDate,
     counters: &BTreeMap<String, i64>,
+    generation: i64,
 ) -> serde_json::Value {
-    let mut line =
-        serde_json::json!({PUBLISHED: plan::day_label(day), "scope": scope, "lane": lane});
+    let mut line = serde_json::json!({PUBLISHED: plan::day_label(day), "scope": scope, GENERATION: generation});
     // Dimension values stay in the table (and the report): the dashboard charts the day's figures.
     for (name, n) in counters.iter().filter(|(k, _)| !k.starts_with(plan::DIM)) {
         line[name.replace('.', "_")] = (*n).into();
@@ -565,38 +563,40 @@ pub fn published_line(
     line
 }
 
-/// What the dashboard shows, from the published lines in the order they were logged: per (scope, day), the sum
-/// over lanes of each lane's latest line of that day. The template's Logs Insights widgets compute the same:
-/// `stats latest(<counter>) as v by rollup_day, lane | stats sum(v) by rollup_day`.
+/// What the dashboard shows, from the published lines in the order they were logged (any subset: a time range):
+/// per (scope, day), the figures of its line of the highest generation (of two with one generation, the later;
+/// they hold the same figures). The template's Logs Insights widgets compute the same:
+/// `sort generation desc | dedup rollup_day`.
 pub fn dashboard_points(
     lines: &[serde_json::Value],
 ) -> BTreeMap<(String, String), BTreeMap<String, i64>> {
-    let mut latest: BTreeMap<(String, String, String), &serde_json::Value> = BTreeMap::new();
+    let mut best: BTreeMap<(String, String), (i64, &serde_json::Value)> = BTreeMap::new();
     for line in lines {
-        let (Some(day), Some(scope), Some(lane)) = (
+        let (Some(day), Some(scope), Some(generation)) = (
             line[PUBLISHED].as_str(),
             line["scope"].as_str(),
-            line["lane"].as_str(),
+            line[GENERATION].as_i64(),
         ) else {
             continue;
         };
-        latest.insert((scope.to_owned(), day.to_owned(), lane.to_owned()), line);
-    }
-    let mut out: BTreeMap<(String, String), BTreeMap<String, i64>> = BTreeMap::new();
-    for ((scope, day, _), line) in latest {
-        let sums = out.entry((scope, day)).or_default();
-        if let Some(fields) = line.as_object() {
-            for (k, v) in fields {
-                if let Some(n) = v.as_i64() {
-                    *sums.entry(k.clone()).or_default() += n;
-                }
-            }
+        let key = (scope.to_owned(), day.to_owned());
+        if best.get(&key).is_none_or(|(g, _)| generation >= *g) {
+            best.insert(key, (generation, line));
         }
     }
-    for sums in out.values_mut() {
-        sums.retain(|_, n| *n != 0);
-    }
-    out
+    best.into_iter()
+        .map(|(key, (_, line))| {
+            let figures = line
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != GENERATION)
+                .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            (key, figures)
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -660,15 +660,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_published_line_names_its_lane_scope_and_day() {
+    fn a_published_line_holds_its_day_and_generation_and_the_highest_generation_wins() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 3).unwrap();
         let line = published_line(
-            "abc",
             "pool=p",
-            NaiveDate::from_ymd_opt(2026, 11, 3).unwrap(),
+            day,
             &BTreeMap::from([("authenticating_users.active".to_owned(), 4)]),
+            7,
         );
         assert_eq!(line[PUBLISHED], "2026-11-03");
-        assert_eq!(line["lane"], "abc");
+        assert_eq!(line[GENERATION], 7);
         assert_eq!(line["authenticating_users_active"], 4);
+        // The dashboard keeps a day's line of the highest generation, whatever the order they were logged in.
+        let older = published_line(
+            "pool=p",
+            day,
+            &BTreeMap::from([("authenticating_users.active".to_owned(), 3)]),
+            6,
+        );
+        let points = dashboard_points(&[line, older]);
+        assert_eq!(
+            points[&("pool=p".to_owned(), "2026-11-03".to_owned())]["authenticating_users_active"],
+            4
+        );
     }
 }

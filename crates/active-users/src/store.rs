@@ -371,10 +371,13 @@ fn counter_key(item: &CounterItem, lane: &str) -> Key {
     Key::new(item.pk(), lane)
 }
 
+/// A counter item's commits (`ADD g 1` with every commit that moves it).
+const GENERATION: &str = "g";
+
 fn numbers(item: &Item) -> BTreeMap<String, i64> {
     item.iter()
         .filter_map(|(k, v)| match v {
-            Value::N(n) if k != "v" => Some((k.clone(), *n)),
+            Value::N(n) if k != "v" && k != GENERATION => Some((k.clone(), *n)),
             _ => None,
         })
         .collect()
@@ -563,10 +566,12 @@ impl RollupStore {
             .filter(|(_, attrs)| attrs.values().any(|n| *n != 0))
             .map(|(item, attrs)| TxWrite::Add {
                 key: counter_key(item, &lane.lane),
+                // `g`: the item's commits, summed over lanes into a day's generation ([`RollupStore::day_totals`]).
                 add: attrs
                     .iter()
                     .filter(|(_, n)| **n != 0)
                     .map(|(a, n)| (a.clone(), *n))
+                    .chain([(GENERATION.to_owned(), 1)])
                     .collect(),
             })
             .collect();
@@ -606,25 +611,31 @@ impl RollupStore {
         }
     }
 
-    /// A lane's own counters of a scope and day (what it publishes).
-    pub async fn lane_day(
+    /// A day's counters of a scope summed over every lane, and its generation: the commits that moved them, over
+    /// every lane (it grows with each; two reads with one generation read the same figures). One strongly
+    /// consistent Query.
+    pub async fn day_totals(
         &self,
-        lane: &str,
         scope: &str,
         on: NaiveDate,
-    ) -> Result<BTreeMap<String, i64>, StoreError> {
-        let item = CounterItem {
+    ) -> Result<(BTreeMap<String, i64>, i64), StoreError> {
+        let pk = CounterItem {
             kind: 'c',
             scope: scope.to_owned(),
             day: on,
-        };
-        Ok(self
-            .table
-            .get(&counter_key(&item, lane), true)
-            .await
-            .map_err(StoreError)?
-            .map(|i| numbers(&i))
-            .unwrap_or_default())
+        }
+        .pk();
+        let (mut out, mut generation) = (BTreeMap::new(), 0);
+        for item in self.table.query(&pk).await.map_err(StoreError)? {
+            if let Some(Value::N(g)) = item.get(GENERATION) {
+                generation += g;
+            }
+            for (attr, n) in numbers(&item) {
+                *out.entry(attr).or_default() += n;
+            }
+        }
+        out.retain(|_, n| *n != 0);
+        Ok((out, generation))
     }
 
     /// A day's counters of a scope, summed over every lane.
