@@ -313,8 +313,8 @@ impl ActiveUsers {
             }
             if !waiting.is_empty() {
                 // Another lane may still commit a change to these actors: wait for it (its redelivery takes its
-                // change back or commits it), then read again; past the attempts, this record and those after
-                // it come again.
+                // change back or commits it), then read again; past the wait budget (or near the deadline), the
+                // first record touching them and those after it come again.
                 metrics.incr(METRIC_WAITS);
                 // First take back this lane's own uncommitted changes (written by an earlier attempt that met a
                 // conflict): a lane never holds a change while it waits, so two lanes cannot wait on each other.
