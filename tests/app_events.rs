@@ -933,21 +933,10 @@ fn one_shard_batch(records: &[(&str, Vec<u8>)]) -> RawKinesisEvent {
     RawKinesisEvent { records }
 }
 
-/// A client id was hashed with the user when there was one, else the anonymous id: never with the install. Two
-/// installs of one signed-in user (here two endpoints of one `PutEvents` body, or any two records) that used the
-/// same client event id for two different events (an app-local counter, a fixed id) got one `event_id`: the
-/// forwarder sent the first, counted the second as a repeat (`DuplicatesDropped`) and reported the record as a
-/// success. Now the install (the endpoint, the anonymous id) is hashed too: two events, both forwarded; and a
-/// redelivery of the body gives each the same id again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_redelivery_the_same_ids()
- {
-    let body = r#"{"BatchItem": {
-        "phone":  {"Endpoint": {"User": {"UserId": "sub-1"}},
-                   "Events": {"1": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:00:00Z"}}},
-        "tablet": {"Endpoint": {"User": {"UserId": "sub-1"}},
-                   "Events": {"1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:30:00Z"}}}}}"#;
-    let events = read_record(body, "sub-1").unwrap();
+/// Forwards `body` (a record keyed `key`) through the forwarder in memory and asserts that its two events went out
+/// with two ids (none dropped as a repeat) and that a redelivery of the same bytes keeps both ids.
+async fn two_events_two_ids_kept_on_redelivery(body: &str, key: &str) {
+    let events = read_record(body, key).unwrap();
     let (forwarder, sink, _) = memory_forwarder(
         app_events::event::Limits::default(),
         bridge_core::pipeline::Aggregates::Refuse,
@@ -955,7 +944,7 @@ async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_rede
     let metrics = Metrics::new();
     let response = forwarder
         .process(
-            one_shard_batch(&[("sub-1", body.as_bytes().to_vec())]),
+            one_shard_batch(&[(key, body.as_bytes().to_vec())]),
             Deadline::none(),
             &metrics,
         )
@@ -974,10 +963,27 @@ async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_rede
     );
     assert_eq!(sink.stored().len(), 2);
     assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 0);
-    let again = read_record(body, "sub-1").unwrap();
+    let again = read_record(body, key).unwrap();
     let ids =
         |events: &[Value]| -> Vec<Value> { events.iter().map(|e| e["event_id"].clone()).collect() };
     assert_eq!(ids(&again), ids(&events), "a redelivery keeps every id");
+}
+
+/// A client id was hashed with the user when there was one, else the anonymous id: never with the install. Two
+/// installs of one signed-in user (here two endpoints of one `PutEvents` body, or any two records) that used the
+/// same client event id for two different events (an app-local counter, a fixed id) got one `event_id`: the
+/// forwarder sent the first, counted the second as a repeat (`DuplicatesDropped`) and reported the record as a
+/// success. Now the install (the endpoint, the anonymous id) is hashed too: two events, both forwarded; and a
+/// redelivery of the body gives each the same id again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installs_of_one_user_reusing_a_client_id_give_two_events_and_a_redelivery_the_same_ids()
+ {
+    let body = r#"{"BatchItem": {
+        "phone":  {"Endpoint": {"User": {"UserId": "sub-1"}},
+                   "Events": {"1": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:00:00Z"}}},
+        "tablet": {"Endpoint": {"User": {"UserId": "sub-1"}},
+                   "Events": {"1": {"EventType": "_session.start", "Timestamp": "2026-11-20T09:30:00Z"}}}}}"#;
+    two_events_two_ids_kept_on_redelivery(body, "sub-1").await;
 }
 
 /// serde_json's map (no `preserve_order`) sorted a `PutEvents` body's `Events` by key, and Amplify's keys are
@@ -1487,36 +1493,7 @@ async fn client_ids_differing_only_in_spaces_give_two_ids_and_a_redelivery_keeps
     let body = r#"{"BatchItem": {"install-1": {"Events": {
         "a":  {"EventType": "_session.start", "Timestamp": "2026-11-20T09:00:00Z"},
         " a": {"EventType": "_monetization.purchase", "Timestamp": "2026-11-20T09:05:00Z"}}}}}"#;
-    let (forwarder, sink, _) = memory_forwarder(
-        app_events::event::Limits::default(),
-        bridge_core::pipeline::Aggregates::Refuse,
-    );
-    let metrics = Metrics::new();
-    let response = forwarder
-        .process(
-            one_shard_batch(&[("install-1", body.as_bytes().to_vec())]),
-            Deadline::none(),
-            &metrics,
-        )
-        .await;
-    let events = read_record(body, "install-1").unwrap();
-    assert!(response.batch_item_failures.is_empty());
-    assert_ne!(
-        events[0]["event_id"],
-        events[1]["event_id"],
-        "{} and {} share one event_id; forwarded {} of 2, {} dropped as a repeat",
-        events[0]["event"],
-        events[1]["event"],
-        sink.stored().len(),
-        metrics.get(METRIC_DUPLICATES_DROPPED)
-    );
-    assert_eq!(sink.stored().len(), 2);
-    assert_eq!(metrics.get(METRIC_DUPLICATES_DROPPED), 0);
-    let again = read_record(body, "install-1").unwrap();
-    assert_eq!(
-        (&again[0]["event_id"], &again[1]["event_id"]),
-        (&events[0]["event_id"], &events[1]["event_id"])
-    );
+    two_events_two_ids_kept_on_redelivery(body, "install-1").await;
 }
 
 /// Rule (README, "What the forwarder checks": a `PutEvents` body "is used whole or not at all", one output per

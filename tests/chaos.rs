@@ -448,10 +448,7 @@ async fn run(
             }
         }
     }
-    let dashboard = active_users::handler::dashboard_points(&function.printed())
-        .into_iter()
-        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
-        .collect();
+    let dashboard = e2e::dashboard_by_key(&function.printed());
     RunResult {
         rollup,
         dashboard,

@@ -128,36 +128,63 @@ async fn marker_counters_count_toward_a_commits_100_items() {
     );
 }
 
-/// The in-memory table, with the first `fail` reads of counter items (`c#…`) failing as a throttled GetItem does.
+/// What a test table does on a call before (or instead of) the in-memory table with DynamoDB's rules: each
+/// method passes the call through unless a hook says otherwise.
+#[async_trait]
+trait Hook: Send + Sync + std::fmt::Debug {
+    async fn get(
+        &self,
+        inner: &Memory,
+        key: &Key,
+        consistent: bool,
+    ) -> Result<Option<Item>, TableError> {
+        inner.get(key, consistent).await
+    }
+    async fn batch_get(
+        &self,
+        inner: &Memory,
+        keys: &[Key],
+        consistent: bool,
+    ) -> Result<Vec<Item>, TableError> {
+        inner.batch_get(keys, consistent).await
+    }
+    async fn put(&self, inner: &Memory, item: Item, expect: Expect) -> Result<(), TableError> {
+        inner.put(item, expect).await
+    }
+    async fn transact(&self, inner: &Memory, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        inner.transact(writes).await
+    }
+}
+
+/// The in-memory table behind a [`Hook`].
 #[derive(Debug)]
-struct ThrottledCounterReads {
+struct Hooked<H> {
     inner: Memory,
-    fail: AtomicU32,
+    hook: H,
+}
+
+impl<H> Hooked<H> {
+    fn new(hook: H) -> Self {
+        Self {
+            inner: Memory::new(),
+            hook,
+        }
+    }
 }
 
 #[async_trait]
-impl Table for ThrottledCounterReads {
+impl<H: Hook> Table for Hooked<H> {
     async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
-        if key.pk.starts_with("c#")
-            && self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(TableError::Transient(
-                "ProvisionedThroughputExceededException".into(),
-            ));
-        }
-        self.inner.get(key, consistent).await
+        self.hook.get(&self.inner, key, consistent).await
     }
     async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
-        self.inner.batch_get(keys, consistent).await
+        self.hook.batch_get(&self.inner, keys, consistent).await
     }
     async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
-        self.inner.put(item, expect).await
+        self.hook.put(&self.inner, item, expect).await
     }
     async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
-        self.inner.transact(writes).await
+        self.hook.transact(&self.inner, writes).await
     }
     async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
         self.inner.query(pk).await
@@ -173,6 +200,78 @@ impl Table for ThrottledCounterReads {
     }
 }
 
+/// 60 users on three clients (web, ios, android), user u last active (u % 29) + 1 days before Nov 30 (a batch
+/// per day; `skip` never), delivered; returns their sign-ins of Nov 30: a day's first activities of returning users
+/// touch ~37 counter items per scope (the day, retention cohorts up to 7 days back, 7- and 30-day runs).
+async fn returning_users(
+    rollup: &ActiveUsers,
+    feed: &mut Feed,
+    metrics: &Metrics,
+    skip: Option<usize>,
+) -> Vec<Value> {
+    let today = date(2026, 11, 30);
+    let clients = ["web", "ios", "android"];
+    for gap in (1..=29).rev() {
+        let on = today - chrono::Duration::days(gap);
+        let docs: Vec<Value> = (0..60usize)
+            .filter(|u| (u % 29) as i64 + 1 == gap && Some(*u) != skip)
+            .map(|u| {
+                auth(
+                    &id("old", u),
+                    "_userauth.sign_in",
+                    &format!("u-{u}"),
+                    clients[u % 3],
+                    on,
+                    json!({}),
+                )
+            })
+            .collect();
+        if !docs.is_empty() {
+            deliver(rollup, feed, &docs, metrics).await;
+        }
+    }
+    (0..60usize)
+        .map(|u| {
+            auth(
+                &id("today", u),
+                "_userauth.sign_in",
+                &format!("u-{u}"),
+                clients[u % 3],
+                today,
+                json!({}),
+            )
+        })
+        .collect()
+}
+
+/// The in-memory table, with the first `fail` reads of counter items (`c#…`) failing as a throttled GetItem does.
+#[derive(Debug)]
+struct ThrottledCounterReads {
+    fail: AtomicU32,
+}
+
+#[async_trait]
+impl Hook for ThrottledCounterReads {
+    async fn get(
+        &self,
+        inner: &Memory,
+        key: &Key,
+        consistent: bool,
+    ) -> Result<Option<Item>, TableError> {
+        if key.pk.starts_with("c#")
+            && self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(TableError::Transient(
+                "ProvisionedThroughputExceededException".into(),
+            ));
+        }
+        inner.get(key, consistent).await
+    }
+}
+
 /// README: "a lane that stopped between its commit and its lines publishes them with its next batch", and the
 /// dashboard's points equal the table. A lane commits, then reading its counters back to publish them is
 /// throttled: the rollup answers success (the publication's error is dropped), so Lambda sends nothing again, and
@@ -183,10 +282,9 @@ impl Table for ThrottledCounterReads {
 /// Now a committed part whose lines are not published fails its last record: it comes again, is skipped as committed, and its lane publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_publication_comes_again_until_the_dashboard_has_it() {
-    let table = Arc::new(ThrottledCounterReads {
-        inner: Memory::new(),
+    let table = Arc::new(Hooked::new(ThrottledCounterReads {
         fail: AtomicU32::new(1),
-    });
+    }));
     let (store, rollup, published) = rollup_over(table, Vec::new());
     let on = date(2026, 11, 3);
     let docs = vec![auth(
@@ -200,11 +298,7 @@ async fn a_throttled_publication_comes_again_until_the_dashboard_has_it() {
     let metrics = Metrics::new();
     deliver(&rollup, &mut Feed::new("auth-events", 0), &docs, &metrics).await;
     let lines = published.lock().unwrap().clone();
-    let dashboard = active_users::handler::dashboard_points(&lines)
-        .into_iter()
-        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
-        .collect();
-    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+    e2e::assert_dashboard_shows_the_table(&store, &lines).await;
 }
 
 /// Found by the adversarial review: the lane's dimension registry (`lanedims#<lane>`, written whole in the lane's
@@ -367,40 +461,7 @@ async fn an_ordinary_batch_on_three_clients_commits_in_parts_within_one_invocati
     let (_, rollup, _) = rollup_over(Arc::new(Memory::new()), Vec::new());
     let metrics = Metrics::new();
     let mut feed = Feed::new("auth-events", 0);
-    let today = date(2026, 11, 30);
-    let clients = ["web", "ios", "android"];
-    // Earlier: user u last active 1..=29 days ago (a batch per day, like the days they came).
-    for gap in (1..=29).rev() {
-        let on = today - chrono::Duration::days(gap);
-        let docs: Vec<Value> = (0..60usize)
-            .filter(|u| (u % 29) as i64 + 1 == gap)
-            .map(|u| {
-                auth(
-                    &id("old", u),
-                    "_userauth.sign_in",
-                    &format!("u-{u}"),
-                    clients[u % 3],
-                    on,
-                    json!({}),
-                )
-            })
-            .collect();
-        if !docs.is_empty() {
-            deliver(&rollup, &mut feed, &docs, &metrics).await;
-        }
-    }
-    let docs: Vec<Value> = (0..60usize)
-        .map(|u| {
-            auth(
-                &id("today", u),
-                "_userauth.sign_in",
-                &format!("u-{u}"),
-                clients[u % 3],
-                today,
-                json!({}),
-            )
-        })
-        .collect();
+    let docs = returning_users(&rollup, &mut feed, &metrics, None).await;
     let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
     assert_eq!(invocations, 1, "invocations for one batch of 60 sign-ins");
 }
@@ -409,7 +470,6 @@ async fn an_ordinary_batch_on_three_clients_commits_in_parts_within_one_invocati
 /// answers after it (the write landed, the caller hears an error), as the chaos run's fault proxy does.
 #[derive(Debug)]
 struct Faulty {
-    inner: Memory,
     rng: std::sync::Mutex<fastrand::Rng>,
     /// One call in `every` fails.
     every: u32,
@@ -428,50 +488,48 @@ fn fault() -> TableError {
 }
 
 #[async_trait]
-impl Table for Faulty {
-    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
-        match self.draw() {
-            Some(_) => Err(fault()),
-            None => self.inner.get(key, consistent).await,
-        }
-    }
-    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
-        match self.draw() {
-            Some(_) => Err(fault()),
-            None => self.inner.batch_get(keys, consistent).await,
-        }
-    }
-    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
-        match self.draw() {
-            Some(true) => {
-                let _ = self.inner.put(item, expect).await;
-                Err(fault())
-            }
-            Some(false) => Err(fault()),
-            None => self.inner.put(item, expect).await,
-        }
-    }
-    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
-        match self.draw() {
-            Some(true) => {
-                let _ = self.inner.transact(writes).await;
-                Err(fault())
-            }
-            Some(false) => Err(fault()),
-            None => self.inner.transact(writes).await,
-        }
-    }
-    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
-        self.inner.query(pk).await
-    }
-    async fn partitions(
+impl Hook for Faulty {
+    async fn get(
         &self,
-        prefix: &str,
-    ) -> Result<std::collections::BTreeSet<String>, TableError> {
-        self.inner.partitions(prefix).await
+        inner: &Memory,
+        key: &Key,
+        consistent: bool,
+    ) -> Result<Option<Item>, TableError> {
+        match self.draw() {
+            Some(_) => Err(fault()),
+            None => inner.get(key, consistent).await,
+        }
     }
-    fn meter(&self) -> &Meter {
-        self.inner.meter()
+    async fn batch_get(
+        &self,
+        inner: &Memory,
+        keys: &[Key],
+        consistent: bool,
+    ) -> Result<Vec<Item>, TableError> {
+        match self.draw() {
+            Some(_) => Err(fault()),
+            None => inner.batch_get(keys, consistent).await,
+        }
+    }
+    async fn put(&self, inner: &Memory, item: Item, expect: Expect) -> Result<(), TableError> {
+        match self.draw() {
+            Some(true) => {
+                let _ = inner.put(item, expect).await;
+                Err(fault())
+            }
+            Some(false) => Err(fault()),
+            None => inner.put(item, expect).await,
+        }
+    }
+    async fn transact(&self, inner: &Memory, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        match self.draw() {
+            Some(true) => {
+                let _ = inner.transact(writes).await;
+                Err(fault())
+            }
+            Some(false) => Err(fault()),
+            None => inner.transact(writes).await,
+        }
     }
 }
 
@@ -500,18 +558,13 @@ async fn under_seeded_table_faults_the_counters_and_the_dashboard_equal_a_calm_r
     let (calm, _) = run(Arc::new(Memory::new())).await;
     for seed in 0..40u64 {
         println!("seed {seed}");
-        let table = Arc::new(Faulty {
-            inner: Memory::new(),
+        let table = Arc::new(Hooked::new(Faulty {
             rng: std::sync::Mutex::new(fastrand::Rng::with_seed(seed)),
             every: 25,
-        });
+        }));
         let (counters, lines) = run(table).await;
         assert_eq!(counters, calm, "seed {seed}");
-        let dashboard: BTreeMap<String, BTreeMap<String, i64>> =
-            active_users::handler::dashboard_points(&lines)
-                .into_iter()
-                .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
-                .collect();
+        let dashboard: BTreeMap<String, BTreeMap<String, i64>> = e2e::dashboard_by_key(&lines);
         e2e::assert_dashboard_equals_table(&counters, &dashboard);
     }
 }
@@ -524,7 +577,6 @@ async fn under_seeded_table_faults_the_counters_and_the_dashboard_equal_a_calm_r
 /// before either writes; lane `x` writes `dev-1` first, and writes `dev-2` only after the other lane has.
 #[derive(Debug)]
 struct CrossedDeviceWrites {
-    inner: Memory,
     x: String,
     reads: tokio::sync::Barrier,
     gated_reads: AtomicU32,
@@ -543,12 +595,14 @@ fn writer(item: &Item) -> Option<String> {
 }
 
 #[async_trait]
-impl Table for CrossedDeviceWrites {
-    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
-        self.inner.get(key, consistent).await
-    }
-    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
-        let read = self.inner.batch_get(keys, consistent).await;
+impl Hook for CrossedDeviceWrites {
+    async fn batch_get(
+        &self,
+        inner: &Memory,
+        keys: &[Key],
+        consistent: bool,
+    ) -> Result<Vec<Item>, TableError> {
+        let read = inner.batch_get(keys, consistent).await;
         if keys.iter().any(|k| k.pk.starts_with("h#"))
             && self.gated_reads.fetch_add(1, Ordering::SeqCst) < 2
         {
@@ -556,7 +610,7 @@ impl Table for CrossedDeviceWrites {
         }
         read
     }
-    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+    async fn put(&self, inner: &Memory, item: Item, expect: Expect) -> Result<(), TableError> {
         let pk = match item.get("pk") {
             Some(active_users::table::Value::S(pk)) => pk.clone(),
             _ => String::new(),
@@ -565,7 +619,7 @@ impl Table for CrossedDeviceWrites {
         let x = lane == self.x;
         if pk == "h#app#dev-1" && !self.dev1_by_x.load(Ordering::SeqCst) {
             if x {
-                let r = self.inner.put(item, expect).await;
+                let r = inner.put(item, expect).await;
                 self.dev1_by_x.store(true, Ordering::SeqCst);
                 self.dev1_written.notify_one();
                 return r;
@@ -576,28 +630,13 @@ impl Table for CrossedDeviceWrites {
             if x {
                 self.dev2_written.notified().await;
             } else {
-                let r = self.inner.put(item, expect).await;
+                let r = inner.put(item, expect).await;
                 self.dev2_by_other.store(true, Ordering::SeqCst);
                 self.dev2_written.notify_one();
                 return r;
             }
         }
-        self.inner.put(item, expect).await
-    }
-    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
-        self.inner.transact(writes).await
-    }
-    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
-        self.inner.query(pk).await
-    }
-    async fn partitions(
-        &self,
-        prefix: &str,
-    ) -> Result<std::collections::BTreeSet<String>, TableError> {
-        self.inner.partitions(prefix).await
-    }
-    fn meter(&self) -> &Meter {
-        self.inner.meter()
+        inner.put(item, expect).await
     }
 }
 
@@ -630,8 +669,7 @@ async fn two_lanes_whose_writes_cross_on_two_shared_devices_release_them_and_bot
         "shardId-000000000000",
     ])[..16]
         .to_owned();
-    let table = Arc::new(CrossedDeviceWrites {
-        inner: Memory::new(),
+    let table = Arc::new(Hooked::new(CrossedDeviceWrites {
         x: x.clone(),
         reads: tokio::sync::Barrier::new(2),
         gated_reads: AtomicU32::new(0),
@@ -639,7 +677,7 @@ async fn two_lanes_whose_writes_cross_on_two_shared_devices_release_them_and_bot
         dev1_written: tokio::sync::Notify::new(),
         dev2_by_other: std::sync::atomic::AtomicBool::new(false),
         dev2_written: tokio::sync::Notify::new(),
-    });
+    }));
     let (store, rollup, _) = rollup_over(table.clone(), Vec::new());
     let on = date(2026, 11, 3);
     let session = |n: usize, install: &str, device: &str| -> Value {
@@ -691,37 +729,15 @@ async fn two_lanes_whose_writes_cross_on_two_shared_devices_release_them_and_bot
 /// answered: its condition fails.
 #[derive(Debug)]
 struct LostCommitAnswers {
-    inner: Memory,
     lost: AtomicU32,
 }
 
 #[async_trait]
-impl Table for LostCommitAnswers {
-    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
-        self.inner.get(key, consistent).await
-    }
-    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
-        self.inner.batch_get(keys, consistent).await
-    }
-    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
-        self.inner.put(item, expect).await
-    }
-    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
-        self.inner.transact(writes).await?;
+impl Hook for LostCommitAnswers {
+    async fn transact(&self, inner: &Memory, writes: Vec<TxWrite>) -> Result<(), TableError> {
+        inner.transact(writes).await?;
         self.lost.fetch_add(1, Ordering::SeqCst);
         Err(TableError::ConditionFailed(None))
-    }
-    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
-        self.inner.query(pk).await
-    }
-    async fn partitions(
-        &self,
-        prefix: &str,
-    ) -> Result<std::collections::BTreeSet<String>, TableError> {
-        self.inner.partitions(prefix).await
-    }
-    fn meter(&self) -> &Meter {
-        self.inner.meter()
     }
 }
 
@@ -731,51 +747,20 @@ impl Table for LostCommitAnswers {
 /// equals the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_whose_commit_answers_are_lost_count_once_and_publish() {
-    let table = Arc::new(LostCommitAnswers {
-        inner: Memory::new(),
+    let table = Arc::new(Hooked::new(LostCommitAnswers {
         lost: AtomicU32::new(0),
-    });
+    }));
     let (store, rollup, published) = rollup_over(table.clone(), Vec::new());
     let metrics = Metrics::new();
     let mut feed = Feed::new("auth-events", 0);
     let today = date(2026, 11, 30);
     let clients = ["web", "ios", "android"];
-    for gap in (1..=29).rev() {
-        let on = today - chrono::Duration::days(gap);
-        let docs: Vec<Value> = (0..60usize)
-            .filter(|u| (u % 29) as i64 + 1 == gap)
-            .map(|u| {
-                auth(
-                    &id("old", u),
-                    "_userauth.sign_in",
-                    &format!("u-{u}"),
-                    clients[u % 3],
-                    on,
-                    json!({}),
-                )
-            })
-            .collect();
-        if !docs.is_empty() {
-            deliver(&rollup, &mut feed, &docs, &metrics).await;
-        }
-    }
+    let first = returning_users(&rollup, &mut feed, &metrics, None).await;
     // Today: each user's first sign-in, then a second one (by marker) and a repeat of the first.
-    let mut docs: Vec<Value> = Vec::new();
-    for round in ["today", "again"] {
-        for u in 0..60usize {
-            docs.push(auth(
-                &id(round, u),
-                "_userauth.sign_in",
-                &format!("u-{u}"),
-                clients[u % 3],
-                today,
-                json!({}),
-            ));
-        }
-    }
+    let mut docs = first.clone();
     docs.extend((0..60usize).map(|u| {
         auth(
-            &id("today", u),
+            &id("again", u),
             "_userauth.sign_in",
             &format!("u-{u}"),
             clients[u % 3],
@@ -783,9 +768,10 @@ async fn parts_whose_commit_answers_are_lost_count_once_and_publish() {
             json!({}),
         )
     }));
-    let before = table.lost.load(Ordering::SeqCst);
+    docs.extend(first);
+    let before = table.hook.lost.load(Ordering::SeqCst);
     let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
-    let commits = table.lost.load(Ordering::SeqCst) - before;
+    let commits = table.hook.lost.load(Ordering::SeqCst) - before;
     let c = store
         .day_counters(&format!("pool={POOL}"), today)
         .await
@@ -801,50 +787,24 @@ async fn parts_whose_commit_answers_are_lost_count_once_and_publish() {
         "(invocations, committed in parts, today's actives, today's sign-ins)"
     );
     let lines = published.lock().unwrap().clone();
-    let dashboard = active_users::handler::dashboard_points(&lines)
-        .into_iter()
-        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
-        .collect();
-    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+    e2e::assert_dashboard_shows_the_table(&store, &lines).await;
 }
 
 /// The in-memory table, refusing for good (an item too large) every write of one history.
 #[derive(Debug)]
 struct RefusedHistory {
-    inner: Memory,
     pk: String,
 }
 
 #[async_trait]
-impl Table for RefusedHistory {
-    async fn get(&self, key: &Key, consistent: bool) -> Result<Option<Item>, TableError> {
-        self.inner.get(key, consistent).await
-    }
-    async fn batch_get(&self, keys: &[Key], consistent: bool) -> Result<Vec<Item>, TableError> {
-        self.inner.batch_get(keys, consistent).await
-    }
-    async fn put(&self, item: Item, expect: Expect) -> Result<(), TableError> {
+impl Hook for RefusedHistory {
+    async fn put(&self, inner: &Memory, item: Item, expect: Expect) -> Result<(), TableError> {
         if matches!(item.get("pk"), Some(active_users::table::Value::S(pk)) if *pk == self.pk) {
             return Err(TableError::Permanent(
                 "ValidationException: item over the 400 KB item size limit".into(),
             ));
         }
-        self.inner.put(item, expect).await
-    }
-    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), TableError> {
-        self.inner.transact(writes).await
-    }
-    async fn query(&self, pk: &str) -> Result<Vec<Item>, TableError> {
-        self.inner.query(pk).await
-    }
-    async fn partitions(
-        &self,
-        prefix: &str,
-    ) -> Result<std::collections::BTreeSet<String>, TableError> {
-        self.inner.partitions(prefix).await
-    }
-    fn meter(&self) -> &Meter {
-        self.inner.meter()
+        inner.put(item, expect).await
     }
 }
 
@@ -853,46 +813,14 @@ impl Table for RefusedHistory {
 /// dashboard equals the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_in_a_middle_part_leaves_the_other_parts_exact() {
-    let table = Arc::new(RefusedHistory {
-        inner: Memory::new(),
+    let table = Arc::new(Hooked::new(RefusedHistory {
         pk: "h#auth#u-45".into(),
-    });
+    }));
     let (store, rollup, published) = rollup_over(table, Vec::new());
     let metrics = Metrics::new();
     let mut feed = Feed::new("auth-events", 0);
     let today = date(2026, 11, 30);
-    let clients = ["web", "ios", "android"];
-    for gap in (1..=29).rev() {
-        let on = today - chrono::Duration::days(gap);
-        let docs: Vec<Value> = (0..60usize)
-            .filter(|u| (u % 29) as i64 + 1 == gap && *u != 45)
-            .map(|u| {
-                auth(
-                    &id("old", u),
-                    "_userauth.sign_in",
-                    &format!("u-{u}"),
-                    clients[u % 3],
-                    on,
-                    json!({}),
-                )
-            })
-            .collect();
-        if !docs.is_empty() {
-            deliver(&rollup, &mut feed, &docs, &metrics).await;
-        }
-    }
-    let docs: Vec<Value> = (0..60usize)
-        .map(|u| {
-            auth(
-                &id("today", u),
-                "_userauth.sign_in",
-                &format!("u-{u}"),
-                clients[u % 3],
-                today,
-                json!({}),
-            )
-        })
-        .collect();
+    let docs = returning_users(&rollup, &mut feed, &metrics, Some(45)).await;
     let before = metrics.get(bridge_core::pipeline::METRIC_DEAD_LETTERED);
     let commits = metrics.get(active_users::handler::METRIC_COMMITS);
     let invocations = deliver(&rollup, &mut feed, &docs, &metrics).await;
@@ -912,11 +840,7 @@ async fn a_dead_letter_in_a_middle_part_leaves_the_other_parts_exact() {
         "(invocations, dead letters, commits in parts, today's actives, today's sign-ins)"
     );
     let lines = published.lock().unwrap().clone();
-    let dashboard = active_users::handler::dashboard_points(&lines)
-        .into_iter()
-        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
-        .collect();
-    e2e::assert_dashboard_equals_table(&e2e::rollup_counters(&store).await, &dashboard);
+    e2e::assert_dashboard_shows_the_table(&store, &lines).await;
 }
 
 /// README ("Outputs"): the dashboard's widgets "take each lane's latest line of a day and sum the lanes, so a day

@@ -78,6 +78,26 @@ pub fn assert_dashboard_equals_table(
     );
 }
 
+/// The dashboard's data points of published `lines` (`active_users::handler::dashboard_points`), keyed
+/// `"<scope> <day>"` as [`rollup_counters`] keys the table.
+pub fn dashboard_by_key(
+    lines: &[Value],
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> {
+    active_users::handler::dashboard_points(lines)
+        .into_iter()
+        .map(|((scope, day), figures)| (format!("{scope} {day}"), figures))
+        .collect()
+}
+
+/// Asserts that the dashboard of `lines` shows what the rollup table of `store` holds (see
+/// [`assert_dashboard_equals_table`]).
+pub async fn assert_dashboard_shows_the_table(
+    store: &active_users::store::RollupStore,
+    lines: &[Value],
+) {
+    assert_dashboard_equals_table(&rollup_counters(store).await, &dashboard_by_key(lines));
+}
+
 /// A JSON file of the repository.
 pub fn json_file(relative: &str) -> Value {
     let path = root().join(relative);

@@ -325,6 +325,23 @@ static INVISIBLE: std::sync::LazyLock<Option<regex::Regex>> =
 static MARK: std::sync::LazyLock<Option<regex::Regex>> =
     std::sync::LazyLock::new(|| regex::Regex::new(r"^\p{M}").ok());
 
+/// Refuses `name` when `pattern` finds a character in it (`found` words the reason with its code point), or when
+/// the pattern is missing (`unchecked`): a name that cannot be checked is not forwarded.
+fn refuse_match(
+    pattern: Option<&regex::Regex>,
+    name: &str,
+    unchecked: impl Fn() -> String,
+    found: impl Fn(u32) -> String,
+) -> Result<(), Invalid> {
+    match pattern.map(|r| r.find(name)) {
+        None => Err(Invalid(unchecked())),
+        Some(Some(m)) => Err(Invalid(found(
+            m.as_str().chars().next().map_or(0, u32::from),
+        ))),
+        Some(None) => Ok(()),
+    }
+}
+
 /// A name, checked by the schema's own pattern ([`NAME_PATTERN`]). Names are never trimmed: `_session.start `
 /// would be another event than `_session.start` (one the rollup never counts as a session), so a blank name or a
 /// name with a space first or last is refused with its own reason, not quietly made into something else.
@@ -352,36 +369,26 @@ fn check_name(kind: &str, name: &str, limits: &Limits) -> Result<(), Invalid> {
         )));
     }
     // `None` (a pattern that did not compile; a unit test compiles them) refuses every name.
-    match INVISIBLE.as_ref().map(|r| r.find(name)) {
-        None => {
-            return Err(Invalid(format!(
-                "{kind} name cannot be checked for invisible characters"
-            )));
-        }
-        Some(Some(m)) => {
-            let c = m.as_str().chars().next().unwrap_or_default();
-            return Err(Invalid(format!(
-                "{kind} name has an invisible character, U+{:04X} (a default-ignorable code point)",
-                c as u32
-            )));
-        }
-        Some(None) => {}
-    }
-    match MARK.as_ref().map(|r| r.find(name)) {
-        None => {
-            return Err(Invalid(format!(
-                "{kind} name cannot be checked for a leading combining mark"
-            )));
-        }
-        Some(Some(m)) => {
-            let c = m.as_str().chars().next().unwrap_or_default();
-            return Err(Invalid(format!(
-                "{kind} name begins with a combining mark, U+{:04X}; a mark may only follow a character",
-                c as u32
-            )));
-        }
-        Some(None) => {}
-    }
+    refuse_match(
+        INVISIBLE.as_ref(),
+        name,
+        || format!("{kind} name cannot be checked for invisible characters"),
+        |c| {
+            format!(
+                "{kind} name has an invisible character, U+{c:04X} (a default-ignorable code point)"
+            )
+        },
+    )?;
+    refuse_match(
+        MARK.as_ref(),
+        name,
+        || format!("{kind} name cannot be checked for a leading combining mark"),
+        |c| {
+            format!(
+                "{kind} name begins with a combining mark, U+{c:04X}; a mark may only follow a character"
+            )
+        },
+    )?;
     Ok(())
 }
 

@@ -598,19 +598,6 @@ impl Table {
         self.run(lane, &batch, crash);
         batch
     }
-
-    fn rolling_of(&self, definition: Definition, scope: &str, n: i64, on: NaiveDate) -> i64 {
-        super::rolling(definition, n, on, |d| {
-            self.totals
-                .get(&Item {
-                    kind: 'c',
-                    scope: scope.to_owned(),
-                    day: d,
-                })
-                .cloned()
-                .unwrap_or_default()
-        })
-    }
 }
 
 /// Collects `(what, got, want)` where they differ.
@@ -659,7 +646,7 @@ fn check_device(t: &Table, active_days: &[i64]) {
         differs(
             &mut wrong,
             &format!("w7 day {n}"),
-            t.rolling_of(Definition::SessionDevices, "app", 7, day(n)),
+            t.rolling(Definition::SessionDevices, "app", 7, day(n)),
             i64::from(w7),
         );
     }
