@@ -615,6 +615,18 @@ fn read_record_with(
     })
 }
 
+/// The reason a record keyed `install-1` is refused; `what` names it in the panic should it be forwarded.
+#[allow(
+    clippy::panic,
+    reason = "a test helper: a forwarded record fails the test that expected a refusal"
+)]
+fn refusal(data: &str, what: &str) -> String {
+    read_record(data, "install-1").map_or_else(
+        |reason| reason,
+        |events| panic!("{what} was accepted: {:#}", events[0]),
+    )
+}
+
 /// [`read_record_with`] under the default limits.
 fn read_record(data: &str, partition_key: &str) -> Result<Vec<Value>, String> {
     read_record_with(
@@ -642,10 +654,7 @@ fn a_client_time_outside_rfc_3339_years_is_refused_naming_the_field() {
         let data = format!(
             r#"{{"event_type": "level_complete", "anonymous_id": "install-1", "timestamp": {t}, "sent_at": {t}}}"#
         );
-        let reason = read_record(&data, "install-1").map_or_else(
-            |reason| reason,
-            |events| panic!("timestamp = sent_at = {t} ms was accepted: {:#}", events[0]),
-        );
+        let reason = refusal(&data, &format!("timestamp = sent_at = {t} ms"));
         assert!(
             reason.starts_with("app event (ours): timestamp ")
                 && reason.contains("is outside the years 0000 to 9999"),
@@ -685,10 +694,7 @@ fn a_session_start_outside_years_0_to_9999_is_refused_in_every_shape() {
                     "session": {{"id": "s1", "start_timestamp": {start}}}}}"#
             ),
         ] {
-            let reason = read_record(&data, "install-1").map_or_else(
-                |reason| reason,
-                |events| panic!("session start {start} was accepted: {:#}", events[0]),
-            );
+            let reason = refusal(&data, &format!("session start {start}"));
             assert!(
                 reason.contains("): session start ")
                     && reason.contains("is outside the years 0000 to 9999"),
@@ -762,10 +768,7 @@ fn a_name_is_checked_with_the_schemas_own_pattern_so_both_refuse_a_unicode_17_le
                     "properties": {{"{name}": "v"}}}}"#
             ),
         ] {
-            let reason = read_record(&data, "install-1").map_or_else(
-                |reason| reason,
-                |events| panic!("U+{:X} accepted: {:#}", letter as u32, events[0]),
-            );
+            let reason = refusal(&data, &format!("U+{:X}", letter as u32));
             assert!(
                 reason.contains("name has characters outside letters"),
                 "U+{:X}: {reason}",
@@ -1181,10 +1184,7 @@ fn blank_and_space_padded_names_are_refused_with_their_own_reason() {
             r#"{{"event_type": "{event}", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "properties": {{"{property}": "v"}}}}"#
         );
-        let reason = read_record(&data, "install-1").map_or_else(
-            |reason| reason,
-            |events| panic!("forwarded: {:#}", events[0]),
-        );
+        let reason = refusal(&data, &format!("{event:?} {property:?}"));
         assert!(reason.contains(want), "{event:?} {property:?}: {reason}");
     }
 }
@@ -1219,10 +1219,7 @@ fn a_session_over_7_days_or_reversed_is_refused_even_with_a_duration_in_bounds()
             r#"{{"event_type": "_session.stop", "anonymous_id": "install-1", "timestamp": "2026-11-20T09:00:00Z",
                 "session": {{"id": "s1", "start": "{start}", "stop": "{stop}", "duration_ms": {duration}}}}}"#
         );
-        let reason = read_record(&data, "install-1").map_or_else(
-            |reason| reason,
-            |events| panic!("forwarded: {}", events[0]["session"]),
-        );
+        let reason = refusal(&data, &format!("session {start} {stop} {duration}"));
         assert!(reason.contains(want), "{start} {stop} {duration}: {reason}");
     }
     // A duration and times that differ by rounding, both in bounds: forwarded with the client's duration.

@@ -485,22 +485,17 @@ fn count_dims(
     for (name, value) in &a.dimensions {
         let value = registry.admit(format!("{definition}|{scope}|{name}"), value);
         let held = format!("{name}={value}");
-        if remember {
+        // The latest day's values count once per actor (within the cap); an older new day's always.
+        let counts = if remember {
             if elsewhere + current.values.len() >= DIMS_PER_ACTOR && !current.values.contains(&held)
             {
                 continue;
             }
-            if current.values.insert(held) {
-                add(
-                    deltas,
-                    'c',
-                    scope,
-                    a.day,
-                    format!("{DIM}{definition}|{name}={value}"),
-                    1,
-                );
-            }
+            current.values.insert(held)
         } else {
+            true
+        };
+        if counts {
             add(
                 deltas,
                 'c',

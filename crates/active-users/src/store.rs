@@ -644,7 +644,7 @@ impl RollupStore {
         scope: &str,
         on: NaiveDate,
     ) -> Result<BTreeMap<String, i64>, StoreError> {
-        self.summed('c', scope, on).await
+        Ok(self.day_totals(scope, on).await?.0)
     }
 
     /// A day's actives per dimension value of a scope (`<definition>|<name>=<value>`), summed over every lane.
@@ -654,33 +654,12 @@ impl RollupStore {
         on: NaiveDate,
     ) -> Result<BTreeMap<String, i64>, StoreError> {
         Ok(self
-            .summed('c', scope, on)
+            .day_totals(scope, on)
             .await?
+            .0
             .into_iter()
             .filter_map(|(k, n)| Some((k.strip_prefix(crate::plan::DIM)?.to_owned(), n)))
             .collect())
-    }
-
-    async fn summed(
-        &self,
-        kind: char,
-        scope: &str,
-        on: NaiveDate,
-    ) -> Result<BTreeMap<String, i64>, StoreError> {
-        let pk = CounterItem {
-            kind,
-            scope: scope.to_owned(),
-            day: on,
-        }
-        .pk();
-        let mut out = BTreeMap::new();
-        for item in self.table.query(&pk).await.map_err(StoreError)? {
-            for (attr, n) in numbers(&item) {
-                *out.entry(attr).or_default() += n;
-            }
-        }
-        out.retain(|_, n| *n != 0);
-        Ok(out)
     }
 
     /// Every scope with counters, and the days each has (a scan: reports and tests).

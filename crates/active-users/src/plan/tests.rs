@@ -188,6 +188,7 @@ impl Table {
 }
 
 /// The figures counted directly from the facts: (actor, day) per scope, and distinct event ids.
+#[derive(Default)]
 struct Truth {
     facts: BTreeSet<(String, NaiveDate)>,
     failures: BTreeMap<NaiveDate, BTreeSet<String>>,
@@ -297,11 +298,7 @@ fn generated_months_in_any_order_with_repeats_and_crashes_count_like_brute_force
     for seed in 0..24u64 {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut events: Vec<Activity> = Vec::new();
-        let mut truth = Truth {
-            facts: BTreeSet::new(),
-            failures: BTreeMap::new(),
-            sign_ins: BTreeMap::new(),
-        };
+        let mut truth = Truth::default();
         for i in 0..300 {
             let d = day(rng.i64(0..70));
             if rng.u8(0..10) == 0 {
@@ -380,16 +377,8 @@ fn shared_devices_across_lanes_with_crashes_and_waits_count_like_brute_force() {
         let mut rng = fastrand::Rng::with_seed(seed);
         let device_of = |install: usize| format!("dev{}", install % 5);
         let mut events: Vec<Activity> = Vec::new();
-        let mut installs = Truth {
-            facts: BTreeSet::new(),
-            failures: BTreeMap::new(),
-            sign_ins: BTreeMap::new(),
-        };
-        let mut devices = Truth {
-            facts: BTreeSet::new(),
-            failures: BTreeMap::new(),
-            sign_ins: BTreeMap::new(),
-        };
+        let mut installs = Truth::default();
+        let mut devices = Truth::default();
         for i in 0..240 {
             let d = day(rng.i64(0..70));
             let install = rng.usize(0..12);
