@@ -101,7 +101,7 @@ BINS := target/debug
 demo: tools ## The whole pipeline on a local moto server: every function's binary driven by the template's mappings, then the active-users report and charts.
 	cargo build --workspace --bins
 	scripts/with-moto bash -c '$(BINS)/demo && \
-	  $(BINS)/report --table rollup-table --from 2026-11-01 --to 2026-11-30 --out target/report'
+	  $(BINS)/report --table rollup-table --from 2026-10-01 --to 2026-11-30 --out target/report'
 
 local: tools ## Every function's real binary on a local emulator, driven from its streams with the template's mapping settings; Ctrl-C stops everything.
 	cargo build --workspace --bins
@@ -140,10 +140,10 @@ chaos: tools ## The chaos runs at full size under injected faults: 10,000 record
 # build compiles the crates again with sanitizers (minutes on 2 cores).
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := sync_record cloudwatch_logs s3_payload kpl app_event
+FUZZ_TARGETS := sync_record cloudwatch_logs s3_payload kpl app_event firehose_object
 .tools/bin/cargo-fuzz:
 	cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root .tools
-fuzz: .tools/bin/cargo-fuzz ## Fuzz the decoders (sync records, CloudWatch Logs gzip, S3Url bodies, KPL aggregates, the app event path from bytes to envelope) for FUZZ_SECONDS each (default 60; nightly toolchain).
+fuzz: .tools/bin/cargo-fuzz ## Fuzz the decoders (sync records, CloudWatch Logs gzip, S3Url bodies, KPL aggregates, the app event path from bytes to envelope, Firehose archive objects) for FUZZ_SECONDS each (default 60; nightly toolchain).
 	for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/corpus/$$t; \
 	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \

@@ -792,7 +792,7 @@ fn the_dashboard_reads_only_what_the_rollup_publishes_and_shows_each_days_highes
             published.push(format!("{}_{c}", d.as_str()));
         }
     }
-    for origin in ["trigger", "activity_log", "snapshot", "app"] {
+    for origin in ["trigger", "activity_log", "snapshot", "pinpoint", "app"] {
         published.extend(
             Counter::ALL
                 .iter()

@@ -144,7 +144,7 @@ fn read_events(record: &SourceRecord, limits: &Limits) -> Result<Vec<AppEvent>, 
 }
 
 /// One event's output record, partitioned by the anonymous id (the install), else the user.
-fn outbound(event: &AppEvent) -> Result<OutboundRecord, ProduceFailure> {
+pub fn outbound(event: &AppEvent) -> Result<OutboundRecord, ProduceFailure> {
     let Some(key) = event.partition_key() else {
         return Err(ProduceFailure::Permanent(
             "app event has no partition key".into(),

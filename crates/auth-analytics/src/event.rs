@@ -61,6 +61,9 @@ pub enum Origin {
     ActivityLog,
     /// A ListUsers export.
     Snapshot,
+    /// Pinpoint's event-stream archive, read back by `pinpoint-backfill` (Pinpoint's own user pool analytics
+    /// events).
+    Pinpoint,
 }
 
 /// What the source says about the circumstances: every field is optional, absent when the source lacks it.

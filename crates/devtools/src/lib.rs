@@ -8,6 +8,7 @@ pub mod esm;
 pub mod events;
 mod http;
 pub mod legacy_rollup;
+pub mod pinpoint_archive;
 pub mod proxy;
 pub mod replay;
 pub mod report;

@@ -44,30 +44,30 @@ impl DayRow {
         (self.active > 0).then(|| self.retained7 as f64 / self.active as f64)
     }
 
-    /// An event counter: the trigger's count when the trigger saw any that day, else the user-activity log's
-    /// (each origin counts on its own; they are never added).
+    /// An event counter: the trigger's count when the trigger saw any that day, else the user-activity log's,
+    /// else a backfilled Pinpoint archive's (each origin counts on its own; they are never added).
     pub fn event(&self, counter: &str) -> i64 {
         let get = |origin: &str| self.events.get(&format!("{origin}.{counter}")).copied();
         get("trigger")
             .or_else(|| get("activity_log"))
+            .or_else(|| get("pinpoint"))
             .or_else(|| get("app"))
             .unwrap_or(0)
     }
 
     /// Successful sign-ins over sign-ins and failures, from the user-activity log (the triggers never see a
-    /// failed sign-in).
+    /// failed sign-in), else from a backfilled Pinpoint archive (`_userauth.sign_in` and `_userauth.auth_fail`).
     pub fn success_rate(&self) -> Option<f64> {
-        let ok = self
-            .events
-            .get("activity_log.sign_ins")
-            .copied()
-            .unwrap_or(0);
-        let failed = self
-            .events
-            .get("activity_log.auth_failures")
-            .copied()
-            .unwrap_or(0);
-        (ok + failed > 0).then(|| ok as f64 / (ok + failed) as f64)
+        ["activity_log", "pinpoint"].iter().find_map(|origin| {
+            let get = |c: &str| {
+                self.events
+                    .get(&format!("{origin}.{c}"))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let (ok, failed) = (get("sign_ins"), get("auth_failures"));
+            (ok + failed > 0).then(|| ok as f64 / (ok + failed) as f64)
+        })
     }
 }
 

@@ -23,7 +23,8 @@ pub fn day(d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default()
 }
 
-fn sub(u: u32) -> String {
+/// User `u`'s sub.
+pub fn sub(u: u32) -> String {
     format!("{u:08x}-0000-4000-8000-000000000000")
 }
 
@@ -45,8 +46,21 @@ pub struct Month {
 
 /// An auth event as the forwarders write it: from a trigger, or (failures) from the user-activity log.
 pub fn auth_event(id: &str, kind: &str, origin: &str, u: u32, d: u32, second: u32) -> Value {
+    auth_event_on(id, kind, origin, u, day(d), second)
+}
+
+/// [`auth_event`] on any date.
+pub fn auth_event_on(
+    id: &str,
+    kind: &str,
+    origin: &str,
+    u: u32,
+    date: NaiveDate,
+    second: u32,
+) -> Value {
     let ts = format!(
-        "2026-11-{d:02}T{:02}:{:02}:{:02}Z",
+        "{}T{:02}:{:02}:{:02}Z",
+        date.format("%Y-%m-%d"),
         second / 3600,
         second / 60 % 60,
         second % 60

@@ -13,8 +13,12 @@
 //!    forwarder's clock checks judge them as written).
 //! 6. Lets the mappings drive every function until nothing moves, the chained active-users rollup included, then
 //!    prints a summary per function and a few records that landed, and checks every expectation.
-//! 7. Puts a generated month of auth and app events on the event streams and lets the active-users mapping roll
-//!    it up; checks every day's active users and sign-ins. `make demo` then runs `report` on the rollup table.
+//! 7. History: puts a generated Pinpoint event-stream archive of October 2026 in S3 as Firehose writes it, runs
+//!    `pinpoint-backfill`'s real binary over it onto the event streams, and puts the live path's sign-ins of
+//!    October 30 and 31 (the cutover).
+//! 8. Puts a generated month of auth and app events (November) on the event streams and lets the active-users
+//!    mapping roll it all up; checks every day's active users and sign-ins, and that October and November make one
+//!    line across the cutover. `make demo` then runs `report` on the rollup table from October 1.
 //!
 //! Exits non-zero if anything expected is missing. With `--event FILE` it invokes the sync processor once with
 //! that Lambda event instead (`make invoke EVENT=events/sync-poison.json`) and prints what landed.
@@ -540,6 +544,201 @@ async fn check_sample_rollup(
     Ok(())
 }
 
+/// The first day of the backfilled archive, and its days: October 1 to 29, 2026, the month before Pinpoint's
+/// end of support (October 30); the live path takes over from October 30.
+const ARCHIVE_DAYS: u32 = 29;
+/// The archive's users: the first three quarters of the month's, so that the rest are new in November.
+const ARCHIVE_USERS: u32 = MONTH_USERS * 3 / 4;
+
+fn archive_first() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap_or_default()
+}
+
+/// What the backfill step put in, for the checks after the rollup.
+struct History {
+    archive: devtools::pinpoint_archive::Archive,
+    /// Users signed in by the live path on October 30 and 31.
+    live: BTreeMap<chrono::NaiveDate, BTreeSet<u32>>,
+}
+
+/// A generated Pinpoint archive of October (the month's users, first seen there) in S3 as Firehose wrote it,
+/// backfilled by `pinpoint-backfill`'s real binary onto the event streams; then the live path's sign-ins of
+/// October 30 and 31 from the trigger. The month step's settle rolls it all up.
+async fn backfill(stack: &mut Deployment) -> Result<History, String> {
+    let aws = stack.aws.clone();
+    let archive = devtools::pinpoint_archive::generate(
+        archive_first(),
+        ARCHIVE_DAYS,
+        ARCHIVE_USERS,
+        20_261_001,
+    );
+    let objects = devtools::pinpoint_archive::objects(
+        &archive,
+        "pinpoint/events/",
+        devtools::pinpoint_archive::Layout::Default,
+        20_261_002,
+    );
+    let bucket = "pinpoint-archive";
+    println!(
+        "== 7/8 history: a Pinpoint event-stream archive of October 2026 ({} records of {ARCHIVE_USERS} users in {} \
+         GZIP objects, Firehose's layout) in s3://{bucket}/pinpoint/events/, backfilled by pinpoint-backfill",
+        archive.records.len(),
+        objects.len()
+    );
+    aws.create_bucket(bucket).await.map_err(text)?;
+    devtools::pinpoint_archive::upload(&aws.s3, bucket, &objects).await?;
+    let out = std::process::Command::new(root().join("target/debug/pinpoint-backfill"))
+        .args([
+            "--bucket",
+            bucket,
+            "--prefix",
+            "pinpoint/events/",
+            "--until",
+            "2026-10-30",
+            "--user-pool-id",
+            POOL,
+            "--client-id",
+            devtools::synthetic::CLIENT,
+            "--app-stream",
+            &local_name("AppEventsStream"),
+            "--auth-stream",
+            &local_name("AuthEventsStream"),
+            "--state",
+            &format!("s3://{}/pinpoint-backfill/", local_name("BridgeBucket")),
+        ])
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .output()
+        .map_err(|e| format!("pinpoint-backfill: {e} (cargo build --workspace --bins)"))?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("   {line}");
+    }
+    if !out.status.success() {
+        return Err(format!(
+            "pinpoint-backfill failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // The live path from the cutover: sign-ins of October 30 and 31 from the trigger forwarder's stream.
+    let mut live: BTreeMap<chrono::NaiveDate, BTreeSet<u32>> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for (k, date) in [(0u32, 30u32), (1, 31)] {
+        let date = chrono::NaiveDate::from_ymd_opt(2026, 10, date).unwrap_or_default();
+        for u in (0..ARCHIVE_USERS).filter(|u| (u + k) % 3 != 0) {
+            let e = devtools::synthetic::auth_event_on(
+                &format!(
+                    "{:032x}",
+                    0x0c70_0000_u64 + u64::from(k) * 1_000 + u64::from(u)
+                ),
+                "_userauth.sign_in",
+                "trigger",
+                u,
+                date,
+                36_000 + u * 60,
+            );
+            live.entry(date).or_default().insert(u);
+            entries.push(
+                PutRecordsRequestEntry::builder()
+                    .partition_key(devtools::synthetic::partition_key(&e))
+                    .data(Blob::new(serde_json::to_vec(&e).map_err(text)?))
+                    .build()
+                    .map_err(text)?,
+            );
+        }
+    }
+    println!(
+        "   and the live path's {} sign-ins of October 30 and 31 onto {}",
+        entries.len(),
+        local_name("AuthEventsStream")
+    );
+    let put = aws
+        .kinesis
+        .put_records()
+        .stream_name(local_name("AuthEventsStream"))
+        .set_records(Some(entries))
+        .send()
+        .await
+        .map_err(|e| text(aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+    if put.failed_record_count().unwrap_or(0) > 0 {
+        return Err("some live sign-ins were not stored".into());
+    }
+    Ok(History { archive, live })
+}
+
+/// After the rollup: October's days from the archive and the live path, and November's, make one line: every day
+/// from October 1 to November 30 has its exact authenticating users, none is empty, and the users first seen in
+/// October are not new in November.
+async fn check_history(
+    stack: &Deployment,
+    history: &History,
+    checks: &mut Checks,
+) -> Result<(), String> {
+    let store = active_users::store::RollupStore::on_dynamodb(
+        stack.aws.dynamodb.clone(),
+        &local_name("RollupTable"),
+        Duration::from_secs(86_400),
+    );
+    let pool = format!("pool={POOL}");
+    let from = archive_first();
+    let (rows, _) =
+        devtools::report::rows(&store, Definition::Authenticating, &pool, from, day(DAYS))
+            .await
+            .map_err(text)?;
+    let a = &history.archive;
+    let month = generate(MONTH_USERS);
+    let mut wrong = Vec::new();
+    let mut empty = Vec::new();
+    for r in &rows {
+        let expected = if r.day < day(1) {
+            a.auth_active
+                .get(&r.day)
+                .or_else(|| history.live.get(&r.day))
+                .map_or(0, BTreeSet::len)
+        } else {
+            let d = r.day.format("%d").to_string().parse::<u32>().unwrap_or(0);
+            month.auth_active.get(&d).map_or(0, BTreeSet::len)
+        } as i64;
+        if r.active != expected {
+            wrong.push(format!("{}: {} (expected {expected})", r.day, r.active));
+        }
+        if r.active == 0 {
+            empty.push(r.day.to_string());
+        }
+    }
+    checks.expect(
+        wrong.is_empty() && empty.is_empty() && rows.len() == 61,
+        format!(
+            "history: {} days from {from} to {}, one line across the cutover of 2026-10-30: every day's \
+             authenticating users exact, none empty{}{}",
+            rows.len(),
+            day(DAYS),
+            if wrong.is_empty() { String::new() } else { format!("; wrong: {}", wrong.join(", ")) },
+            if empty.is_empty() { String::new() } else { format!("; empty: {}", empty.join(", ")) },
+        ),
+    );
+    // New users in November: only those never seen in October (the archive's or the live path's).
+    let seen: BTreeSet<u32> = a
+        .auth_active
+        .values()
+        .chain(history.live.values())
+        .flatten()
+        .copied()
+        .collect();
+    let new_in_november = rows
+        .iter()
+        .filter(|r| r.day >= day(1))
+        .map(|r| r.new)
+        .sum::<i64>();
+    let expected = month.auth_users().difference(&seen).count() as i64;
+    checks.expect(
+        new_in_november == expected,
+        format!(
+            "history: {new_in_november} new users in November (expected {expected}: the month's users not seen in \
+             October)"
+        ),
+    );
+    Ok(())
+}
+
 /// A generated month on the event streams, rolled up by the active-users function through its mappings.
 async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String> {
     let aws = stack.aws.clone();
@@ -549,7 +748,7 @@ async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String
         local_name("AppEventsStream"),
     );
     println!(
-        "== 7/7 active users: {} generated events of {MONTH_USERS} users over November 2026 onto {auth_stream} and {app_stream}",
+        "== 8/8 active users: {} generated events of {MONTH_USERS} users over November 2026 onto {auth_stream} and {app_stream}",
         month.events.len()
     );
     for chunk in month.events.chunks(500) {
@@ -647,7 +846,7 @@ async fn run() -> Result<(), String> {
     let started = Instant::now();
     let aws = LocalAws::from_env().await.map_err(text)?;
     println!(
-        "== 1/7 the template's stack on the local emulator at {}",
+        "== 1/8 the template's stack on the local emulator at {}",
         aws.endpoint
     );
     let mut stack = Deployment::start(aws, &root()).await?;
@@ -694,7 +893,7 @@ async fn invoke_event(stack: &Deployment, file: &str) -> Result<(), String> {
 async fn story(stack: &mut Deployment) -> Result<(), String> {
     let aws = stack.aws.clone();
     println!(
-        "== 2/7 the sample Cognito Sync records onto {}",
+        "== 2/8 the sample Cognito Sync records onto {}",
         local_name("SourceStream")
     );
     let n = put_sync_samples(stack).await?;
@@ -703,7 +902,7 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
     );
 
     println!(
-        "== 3/7 the user-activity log records onto {}",
+        "== 3/8 the user-activity log records onto {}",
         local_name("AuthLogSourceStream")
     );
     let logs = sample_records("events/auth-activity-log.json")?;
@@ -716,12 +915,12 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
         sizes::summary(&log_sizes)
     );
 
-    println!("== 4/7 the trigger forwarder, invoked with every trigger sample");
+    println!("== 4/8 the trigger forwarder, invoked with every trigger sample");
     let (samples, unchanged, mut latencies) = invoke_triggers(stack).await?;
     latencies.sort();
 
     println!(
-        "== 5/7 the sample app events onto {} (times moved to now)",
+        "== 5/8 the sample app events onto {} (times moved to now)",
         local_name("AppEventSourceStream")
     );
     let now_ms = chrono::Utc::now().timestamp_millis();
@@ -751,7 +950,7 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
     );
 
     println!(
-        "== 6/7 the mappings drive every function (batching window, batch size and retries from the template)"
+        "== 6/8 the mappings drive every function (batching window, batch size and retries from the template)"
     );
     let settled = Instant::now();
     stack
@@ -781,7 +980,9 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
             latencies.get(latencies.len() / 2).copied().unwrap_or_default().as_secs_f64() * 1000.0
         ),
     );
+    let history = backfill(stack).await?;
     month(stack, &mut checks).await?;
+    check_history(stack, &history, &mut checks).await?;
     if checks.0.is_empty() {
         println!(
             "demo: every check passed; the report of table {} follows",

@@ -1,0 +1,636 @@
+//! A backfill run: list the archive, skip what an earlier run finished, read each object's records
+//! ([`crate::archive`]), map them ([`crate::map`]), write them at the allowed rate, dead-letter what cannot be
+//! read, and checkpoint the object.
+//!
+//! **Safe to stop.** An object is checkpointed (one small S3 object under the state prefix, keyed by the run's
+//! settings and the archive key, holding the archive object's ETag and its counts) only after every one of its
+//! records is on a stream or in a dead letter. A run stopped anywhere (Ctrl-C, a crash, `--max-objects`,
+//! `--max-seconds`, a Lambda's deadline) resumes at the first object without a checkpoint; the records of a
+//! half-written object are written again with the same event ids, which the rollup counts once.
+//!
+//! **Safe to run twice.** A second run with the same settings skips every checkpointed object whose ETag has not
+//! changed; with other settings (another time range, pool or stream) it has its own checkpoints, and the event ids
+//! still make a repeat count once in the rollup within its replay window (README, "Run it again").
+
+use app_events::event::AppEvent;
+use auth_analytics::event::AuthEvent;
+use aws_sdk_s3::primitives::ByteStream;
+use base64::Engine as _;
+use bridge_core::Deadline;
+use bridge_core::envelope::{event_id, rfc3339, sha256_hex};
+use bridge_core::producer::{OutboundRecord, Producer};
+use bridge_core::telemetry::Metrics;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use tokio::time::Instant;
+
+use crate::archive::{self, KeyKind, Piece};
+use crate::map::{self, Counts, Found, Mapped, Settings};
+use crate::rate::Limiter;
+
+/// The function name in dead letters.
+pub const FUNCTION_NAME: &str = "pinpoint-backfill";
+/// Records per write (PutRecords takes 500).
+pub const SEND_CHUNK: usize = 500;
+/// The most decompressed bytes of one object read (Firehose buffers at most 128 MiB before compression).
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 256 * 1024 * 1024;
+/// A dead letter keeps the record's bytes up to this size (larger: the key and offset say where it is).
+pub const DEAD_LETTER_DATA_BYTES: usize = 1024 * 1024;
+/// Objects fetched ahead of the one being written.
+pub const PREFETCH: usize = 2;
+
+/// Where the archive is.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The bucket Firehose delivered to.
+    pub bucket: String,
+    /// The prefix to read under (`""`: the whole bucket).
+    pub prefix: String,
+    /// The team's error output prefixes (objects under them are counted, not read); Firehose's default ones
+    /// are always recognized ([`archive::classify`]).
+    pub error_prefixes: Vec<String>,
+}
+
+/// Where checkpoints and dead letters go.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    /// Their bucket.
+    pub bucket: String,
+    /// Their prefix (`pinpoint-backfill/` by default).
+    pub prefix: String,
+}
+
+/// How a run goes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The archive.
+    pub source: Source,
+    /// Checkpoints and dead letters.
+    pub state: StateStore,
+    /// The mapping's settings (pool, client, time range, limits).
+    pub settings: Settings,
+    /// Read and map everything, write nothing (no records, checkpoints or dead letters).
+    pub dry_run: bool,
+    /// Stop after this many objects (the run resumes from there).
+    pub max_objects: Option<u64>,
+    /// Start no object after this instant (a Lambda's deadline, `--max-seconds`).
+    pub stop_at: Option<Instant>,
+    /// The most decompressed bytes read of one object.
+    pub max_object_bytes: usize,
+    /// The target streams' names: part of the run's identity (another stream is another run).
+    pub streams: (String, String),
+}
+
+/// Where the records go: one producer and one limiter per stream.
+#[derive(Debug)]
+pub struct Sinks {
+    /// The `app-event/v1` stream.
+    pub app: (Producer, Limiter),
+    /// The `cognito-auth-event/v1` stream.
+    pub auth: (Producer, Limiter),
+}
+
+/// Object counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Objects {
+    /// Objects listed under the prefix.
+    pub listed: u64,
+    /// Data objects to read (after the error prefixes, folder markers and `--from`).
+    pub data: u64,
+    /// Their bytes, as stored.
+    pub data_bytes: u64,
+    /// Of them, finished by an earlier run (checkpointed, same ETag).
+    pub done_earlier: u64,
+    /// Read by this run.
+    pub read: u64,
+    /// Bytes read by this run, as stored.
+    pub bytes_read: u64,
+    /// Objects under an error output prefix: skipped.
+    pub error_objects: u64,
+    /// Folder markers and empty objects.
+    pub empty: u64,
+    /// Whose key's hour is more than a day before `--from`: not read.
+    pub before_range: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    /// Record counts of this run.
+    pub counts: Counts,
+    /// Record counts of the objects earlier runs finished (from their checkpoints).
+    pub earlier: Counts,
+    /// Objects.
+    pub objects: Objects,
+    /// Why the run stopped before the end (then running it again resumes), if it did.
+    pub stopped: Option<String>,
+    /// A dry run: nothing was written.
+    pub dry_run: bool,
+    /// The run's identity (its checkpoints' and dead letters' folder).
+    pub run_id: String,
+}
+
+/// Progress, after every object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Objects finished (this run and earlier ones) of all data objects.
+    pub objects_done: u64,
+    /// All data objects.
+    pub objects_total: u64,
+    /// Bytes finished (as stored), of all.
+    pub bytes_done: u64,
+    /// All data bytes.
+    pub bytes_total: u64,
+    /// Bytes read by this run (for the rate and ETA).
+    pub bytes_this_run: u64,
+    /// Records read by this run.
+    pub records: u64,
+}
+
+/// Why a run failed (it resumes from its checkpoints when run again).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
+
+/// A checkpoint: an object finished, with what it held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    key: String,
+    etag: String,
+    size: u64,
+    counts: Counts,
+    finished_at: String,
+}
+
+/// An unreadable record, as stored under the dead-letter prefix.
+#[derive(Debug, Serialize)]
+struct ArchiveDeadLetter<'a> {
+    function: &'static str,
+    reason: &'a str,
+    family: &'a str,
+    bucket: &'a str,
+    key: &'a str,
+    /// The record's first byte in the object's decompressed bytes.
+    offset: usize,
+    length: usize,
+    failed_at: String,
+    /// The record's bytes, base64, when at most [`DEAD_LETTER_DATA_BYTES`].
+    data_base64: Option<String>,
+}
+
+/// One listed object.
+#[derive(Debug, Clone)]
+struct Listed {
+    key: String,
+    etag: String,
+    size: u64,
+}
+
+/// A backfill over its clients.
+#[derive(Debug)]
+pub struct Backfill {
+    s3: aws_sdk_s3::Client,
+    options: Options,
+    run_id: String,
+}
+
+impl Backfill {
+    /// A run over `s3` (the archive's and the state's client).
+    pub fn new(s3: aws_sdk_s3::Client, options: Options) -> Self {
+        let run_id = run_id(&options);
+        Self {
+            s3,
+            options,
+            run_id,
+        }
+    }
+
+    /// The run's identity: a hash of everything that decides what it writes where.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    fn checkpoint_prefix(&self) -> String {
+        format!("{}checkpoints/{}/", self.options.state.prefix, self.run_id)
+    }
+
+    fn checkpoint_key(&self, key: &str) -> String {
+        format!(
+            "{}{}.json",
+            self.checkpoint_prefix(),
+            &sha256_hex(key.as_bytes())[..32]
+        )
+    }
+
+    fn dead_letter_key(&self, key: &str, offset: usize) -> String {
+        format!(
+            "{}dead-letter/{}/{}/{offset:012}.json",
+            self.options.state.prefix,
+            self.run_id,
+            &sha256_hex(key.as_bytes())[..32]
+        )
+    }
+
+    /// Runs: `sinks` is `None` for a dry run. `progress` is called after every object.
+    pub async fn run(
+        &self,
+        mut sinks: Option<&mut Sinks>,
+        metrics: &Metrics,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Outcome, RunError> {
+        let o = &self.options;
+        let mut out = Outcome {
+            dry_run: o.dry_run,
+            run_id: self.run_id.clone(),
+            ..Outcome::default()
+        };
+        let listed = self.list().await?;
+        let done = self.checkpoints().await?;
+        let mut todo = Vec::new();
+        let earliest_hour = o
+            .settings
+            .from
+            .map(|f| f.naive_utc() - chrono::Duration::days(1));
+        for l in listed {
+            out.objects.listed += 1;
+            if l.key.ends_with('/') || l.size == 0 {
+                out.objects.empty += 1;
+                continue;
+            }
+            match archive::classify(&o.source.prefix, &l.key, &o.source.error_prefixes) {
+                KeyKind::Error => {
+                    out.objects.error_objects += 1;
+                    continue;
+                }
+                KeyKind::Data { hour: Some(h) } if earliest_hour.is_some_and(|e| h < e) => {
+                    out.objects.before_range += 1;
+                    continue;
+                }
+                KeyKind::Data { .. } => {}
+            }
+            out.objects.data += 1;
+            out.objects.data_bytes += l.size;
+            match done.get(&l.key) {
+                Some(c) if c.etag == l.etag && !o.dry_run => {
+                    out.objects.done_earlier += 1;
+                    out.earlier.add(&c.counts);
+                }
+                _ => todo.push(l),
+            }
+        }
+        let mut p = Progress {
+            objects_done: out.objects.done_earlier,
+            objects_total: out.objects.data,
+            bytes_total: out.objects.data_bytes,
+            bytes_done: out.objects.data_bytes - todo.iter().map(|l| l.size).sum::<u64>(),
+            ..Progress::default()
+        };
+        progress(&p);
+        // Objects are fetched a few ahead of the one being written; each is written and checkpointed in key
+        // order (the archive's time order under Firehose's layout).
+        let mut fetches = futures_util::stream::iter(todo.into_iter().map(|l| async move {
+            let body = self.fetch(&l).await;
+            (l, body)
+        }))
+        .buffered(PREFETCH);
+        while let Some((l, body)) = fetches.next().await {
+            if o.max_objects.is_some_and(|m| out.objects.read >= m) {
+                out.stopped = Some(format!("--max-objects {} reached", out.objects.read));
+                break;
+            }
+            if o.stop_at.is_some_and(|at| Instant::now() >= at) {
+                out.stopped = Some("the time budget is spent".into());
+                break;
+            }
+            let body = body?;
+            let counts = self
+                .object(&l, &body, sinks.as_deref_mut(), metrics)
+                .await?;
+            if !o.dry_run {
+                self.checkpoint(&l, &counts).await?;
+            }
+            out.objects.read += 1;
+            out.objects.bytes_read += l.size;
+            p.objects_done += 1;
+            p.bytes_done += l.size;
+            p.bytes_this_run += l.size;
+            p.records += counts.total().read;
+            out.counts.add(&counts);
+            progress(&p);
+        }
+        Ok(out)
+    }
+
+    /// Every object under the prefix, in key order.
+    async fn list(&self) -> Result<Vec<Listed>, RunError> {
+        let src = &self.options.source;
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&src.bucket)
+            .prefix(&src.prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                RunError(format!(
+                    "cannot list s3://{}/{}: {}",
+                    src.bucket,
+                    src.prefix,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key() {
+                    out.push(Listed {
+                        key: key.to_owned(),
+                        etag: obj.e_tag().unwrap_or_default().to_owned(),
+                        size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The checkpoints of this run's settings, by archive key.
+    async fn checkpoints(&self) -> Result<BTreeMap<String, Checkpoint>, RunError> {
+        let state = &self.options.state;
+        let prefix = self.checkpoint_prefix();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&state.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                RunError(format!(
+                    "cannot list the checkpoints at s3://{}/{prefix}: {}",
+                    state.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        let reads = futures_util::stream::iter(keys.into_iter().map(|k| async move {
+            let bytes = self.get(&state.bucket, &k).await?;
+            serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
+                RunError(format!(
+                    "checkpoint s3://{}/{k} is not readable: {e}",
+                    state.bucket
+                ))
+            })
+        }))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+        let mut out = BTreeMap::new();
+        for c in reads {
+            let c = c?;
+            out.insert(c.key.clone(), c);
+        }
+        Ok(out)
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, RunError> {
+        let fail = |e: String| RunError(format!("cannot read s3://{bucket}/{key}: {e}"));
+        let got = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| fail(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        let body = got.body.collect().await.map_err(|e| fail(e.to_string()))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn fetch(&self, l: &Listed) -> Result<Vec<u8>, RunError> {
+        self.get(&self.options.source.bucket, &l.key).await
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), RunError> {
+        let bucket = &self.options.state.bucket;
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                RunError(format!(
+                    "cannot write s3://{bucket}/{key}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })
+    }
+
+    async fn checkpoint(&self, l: &Listed, counts: &Counts) -> Result<(), RunError> {
+        let c = Checkpoint {
+            key: l.key.clone(),
+            etag: l.etag.clone(),
+            size: l.size,
+            counts: counts.clone(),
+            finished_at: rfc3339(&chrono::Utc::now()),
+        };
+        let body = serde_json::to_vec(&c).map_err(|e| RunError(e.to_string()))?;
+        self.put(&self.checkpoint_key(&l.key), body).await
+    }
+
+    /// Reads one object and writes what it holds; its counts.
+    async fn object(
+        &self,
+        l: &Listed,
+        raw: &[u8],
+        sinks: Option<&mut Sinks>,
+        metrics: &Metrics,
+    ) -> Result<Counts, RunError> {
+        let o = &self.options;
+        let mut counts = Counts::default();
+        let decoded = archive::decode(raw, o.max_object_bytes);
+        let found = |offset| Found {
+            bucket: o.source.bucket.clone(),
+            key: l.key.clone(),
+            offset,
+        };
+        // (record, event time, family) per stream.
+        let mut app: Vec<Out> = Vec::new();
+        let mut auth: Vec<Out> = Vec::new();
+        let mut dead: Vec<(usize, &[u8], String, &'static str)> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for piece in archive::split(&decoded.bytes) {
+            let (offset, bytes) = match piece {
+                Piece::Record { offset, bytes } => (offset, bytes),
+                Piece::Damaged {
+                    offset,
+                    bytes,
+                    reason,
+                } => {
+                    counts.family("unreadable").read += 1;
+                    dead.push((offset, bytes, reason, "unreadable"));
+                    continue;
+                }
+            };
+            let mapped = map::map(bytes, &found(offset), &o.settings);
+            let family = match &mapped {
+                Mapped::App { family, .. } | Mapped::Skipped { family, .. } => *family,
+                Mapped::Unreadable { family, .. } => *family,
+                Mapped::Auth(_) => "_userauth.*",
+            };
+            counts.family(family).read += 1;
+            match mapped {
+                Mapped::App { event, .. } => {
+                    if !seen.insert(event.event_id.clone()) {
+                        skip(
+                            &mut counts,
+                            family,
+                            "a repeat of a record earlier in its object",
+                        );
+                        continue;
+                    }
+                    let record = app_record(&event).map_err(RunError)?;
+                    app.push((record, event.timestamp.clone(), family));
+                }
+                Mapped::Auth(event) => {
+                    if !seen.insert(event.event_id.clone()) {
+                        skip(
+                            &mut counts,
+                            family,
+                            "a repeat of a record earlier in its object",
+                        );
+                        continue;
+                    }
+                    let record = auth_record(&event).map_err(RunError)?;
+                    auth.push((record, event.timestamp.clone(), family));
+                }
+                Mapped::Skipped { why, .. } => skip(&mut counts, family, &why),
+                Mapped::Unreadable { reason, .. } => dead.push((offset, bytes, reason, family)),
+            }
+        }
+        if let Some(e) = &decoded.error {
+            counts.family("unreadable").read += 1;
+            dead.push((
+                decoded.bytes.len(),
+                &[],
+                format!("the object could not be read to its end: {e}"),
+                "unreadable",
+            ));
+        }
+        // Dead letters first: a record is on a stream or in a dead letter before its object is checkpointed.
+        for (offset, bytes, reason, family) in &dead {
+            counts.family(family).dead_lettered += 1;
+            if !o.dry_run {
+                let letter = ArchiveDeadLetter {
+                    function: FUNCTION_NAME,
+                    reason,
+                    family,
+                    bucket: &o.source.bucket,
+                    key: &l.key,
+                    offset: *offset,
+                    length: bytes.len(),
+                    failed_at: rfc3339(&chrono::Utc::now()),
+                    data_base64: (bytes.len() <= DEAD_LETTER_DATA_BYTES)
+                        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes)),
+                };
+                let body = serde_json::to_vec(&letter).map_err(|e| RunError(e.to_string()))?;
+                self.put(&self.dead_letter_key(&l.key, *offset), body)
+                    .await?;
+            }
+        }
+        if let Some(sinks) = sinks {
+            send(&mut sinks.app, &app, &l.key, metrics).await?;
+            send(&mut sinks.auth, &auth, &l.key, metrics).await?;
+        }
+        // Written (or, in a dry run, that would be), per family, and the span of their times.
+        for (_, at, family) in app.iter().chain(auth.iter()) {
+            counts.family(family).written += 1;
+            counts.span(at);
+        }
+        Ok(counts)
+    }
+}
+
+fn skip(counts: &mut Counts, family: &str, why: &str) {
+    counts.family(family).skipped += 1;
+    *counts
+        .skipped_why
+        .entry(format!("{family}: {why}"))
+        .or_default() += 1;
+}
+
+/// A record to write: the record, its event time, its family.
+type Out = (OutboundRecord, String, &'static str);
+
+/// An app event's record, as the forwarder writes it.
+fn app_record(event: &AppEvent) -> Result<OutboundRecord, String> {
+    app_events::handler::outbound(event).map_err(|e| e.to_string())
+}
+
+/// An auth event's record, as the auth forwarders write it (partitioned by the user sub).
+fn auth_record(event: &AuthEvent) -> Result<OutboundRecord, String> {
+    serde_json::to_vec(event)
+        .map(|data| OutboundRecord {
+            partition_key: event.partition_key(None),
+            data: Bytes::from(data),
+            header: event.header(),
+        })
+        .map_err(|e| format!("cannot serialize auth event: {e}"))
+}
+
+/// Writes `records` at the limiter's rate; the first failure (after the producer's retries) stops the run.
+async fn send(
+    (producer, limiter): &mut (Producer, Limiter),
+    records: &[Out],
+    key: &str,
+    metrics: &Metrics,
+) -> Result<(), RunError> {
+    for chunk in records.chunks(SEND_CHUNK) {
+        let bytes = chunk
+            .iter()
+            .map(|(r, _, _)| r.data.len() + r.partition_key.len())
+            .sum();
+        limiter.acquire(chunk.len(), bytes).await;
+        let batch = chunk.iter().map(|(r, _, _)| r.clone()).collect();
+        let outcomes = producer.send(batch, Deadline::none(), metrics).await;
+        if let Some(e) = outcomes.into_iter().find_map(Result::err) {
+            return Err(RunError(format!(
+                "writing the records of {key} failed: {e}; run again to resume (the object is not checkpointed)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A run's identity: what it reads, how it maps, and where it writes.
+fn run_id(o: &Options) -> String {
+    let s = &o.settings;
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| rfc3339(&t)).unwrap_or_default();
+    event_id(&[
+        "pinpoint-backfill/v1",
+        &o.source.bucket,
+        &o.source.prefix,
+        &time(s.from),
+        &time(s.until),
+        s.user_pool_id.as_deref().unwrap_or_default(),
+        s.client_id.as_deref().unwrap_or_default(),
+        &o.streams.0,
+        &o.streams.1,
+    ])[..16]
+        .to_owned()
+}

@@ -1,0 +1,617 @@
+//! End-to-end tests of `pinpoint-backfill` against moto server (S3 and Kinesis, through the real SDK): a generated
+//! Pinpoint event-stream archive of October 2026 (the developer guide's record layout; Firehose's object formats:
+//! GZIP or not, records back to back or one per line, hours split over objects, a record delivered twice, late
+//! events in later hours, damaged objects, an error-prefix object), backfilled by the real binary with a stop and a
+//! resume, a run that fails half-way through an object, a second run, a dry run and live events overlapping it;
+//! then rolled up by the real rollup. Every day's active users, new users, retention, sign-ins, failures and
+//! sessions must equal what the generated events say, computed here without our code.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use active_users::activity::Definition;
+use active_users::store::RollupStore;
+use async_trait::async_trait;
+use bridge_core::pipeline::Flow as _;
+use bridge_core::producer::sink::{EntryOutcome, PutEntry, RecordSink, SinkError};
+use bridge_core::producer::{KinesisSink, Producer};
+use bridge_core::telemetry::Metrics;
+use chrono::NaiveDate;
+use devtools::emulator::{LocalAws, ShardStart, unique_name};
+use devtools::pinpoint_archive::{Archive, Layout, generate, gzip_bytes, objects, upload};
+use devtools::synthetic::{CLIENT, Feed, POOL, auth_event_on, partition_key};
+use e2e::{assert_valid, validator};
+use pinpoint_backfill::map::Settings;
+use pinpoint_backfill::rate::{Limiter, Rate};
+use pinpoint_backfill::run::{Backfill, Options, Sinks, Source, StateStore};
+use serde_json::Value;
+
+/// Users of the generated archive.
+const USERS: u32 = 40;
+/// Days of the archive: October 1 to 29, 2026 (Pinpoint's end of support is October 30).
+const DAYS: u32 = 29;
+/// The archive's prefix in its bucket.
+const PREFIX: &str = "pinpoint/events/";
+
+fn first() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 1).unwrap()
+}
+
+/// The buckets and streams of one test.
+struct Setup {
+    aws: LocalAws,
+    archive: String,
+    state: String,
+    app_stream: String,
+    auth_stream: String,
+}
+
+async fn setup() -> Setup {
+    let aws = LocalAws::from_env().await.unwrap();
+    let s = Setup {
+        archive: unique_name("archive"),
+        state: unique_name("state"),
+        app_stream: unique_name("app-events"),
+        auth_stream: unique_name("auth-events"),
+        aws,
+    };
+    s.aws.create_bucket(&s.archive).await.unwrap();
+    s.aws.create_bucket(&s.state).await.unwrap();
+    s.aws.create_stream(&s.app_stream, 2).await.unwrap();
+    s.aws.create_stream(&s.auth_stream, 2).await.unwrap();
+    s
+}
+
+impl Setup {
+    /// The command's arguments for this setup.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--bucket",
+            &self.archive,
+            "--prefix",
+            PREFIX,
+            "--until",
+            "2026-10-30",
+            "--user-pool-id",
+            POOL,
+            "--client-id",
+            CLIENT,
+            "--app-stream",
+            &self.app_stream,
+            "--auth-stream",
+            &self.auth_stream,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push("--state".into());
+        args.push(format!("s3://{}/backfill/", self.state));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Runs the real binary: (exit code, stdout, stderr).
+    async fn command(&self, extra: &[&str]) -> (i32, String, String) {
+        let out = tokio::process::Command::new(e2e::root().join("target/debug/pinpoint-backfill"))
+            .args(self.args(extra))
+            .env("S3_FORCE_PATH_STYLE", "true")
+            .output()
+            .await
+            .expect("the pinpoint-backfill binary (cargo build --workspace --bins)");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        println!("$ pinpoint-backfill {}\n{stdout}{stderr}", extra.join(" "));
+        (out.status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    /// Every record of `stream`, per shard, in order.
+    async fn shards(&self, stream: &str) -> Vec<Vec<Value>> {
+        let shards = self
+            .aws
+            .kinesis
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for shard in shards.shards() {
+            let records = self
+                .aws
+                .read_shard(stream, shard.shard_id(), ShardStart::TrimHorizon)
+                .await
+                .unwrap();
+            out.push(
+                records
+                    .iter()
+                    .map(|r| serde_json::from_slice(r.data().as_ref()).unwrap())
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    async fn count(&self, stream: &str) -> usize {
+        self.shards(stream).await.iter().map(Vec::len).sum()
+    }
+
+    /// Both streams rolled up by the real rollup (over the in-memory table with DynamoDB's rules: moto's
+    /// transactions are too slow for a month here; the rollup on moto is tested in `active_users`), each shard
+    /// a lane, in batches of 100; every record checked against its schema.
+    async fn roll_up(&self) -> RollupStore {
+        let table = Arc::new(active_users::table::Memory::new());
+        let (store, rollup, _) =
+            devtools::synthetic::memory_rollup(table, vec!["platform".to_owned()]);
+        let (auth_schema, app_schema) = (
+            validator("cognito-auth-event.v1.json"),
+            validator("app-event.v1.json"),
+        );
+        let metrics = Metrics::new();
+        for stream in [&self.auth_stream, &self.app_stream] {
+            for (i, docs) in self.shards(stream).await.iter().enumerate() {
+                for d in docs {
+                    if d["schema"] == "app-event/v1" {
+                        assert_valid(&app_schema, d);
+                    } else {
+                        assert_valid(&auth_schema, d);
+                    }
+                }
+                let mut feed = Feed::new(stream, i);
+                for batch in docs.chunks(100) {
+                    let r = rollup
+                        .process(feed.event(batch), bridge_core::Deadline::none(), &metrics)
+                        .await;
+                    assert!(r.batch_item_failures.is_empty());
+                }
+            }
+        }
+        store
+    }
+}
+
+/// The archive's October as Firehose objects, every format mixed (seeded).
+fn archive() -> (Archive, Vec<(String, Vec<u8>)>) {
+    let a = generate(first(), DAYS, USERS, 20_261_001);
+    let objs = objects(&a, PREFIX, Layout::Mixed, 20_261_002);
+    (a, objs)
+}
+
+fn day(k: u32) -> NaiveDate {
+    first() + chrono::Duration::days(i64::from(k))
+}
+
+/// Checks every day of the archive's span in the rollup against the archive's own answers.
+async fn check_figures(store: &RollupStore, a: &Archive) {
+    let pool = format!("pool={POOL}");
+    let client = format!("{pool}/client={CLIENT}");
+    let auth = Definition::Authenticating.as_str();
+    let first_days = a.first_days();
+    for k in 0..DAYS {
+        let d = day(k);
+        for scope in [&pool, &client] {
+            let c = store.day_counters(scope, d).await.unwrap();
+            let get = |k: &str| c.get(k).copied().unwrap_or(0);
+            let at = format!("{scope} {d}");
+            let n = |m: &BTreeMap<NaiveDate, u64>| m.get(&d).copied().unwrap_or(0) as i64;
+            assert_eq!(
+                get(&format!("{auth}.active")),
+                a.auth_active.get(&d).map_or(0, BTreeSet::len) as i64,
+                "{at} active users"
+            );
+            assert_eq!(
+                get(&format!("{auth}.new")),
+                first_days.values().filter(|f| **f == d).count() as i64,
+                "{at} new users"
+            );
+            assert_eq!(
+                get(&format!("{auth}.retained7")),
+                a.retained(d) as i64,
+                "{at} 7-day retention"
+            );
+            assert_eq!(get("pinpoint.sign_ins"), n(&a.sign_ins), "{at} sign-ins");
+            assert_eq!(get("pinpoint.sign_ups"), n(&a.sign_ups), "{at} sign-ups");
+            assert_eq!(
+                get("pinpoint.auth_failures"),
+                n(&a.failures),
+                "{at} failures"
+            );
+        }
+        let app = store.day_counters("app", d).await.unwrap();
+        let get = |k: &str| app.get(k).copied().unwrap_or(0);
+        assert_eq!(
+            get("session_users.active"),
+            a.session_users.get(&d).map_or(0, BTreeSet::len) as i64,
+            "{d} session users"
+        );
+        assert_eq!(
+            get("app.sessions"),
+            a.sessions.get(&d).copied().unwrap_or(0) as i64,
+            "{d} sessions"
+        );
+    }
+    // The month: every user seen in October, once.
+    let (_, month) = devtools::report::rows(
+        store,
+        Definition::Authenticating,
+        &pool,
+        day(0),
+        day(DAYS - 1),
+    )
+    .await
+    .unwrap();
+    let users: BTreeSet<u32> = a.auth_active.values().flatten().copied().collect();
+    assert_eq!(month, users.len() as i64, "October's authenticating users");
+}
+
+/// A record sink that stores the first `limit` records through the real Kinesis sink, then fails for good: a
+/// run cut off half-way through an object (a crash, a lost network), which the emulator cannot produce on cue.
+#[derive(Debug)]
+struct CutOff {
+    inner: KinesisSink,
+    left: std::sync::Mutex<usize>,
+}
+
+#[async_trait]
+impl RecordSink for CutOff {
+    async fn put_records(&self, entries: &[PutEntry]) -> Result<Vec<EntryOutcome>, SinkError> {
+        let take = {
+            let mut left = self.left.lock().unwrap();
+            let take = (*left).min(entries.len());
+            *left -= take;
+            take
+        };
+        if take == 0 {
+            return Err(SinkError("cut off (test)".into()));
+        }
+        let mut outcomes = self.inner.put_records(&entries[..take]).await?;
+        outcomes.extend((take..entries.len()).map(|_| EntryOutcome::Failed {
+            code: "InternalFailure".into(),
+            message: "cut off (test)".into(),
+        }));
+        Ok(outcomes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfilled_month_stopped_resumed_and_run_again_gives_the_archives_figures() {
+    let s = setup().await;
+    let (a, objs) = archive();
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    println!("{} records in {} objects", a.records.len(), objs.len());
+
+    // A dry run reads everything and writes nothing.
+    let (code, out, _) = s.command(&["--dry-run"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("dry run: nothing was written"), "{out}");
+    assert_eq!(
+        s.count(&s.app_stream).await + s.count(&s.auth_stream).await,
+        0
+    );
+
+    // Stopped after 5 objects: resumable.
+    let (code, out, _) = s.command(&["--max-objects", "5"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("stopped before the end (--max-objects 5 reached)"),
+        "{out}"
+    );
+
+    // Cut off half-way through the next object: an error, nothing checkpointed for it.
+    let args = pinpoint_backfill::cli::parse_args(s.args(&[]).into_iter().map(Into::into)).unwrap();
+    let options = Options {
+        source: Source {
+            bucket: s.archive.clone(),
+            prefix: PREFIX.to_owned(),
+            error_prefixes: Vec::new(),
+        },
+        state: StateStore {
+            bucket: s.state.clone(),
+            prefix: "backfill/".to_owned(),
+        },
+        settings: Settings {
+            user_pool_id: args.user_pool_id.clone(),
+            client_id: args.client_id.clone(),
+            from: args.from,
+            until: args.until,
+            limits: app_events::event::Limits::default(),
+        },
+        dry_run: false,
+        max_objects: None,
+        stop_at: None,
+        max_object_bytes: args.max_object_bytes,
+        streams: (s.app_stream.clone(), s.auth_stream.clone()),
+    };
+    let fast = Rate {
+        records: 1e9,
+        bytes: 1e12,
+    };
+    let cut = |stream: &str, left: usize| {
+        Producer::new(
+            Arc::new(CutOff {
+                inner: KinesisSink::new(s.aws.kinesis.clone(), stream),
+                left: std::sync::Mutex::new(left),
+            }),
+            None,
+            bridge_core::retry::Backoff::new(
+                2,
+                std::time::Duration::from_millis(1),
+                std::time::Duration::from_millis(2),
+            ),
+        )
+    };
+    let mut sinks = Sinks {
+        app: (cut(&s.app_stream, 7), Limiter::new(fast)),
+        auth: (cut(&s.auth_stream, 1_000_000), Limiter::new(fast)),
+    };
+    let backfill = Backfill::new(s.aws.s3.clone(), options);
+    let err = backfill
+        .run(Some(&mut sinks), &Metrics::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("run again to resume"), "{err}");
+
+    // Resumed to the end; then run again: nothing read twice.
+    let (code, out, _) = s.command(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("done: every data object is checkpointed"),
+        "{out}"
+    );
+    // The five of the stopped run, and what the cut-off run finished before its cut.
+    let earlier: u64 = out
+        .split(" finished earlier")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(earlier >= 5, "{out}");
+    let written = s.count(&s.app_stream).await + s.count(&s.auth_stream).await;
+    let (code, out, _) = s.command(&[]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(" 0 read by this run"), "{out}");
+    assert_eq!(
+        s.count(&s.app_stream).await + s.count(&s.auth_stream).await,
+        written,
+        "a second run writes nothing"
+    );
+
+    // The summary's families: every archived app and auth event written, messaging skipped.
+    for (family, n) in &a.families {
+        let [read, written, skipped, dead] = row(&out, "finished by earlier runs", family);
+        assert_eq!(dead, 0, "{family}");
+        // Firehose's repeats are read twice, and skipped (or, across objects, written twice: one id).
+        assert!(read >= *n, "{family}: {read} read of {n}");
+        if family.starts_with("_email") || family.starts_with("_SMS") {
+            assert_eq!((written, skipped), (0, read), "{family}");
+        } else {
+            assert!(written >= *n, "{family}: {written} written of {n}");
+        }
+    }
+
+    // Live events overlapping the archive's last three days, from our own trigger: counted under their own
+    // origin, never added to Pinpoint's; the same users, so no active user changes.
+    let mut live = Vec::new();
+    for k in DAYS - 3..DAYS {
+        for (i, u) in a.auth_active.get(&day(k)).into_iter().flatten().enumerate() {
+            live.push(auth_event_on(
+                &format!("{:032x}", 0x7000_0000_u64 + u64::from(k) * 1000 + i as u64),
+                "_userauth.sign_in",
+                "trigger",
+                *u,
+                day(k),
+                43_200,
+            ));
+        }
+    }
+    for e in &live {
+        s.aws
+            .kinesis
+            .put_record()
+            .stream_name(&s.auth_stream)
+            .partition_key(partition_key(e))
+            .data(aws_sdk_kinesis::primitives::Blob::new(
+                serde_json::to_vec(e).unwrap(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let store = s.roll_up().await;
+    check_figures(&store, &a).await;
+    for k in DAYS - 3..DAYS {
+        let d = day(k);
+        let c = store
+            .day_counters(&format!("pool={POOL}"), d)
+            .await
+            .unwrap();
+        assert_eq!(
+            c.get("trigger.sign_ins").copied().unwrap_or(0),
+            a.auth_active.get(&d).map_or(0, BTreeSet::len) as i64,
+            "{d}: the live path's own count"
+        );
+    }
+}
+
+/// Firehose's formats and damage, object by object: what is read, what is skipped, what is dead-lettered (with
+/// its object key and byte offset), and that the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_objects_are_dead_lettered_with_key_and_offset_and_the_run_goes_on() {
+    let s = setup().await;
+    let a = generate(first(), 2, 6, 7);
+    let good: Vec<String> = a
+        .records
+        .iter()
+        .filter(|(_, v)| {
+            v["event_type"]
+                .as_str()
+                .is_some_and(|t| !t.starts_with("_email") && !t.starts_with("_SMS"))
+        })
+        .map(|(_, v)| v.to_string())
+        .collect();
+    assert!(good.len() >= 8, "{}", good.len());
+    let hour = |h: u32| {
+        format!("{PREFIX}2026/10/01/{h:02}/pinpoint-event-stream-1-2026-10-01-{h:02}-00-00-x")
+    };
+    // 1: two good records with garbage between them, and a record cut short at the end.
+    let one = format!(
+        "{}#garbage#{}{{\"event_type\":\"_session.start\",",
+        good[0], good[1]
+    );
+    // 2: two GZIP members, one per line.
+    let mut two = gzip_bytes(format!("{}\n", good[2]).as_bytes());
+    two.extend(gzip_bytes(format!("{}\n", good[3]).as_bytes()));
+    // 3: a GZIP stream cut short (the records before the cut survive).
+    let full = gzip_bytes(
+        format!("{}{}{}", good[4], good[5], good[6])
+            .repeat(40)
+            .as_bytes(),
+    );
+    let three = full[..full.len() * 2 / 3].to_vec();
+    // 4: a record that is JSON but no Pinpoint record, and an app event of an event version we do not read.
+    let session = good
+        .iter()
+        .find(|r| r.contains("\"_session.start\""))
+        .unwrap();
+    let four = format!(
+        "{{\"hello\":\"world\"}}{}",
+        session.replace("\"event_version\":\"3.0\"", "\"event_version\":\"2.0\"")
+    );
+    let objs = vec![
+        (hour(1), one.clone().into_bytes()),
+        (format!("{}.gz", hour(2)), two),
+        (format!("{}.gz", hour(3)), three),
+        (hour(4), four.into_bytes()),
+        // Firehose's error output and a folder marker: never read as events.
+        (
+            "pinpoint/events/processing-failed/2026/10/01/05/x".to_owned(),
+            good[0].clone().into_bytes(),
+        ),
+        (format!("{PREFIX}2026/10/01/06/"), Vec::new()),
+    ];
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let (code, out, _) = s.command(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 under an error prefix"), "{out}");
+    assert!(out.contains("1 empty or folders"), "{out}");
+
+    // Dead letters: the garbage and the cut record of object 1, the cut GZIP stream of 3, both records of 4.
+    let listed = s
+        .aws
+        .s3
+        .list_objects_v2()
+        .bucket(&s.state)
+        .prefix("backfill/dead-letter/")
+        .send()
+        .await
+        .unwrap();
+    let mut letters = Vec::new();
+    for o in listed.contents() {
+        let body = s
+            .aws
+            .s3
+            .get_object()
+            .bucket(&s.state)
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        letters.push(serde_json::from_slice::<Value>(&body).unwrap());
+    }
+    let of = |key: &str| -> Vec<&Value> { letters.iter().filter(|l| l["key"] == key).collect() };
+    let first_object = of(&hour(1));
+    assert_eq!(first_object.len(), 2, "{letters:#?}");
+    let offsets: BTreeSet<u64> = first_object
+        .iter()
+        .map(|l| l["offset"].as_u64().unwrap())
+        .collect();
+    assert!(
+        offsets.contains(&(good[0].len() as u64)),
+        "the garbage starts after the first record: {offsets:?}"
+    );
+    for l in &first_object {
+        let data = base64_decode(l["data_base64"].as_str().unwrap());
+        let offset = l["offset"].as_u64().unwrap() as usize;
+        assert_eq!(
+            &one.as_bytes()[offset..offset + data.len()],
+            &data[..],
+            "offset and bytes agree"
+        );
+        assert!(!l["reason"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        of(&format!("{}.gz", hour(3)))
+            .iter()
+            .filter(|l| l["reason"]
+                .as_str()
+                .unwrap()
+                .contains("could not be read to its end"))
+            .count(),
+        1,
+        "{letters:#?}"
+    );
+    assert_eq!(of(&hour(4)).len(), 2, "{letters:#?}");
+    assert!(
+        of(&hour(4))
+            .iter()
+            .any(|l| l["reason"].as_str().unwrap().contains("event_version")),
+        "{letters:#?}"
+    );
+    // What was readable went on: good[1] and the two GZIP members, and object 3's records before the cut.
+    let app: Vec<Value> = s.shards(&s.app_stream).await.concat();
+    let auth: Vec<Value> = s.shards(&s.auth_stream).await.concat();
+    let written = app.len() + auth.len();
+    assert!(written >= 4, "{written}");
+    // The summary counts them: the garbage and the cut record of object 1, object 3's last record (the GZIP
+    // stream breaks inside it) and the break itself, object 4's record of no family.
+    let [read, _, _, dead] = row(&out, "this run:", "unreadable");
+    assert_eq!((read, dead), (5, 5), "{out}");
+    assert_eq!(row(&out, "this run:", "_session.*")[3], 1, "{out}");
+    // Every output names its object and byte offset.
+    for d in app.iter().chain(&auth) {
+        let src = d["source"]["stream_arn"].as_str().unwrap();
+        assert!(
+            src.starts_with(&format!("arn:aws:s3:::{}/{PREFIX}", s.archive)),
+            "{src}"
+        );
+        assert_eq!(d["source"]["shard_id"], "archive");
+    }
+}
+
+/// The (read, written, skipped, dead-lettered) of `family` in the summary's table titled `title`.
+fn row(out: &str, title: &str, family: &str) -> [u64; 4] {
+    let line = out
+        .lines()
+        .skip_while(|l| !l.starts_with(title))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .find(|l| l.trim_start().starts_with(family))
+        .unwrap_or_else(|| panic!("no row {family} under {title} in\n{out}"));
+    let cells: Vec<u64> = line
+        .split_whitespace()
+        .rev()
+        .take(4)
+        .map(|c| c.replace(',', "").parse().unwrap())
+        .collect();
+    [cells[3], cells[2], cells[1], cells[0]]
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
