@@ -615,3 +615,131 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// The write rate comes from the stream itself: half of what its open shards take, for a provisioned stream and an
+/// on-demand one (moto reports the shards it made for it), or the fixed rate given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_rate_is_a_share_of_each_streams_shards() {
+    let s = setup().await;
+    let args = |extra: &[&str]| {
+        pinpoint_backfill::cli::parse_args(s.args(extra).into_iter().map(Into::into)).unwrap()
+    };
+    // Provisioned, 2 shards: 2,000 records and 2 MiB a second, half of it.
+    let rate = pinpoint_backfill::stream_rate(&s.aws.kinesis, &s.app_stream, &args(&[]))
+        .await
+        .unwrap();
+    assert_eq!((rate.records, rate.bytes), (1_000.0, 1_048_576.0));
+    let quarter = pinpoint_backfill::stream_rate(
+        &s.aws.kinesis,
+        &s.app_stream,
+        &args(&["--write-share", "0.25"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(quarter.records, 500.0);
+    // On-demand: the shards the stream has now.
+    let on_demand = unique_name("on-demand");
+    s.aws
+        .kinesis
+        .create_stream()
+        .stream_name(&on_demand)
+        .stream_mode_details(
+            aws_sdk_kinesis::types::StreamModeDetails::builder()
+                .stream_mode(aws_sdk_kinesis::types::StreamMode::OnDemand)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let shards = s
+        .aws
+        .kinesis
+        .describe_stream_summary()
+        .stream_name(&on_demand)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .open_shard_count();
+    let rate = pinpoint_backfill::stream_rate(&s.aws.kinesis, &on_demand, &args(&[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        rate.records,
+        f64::from(shards.max(1)) * 500.0,
+        "{shards} shards"
+    );
+    // A fixed rate, and a stream that does not exist (named in the error).
+    let fixed = pinpoint_backfill::stream_rate(
+        &s.aws.kinesis,
+        &s.app_stream,
+        &args(&[
+            "--max-records-per-second",
+            "50",
+            "--max-bytes-per-second",
+            "65536",
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!((fixed.records, fixed.bytes), (50.0, 65_536.0));
+    let err = pinpoint_backfill::stream_rate(&s.aws.kinesis, "no-such-stream", &args(&[]))
+        .await
+        .unwrap_err();
+    assert!(err.contains("no-such-stream"), "{err}");
+}
+
+/// The real binary as a one-off Lambda behind a local Runtime API: an invocation with `{"args": [...]}` answers
+/// with the run's outcome; stopped early (`--max-objects`), the same event again goes on from the checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_a_one_off_lambda_it_answers_with_its_outcome_and_resumes() {
+    use devtools::esm::{InvokeOutcome, Invoker as _};
+    use devtools::runtime_api::LocalFunction;
+    let s = setup().await;
+    let a = generate(first(), 3, 8, 11);
+    let objs = objects(&a, PREFIX, Layout::Default, 12);
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let function = LocalFunction::start(
+        "pinpoint-backfill",
+        e2e::root().join("target/debug/pinpoint-backfill"),
+        vec![("S3_FORCE_PATH_STYLE".into(), "true".into())],
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let invoke = |extra: &[&str]| {
+        let event = serde_json::json!({ "args": s.args(extra) });
+        let function = function.clone();
+        async move {
+            match function.invoke(event).await {
+                InvokeOutcome::Response(body) => serde_json::from_slice::<Value>(&body).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let first_run = invoke(&["--max-objects", "3"]).await;
+    assert_eq!(
+        first_run["stopped"], "--max-objects 3 reached",
+        "{first_run}"
+    );
+    assert_eq!(first_run["objects"]["read"], 3);
+    let second = invoke(&[]).await;
+    assert_eq!(second["stopped"], Value::Null, "{second}");
+    assert_eq!(second["objects"]["done_earlier"], 3, "{second}");
+    assert_eq!(
+        second["objects"]["read"].as_u64().unwrap() + 3,
+        objs.len() as u64,
+        "{second}"
+    );
+    // A bad event is the invocation's error, naming what is wrong.
+    match function
+        .invoke(serde_json::json!({"args": ["--bucket"]}))
+        .await
+    {
+        InvokeOutcome::FunctionError(e) => assert!(e.contains("bucket"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    function.stop().await;
+}

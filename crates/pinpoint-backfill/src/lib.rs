@@ -47,8 +47,8 @@ fn named(given: Option<&String>, env: &impl Env, var: &str, flag: &str) -> Resul
         .ok_or_else(|| format!("{flag} is required (or set {var})"))
 }
 
-/// The write rate of `stream`: the fixed one given, else `share` of its open shards' capacity.
-async fn rate_of(
+/// The write rate of `stream`: `args.write_share` of its open shards' capacity, or the fixed rate given.
+pub async fn stream_rate(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     args: &Args,
@@ -152,11 +152,11 @@ pub async fn command(
         let mut sinks = Sinks {
             app: (
                 producer(&app_stream),
-                Limiter::new(rate_of(&kinesis, &app_stream, args).await?),
+                Limiter::new(stream_rate(&kinesis, &app_stream, args).await?),
             ),
             auth: (
                 producer(&auth_stream),
-                Limiter::new(rate_of(&kinesis, &auth_stream, args).await?),
+                Limiter::new(stream_rate(&kinesis, &auth_stream, args).await?),
             ),
         };
         backfill.run(Some(&mut sinks), metrics, progress).await
