@@ -15,6 +15,7 @@ pub mod report;
 pub mod runtime_api;
 pub mod sizes;
 pub mod synthetic;
+pub mod warehouse;
 pub mod workload;
 
 pub use emulator::LocalAws;

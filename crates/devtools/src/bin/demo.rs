@@ -739,6 +739,42 @@ async fn check_history(
     Ok(())
 }
 
+/// Where the demo lays out its warehouse for the saved queries (`make demo` runs two after the report).
+const WAREHOUSE_DIR: &str = "target/demo-warehouse";
+
+/// Every record the output streams carry, laid out as the template's Firehose delivery writes the warehouse
+/// bucket (by event day, GZIP JSON lines) in a local folder: moto has no Firehose dynamic partitioning, so the
+/// layout is written here (`devtools::warehouse`), for the embedded engine to run the saved queries on.
+async fn warehouse(stack: &Deployment) -> Result<(), String> {
+    let mut docs = Vec::new();
+    for stream in ["AuthEventsStream", "AppEventsStream", "SyncChangesStream"] {
+        for r in stack
+            .aws
+            .read_stream(&local_name(stream))
+            .await
+            .map_err(text)?
+        {
+            let doc: Value = serde_json::from_slice(r.data().as_ref()).map_err(text)?;
+            docs.push(doc);
+        }
+    }
+    let dir = root().join(WAREHOUSE_DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    let bytes = devtools::warehouse::write(&dir, &docs, 500)?;
+    println!(
+        "   warehouse: {} records of the output streams in {WAREHOUSE_DIR}/ as Firehose lays them out ({} bytes of \
+         GZIP JSON lines: {})",
+        docs.len(),
+        bytes.values().sum::<u64>(),
+        bytes
+            .iter()
+            .map(|(f, b)| format!("{f} {b}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
 /// A generated month on the event streams, rolled up by the active-users function through its mappings.
 async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String> {
     let aws = stack.aws.clone();
@@ -983,6 +1019,7 @@ async fn story(stack: &mut Deployment) -> Result<(), String> {
     let history = backfill(stack).await?;
     month(stack, &mut checks).await?;
     check_history(stack, &history, &mut checks).await?;
+    warehouse(stack).await?;
     if checks.0.is_empty() {
         println!(
             "demo: every check passed; the report of table {} follows",

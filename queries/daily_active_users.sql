@@ -1,0 +1,20 @@
+-- Daily active users per UTC day, both definitions: authenticating users per user pool (a user_sub with a sign-in, tokens issued or a token refresh that day) and session users and devices of the app (an install, else a user, with an event in a session).
+-- Deduplication: distinct actors, so the streams' at-least-once repeats count once.
+WITH auth AS (
+  SELECT dt, user_pool_id AS scope, user_sub AS actor
+  FROM auth_events
+  WHERE type IN ('_userauth.sign_in', '_userauth.tokens_issued', '_userauth.token_refresh')
+    AND user_sub IS NOT NULL
+),
+app AS (
+  SELECT dt, COALESCE(anonymous_id, user_id) AS actor, context.device_id AS device
+  FROM app_events
+  WHERE event = '_session.start' OR session.id IS NOT NULL OR context.session_id IS NOT NULL
+)
+SELECT dt, 'authenticating_users' AS definition, 'pool=' || scope AS scope, count(DISTINCT actor) AS active
+FROM auth GROUP BY dt, scope
+UNION ALL
+SELECT dt, 'session_users', 'app', count(DISTINCT actor) FROM app GROUP BY dt
+UNION ALL
+SELECT dt, 'session_devices', 'app', count(DISTINCT device) FROM app WHERE device IS NOT NULL GROUP BY dt
+ORDER BY dt, definition, scope

@@ -1,0 +1,16 @@
+-- 7-day retention per cohort day (Pinpoint's): of a day's authenticating users, those active again on any of the 7 days after.
+-- Deduplication: distinct actors per day.
+WITH active AS (
+  SELECT DISTINCT user_pool_id AS scope, user_sub AS actor, CAST(dt AS DATE) AS day
+  FROM auth_events
+  WHERE type IN ('_userauth.sign_in', '_userauth.tokens_issued', '_userauth.token_refresh')
+    AND user_sub IS NOT NULL
+)
+SELECT CAST(a.day AS VARCHAR) AS dt, 'pool=' || a.scope AS scope,
+       count(DISTINCT a.actor) AS active,
+       count(DISTINCT r.actor) AS retained7
+FROM active a
+LEFT JOIN active r
+  ON r.scope = a.scope AND r.actor = a.actor AND date_diff('day', a.day, r.day) BETWEEN 1 AND 7
+GROUP BY a.day, a.scope
+ORDER BY dt, scope

@@ -1,0 +1,29 @@
+-- Sessions per UTC day: started (_session.start), ended (_session.stop), and engaged sessions by Clickstream Analytics on AWS's definition: longer than 10 s (the stop event's duration, else its start and stop), or at least 2 screen or page views.
+-- Deduplication: the first copy of each event_id; a session is its id, on the day it started.
+WITH e AS (
+  SELECT dt, event, event_id, session.id AS session_id, session.duration_ms AS duration_ms,
+         row_number() OVER (PARTITION BY event_id ORDER BY received_at) AS copy
+  FROM app_events
+),
+counts AS (
+  SELECT dt,
+         count(CASE WHEN event = '_session.start' THEN 1 END) AS sessions_started,
+         count(CASE WHEN event = '_session.stop' THEN 1 END) AS sessions_ended
+  FROM e WHERE copy = 1
+  GROUP BY dt
+),
+per_session AS (
+  SELECT session_id, min(dt) AS dt, max(duration_ms) AS duration_ms,
+         count(CASE WHEN event IN ('_screen_view', 'pageView', '_page_view') THEN 1 END) AS views
+  FROM e WHERE copy = 1 AND session_id IS NOT NULL
+  GROUP BY session_id
+),
+engaged AS (
+  SELECT dt, count(*) AS engaged_sessions
+  FROM per_session
+  WHERE duration_ms > 10000 OR views >= 2
+  GROUP BY dt
+)
+SELECT c.dt, c.sessions_started, c.sessions_ended, COALESCE(g.engaged_sessions, 0) AS engaged_sessions
+FROM counts c LEFT JOIN engaged g ON g.dt = c.dt
+ORDER BY c.dt

@@ -1,0 +1,10 @@
+-- Sign-ins, sign-in attempts, sign-ups and token refreshes per UTC day, user pool and origin (trigger, activity_log, pinpoint: each origin counts on its own, never add them).
+-- Deduplication: distinct event_id.
+SELECT dt, 'pool=' || user_pool_id AS scope, origin,
+       count(DISTINCT CASE WHEN type = '_userauth.sign_in' THEN event_id END) AS sign_ins,
+       count(DISTINCT CASE WHEN type = '_userauth.sign_in_attempt' THEN event_id END) AS sign_in_attempts,
+       count(DISTINCT CASE WHEN type = '_userauth.sign_up' THEN event_id END) AS sign_ups,
+       count(DISTINCT CASE WHEN type = '_userauth.token_refresh' THEN event_id END) AS token_refreshes
+FROM auth_events
+GROUP BY dt, user_pool_id, origin
+ORDER BY dt, scope, origin

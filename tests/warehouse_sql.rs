@@ -1,0 +1,466 @@
+//! The saved queries (`queries/*.sql`) give the rollup's numbers. A generated month of auth and app events (the
+//! one the rollup tests use, with the stream's repeats, late events and redelivered batches, plus the app events a
+//! real client adds: session stops with durations, screen views, a custom event with attributes, purchases) is
+//! written in the layout Firehose delivers to the warehouse bucket (`<family>/dt=<event day>/*.gz`, GZIP JSON lines,
+//! several objects a day), rolled up by the real rollup, and every saved query is run with the embedded engine
+//! (DuckDB, pinned in requirements-dev.txt, through `scripts/sql` and the tables `make catalog` generates): each
+//! result must equal the rollup table's figure for the same day and scope, and, where the rollup keeps no such
+//! figure (engaged sessions, revenue, events by attribute, funnels), the answer computed here from the generated
+//! events.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use active_users::activity::Definition;
+use active_users::store::RollupStore;
+use bridge_core::pipeline::Flow as _;
+use bridge_core::telemetry::Metrics;
+use devtools::synthetic::{DAYS, Feed, Month, POOL, day, deliveries, generate};
+use serde_json::{Value, json};
+
+/// Users of the generated month.
+const USERS: u32 = 60;
+
+/// The app events a real client adds to a session, for the queries the rollup has no figure for.
+struct Extras {
+    docs: Vec<Value>,
+    /// Engaged sessions per day (longer than 10 s, or 2 screen views).
+    engaged: BTreeMap<String, u64>,
+    /// Sessions ended per day.
+    ended: BTreeMap<String, u64>,
+    /// (day, currency) -> (revenue in cents, units, paying actors).
+    revenue: BTreeMap<(String, String), (i64, i64, BTreeSet<String>)>,
+    /// (day, level) -> events of level.complete.
+    levels: BTreeMap<(String, String), u64>,
+}
+
+fn with_time(doc: &Value, id: String, event: &str, offset_s: i64) -> Value {
+    let t = chrono::DateTime::parse_from_rfc3339(doc["timestamp"].as_str().unwrap()).unwrap()
+        + chrono::Duration::seconds(offset_s);
+    let ts = t
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut e = doc.clone();
+    e["event_id"] = id.into();
+    e["event"] = event.into();
+    e["timestamp"] = ts.clone().into();
+    e["received_at"] = ts.into();
+    e
+}
+
+/// Per session start of the month: a level.complete a minute in (level u % 3), every second session a stop (6 s
+/// or 20 s long, alternately), every third two screen views, every fourth a purchase (USD, EUR, or none) 30 minutes
+/// in, and every seventh a purchase 2 hours in (outside the funnel's hour).
+fn extras(month: &Month) -> Extras {
+    let mut x = Extras {
+        docs: Vec::new(),
+        engaged: BTreeMap::new(),
+        ended: BTreeMap::new(),
+        revenue: BTreeMap::new(),
+        levels: BTreeMap::new(),
+    };
+    let starts: Vec<&Value> = month
+        .events
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["event"] == "_session.start")
+        .collect();
+    let mut n = 0u64;
+    let mut id = || {
+        n += 1;
+        format!("e{n:031x}")
+    };
+    for (i, s) in starts.iter().enumerate() {
+        let dt = s["timestamp"].as_str().unwrap()[..10].to_owned();
+        let actor = s["user_id"].as_str().unwrap().to_owned();
+        let mut engaged = false;
+        let level = format!("{}", i % 3);
+        let mut e = with_time(s, id(), "level.complete", 60);
+        e["properties"] = json!({"level": level, "score": 1250});
+        x.docs.push(e);
+        *x.levels.entry((dt.clone(), level)).or_default() += 1;
+        if i % 2 == 0 {
+            let long = i % 4 == 0;
+            let mut e = with_time(s, id(), "_session.stop", if long { 20 } else { 6 });
+            e["session"]["duration_ms"] = json!(if long { 20_000 } else { 6_000 });
+            e["session"]["stop"] = e["timestamp"].clone();
+            x.docs.push(e);
+            *x.ended.entry(dt.clone()).or_default() += 1;
+            engaged |= long;
+        }
+        if i % 3 == 0 {
+            for k in 0..2 {
+                let mut e = with_time(s, id(), "_screen_view", 2 + k);
+                e["properties"] = json!({"screen": format!("s{k}")});
+                x.docs.push(e);
+            }
+            engaged = true;
+        }
+        if engaged {
+            *x.engaged.entry(dt.clone()).or_default() += 1;
+        }
+        if i % 4 == 0 || i % 7 == 0 {
+            let (currency, offset) = match (i % 4 == 0, i % 12) {
+                (true, 0) => (None, 1_800),
+                (true, 4) => (Some("EUR"), 1_800),
+                (true, _) => (Some("USD"), 1_800),
+                (false, _) => (Some("USD"), 7_200),
+            };
+            let mut e = with_time(s, id(), "_monetization.purchase", offset);
+            let mut props = json!({"_product_id": "gems_100", "_item_price": 0.99, "_quantity": 2});
+            if let Some(c) = currency {
+                props["_currency"] = c.into();
+            }
+            e["properties"] = props;
+            let pday = e["timestamp"].as_str().unwrap()[..10].to_owned();
+            x.docs.push(e);
+            let r = x
+                .revenue
+                .entry((pday, currency.unwrap_or("(none)").to_owned()))
+                .or_default();
+            r.0 += 198;
+            r.1 += 2;
+            r.2.insert(actor.clone());
+        }
+    }
+    x
+}
+
+/// The funnel `steps` within `window_s` seconds, computed from the events: per actor, the first step-1 event of
+/// the month starts it; each next step is that step's earliest event after the step before, within the window
+/// from the start. Actors reaching each step.
+fn funnel(docs: &[Value], steps: &[&str], window_s: i64) -> Vec<u64> {
+    let t =
+        |d: &Value| chrono::DateTime::parse_from_rfc3339(d["timestamp"].as_str().unwrap()).unwrap();
+    let mut by_actor: BTreeMap<String, Vec<(chrono::DateTime<chrono::FixedOffset>, String)>> =
+        BTreeMap::new();
+    for d in docs.iter().filter(|d| d["schema"] == "app-event/v1") {
+        let actor = d["anonymous_id"]
+            .as_str()
+            .or(d["user_id"].as_str())
+            .unwrap()
+            .to_owned();
+        by_actor
+            .entry(actor)
+            .or_default()
+            .push((t(d), d["event"].as_str().unwrap().to_owned()));
+    }
+    let mut reached = vec![0u64; steps.len()];
+    for events in by_actor.values() {
+        let Some(t0) = events
+            .iter()
+            .filter(|(_, e)| e == steps[0])
+            .map(|(t, _)| *t)
+            .min()
+        else {
+            continue;
+        };
+        reached[0] += 1;
+        let mut last = t0;
+        for (k, step) in steps.iter().enumerate().skip(1) {
+            let next = events
+                .iter()
+                .filter(|(t, e)| e == step && *t > last && (*t - t0).num_seconds() <= window_s)
+                .map(|(t, _)| *t)
+                .min();
+            match next {
+                Some(n) => {
+                    reached[k] += 1;
+                    last = n;
+                }
+                None => break,
+            }
+        }
+    }
+    reached
+}
+
+/// Runs a saved query with DuckDB over the warehouse: its rows.
+fn query(root: &Path, name: &str, params: &[&str]) -> Vec<Value> {
+    let out = std::process::Command::new(e2e::root().join(".venv/bin/python"))
+        .arg(e2e::root().join("scripts/sql"))
+        .arg("--warehouse")
+        .arg(root)
+        .arg(e2e::root().join("queries").join(format!("{name}.sql")))
+        .args(params)
+        .output()
+        .expect(".venv/bin/python (make tools installs it, with DuckDB)");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    rows.as_array().unwrap().clone()
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64()
+        .or_else(|| v.as_f64().map(|f| f as i64))
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The rollup of `docs`, delivered per stream in batches of 100 (one lane each).
+async fn roll_up(docs: &[Value]) -> RollupStore {
+    let table = Arc::new(active_users::table::Memory::new());
+    let (store, rollup, _) = devtools::synthetic::memory_rollup(table, vec!["platform".to_owned()]);
+    let metrics = Metrics::new();
+    for schema in ["cognito-auth-event/v1", "app-event/v1"] {
+        let mine: Vec<Value> = docs
+            .iter()
+            .filter(|d| d["schema"] == schema)
+            .cloned()
+            .collect();
+        let mut feed = Feed::new(schema, 0);
+        for batch in mine.chunks(100) {
+            let r = rollup
+                .process(feed.event(batch), bridge_core::Deadline::none(), &metrics)
+                .await;
+            assert!(r.batch_item_failures.is_empty());
+        }
+    }
+    store
+}
+
+fn warehouse_dir() -> PathBuf {
+    let dir = e2e::root()
+        .join("target")
+        .join(format!("warehouse-sql-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_saved_query_gives_the_rollups_numbers() {
+    let month = generate(USERS);
+    let x = extras(&month);
+    // The month as delivered (late events, repeats, redelivered batches), the extras each twice.
+    let mut docs: Vec<Value> = deliveries(&month).into_iter().flatten().collect();
+    for d in &x.docs {
+        docs.push(d.clone());
+        docs.push(d.clone());
+    }
+    let root = warehouse_dir();
+    let bytes = devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let store = roll_up(&docs).await;
+    let pool = format!("pool={POOL}");
+    let days: Vec<String> = (1..=DAYS).map(|d| day(d).to_string()).collect();
+    let counters = |scope: &str, dt: &str| {
+        let store = store.clone();
+        let scope = scope.to_owned();
+        let d = chrono::NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap();
+        async move { store.day_counters(&scope, d).await.unwrap() }
+    };
+    let get = |c: &BTreeMap<String, i64>, k: &str| c.get(k).copied().unwrap_or(0);
+
+    // Daily active users, both definitions.
+    let rows = query(&root, "daily_active_users", &[]);
+    let mut checked = 0;
+    for dt in &days {
+        let auth = counters(&pool, dt).await;
+        let app = counters("app", dt).await;
+        for (definition, scope, c) in [
+            ("authenticating_users", pool.as_str(), &auth),
+            ("session_users", "app", &app),
+            ("session_devices", "app", &app),
+        ] {
+            let got = rows
+                .iter()
+                .find(|r| r["dt"] == *dt && r["definition"] == definition && r["scope"] == scope)
+                .map_or(0, |r| int(&r["active"]));
+            assert_eq!(
+                got,
+                get(c, &format!("{definition}.active")),
+                "{dt} {definition} {scope}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(rows.len() > 40, "{}", rows.len());
+
+    // Monthly active users: the report's month to date.
+    let rows = query(&root, "monthly_active_users", &[]);
+    for (definition, scope) in [
+        (Definition::Authenticating, pool.as_str()),
+        (Definition::SessionUsers, "app"),
+        (Definition::SessionDevices, "app"),
+    ] {
+        let (_, month_to_date) =
+            devtools::report::rows(&store, definition, scope, day(1), day(DAYS))
+                .await
+                .unwrap();
+        let got = rows
+            .iter()
+            .find(|r| {
+                r["month"] == "2026-11"
+                    && r["definition"] == definition.as_str()
+                    && r["scope"] == scope
+            })
+            .map_or(0, |r| int(&r["active"]));
+        assert_eq!(got, month_to_date, "{definition:?}");
+    }
+
+    // New users, 7-day retention, sign-ins and sign-ups per origin, failures and success rate, sessions.
+    let new = query(&root, "new_users", &[]);
+    let retention = query(&root, "retention_7day", &[]);
+    let sign_ins = query(&root, "sign_ins", &[]);
+    let failures = query(&root, "auth_failures", &[]);
+    let sessions = query(&root, "sessions", &[]);
+    for dt in &days {
+        let c = counters(&pool, dt).await;
+        let at = |rows: &[Value], col: &str| {
+            rows.iter()
+                .find(|r| r["dt"] == *dt && (r.get("scope").is_none() || r["scope"] == pool))
+                .map_or(0, |r| int(&r[col]))
+        };
+        assert_eq!(
+            at(&new, "new_users"),
+            get(&c, "authenticating_users.new"),
+            "{dt} new"
+        );
+        assert_eq!(
+            at(&retention, "retained7"),
+            get(&c, "authenticating_users.retained7"),
+            "{dt} retained"
+        );
+        for origin in ["trigger", "activity_log"] {
+            let row = sign_ins
+                .iter()
+                .find(|r| r["dt"] == *dt && r["scope"] == pool && r["origin"] == origin);
+            for col in [
+                "sign_ins",
+                "sign_in_attempts",
+                "sign_ups",
+                "token_refreshes",
+            ] {
+                assert_eq!(
+                    row.map_or(0, |r| int(&r[col])),
+                    get(&c, &format!("{origin}.{col}")),
+                    "{dt} {origin} {col}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(
+            at(&failures, "failures"),
+            get(&c, "activity_log.auth_failures"),
+            "{dt} failures"
+        );
+        let (rows, _) = devtools::report::rows(
+            &store,
+            Definition::Authenticating,
+            &pool,
+            chrono::NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap(),
+            chrono::NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap(),
+        )
+        .await
+        .unwrap();
+        let rate = failures
+            .iter()
+            .find(|r| r["dt"] == *dt)
+            .and_then(|r| r["success_rate"].as_f64());
+        match (rate, rows[0].success_rate()) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{dt} success rate {a} {b}"),
+            (a, b) => assert_eq!(a, b, "{dt} success rate"),
+        }
+        let app = counters("app", dt).await;
+        assert_eq!(
+            at(&sessions, "sessions_started"),
+            get(&app, "app.sessions"),
+            "{dt} sessions"
+        );
+        assert_eq!(
+            at(&sessions, "sessions_ended") as u64,
+            x.ended.get(dt).copied().unwrap_or(0),
+            "{dt} sessions ended"
+        );
+        assert_eq!(
+            at(&sessions, "engaged_sessions") as u64,
+            x.engaged.get(dt).copied().unwrap_or(0),
+            "{dt} engaged sessions"
+        );
+        checked += 8;
+    }
+
+    // Revenue per day and currency: the generated purchases, once each.
+    let rows = query(&root, "revenue", &[]);
+    assert_eq!(rows.len(), x.revenue.len(), "{rows:?}");
+    for ((dt, currency), (cents, units, payers)) in &x.revenue {
+        let r = rows
+            .iter()
+            .find(|r| r["dt"] == *dt && r["currency"] == *currency)
+            .unwrap_or_else(|| panic!("{dt} {currency}: {rows:?}"));
+        assert!(
+            (r["revenue"].as_f64().unwrap() * 100.0 - *cents as f64).abs() < 1e-6,
+            "{r}"
+        );
+        assert_eq!(int(&r["units"]), *units, "{r}");
+        assert_eq!(int(&r["paying_users"]), payers.len() as i64, "{r}");
+    }
+
+    // Events by attribute, parameterized.
+    let rows = query(
+        &root,
+        "events_by_attribute",
+        &["level.complete", "level", "2026-11-01", "2026-11-30"],
+    );
+    let got: BTreeMap<(String, String), u64> = rows
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r["dt"].as_str().unwrap().to_owned(),
+                    r["value"].as_str().unwrap().to_owned(),
+                ),
+                int(&r["events"]) as u64,
+            )
+        })
+        .collect();
+    assert_eq!(got, x.levels);
+
+    // A funnel of three steps within an hour.
+    let rows = query(
+        &root,
+        "funnel",
+        &[
+            "3600",
+            "_session.start",
+            "level.complete",
+            "_monetization.purchase",
+            "",
+            "",
+            "2026-11-01",
+            "2026-11-30",
+        ],
+    );
+    let steps: Vec<u64> = rows.iter().map(|r| int(&r["actors"]) as u64).collect();
+    let mut expected = funnel(
+        &docs,
+        &["_session.start", "level.complete", "_monetization.purchase"],
+        3_600,
+    );
+    expected.extend([0, 0]);
+    assert_eq!(steps, expected, "{rows:?}");
+    assert!(expected[2] > 0 && expected[2] < expected[1], "{expected:?}");
+
+    // What a month costs to scan, by the bytes written here (Athena bills the compressed bytes read).
+    let events = docs.len() as f64;
+    let total: u64 = bytes.values().sum();
+    println!(
+        "{checked} figures equal; {} delivered records in {total} bytes of GZIP JSON lines ({:.1} bytes a record): {bytes:?}",
+        docs.len(),
+        total as f64 / events
+    );
+    if std::env::var_os("KEEP_WAREHOUSE").is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
