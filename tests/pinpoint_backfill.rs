@@ -615,3 +615,51 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// A `_userauth.sign_in` record of `user_id`, at `minute` past 2026-10-01T01:00Z, in the app event layout.
+fn sign_in(user_id: &str, minute: i64) -> String {
+    let at = 1_790_816_400_000_i64 + minute * 60_000;
+    serde_json::json!({
+        "event_type": "_userauth.sign_in",
+        "event_timestamp": at,
+        "arrival_timestamp": at + 500,
+        "event_version": "3.0",
+        "application": {"app_id": "project"},
+        "client": {"client_id": format!("endpoint-{user_id}"), "user_id": user_id},
+        "device": {"platform": {"name": "android"}},
+        "session": {},
+        "attributes": {},
+        "metrics": {}
+    })
+    .to_string()
+}
+
+/// An object key of hour `h` of 2026-10-01 under the archive's prefix.
+fn hour_key(h: u32) -> String {
+    format!("{PREFIX}2026/10/01/{h:02}/pinpoint-event-stream-1-2026-10-01-{h:02}-00-00-x")
+}
+
+/// Attack (promise 1, one bad record never stops the good ones; a stuck run): an auth record whose
+/// `client.user_id` has 300 characters (the mapping takes it as the user sub, uncut, and the sub is the record's
+/// partition key; Kinesis takes 1 to 256 characters), then a good sign-in in the next hour's object. Should hold:
+/// the bad record is dead-lettered with its key and offset, the good one written, the run ends well. Instead the
+/// producer refuses the record (a permanent failure), `send` fails the run, the object is never checkpointed, and
+/// every run again fails on that same object: nothing after it is ever backfilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_user_id_over_256_characters_stops_every_run_at_its_object() {
+    let s = setup().await;
+    let long = "u".repeat(300);
+    let objs = vec![
+        (hour_key(1), sign_in(&long, 0).into_bytes()),
+        (hour_key(2), sign_in("good-user", 60).into_bytes()),
+    ];
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let (first, out1, err1) = s.command(&[]).await;
+    let (second, out2, err2) = s.command(&[]).await;
+    let written = s.count(&s.auth_stream).await;
+    assert!(
+        first == 0 && second == 0 && written == 1,
+        "exit codes {first} and {second}, {written} auth record(s) written (the good sign-in of hour 2 should be)\n\
+         {out1}{err1}\n{out2}{err2}"
+    );
+}
