@@ -663,3 +663,30 @@ async fn attack_a_user_id_over_256_characters_stops_every_run_at_its_object() {
          {out1}{err1}\n{out2}{err2}"
     );
 }
+
+/// Attack (promise 2, the run id; promise 4, `max_object_bytes`): a plain object of three sign-ins read first
+/// with `--max-object-bytes` cutting it after the first record (its rest is dead-lettered as "larger than the
+/// limit"), then run again without the limit, as the dead letter invites. Should hold: the second run reads the
+/// object whole (another limit writes something else, so it is another run, or a cut object is never
+/// checkpointed) and all three sign-ins reach the stream. Instead the run id ignores the limit, the cut object was
+/// checkpointed, and the second run skips it ("finished earlier"): two sign-ins are never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_raising_max_object_bytes_never_rereads_a_cut_object() {
+    let s = setup().await;
+    let records = [sign_in("a", 0), sign_in("b", 1), sign_in("c", 2)];
+    let body = records.concat();
+    upload(&s.aws.s3, &s.archive, &[(hour_key(1), body.clone().into_bytes())])
+        .await
+        .unwrap();
+    let limit = (records[0].len() + 10).to_string();
+    let (code, out, _) = s.command(&["--max-object-bytes", &limit]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.count(&s.auth_stream).await, 1, "{out}");
+    let (code, out, _) = s.command(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    let written = s.count(&s.auth_stream).await;
+    assert_eq!(
+        written, 3,
+        "after the run without the limit, {written} of the object's 3 sign-ins are on the stream\n{out}"
+    );
+}
