@@ -690,3 +690,30 @@ async fn attack_raising_max_object_bytes_never_rereads_a_cut_object() {
         "after the run without the limit, {written} of the object's 3 sign-ins are on the stream\n{out}"
     );
 }
+
+/// Attack (promise 2, a second run reads nothing again): the state (`--state`) under what the archive listing
+/// covers, here the archive's own bucket with no `--prefix` (the whole bucket, the default). Should hold: a
+/// second run with the same settings reads nothing. Instead the second run lists the first run's checkpoints and
+/// dead letters as archive objects, reads them, and dead-letters every one (no `event_type`), writing new dead
+/// letters that a third run reads in turn: each run finds work, and the summary counts its own state as damaged
+/// archive records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_state_inside_the_listed_archive_is_read_as_archive_objects() {
+    let s = setup().await;
+    let objs = vec![(
+        hour_key(1),
+        format!("{}#garbage#", sign_in("a", 0)).into_bytes(),
+    )];
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let state = format!("s3://{}/pinpoint-backfill/", s.archive);
+    let extra = ["--prefix", "", "--state", &state];
+    let (code, out, _) = s.command(&extra).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 1 read by this run"), "{out}");
+    let (code, out, _) = s.command(&extra).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(" 0 read by this run"),
+        "the second run read objects again:\n{out}"
+    );
+}
