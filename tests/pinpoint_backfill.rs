@@ -717,3 +717,39 @@ async fn attack_state_inside_the_listed_archive_is_read_as_archive_objects() {
         "the second run read objects again:\n{out}"
     );
 }
+
+/// Attack (promise 1, the run goes on; a stuck run): an archive kept for years under a lifecycle rule has its old
+/// objects in S3 Glacier Flexible Retrieval, whose GetObject answers `InvalidObjectState` until restored; here the
+/// first hour's object is in `GLACIER` and the next hour's is not. Should hold: the archived object is counted
+/// (or dead-lettered) with why, and the run goes on to the next. Instead the fetch error fails the whole run,
+/// every run again fails at that object, and nothing after it is ever backfilled (the listing says each object's
+/// storage class, so it could be known before reading).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_an_object_in_glacier_stops_every_run_at_its_object() {
+    let s = setup().await;
+    s.aws
+        .s3
+        .put_object()
+        .bucket(&s.archive)
+        .key(hour_key(1))
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(sign_in("archived-user", 0).into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    upload(
+        &s.aws.s3,
+        &s.archive,
+        &[(hour_key(2), sign_in("good-user", 60).into_bytes())],
+    )
+    .await
+    .unwrap();
+    let (first, out1, err1) = s.command(&[]).await;
+    let (second, out2, err2) = s.command(&[]).await;
+    let written = s.count(&s.auth_stream).await;
+    assert!(
+        first == 0 && second == 0 && written == 1,
+        "exit codes {first} and {second}, {written} auth record(s) written (the good sign-in of hour 2 should be)\n\
+         {out1}{err1}\n{out2}{err2}"
+    );
+}
