@@ -743,3 +743,145 @@ async fn as_a_one_off_lambda_it_answers_with_its_outcome_and_resumes() {
     }
     function.stop().await;
 }
+
+/// A `_userauth.sign_in` record of `user_id`, at `minute` past 2026-10-01T01:00Z, in the app event layout.
+fn sign_in(user_id: &str, minute: i64) -> String {
+    let at = 1_790_816_400_000_i64 + minute * 60_000;
+    serde_json::json!({
+        "event_type": "_userauth.sign_in",
+        "event_timestamp": at,
+        "arrival_timestamp": at + 500,
+        "event_version": "3.0",
+        "application": {"app_id": "project"},
+        "client": {"client_id": format!("endpoint-{user_id}"), "user_id": user_id},
+        "device": {"platform": {"name": "android"}},
+        "session": {},
+        "attributes": {},
+        "metrics": {}
+    })
+    .to_string()
+}
+
+/// An object key of hour `h` of 2026-10-01 under the archive's prefix.
+fn hour_key(h: u32) -> String {
+    format!("{PREFIX}2026/10/01/{h:02}/pinpoint-event-stream-1-2026-10-01-{h:02}-00-00-x")
+}
+
+/// Attack (promise 1, one bad record never stops the good ones; a stuck run): an auth record whose
+/// `client.user_id` has 300 characters (the mapping takes it as the user sub, uncut, and the sub is the record's
+/// partition key; Kinesis takes 1 to 256 characters), then a good sign-in in the next hour's object. Should hold:
+/// the bad record is dead-lettered with its key and offset, the good one written, the run ends well. Instead the
+/// producer refuses the record (a permanent failure), `send` fails the run, the object is never checkpointed, and
+/// every run again fails on that same object: nothing after it is ever backfilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_user_id_over_256_characters_stops_every_run_at_its_object() {
+    let s = setup().await;
+    let long = "u".repeat(300);
+    let objs = vec![
+        (hour_key(1), sign_in(&long, 0).into_bytes()),
+        (hour_key(2), sign_in("good-user", 60).into_bytes()),
+    ];
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let (first, out1, err1) = s.command(&[]).await;
+    let (second, out2, err2) = s.command(&[]).await;
+    let written = s.count(&s.auth_stream).await;
+    assert!(
+        first == 0 && second == 0 && written == 1,
+        "exit codes {first} and {second}, {written} auth record(s) written (the good sign-in of hour 2 should be)\n\
+         {out1}{err1}\n{out2}{err2}"
+    );
+}
+
+/// Attack (promise 2, the run id; promise 4, `max_object_bytes`): a plain object of three sign-ins read first
+/// with `--max-object-bytes` cutting it after the first record (its rest is dead-lettered as "larger than the
+/// limit"), then run again without the limit, as the dead letter invites. Should hold: the second run reads the
+/// object whole (another limit writes something else, so it is another run, or a cut object is never
+/// checkpointed) and all three sign-ins reach the stream. Instead the run id ignores the limit, the cut object was
+/// checkpointed, and the second run skips it ("finished earlier"): two sign-ins are never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_raising_max_object_bytes_never_rereads_a_cut_object() {
+    let s = setup().await;
+    let records = [sign_in("a", 0), sign_in("b", 1), sign_in("c", 2)];
+    let body = records.concat();
+    upload(
+        &s.aws.s3,
+        &s.archive,
+        &[(hour_key(1), body.clone().into_bytes())],
+    )
+    .await
+    .unwrap();
+    let limit = (records[0].len() + 10).to_string();
+    let (code, out, _) = s.command(&["--max-object-bytes", &limit]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.count(&s.auth_stream).await, 1, "{out}");
+    let (code, out, _) = s.command(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    let written = s.count(&s.auth_stream).await;
+    assert_eq!(
+        written, 3,
+        "after the run without the limit, {written} of the object's 3 sign-ins are on the stream\n{out}"
+    );
+}
+
+/// Attack (promise 2, a second run reads nothing again): the state (`--state`) under what the archive listing
+/// covers, here the archive's own bucket with no `--prefix` (the whole bucket, the default). Should hold: a
+/// second run with the same settings reads nothing. Instead the second run lists the first run's checkpoints and
+/// dead letters as archive objects, reads them, and dead-letters every one (no `event_type`), writing new dead
+/// letters that a third run reads in turn: each run finds work, and the summary counts its own state as damaged
+/// archive records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_state_inside_the_listed_archive_is_read_as_archive_objects() {
+    let s = setup().await;
+    let objs = vec![(
+        hour_key(1),
+        format!("{}#garbage#", sign_in("a", 0)).into_bytes(),
+    )];
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let state = format!("s3://{}/pinpoint-backfill/", s.archive);
+    let extra = ["--prefix", "", "--state", &state];
+    let (code, out, _) = s.command(&extra).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 1 read by this run"), "{out}");
+    let (code, out, _) = s.command(&extra).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(" 0 read by this run"),
+        "the second run read objects again:\n{out}"
+    );
+}
+
+/// Attack (promise 1, the run goes on; a stuck run): an archive kept for years under a lifecycle rule has its old
+/// objects in S3 Glacier Flexible Retrieval, whose GetObject answers `InvalidObjectState` until restored; here the
+/// first hour's object is in `GLACIER` and the next hour's is not. Should hold: the archived object is counted
+/// (or dead-lettered) with why, and the run goes on to the next. Instead the fetch error fails the whole run,
+/// every run again fails at that object, and nothing after it is ever backfilled (the listing says each object's
+/// storage class, so it could be known before reading).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_an_object_in_glacier_stops_every_run_at_its_object() {
+    let s = setup().await;
+    s.aws
+        .s3
+        .put_object()
+        .bucket(&s.archive)
+        .key(hour_key(1))
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(sign_in("archived-user", 0).into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    upload(
+        &s.aws.s3,
+        &s.archive,
+        &[(hour_key(2), sign_in("good-user", 60).into_bytes())],
+    )
+    .await
+    .unwrap();
+    let (first, out1, err1) = s.command(&[]).await;
+    let (second, out2, err2) = s.command(&[]).await;
+    let written = s.count(&s.auth_stream).await;
+    assert!(
+        first == 0 && second == 0 && written == 1,
+        "exit codes {first} and {second}, {written} auth record(s) written (the good sign-in of hour 2 should be)\n\
+         {out1}{err1}\n{out2}{err2}"
+    );
+}

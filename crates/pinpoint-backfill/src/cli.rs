@@ -301,4 +301,20 @@ mod tests {
             assert!(e.contains(says), "{args:?}: {e}");
         }
     }
+
+    /// Attack (promise 7, `--prefix`): the prefix is an S3 key prefix, and a Firehose prefix need not end in `/`:
+    /// a custom prefix `events-` without a timestamp expression gets Firehose's `YYYY/MM/dd/HH/` appended right
+    /// after it (keys `events-2026/10/01/00/<stream>-...`). Should hold: `--prefix events-` lists those keys.
+    /// Instead `parse_args` makes it a folder, `events-/`, which lists nothing: the run ends "done" with 0 objects
+    /// and backfills none of the archive.
+    #[test]
+    fn attack_a_firehose_prefix_without_a_slash_is_made_a_folder_and_lists_nothing() {
+        let a = parse(&["--bucket", "archive", "--prefix", "events-"]).unwrap();
+        let key = "events-2026/10/01/00/pinpoint-stream-1-2026-10-01-00-00-00-0a1b2c3d.gz";
+        assert!(
+            key.starts_with(&a.prefix),
+            "--prefix events- became {:?}, which does not list Firehose's key {key}",
+            a.prefix
+        );
+    }
 }

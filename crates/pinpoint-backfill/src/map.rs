@@ -373,3 +373,48 @@ impl Counts {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attack (promise 6, event times): a `_userauth.sign_in` whose `event_timestamp` is far from its arrival
+    /// (`0`: a clock at the epoch; `-86400000`; `253402300800000`: year 10000), arriving 2026-10-05. Should hold:
+    /// the event is placed on a day the rollup can mean (as the app path holds its events to 30 days before / 24 h
+    /// after their arrival and to RFC 3339's years), or it is dead-lettered. Instead it is written as it says:
+    /// a sign-in on 1970-01-01 or 1969-12-31 (the user's first day, and so "new users", move there), and one
+    /// dated `+10000-01-01T...`, which is not an RFC 3339 `date-time` (the schema's) at all.
+    #[test]
+    fn attack_auth_events_are_written_at_any_time_however_far_from_their_arrival() {
+        let arrival_ms: i64 = 1_791_158_400_000; // 2026-10-05T00:00:00Z
+        let arrival = Utc.timestamp_millis_opt(arrival_ms).single().unwrap();
+        let settings = Settings {
+            user_pool_id: Some("us-east-1_EXAMPLE".into()),
+            ..Settings::default()
+        };
+        let found = Found {
+            bucket: "archive".into(),
+            key: "events/2026/10/05/00/x".into(),
+            offset: 0,
+        };
+        let mut wrong = Vec::new();
+        for ts in ["0", "-86400000", "253402300800000"] {
+            let record = format!(
+                r#"{{"event_type":"_userauth.sign_in","event_timestamp":{ts},"arrival_timestamp":{arrival_ms},
+                   "event_version":"3.0","application":{{"app_id":"project"}},
+                   "client":{{"client_id":"endpoint-1","user_id":"sub-1"}},"attributes":{{}},"metrics":{{}}}}"#
+            );
+            if let Mapped::Auth(e) = map(record.as_bytes(), &found, &settings) {
+                let sane = DateTime::parse_from_rfc3339(&e.timestamp).is_ok_and(|t| {
+                    let t = t.with_timezone(&Utc);
+                    t >= arrival - chrono::Duration::days(30)
+                        && t <= arrival + chrono::Duration::hours(24)
+                });
+                if !sane {
+                    wrong.push(format!("event_timestamp {ts} written as {}", e.timestamp));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+}

@@ -634,3 +634,101 @@ fn run_id(o: &Options) -> String {
     ])[..16]
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate::{Rate, SHARD_BYTES_PER_SECOND};
+    use bridge_core::envelope::SourceRef;
+    use bridge_core::producer::sink::{EntryOutcome, PutEntry, RecordSink, SinkError};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A stream that stores everything and notes when each PutRecords came and how many bytes it held.
+    #[derive(Debug, Default)]
+    struct Clocked {
+        calls: Mutex<Vec<(Instant, usize)>>,
+    }
+
+    impl RecordSink for Clocked {
+        fn put_records<'a, 'b, 'c>(
+            &'a self,
+            entries: &'b [PutEntry],
+        ) -> Pin<Box<dyn Future<Output = Result<Vec<EntryOutcome>, SinkError>> + Send + 'c>>
+        where
+            'a: 'c,
+            'b: 'c,
+            Self: 'c,
+        {
+            Box::pin(async move {
+                let bytes = entries.iter().map(PutEntry::size).sum();
+                self.calls.lock().unwrap().push((Instant::now(), bytes));
+                Ok(entries.iter().map(|_| EntryOutcome::Stored).collect())
+            })
+        }
+    }
+
+    /// Attack (promise 5, the rate): a one-shard stream (the backfill's share: half, 500 records and 512 KiB a
+    /// second) and an object of 1,000 records of 4 KiB each (app events with many attributes are within the
+    /// forwarder's 32 KiB). Should hold: in no second does the backfill put more on the stream than a shard takes
+    /// (1 MiB), let alone more than its share, or the live producers are throttled (rate.rs: "so that a backfill
+    /// never throttles the live path"). Instead `send` cuts requests by record count only (500): the first
+    /// PutRecords carries 2 MiB at once, twice the shard's whole second, four times the share; the limiter only
+    /// makes the next request wait the debt out.
+    #[tokio::test(start_paused = true)]
+    async fn attack_one_request_puts_more_than_a_shard_takes_in_a_second() {
+        let sink = Arc::new(Clocked::default());
+        let producer = Producer::new(sink.clone(), None, bridge_core::retry::Backoff::default());
+        let rate = Rate::of_shards(1, crate::rate::DEFAULT_WRITE_SHARE);
+        let mut stream = (producer, Limiter::new(rate));
+        let records: Vec<Out> = (0..1_000)
+            .map(|i| {
+                (
+                    OutboundRecord {
+                        partition_key: format!("install-{i}"),
+                        data: Bytes::from(vec![b'x'; 4096]),
+                        header: bridge_core::envelope::Header {
+                            schema: "app-event/v1".into(),
+                            event_id: format!("e{i}"),
+                            kind: "track".into(),
+                            timestamp: "2026-10-01T00:00:00.000Z".into(),
+                            received_at: None,
+                            source: SourceRef::default(),
+                        },
+                    },
+                    "2026-10-01T00:00:00.000Z".to_owned(),
+                    "custom app events",
+                )
+            })
+            .collect();
+        send(
+            &mut stream,
+            &records,
+            "events/2026/10/01/00/x",
+            &Metrics::new(),
+        )
+        .await
+        .unwrap();
+        let calls = sink.calls.lock().unwrap().clone();
+        let worst = calls
+            .iter()
+            .map(|(start, _)| {
+                calls
+                    .iter()
+                    .filter(|(t, _)| *t >= *start && *t < *start + Duration::from_secs(1))
+                    .map(|(_, b)| *b)
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            worst as f64 <= SHARD_BYTES_PER_SECOND,
+            "{worst} bytes put within one second on a one-shard stream (a shard takes {SHARD_BYTES_PER_SECOND}, \
+             the backfill's share {}); requests: {:?}",
+            rate.bytes,
+            calls.iter().map(|(_, b)| b).collect::<Vec<_>>()
+        );
+    }
+}
