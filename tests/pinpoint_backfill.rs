@@ -767,14 +767,14 @@ fn hour_key(h: u32) -> String {
     format!("{PREFIX}2026/10/01/{h:02}/pinpoint-event-stream-1-2026-10-01-{h:02}-00-00-x")
 }
 
-/// Attack (promise 1, one bad record never stops the good ones; a stuck run): an auth record whose
+/// Found by review (promise 1, one bad record never stops the good ones; a stuck run): an auth record whose
 /// `client.user_id` has 300 characters (the mapping takes it as the user sub, uncut, and the sub is the record's
 /// partition key; Kinesis takes 1 to 256 characters), then a good sign-in in the next hour's object. Should hold:
-/// the bad record is dead-lettered with its key and offset, the good one written, the run ends well. Instead the
+/// the bad record is dead-lettered with its key and offset, the good one written, the run ends well. Before its fix, the
 /// producer refuses the record (a permanent failure), `send` fails the run, the object is never checkpointed, and
 /// every run again fails on that same object: nothing after it is ever backfilled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_a_user_id_over_256_characters_stops_every_run_at_its_object() {
+async fn a_user_id_too_long_for_a_partition_key_is_dead_lettered_and_the_run_goes_on() {
     let s = setup().await;
     let long = "u".repeat(300);
     let objs = vec![
@@ -792,14 +792,14 @@ async fn attack_a_user_id_over_256_characters_stops_every_run_at_its_object() {
     );
 }
 
-/// Attack (promise 2, the run id; promise 4, `max_object_bytes`): a plain object of three sign-ins read first
+/// Found by review (promise 2, the run id; promise 4, `max_object_bytes`): a plain object of three sign-ins read first
 /// with `--max-object-bytes` cutting it after the first record (its rest is dead-lettered as "larger than the
 /// limit"), then run again without the limit, as the dead letter invites. Should hold: the second run reads the
 /// object whole (another limit writes something else, so it is another run, or a cut object is never
-/// checkpointed) and all three sign-ins reach the stream. Instead the run id ignores the limit, the cut object was
+/// checkpointed) and all three sign-ins reach the stream. Before its fix, the run id ignores the limit, the cut object was
 /// checkpointed, and the second run skips it ("finished earlier"): two sign-ins are never written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_raising_max_object_bytes_never_rereads_a_cut_object() {
+async fn an_object_cut_at_max_object_bytes_is_read_whole_by_a_run_with_more() {
     let s = setup().await;
     let records = [sign_in("a", 0), sign_in("b", 1), sign_in("c", 2)];
     let body = records.concat();
@@ -814,23 +814,35 @@ async fn attack_raising_max_object_bytes_never_rereads_a_cut_object() {
     let (code, out, _) = s.command(&["--max-object-bytes", &limit]).await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(s.count(&s.auth_stream).await, 1, "{out}");
+    assert!(
+        out.contains("1 objects are larger than --max-object-bytes"),
+        "{out}"
+    );
     let (code, out, _) = s.command(&[]).await;
     assert_eq!(code, 0, "{out}");
-    let written = s.count(&s.auth_stream).await;
+    // The first record again, under its own id (the rollup counts it once), and the two others.
+    let ids: BTreeSet<String> = s
+        .shards(&s.auth_stream)
+        .await
+        .concat()
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let written = ids.len();
     assert_eq!(
         written, 3,
         "after the run without the limit, {written} of the object's 3 sign-ins are on the stream\n{out}"
     );
 }
 
-/// Attack (promise 2, a second run reads nothing again): the state (`--state`) under what the archive listing
+/// Found by review (promise 2, a second run reads nothing again): the state (`--state`) under what the archive listing
 /// covers, here the archive's own bucket with no `--prefix` (the whole bucket, the default). Should hold: a
-/// second run with the same settings reads nothing. Instead the second run lists the first run's checkpoints and
+/// second run with the same settings reads nothing. Before its fix, the second run lists the first run's checkpoints and
 /// dead letters as archive objects, reads them, and dead-letters every one (no `event_type`), writing new dead
 /// letters that a third run reads in turn: each run finds work, and the summary counts its own state as damaged
 /// archive records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_state_inside_the_listed_archive_is_read_as_archive_objects() {
+async fn state_kept_inside_the_listed_archive_is_never_read_as_archive() {
     let s = setup().await;
     let objs = vec![(
         hour_key(1),
@@ -850,14 +862,14 @@ async fn attack_state_inside_the_listed_archive_is_read_as_archive_objects() {
     );
 }
 
-/// Attack (promise 1, the run goes on; a stuck run): an archive kept for years under a lifecycle rule has its old
+/// Found by review (promise 1, the run goes on; a stuck run): an archive kept for years under a lifecycle rule has its old
 /// objects in S3 Glacier Flexible Retrieval, whose GetObject answers `InvalidObjectState` until restored; here the
 /// first hour's object is in `GLACIER` and the next hour's is not. Should hold: the archived object is counted
-/// (or dead-lettered) with why, and the run goes on to the next. Instead the fetch error fails the whole run,
+/// (or dead-lettered) with why, and the run goes on to the next. Before its fix, the fetch error fails the whole run,
 /// every run again fails at that object, and nothing after it is ever backfilled (the listing says each object's
 /// storage class, so it could be known before reading).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attack_an_object_in_glacier_stops_every_run_at_its_object() {
+async fn an_archived_object_is_counted_and_the_run_goes_on() {
     let s = setup().await;
     s.aws
         .s3

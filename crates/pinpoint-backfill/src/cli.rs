@@ -18,7 +18,7 @@ as the live path does: app events as app-event/v1, Pinpoint's auth events (_user
 object, deterministic event ids.
 
   --bucket BUCKET          the archive's bucket (required)
-  --prefix PREFIX          read only under PREFIX (Firehose's prefix; default: the whole bucket)
+  --prefix PREFIX          read only keys that start with PREFIX, as given (Firehose's prefix; default: all)
   --from TIME              only events at or after TIME (YYYY-MM-DD, UTC midnight, or RFC 3339)
   --until TIME             only events before TIME (set it to when the live path started: README)
   --user-pool-id ID        the user pool whose analytics fed the project (without it, _userauth.* is skipped)
@@ -32,6 +32,8 @@ object, deterministic event ids.
                            a fixed rate per stream instead of the share of its shards
   --max-objects N          stop after N objects (run again to resume)
   --max-seconds N          start no object after N seconds (run again to resume)
+  --max-object-bytes N     read at most N decompressed bytes of an object (default 256 MiB); an object cut
+                           there is dead-lettered past the cut and not checkpointed: run again with more
   --dry-run                read and map everything, write nothing, print what would be written
   --help                   this text
 ";
@@ -193,8 +195,11 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
                 a.max_seconds = Some(number("max-seconds", &text(&mut parser, "max-seconds")?)?);
             }
             Long("max-object-bytes") => {
-                a.max_object_bytes =
-                    number("max-object-bytes", &text(&mut parser, "max-object-bytes")?)?;
+                let v: usize = number("max-object-bytes", &text(&mut parser, "max-object-bytes")?)?;
+                if v == 0 {
+                    return Err("--max-object-bytes 0: must be at least 1".into());
+                }
+                a.max_object_bytes = v;
             }
             Long("dry-run") => a.dry_run = true,
             Long("help") | Short('h') => a.help = true,
@@ -211,10 +216,6 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Args, Stri
         && f >= u
     {
         return Err(format!("--from {f} is not before --until {u}"));
-    }
-    if !a.prefix.is_empty() && !a.prefix.ends_with('/') {
-        // A prefix is a folder: `2026/10` would also read `2026/100...`; `/` makes it exact.
-        a.prefix.push('/');
     }
     Ok(a)
 }
@@ -259,7 +260,8 @@ mod tests {
             "--dry-run",
         ])
         .unwrap();
-        assert_eq!(a.prefix, "pinpoint/events/");
+        // An S3 key prefix, as given: Firehose's own prefix need not end in `/` (`events-2026/10/...`).
+        assert_eq!(a.prefix, "pinpoint/events");
         assert_eq!(a.from.unwrap().to_rfc3339(), "2026-10-01T00:00:00+00:00");
         assert_eq!(a.until.unwrap().to_rfc3339(), "2026-10-30T00:00:00+00:00");
         assert_eq!(a.state, Some(("state".into(), "bf/".into())));
@@ -302,13 +304,13 @@ mod tests {
         }
     }
 
-    /// Attack (promise 7, `--prefix`): the prefix is an S3 key prefix, and a Firehose prefix need not end in `/`:
+    /// Found by review (promise 7, `--prefix`): the prefix is an S3 key prefix, and a Firehose prefix need not end in `/`:
     /// a custom prefix `events-` without a timestamp expression gets Firehose's `YYYY/MM/dd/HH/` appended right
     /// after it (keys `events-2026/10/01/00/<stream>-...`). Should hold: `--prefix events-` lists those keys.
-    /// Instead `parse_args` makes it a folder, `events-/`, which lists nothing: the run ends "done" with 0 objects
+    /// Before its fix, `parse_args` makes it a folder, `events-/`, which lists nothing: the run ends "done" with 0 objects
     /// and backfills none of the archive.
     #[test]
-    fn attack_a_firehose_prefix_without_a_slash_is_made_a_folder_and_lists_nothing() {
+    fn a_firehose_prefix_is_used_as_given() {
         let a = parse(&["--bucket", "archive", "--prefix", "events-"]).unwrap();
         let key = "events-2026/10/01/00/pinpoint-stream-1-2026-10-01-00-00-00-0a1b2c3d.gz";
         assert!(

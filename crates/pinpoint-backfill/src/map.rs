@@ -18,7 +18,7 @@ use app_events::event::{AppEvent, Limits};
 use auth_analytics::event::{AUTH_FAIL, AuthEvent, Context, Origin, SCHEMA, SIGN_IN, SIGN_UP};
 use bridge_core::envelope::{SourceRef, event_id, rfc3339};
 use bridge_core::kinesis_event::SourceRecord;
-use chrono::{DateTime, TimeZone as _, Utc};
+use chrono::{DateTime, Datelike as _, TimeZone as _, Utc};
 use serde_json::Value;
 
 /// The event-type prefixes of Pinpoint's messaging events, with the family each is counted in.
@@ -276,6 +276,45 @@ fn auth(
         ..Context::default()
     };
     let arrival = millis(value.get("arrival_timestamp"));
+    // The time, held as the app path holds app events: to RFC 3339's years, and within the forwarder's window
+    // around Pinpoint's arrival (a clock at the epoch would move the user's first day, and so "new users", to
+    // 1970).
+    if !(0..=9999).contains(&at.year()) {
+        return Mapped::Unreadable {
+            family,
+            reason: format!("event_timestamp {at} is outside the years 0000 to 9999"),
+        };
+    }
+    if let Some(arrived) = arrival {
+        let earliest = arrived.checked_sub_signed(settings.limits.max_past);
+        let latest = arrived.checked_add_signed(settings.limits.max_future);
+        if earliest.is_some_and(|e| at < e) || latest.is_some_and(|l| at > l) {
+            return Mapped::Unreadable {
+                family,
+                reason: format!(
+                    "event_timestamp {} is more than {} days before or {} hours after its arrival_timestamp {}",
+                    rfc3339(&at),
+                    settings.limits.max_past.num_days(),
+                    settings.limits.max_future.num_hours(),
+                    rfc3339(&arrived)
+                ),
+            };
+        }
+    }
+    // The user: the sub is the record's partition key and a rollup actor; held to the app path's id length.
+    let user_sub = text(value, &["client", "user_id"]).map(str::to_owned);
+    if let Some(sub) = &user_sub
+        && sub.chars().count() > settings.limits.max_id_chars
+    {
+        return Mapped::Unreadable {
+            family,
+            reason: format!(
+                "client.user_id of {} characters: a user id has at most {}",
+                sub.chars().count(),
+                settings.limits.max_id_chars
+            ),
+        };
+    }
     // The id: the record's content (keys sorted: serde_json's map is ordered), so a re-run, an overlap of two
     // runs or a record Firehose delivered twice has one id, and two events never share one.
     let id = event_id(&[SCHEMA, "pinpoint", &pool, &value.to_string()]);
@@ -289,7 +328,7 @@ fn auth(
         origin: Origin::Pinpoint,
         user_pool_id: pool,
         client_id: settings.client_id.clone(),
-        user_sub: text(value, &["client", "user_id"]).map(str::to_owned),
+        user_sub,
         trigger_source: None,
         trigger_version: None,
         activity: None,
@@ -378,14 +417,14 @@ impl Counts {
 mod tests {
     use super::*;
 
-    /// Attack (promise 6, event times): a `_userauth.sign_in` whose `event_timestamp` is far from its arrival
+    /// Found by review (promise 6, event times): a `_userauth.sign_in` whose `event_timestamp` is far from its arrival
     /// (`0`: a clock at the epoch; `-86400000`; `253402300800000`: year 10000), arriving 2026-10-05. Should hold:
     /// the event is placed on a day the rollup can mean (as the app path holds its events to 30 days before / 24 h
-    /// after their arrival and to RFC 3339's years), or it is dead-lettered. Instead it is written as it says:
+    /// after their arrival and to RFC 3339's years), or it is dead-lettered. Before its fix, it is written as it says:
     /// a sign-in on 1970-01-01 or 1969-12-31 (the user's first day, and so "new users", move there), and one
     /// dated `+10000-01-01T...`, which is not an RFC 3339 `date-time` (the schema's) at all.
     #[test]
-    fn attack_auth_events_are_written_at_any_time_however_far_from_their_arrival() {
+    fn auth_events_far_from_their_arrival_are_dead_lettered() {
         let arrival_ms: i64 = 1_791_158_400_000; // 2026-10-05T00:00:00Z
         let arrival = Utc.timestamp_millis_opt(arrival_ms).single().unwrap();
         let settings = Settings {
@@ -404,7 +443,12 @@ mod tests {
                    "event_version":"3.0","application":{{"app_id":"project"}},
                    "client":{{"client_id":"endpoint-1","user_id":"sub-1"}},"attributes":{{}},"metrics":{{}}}}"#
             );
-            if let Mapped::Auth(e) = map(record.as_bytes(), &found, &settings) {
+            let mapped = map(record.as_bytes(), &found, &settings);
+            assert!(
+                matches!(&mapped, Mapped::Unreadable { reason, .. } if reason.contains("event_timestamp")),
+                "{ts}: {mapped:?}"
+            );
+            if let Mapped::Auth(e) = mapped {
                 let sane = DateTime::parse_from_rfc3339(&e.timestamp).is_ok_and(|t| {
                     let t = t.with_timezone(&Utc);
                     t >= arrival - chrono::Duration::days(30)

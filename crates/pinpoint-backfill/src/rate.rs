@@ -37,9 +37,10 @@ impl Rate {
     }
 }
 
-/// A token bucket over records and bytes: a send waits until the bucket is not in debt, then takes what it
-/// sends (a send larger than a second's worth leaves a debt that the next one waits out), so the average rate
-/// over any stretch of sends is at most the rate, and the burst at most a second's worth plus one send.
+/// A token bucket over records and bytes, holding at most a second's worth: a send waits until the bucket holds
+/// what it sends (at most a second's worth: [`Limiter::request_cap`] keeps requests within it), then takes it. So
+/// in any second at most the bucket plus a second's refill go out: twice the rate, which at the default share is
+/// one shard's capacity; over any longer stretch, the rate.
 #[derive(Debug)]
 pub struct Limiter {
     rate: Rate,
@@ -64,6 +65,15 @@ impl Limiter {
         self.rate
     }
 
+    /// The most records and bytes one request may carry: a second's worth, within PutRecords' own 500 records
+    /// and 5 MiB.
+    pub fn request_cap(&self) -> (usize, usize) {
+        (
+            (self.rate.records as usize).clamp(1, 500),
+            (self.rate.bytes as usize).clamp(1, 5 * 1024 * 1024),
+        )
+    }
+
     fn refill(&mut self) {
         let now = Instant::now();
         let secs = now.duration_since(self.at).as_secs_f64();
@@ -72,27 +82,33 @@ impl Limiter {
         self.bytes = (self.bytes + secs * self.rate.bytes).min(self.rate.bytes);
     }
 
-    /// How long to wait before a send may start.
-    pub fn wait(&mut self) -> Duration {
+    /// How long until the bucket holds `records` and `bytes` (each at most a second's worth).
+    pub fn wait(&mut self, records: usize, bytes: usize) -> Duration {
         self.refill();
-        let need = |have: f64, per_second: f64| {
-            if have >= 0.0 || per_second <= 0.0 {
+        let need = |have: f64, want: usize, per_second: f64| {
+            let want = (want as f64).min(per_second);
+            if have >= want || per_second <= 0.0 {
                 0.0
             } else {
-                -have / per_second
+                (want - have) / per_second
             }
         };
-        Duration::from_secs_f64(
-            need(self.records, self.rate.records).max(need(self.bytes, self.rate.bytes)),
-        )
+        Duration::from_secs_f64(need(self.records, records, self.rate.records).max(need(
+            self.bytes,
+            bytes,
+            self.rate.bytes,
+        )))
     }
 
-    /// Waits until a send of `records` records and `bytes` bytes may start, and takes them.
+    /// Waits until a send of `records` records and `bytes` bytes may start, and takes them (a send larger than
+    /// a second's worth, which [`Limiter::request_cap`] prevents, leaves a debt that the next one waits out).
     pub async fn acquire(&mut self, records: usize, bytes: usize) {
-        let wait = self.wait();
-        if !wait.is_zero() {
+        loop {
+            let wait = self.wait(records, bytes);
+            if wait.is_zero() {
+                break;
+            }
             tokio::time::sleep(wait).await;
-            self.refill();
         }
         self.records -= records as f64;
         self.bytes -= bytes as f64;
@@ -112,8 +128,8 @@ mod tests {
         assert_eq!(Rate::of_shards(0, 1.0).records, 1_000.0);
     }
 
-    /// On tokio's paused clock (no real time): 10 sends of 500 records at 1,000 records a second take 4.5 s of
-    /// clock after the first second's worth, never less.
+    /// On tokio's paused clock (no real time): 10 sends of 500 records at 1,000 records a second: the first two
+    /// from the full bucket, then one every half second: the last starts at 4 s.
     #[tokio::test(start_paused = true)]
     async fn sends_wait_out_their_debt() {
         let mut l = Limiter::new(Rate {
@@ -124,10 +140,8 @@ mod tests {
         for _ in 0..10 {
             l.acquire(500, 10).await;
         }
-        // 5,000 records: 1,000 from the full bucket, the rest at 1,000 a second; the last send starts once the
-        // debt of the ninth is paid: 3.5 s.
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(3_500), "{took:?}");
+        assert!(took >= Duration::from_millis(4_000), "{took:?}");
         assert!(took < Duration::from_millis(4_100), "{took:?}");
     }
 
@@ -138,8 +152,8 @@ mod tests {
             bytes: 1_000.0,
         });
         let start = Instant::now();
-        l.acquire(1, 3_000).await; // from the bucket, leaving a debt of 2,000 bytes
-        l.acquire(1, 1).await; // waits 2 s
+        l.acquire(1, 3_000).await; // over a second's worth: the full bucket, leaving a debt of 2,000 bytes
+        l.acquire(1, 1).await; // waits the debt out and a byte: 2 s
         assert!(start.elapsed() >= Duration::from_secs(2));
     }
 }

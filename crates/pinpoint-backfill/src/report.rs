@@ -145,6 +145,22 @@ pub fn summary(o: &Outcome) -> String {
         b.empty,
         b.before_range
     );
+    if b.archived > 0 {
+        let _ = writeln!(
+            out,
+            "{} objects are in an archive storage class (Glacier, Deep Archive, an Intelligent-Tiering archive tier): \
+             not read and not checkpointed; restore them and run again",
+            b.archived
+        );
+    }
+    if b.cut > 0 {
+        let _ = writeln!(
+            out,
+            "{} objects are larger than --max-object-bytes: read up to it (the rest dead-lettered) and not \
+             checkpointed; run again with a larger limit",
+            b.cut
+        );
+    }
     if !all.skipped_why.is_empty() {
         let _ = writeln!(out, "skipped:");
         for (why, n) in &all.skipped_why {
@@ -158,8 +174,14 @@ pub fn summary(o: &Outcome) -> String {
                 "stopped before the end ({why}): run the same command again to resume"
             );
         }
-        None if !o.dry_run => {
+        None if !o.dry_run && o.objects.archived + o.objects.cut == 0 => {
             let _ = writeln!(out, "done: every data object is checkpointed");
+        }
+        None if !o.dry_run => {
+            let _ = writeln!(
+                out,
+                "done, but for the archived or cut objects above: run again once they can be read"
+            );
         }
         None => {}
     }

@@ -18,7 +18,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
 use bridge_core::Deadline;
 use bridge_core::envelope::{event_id, rfc3339, sha256_hex};
-use bridge_core::producer::{OutboundRecord, Producer};
+use bridge_core::producer::{OutboundRecord, ProduceFailure, Producer};
 use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -113,6 +113,13 @@ pub struct Objects {
     pub empty: u64,
     /// Whose key's hour is more than a day before `--from`: not read.
     pub before_range: u64,
+    /// In an archive storage class (S3 Glacier Flexible Retrieval, Deep Archive, or an Intelligent-Tiering
+    /// archive tier): not readable until restored; counted, not checkpointed, so a run after the restore reads
+    /// them.
+    pub archived: u64,
+    /// Cut at `--max-object-bytes`: what was read is written, the rest is dead-lettered, and the object is not
+    /// checkpointed (a run with a larger limit reads it whole).
+    pub cut: u64,
 }
 
 /// What a run did.
@@ -186,6 +193,16 @@ struct Listed {
     key: String,
     etag: String,
     size: u64,
+    /// In a storage class whose objects cannot be read before a restore.
+    archived: bool,
+}
+
+/// What fetching an object gave.
+enum Fetched {
+    /// Its bytes.
+    Body(Vec<u8>),
+    /// It is archived (`InvalidObjectState`): not readable before a restore.
+    Archived,
 }
 
 /// A backfill over its clients.
@@ -253,7 +270,12 @@ impl Backfill {
             .settings
             .from
             .map(|f| f.naive_utc() - chrono::Duration::days(1));
+        let state_inside = (o.state.bucket == o.source.bucket).then_some(o.state.prefix.as_str());
         for l in listed {
+            // The run's own checkpoints and dead letters, when they are kept where the archive is listed.
+            if state_inside.is_some_and(|p| l.key.starts_with(p)) {
+                continue;
+            }
             out.objects.listed += 1;
             if l.key.ends_with('/') || l.size == 0 {
                 out.objects.empty += 1;
@@ -269,6 +291,10 @@ impl Backfill {
                     continue;
                 }
                 KeyKind::Data { .. } => {}
+            }
+            if l.archived {
+                out.objects.archived += 1;
+                continue;
             }
             out.objects.data += 1;
             out.objects.data_bytes += l.size;
@@ -304,11 +330,22 @@ impl Backfill {
                 out.stopped = Some("the time budget is spent".into());
                 break;
             }
-            let body = body?;
-            let counts = self
+            let body = match body? {
+                Fetched::Body(b) => b,
+                Fetched::Archived => {
+                    out.objects.archived += 1;
+                    p.objects_done += 1;
+                    p.bytes_done += l.size;
+                    progress(&p);
+                    continue;
+                }
+            };
+            let (counts, cut) = self
                 .object(&l, &body, sinks.as_deref_mut(), metrics)
                 .await?;
-            if !o.dry_run {
+            if cut {
+                out.objects.cut += 1;
+            } else if !o.dry_run {
                 self.checkpoint(&l, &counts).await?;
             }
             out.objects.read += 1;
@@ -345,10 +382,15 @@ impl Backfill {
             })?;
             for obj in page.contents() {
                 if let Some(key) = obj.key() {
+                    use aws_sdk_s3::types::ObjectStorageClass as Class;
                     out.push(Listed {
                         key: key.to_owned(),
                         etag: obj.e_tag().unwrap_or_default().to_owned(),
                         size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                        archived: matches!(
+                            obj.storage_class(),
+                            Some(Class::Glacier | Class::DeepArchive)
+                        ),
                     });
                 }
             }
@@ -417,8 +459,19 @@ impl Backfill {
         Ok(body.into_bytes().to_vec())
     }
 
-    async fn fetch(&self, l: &Listed) -> Result<Vec<u8>, RunError> {
-        self.get(&self.options.source.bucket, &l.key).await
+    /// An archive object's bytes; an archived one (`InvalidObjectState`: Glacier, Deep Archive, an
+    /// Intelligent-Tiering archive tier) is said to be so, and the run goes on.
+    async fn fetch(&self, l: &Listed) -> Result<Fetched, RunError> {
+        use aws_sdk_s3::error::ProvideErrorMetadata as _;
+        let bucket = &self.options.source.bucket;
+        let fail = |e: String| RunError(format!("cannot read s3://{bucket}/{}: {e}", l.key));
+        let got = match self.s3.get_object().bucket(bucket).key(&l.key).send().await {
+            Ok(got) => got,
+            Err(e) if e.code() == Some("InvalidObjectState") => return Ok(Fetched::Archived),
+            Err(e) => return Err(fail(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
+        };
+        let body = got.body.collect().await.map_err(|e| fail(e.to_string()))?;
+        Ok(Fetched::Body(body.into_bytes().to_vec()))
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), RunError> {
@@ -459,16 +512,18 @@ impl Backfill {
         raw: &[u8],
         sinks: Option<&mut Sinks>,
         metrics: &Metrics,
-    ) -> Result<Counts, RunError> {
+    ) -> Result<(Counts, bool), RunError> {
         let o = &self.options;
         let mut counts = Counts::default();
         let decoded = archive::decode(raw, o.max_object_bytes);
+        // Cut at the limit (not a damaged stream): the rest is another run's, with a larger limit.
+        let cut = decoded.error.is_some() && decoded.bytes.len() >= o.max_object_bytes;
         let found = |offset| Found {
             bucket: o.source.bucket.clone(),
             key: l.key.clone(),
             offset,
         };
-        // (record, event time, family) per stream.
+        // (record, event time, family, offset, length) per stream.
         let mut app: Vec<Out> = Vec::new();
         let mut auth: Vec<Out> = Vec::new();
         let mut dead: Vec<(usize, &[u8], String, &'static str)> = Vec::new();
@@ -504,7 +559,7 @@ impl Backfill {
                         continue;
                     }
                     let record = app_record(&event).map_err(RunError)?;
-                    app.push((record, event.timestamp.clone(), family));
+                    app.push((record, event.timestamp.clone(), family, offset, bytes.len()));
                 }
                 Mapped::Auth(event) => {
                     if !seen.insert(event.event_id.clone()) {
@@ -516,7 +571,7 @@ impl Backfill {
                         continue;
                     }
                     let record = auth_record(&event).map_err(RunError)?;
-                    auth.push((record, event.timestamp.clone(), family));
+                    auth.push((record, event.timestamp.clone(), family, offset, bytes.len()));
                 }
                 Mapped::Skipped { why, .. } => skip(&mut counts, family, &why),
                 Mapped::Unreadable { reason, .. } => dead.push((offset, bytes, reason, family)),
@@ -524,44 +579,81 @@ impl Backfill {
         }
         if let Some(e) = &decoded.error {
             counts.family("unreadable").read += 1;
-            dead.push((
-                decoded.bytes.len(),
-                &[],
-                format!("the object could not be read to its end: {e}"),
-                "unreadable",
-            ));
+            let reason = if cut {
+                format!(
+                    "the object is larger than --max-object-bytes {} once decompressed ({e}): the rest is not read, \
+                     and the object is not checkpointed (run again with a larger limit)",
+                    o.max_object_bytes
+                )
+            } else {
+                format!("the object could not be read to its end: {e}")
+            };
+            dead.push((decoded.bytes.len(), &[], reason, "unreadable"));
         }
         // Dead letters first: a record is on a stream or in a dead letter before its object is checkpointed.
         for (offset, bytes, reason, family) in &dead {
             counts.family(family).dead_lettered += 1;
-            if !o.dry_run {
-                let letter = ArchiveDeadLetter {
-                    function: FUNCTION_NAME,
-                    reason,
-                    family,
-                    bucket: &o.source.bucket,
-                    key: &l.key,
-                    offset: *offset,
-                    length: bytes.len(),
-                    failed_at: rfc3339(&chrono::Utc::now()),
-                    data_base64: (bytes.len() <= DEAD_LETTER_DATA_BYTES)
-                        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes)),
-                };
-                let body = serde_json::to_vec(&letter).map_err(|e| RunError(e.to_string()))?;
-                self.put(&self.dead_letter_key(&l.key, *offset), body)
-                    .await?;
+            self.dead_letter(l, *offset, bytes, reason, family).await?;
+        }
+        // What Kinesis refuses for good (a partition key or a record it cannot take) is dead-lettered too: one
+        // record never stops the run.
+        let mut refused = Vec::new();
+        if let Some(sinks) = sinks {
+            for (records, sink) in [(&app, &mut sinks.app), (&auth, &mut sinks.auth)] {
+                for (i, reason) in send(sink, records, &l.key, metrics).await? {
+                    refused.push((&records[i], reason));
+                }
             }
         }
-        if let Some(sinks) = sinks {
-            send(&mut sinks.app, &app, &l.key, metrics).await?;
-            send(&mut sinks.auth, &auth, &l.key, metrics).await?;
+        let refused_at: HashSet<usize> = refused
+            .iter()
+            .map(|((_, _, _, offset, _), _)| *offset)
+            .collect();
+        for ((_, _, family, offset, len), reason) in &refused {
+            counts.family(family).dead_lettered += 1;
+            let bytes = decoded.bytes.get(*offset..offset + len).unwrap_or_default();
+            let reason = format!("Kinesis refused the record for good: {reason}");
+            self.dead_letter(l, *offset, bytes, &reason, family).await?;
         }
         // Written (or, in a dry run, that would be), per family, and the span of their times.
-        for (_, at, family) in app.iter().chain(auth.iter()) {
+        for (_, at, family, offset, _) in app.iter().chain(auth.iter()) {
+            if refused_at.contains(offset) {
+                continue;
+            }
             counts.family(family).written += 1;
             counts.span(at);
         }
-        Ok(counts)
+        Ok((counts, cut))
+    }
+
+    /// Writes one unreadable record's dead letter (not in a dry run), keyed by its object and offset: a run
+    /// again overwrites it instead of adding one.
+    async fn dead_letter(
+        &self,
+        l: &Listed,
+        offset: usize,
+        bytes: &[u8],
+        reason: &str,
+        family: &str,
+    ) -> Result<(), RunError> {
+        let o = &self.options;
+        if o.dry_run {
+            return Ok(());
+        }
+        let letter = ArchiveDeadLetter {
+            function: FUNCTION_NAME,
+            reason,
+            family,
+            bucket: &o.source.bucket,
+            key: &l.key,
+            offset,
+            length: bytes.len(),
+            failed_at: rfc3339(&chrono::Utc::now()),
+            data_base64: (bytes.len() <= DEAD_LETTER_DATA_BYTES)
+                .then(|| base64::engine::general_purpose::STANDARD.encode(bytes)),
+        };
+        let body = serde_json::to_vec(&letter).map_err(|e| RunError(e.to_string()))?;
+        self.put(&self.dead_letter_key(&l.key, offset), body).await
     }
 }
 
@@ -573,8 +665,9 @@ fn skip(counts: &mut Counts, family: &str, why: &str) {
         .or_default() += 1;
 }
 
-/// A record to write: the record, its event time, its family.
-type Out = (OutboundRecord, String, &'static str);
+/// A record to write: the record, its event time, its family, and where its source record is in the object
+/// (offset, length).
+type Out = (OutboundRecord, String, &'static str, usize, usize);
 
 /// An app event's record, as the forwarder writes it.
 fn app_record(event: &AppEvent) -> Result<OutboundRecord, String> {
@@ -592,28 +685,46 @@ fn auth_record(event: &AuthEvent) -> Result<OutboundRecord, String> {
         .map_err(|e| format!("cannot serialize auth event: {e}"))
 }
 
-/// Writes `records` at the limiter's rate; the first failure (after the producer's retries) stops the run.
+/// Writes `records` at the limiter's rate, each request within a second's worth of it (records and bytes) and
+/// PutRecords' limits. Returns the records Kinesis refused for good (their index, why); a failure that may pass
+/// (after the producer's retries) stops the run, the object not checkpointed.
 async fn send(
     (producer, limiter): &mut (Producer, Limiter),
     records: &[Out],
     key: &str,
     metrics: &Metrics,
-) -> Result<(), RunError> {
-    for chunk in records.chunks(SEND_CHUNK) {
-        let bytes = chunk
-            .iter()
-            .map(|(r, _, _)| r.data.len() + r.partition_key.len())
-            .sum();
-        limiter.acquire(chunk.len(), bytes).await;
-        let batch = chunk.iter().map(|(r, _, _)| r.clone()).collect();
-        let outcomes = producer.send(batch, Deadline::none(), metrics).await;
-        if let Some(e) = outcomes.into_iter().find_map(Result::err) {
-            return Err(RunError(format!(
-                "writing the records of {key} failed: {e}; run again to resume (the object is not checkpointed)"
-            )));
+) -> Result<Vec<(usize, String)>, RunError> {
+    let (max_records, max_bytes) = limiter.request_cap();
+    let mut refused = Vec::new();
+    let mut start = 0;
+    while start < records.len() {
+        let (mut end, mut bytes) = (start, 0usize);
+        while end < records.len() && end - start < max_records {
+            let size = records[end].0.data.len() + records[end].0.partition_key.len();
+            if end > start && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            end += 1;
         }
+        limiter.acquire(end - start, bytes).await;
+        let batch = records[start..end].iter().map(|r| r.0.clone()).collect();
+        let outcomes = producer.send(batch, Deadline::none(), metrics).await;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(_) => {}
+                Err(ProduceFailure::Permanent(reason)) => refused.push((start + i, reason)),
+                Err(e) => {
+                    return Err(RunError(format!(
+                        "writing the records of {key} failed: {e}; run again to resume (the object is not \
+                         checkpointed)"
+                    )));
+                }
+            }
+        }
+        start = end;
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// A run's identity: what it reads, how it maps, and where it writes.
@@ -670,15 +781,15 @@ mod tests {
         }
     }
 
-    /// Attack (promise 5, the rate): a one-shard stream (the backfill's share: half, 500 records and 512 KiB a
+    /// Found by review (promise 5, the rate): a one-shard stream (the backfill's share: half, 500 records and 512 KiB a
     /// second) and an object of 1,000 records of 4 KiB each (app events with many attributes are within the
     /// forwarder's 32 KiB). Should hold: in no second does the backfill put more on the stream than a shard takes
     /// (1 MiB), let alone more than its share, or the live producers are throttled (rate.rs: "so that a backfill
-    /// never throttles the live path"). Instead `send` cuts requests by record count only (500): the first
+    /// never throttles the live path"). Before its fix, `send` cuts requests by record count only (500): the first
     /// PutRecords carries 2 MiB at once, twice the shard's whole second, four times the share; the limiter only
     /// makes the next request wait the debt out.
     #[tokio::test(start_paused = true)]
-    async fn attack_one_request_puts_more_than_a_shard_takes_in_a_second() {
+    async fn no_second_carries_more_than_a_shard_takes() {
         let sink = Arc::new(Clocked::default());
         let producer = Producer::new(sink.clone(), None, bridge_core::retry::Backoff::default());
         let rate = Rate::of_shards(1, crate::rate::DEFAULT_WRITE_SHARE);
@@ -700,6 +811,8 @@ mod tests {
                     },
                     "2026-10-01T00:00:00.000Z".to_owned(),
                     "custom app events",
+                    i * 4096,
+                    4096,
                 )
             })
             .collect();
