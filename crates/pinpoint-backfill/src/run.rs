@@ -548,33 +548,36 @@ impl Backfill {
                 Mapped::Auth(_) => "_userauth.*",
             };
             counts.family(family).read += 1;
-            match mapped {
-                Mapped::App { event, .. } => {
-                    if !seen.insert(event.event_id.clone()) {
-                        skip(
-                            &mut counts,
-                            family,
-                            "a repeat of a record earlier in its object",
-                        );
-                        continue;
-                    }
-                    let record = app_record(&event).map_err(RunError)?;
-                    app.push((record, event.timestamp.clone(), family, offset, bytes.len()));
+            let (record, at, id, to) = match mapped {
+                Mapped::App { event, .. } => (
+                    app_record(&event).map_err(RunError)?,
+                    event.timestamp,
+                    event.event_id,
+                    &mut app,
+                ),
+                Mapped::Auth(event) => (
+                    auth_record(&event).map_err(RunError)?,
+                    event.timestamp,
+                    event.event_id,
+                    &mut auth,
+                ),
+                Mapped::Skipped { why, .. } => {
+                    skip(&mut counts, family, &why);
+                    continue;
                 }
-                Mapped::Auth(event) => {
-                    if !seen.insert(event.event_id.clone()) {
-                        skip(
-                            &mut counts,
-                            family,
-                            "a repeat of a record earlier in its object",
-                        );
-                        continue;
-                    }
-                    let record = auth_record(&event).map_err(RunError)?;
-                    auth.push((record, event.timestamp.clone(), family, offset, bytes.len()));
+                Mapped::Unreadable { reason, .. } => {
+                    dead.push((offset, bytes, reason, family));
+                    continue;
                 }
-                Mapped::Skipped { why, .. } => skip(&mut counts, family, &why),
-                Mapped::Unreadable { reason, .. } => dead.push((offset, bytes, reason, family)),
+            };
+            if seen.insert(id) {
+                to.push((record, at, family, offset, bytes.len()));
+            } else {
+                skip(
+                    &mut counts,
+                    family,
+                    "a repeat of a record earlier in its object",
+                );
             }
         }
         if let Some(e) = &decoded.error {
