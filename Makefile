@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools js-client build build-bins test lint infra-check package fmt demo local invoke events bench profile chaos fuzz lock clean
+.PHONY: help tools infra-tools js-client build build-bins test lint infra-check package fmt demo local invoke events catalog bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -118,6 +118,11 @@ invoke: tools ## Invoke the sync processor's binary with EVENT=events/<file>.jso
 events: ## Regenerate the generated sample events from their readable sources.
 	cargo run --quiet -p devtools --bin gen-events
 	cargo run --quiet -p devtools --bin gen-auth-events
+
+# `make test` does not regenerate: a contract test (tests/infra_contract.rs) runs `scripts/catalog --check` and fails
+# when the template or queries/tables.json is not what the schemas and queries give.
+catalog: ## Regenerate the warehouse catalog from events/schema/*.json and queries/*.sql: the Glue tables and Athena named queries in infra/template.yaml, and queries/tables.json.
+	$(PYTHON) scripts/catalog
 
 # The end-to-end figures (release binaries against moto) go to BENCHMARKS.md and target/bench/e2e.json. Only the
 # binaries measured are built (each links with LTO), with the workspace's one feature set.

@@ -754,12 +754,21 @@ fn large_payloads_outlive_the_warehouse_rows_that_point_at_them() {
     assert_eq!(tagged.tag, "!If");
     assert_eq!(tagged.value[0].as_str(), Some("WarehouseDelivery"));
     assert_eq!(tagged.value[1].as_str(), Some("Disabled"));
-    // The warehouse itself expires no current object (only old versions).
+    // The warehouse itself expires no current object (only old versions), but Athena's query results, which are
+    // copies, in the workgroup's output location.
     let warehouse =
         &t["Resources"]["WarehouseBucket"]["Properties"]["LifecycleConfiguration"]["Rules"];
+    let results = untag(
+        &t["Resources"]["WarehouseWorkGroup"]["Properties"]["WorkGroupConfiguration"]
+            ["ResultConfiguration"]["OutputLocation"],
+    )
+    .as_str()
+    .unwrap()
+    .strip_prefix("s3://${WarehouseBucket}/")
+    .expect("query results in the warehouse bucket");
     for r in warehouse.as_sequence().unwrap() {
         assert!(
-            r["ExpirationInDays"].is_null(),
+            r["ExpirationInDays"].is_null() || r["Prefix"].as_str() == Some(results),
             "the warehouse expires rows: {r:?}"
         );
     }
@@ -882,4 +891,374 @@ fn the_rollup_runs_one_batch_per_shard_and_its_replay_window_follows_the_streams
         minimum, 45,
         "30 days of app event age, 7 days (168 h) on each of two streams, a day"
     );
+}
+
+/// `scripts/catalog` (Python 3, standard library only) with these arguments, from the repository root.
+fn run_catalog(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("python3")
+        .current_dir(e2e::root())
+        .arg("scripts/catalog")
+        .args(args)
+        .output()
+        .expect("python3 runs scripts/catalog")
+}
+
+#[test]
+fn the_catalog_in_the_template_and_tables_json_is_what_the_schemas_and_queries_give() {
+    let out = run_catalog(&["--check"]);
+    assert!(
+        out.status.success(),
+        "{} (`make catalog` writes them)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_schema_or_query_changed_without_make_catalog_is_drift() {
+    let root = e2e::root();
+    let dir = std::env::temp_dir().join(format!("catalog-drift-{}", std::process::id()));
+    let (schemas, queries) = (dir.join("schema"), dir.join("queries"));
+    std::fs::create_dir_all(&schemas).unwrap();
+    std::fs::create_dir_all(&queries).unwrap();
+    let copy_all = |from: &std::path::Path, to: &std::path::Path, ext: &str| {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) == Some(ext) {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    copy_all(&root.join("events/schema"), &schemas, "json");
+    copy_all(&root.join("queries"), &queries, "sql");
+    let (schemas_arg, queries_arg) = (schemas.to_str().unwrap(), queries.to_str().unwrap());
+    let check = || {
+        run_catalog(&[
+            "--check",
+            "--schemas",
+            schemas_arg,
+            "--queries",
+            queries_arg,
+        ])
+    };
+
+    // The copies as they are: no drift, so what follows is the change's doing.
+    let same = check();
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+
+    // A new field in a schema: a column the template does not have.
+    let auth = schemas.join("cognito-auth-event.v1.json");
+    let text = std::fs::read_to_string(&auth).unwrap();
+    let changed = text.replacen(
+        r#""user_sub": {"#,
+        r#""risk_score": { "type": "integer" }, "user_sub": {"#,
+        1,
+    );
+    assert_ne!(
+        changed, text,
+        "the schema has a user_sub property to insert before"
+    );
+    std::fs::write(&auth, changed).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a new schema field went unnoticed");
+    assert!(
+        stderr.contains("infra/template.yaml") && stderr.contains("risk_score"),
+        "the report names the file and the column: {stderr}"
+    );
+    std::fs::write(&auth, text).unwrap();
+
+    // A saved query edited: its named query's text no longer matches.
+    let sql = std::fs::read_dir(&queries)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().and_then(|e| e.to_str()) == Some("sql"))
+        .expect("a query file");
+    let mut text = std::fs::read_to_string(&sql).unwrap();
+    text.push_str("-- edited\n");
+    std::fs::write(&sql, text).unwrap();
+    let out = check();
+    assert!(!out.status.success(), "an edited query went unnoticed");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("-- edited"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The string of a `!Sub "..."` (or plain) value.
+fn text_of(v: &Value) -> &str {
+    untag(v).as_str().expect("a string or !Sub string")
+}
+
+/// A Firehose processor's parameter.
+fn processor_parameter<'a>(processor: &'a Value, name: &str) -> Option<&'a str> {
+    processor["Parameters"]
+        .as_sequence()?
+        .iter()
+        .find(|p| p["ParameterName"].as_str() == Some(name))
+        .and_then(|p| p["ParameterValue"].as_str())
+}
+
+/// The tables `scripts/catalog` listed for the DuckDB tests (queries/tables.json).
+fn tables_json() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(e2e::root().join("queries/tables.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn every_warehouse_delivery_writes_by_the_events_day_where_its_table_reads() {
+    let t = template();
+    let deliveries = resources_of_type(&t, "AWS::KinesisFirehose::DeliveryStream");
+    let tables = resources_of_type(&t, "AWS::Glue::Table");
+    let listed = tables_json();
+    let listed = listed["tables"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 3, "one delivery stream per record family");
+    assert_eq!(
+        tables.len(),
+        deliveries.len(),
+        "one table per delivery stream"
+    );
+    assert_eq!(
+        listed.len(),
+        tables.len(),
+        "queries/tables.json lists every table"
+    );
+    let mut sources = Vec::new();
+    for (name, d) in &deliveries {
+        assert_eq!(d["Condition"].as_str(), Some("WarehouseDelivery"), "{name}");
+        let s3 = &d["Properties"]["ExtendedS3DestinationConfiguration"];
+        let prefix = s3["Prefix"].as_str().unwrap();
+        let family = prefix
+            .strip_suffix("dt=!{partitionKeyFromQuery:dt}/")
+            .unwrap_or_else(|| panic!("{name}: {prefix} is not partitioned by the event's day"));
+        assert_eq!(
+            s3["DynamicPartitioningConfiguration"]["Enabled"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        let processors = s3["ProcessingConfiguration"]["Processors"]
+            .as_sequence()
+            .unwrap();
+        let extraction = processors
+            .iter()
+            .find(|p| p["Type"].as_str() == Some("MetadataExtraction"))
+            .unwrap_or_else(|| panic!("{name}: no MetadataExtraction processor"));
+        assert_eq!(
+            processor_parameter(extraction, "MetadataExtractionQuery"),
+            Some("{dt: .timestamp[0:10]}"),
+            "{name}: dt is the UTC day of the record's own timestamp"
+        );
+        assert_eq!(
+            processor_parameter(extraction, "JsonParsingEngine"),
+            Some("JQ-1.6"),
+            "{name}"
+        );
+        assert!(
+            processors
+                .iter()
+                .any(|p| p["Type"].as_str() == Some("AppendDelimiterToRecord")),
+            "{name}: records are not put on lines of their own"
+        );
+        let errors = s3["ErrorOutputPrefix"].as_str().unwrap();
+        assert!(
+            errors.starts_with("errors/") && errors.contains("!{firehose:error-output-type}"),
+            "{name}: records that cannot be partitioned go under errors/<error type>/, not {errors}"
+        );
+        assert_eq!(s3["CompressionFormat"].as_str(), Some("GZIP"), "{name}");
+        assert!(
+            s3["BufferingHints"]["SizeInMBs"].as_u64() >= Some(64),
+            "{name}: dynamic partitioning needs a buffer of 64 MiB or more"
+        );
+        let location = format!("s3://${{WarehouseBucket}}/{family}");
+        let readers: Vec<_> = tables
+            .iter()
+            .filter(|(_, table)| {
+                text_of(&table["Properties"]["TableInput"]["StorageDescriptor"]["Location"])
+                    == location
+            })
+            .collect();
+        assert_eq!(readers.len(), 1, "{name}: one table reads {location}");
+        let table_name = readers[0].1["Properties"]["TableInput"]["Name"]
+            .as_str()
+            .unwrap();
+        let entry = listed
+            .iter()
+            .find(|e| e["name"] == table_name)
+            .unwrap_or_else(|| panic!("queries/tables.json has no {table_name}"));
+        assert_eq!(entry["prefix"], family, "{table_name}");
+        sources.push(
+            referenced_id(&d["Properties"]["KinesisStreamSourceConfiguration"]["KinesisStreamARN"])
+                .unwrap(),
+        );
+    }
+    sources.sort();
+    assert_eq!(
+        sources,
+        ["AppEventsStream", "AuthEventsStream", "SyncChangesStream"],
+        "every output stream is delivered once"
+    );
+}
+
+#[test]
+fn every_warehouse_table_projects_its_days_without_a_crawler() {
+    let t = template();
+    let tables = resources_of_type(&t, "AWS::Glue::Table");
+    assert!(!tables.is_empty());
+    for (name, table) in &tables {
+        assert_eq!(
+            table["Condition"].as_str(),
+            Some("WarehouseDelivery"),
+            "{name}"
+        );
+        assert_eq!(
+            referenced_id(&table["Properties"]["DatabaseName"]).as_deref(),
+            Some("WarehouseDatabase"),
+            "{name}"
+        );
+        let input = &table["Properties"]["TableInput"];
+        let storage = &input["StorageDescriptor"];
+        assert_eq!(
+            storage["SerdeInfo"]["SerializationLibrary"].as_str(),
+            Some("org.openx.data.jsonserde.JsonSerDe"),
+            "{name}"
+        );
+        assert_eq!(
+            storage["InputFormat"].as_str(),
+            Some("org.apache.hadoop.mapred.TextInputFormat"),
+            "{name}"
+        );
+        let keys = input["PartitionKeys"].as_sequence().unwrap();
+        assert_eq!(keys.len(), 1, "{name}: one partition key");
+        assert_eq!(keys[0]["Name"].as_str(), Some("dt"), "{name}");
+        assert_eq!(keys[0]["Type"].as_str(), Some("string"), "{name}");
+        let p = &input["Parameters"];
+        for (key, value) in [
+            ("projection.enabled", "true"),
+            ("projection.dt.type", "date"),
+            ("projection.dt.format", "yyyy-MM-dd"),
+            ("projection.dt.range", "2015-01-01,NOW"),
+            ("projection.dt.interval", "1"),
+            ("projection.dt.interval.unit", "DAYS"),
+        ] {
+            assert_eq!(p[key].as_str(), Some(value), "{name}: {key}");
+        }
+        // `${!dt}` is how `!Sub` writes a literal `${dt}`, the projected value.
+        assert_eq!(
+            text_of(&p["storage.location.template"]),
+            format!("{}dt=${{!dt}}/", text_of(&storage["Location"])),
+            "{name}: the projected days are the folders Firehose writes"
+        );
+    }
+}
+
+#[test]
+fn each_saved_query_is_its_file_in_the_warehouse_workgroup() {
+    let t = template();
+    let named = resources_of_type(&t, "AWS::Athena::NamedQuery");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(e2e::root().join("queries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("sql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "queries/*.sql");
+    assert_eq!(
+        named.len(),
+        files.len(),
+        "one named query per queries/*.sql"
+    );
+    for file in &files {
+        let stem = file.file_stem().unwrap().to_str().unwrap();
+        let (name, q) = named
+            .iter()
+            .find(|(_, q)| q["Properties"]["Name"].as_str() == Some(stem))
+            .unwrap_or_else(|| panic!("no named query {stem}"));
+        let p = &q["Properties"];
+        assert_eq!(
+            p["QueryString"].as_str(),
+            Some(std::fs::read_to_string(file).unwrap().as_str()),
+            "{name}: the text of {}",
+            file.display()
+        );
+        assert_eq!(q["Condition"].as_str(), Some("WarehouseDelivery"), "{name}");
+        assert_eq!(
+            referenced_id(&p["Database"]).as_deref(),
+            Some("WarehouseDatabase"),
+            "{name}"
+        );
+        assert_eq!(
+            referenced_id(&p["WorkGroup"]).as_deref(),
+            Some("WarehouseWorkGroup"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn warehouse_queries_run_in_a_workgroup_that_caps_their_scan_and_keeps_their_results() {
+    let t = template();
+    let wg = &t["Resources"]["WarehouseWorkGroup"];
+    assert_eq!(wg["Type"].as_str(), Some("AWS::Athena::WorkGroup"));
+    assert_eq!(wg["Condition"].as_str(), Some("WarehouseDelivery"));
+    let c = &wg["Properties"]["WorkGroupConfiguration"];
+    assert_eq!(c["EnforceWorkGroupConfiguration"].as_bool(), Some(true));
+    assert_eq!(c["PublishCloudWatchMetricsEnabled"].as_bool(), Some(true));
+    assert_eq!(
+        referenced_id(&c["BytesScannedCutoffPerQuery"]).as_deref(),
+        Some("WarehouseQueryScanLimitBytes")
+    );
+    // Athena refuses a cutoff below 10,000,000 bytes (BytesScannedCutoffValue, min 10000000).
+    let limit = &t["Parameters"]["WarehouseQueryScanLimitBytes"];
+    let min = limit["MinValue"].as_u64().unwrap();
+    assert!(min >= 10_000_000, "MinValue {min}");
+    assert!(limit["Default"].as_u64().unwrap() >= min);
+    let results = &c["ResultConfiguration"];
+    assert_eq!(
+        text_of(&results["OutputLocation"]),
+        "s3://${WarehouseBucket}/athena-results/"
+    );
+    assert!(
+        results["EncryptionConfiguration"]["EncryptionOption"]
+            .as_str()
+            .is_some()
+    );
+}
+
+#[test]
+fn the_warehouse_role_may_read_exactly_the_streams_it_delivers() {
+    let t = template();
+    let mut delivered: Vec<String> = resources_of_type(&t, "AWS::KinesisFirehose::DeliveryStream")
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(
+                referenced_id(&d["Properties"]["KinesisStreamSourceConfiguration"]["RoleARN"])
+                    .as_deref(),
+                Some("WarehouseDeliveryRole")
+            );
+            referenced_id(&d["Properties"]["KinesisStreamSourceConfiguration"]["KinesisStreamARN"])
+                .unwrap()
+        })
+        .collect();
+    delivered.sort();
+    let role = &t["Resources"]["WarehouseDeliveryRole"];
+    assert_eq!(role["Condition"].as_str(), Some("WarehouseDelivery"));
+    let mut readable = Vec::new();
+    for policy in role["Properties"]["Policies"].as_sequence().unwrap() {
+        for s in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+            if actions(s).iter().any(|a| a.starts_with("kinesis:")) {
+                let resources = match &s["Resource"] {
+                    Value::Sequence(list) => list.iter().collect(),
+                    one => vec![one],
+                };
+                readable.extend(resources.into_iter().map(|r| referenced_id(r).unwrap()));
+            }
+        }
+    }
+    readable.sort();
+    assert_eq!(readable, delivered);
 }
