@@ -897,3 +897,62 @@ async fn an_archived_object_is_counted_and_the_run_goes_on() {
          {out1}{err1}\n{out2}{err2}"
     );
 }
+
+/// Attack (round 2; promise: nothing lost, "restore them and run again"): an object in S3 Glacier Flexible
+/// Retrieval that the team restored (`RestoreObject`, as the summary and README ask), then a run. Should hold: the
+/// restored object is readable (GetObject answers its bytes) and the run reads it and writes its sign-in. What
+/// happens instead: S3 (and moto) keep the listed storage class `GLACIER` after a restore (only the restore status,
+/// which ListObjectsV2 gives on request, changes), `list` marks every `GLACIER`/`DEEP_ARCHIVE` object `archived` from
+/// the listing alone and the run never fetches it: however often it is restored, it is "archived: restore them and run
+/// again" forever, and its events are never backfilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_restored_glacier_object_is_never_read() {
+    let s = setup().await;
+    s.aws
+        .s3
+        .put_object()
+        .bucket(&s.archive)
+        .key(hour_key(1))
+        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+        .body(sign_in("restored-user", 0).into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    s.aws
+        .s3
+        .restore_object()
+        .bucket(&s.archive)
+        .key(hour_key(1))
+        .restore_request(
+            aws_sdk_s3::types::RestoreRequest::builder()
+                .days(1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The restore is done when GetObject answers the bytes (moto moves it along on each look; no clock).
+    let mut readable = false;
+    for _ in 0..5 {
+        if s
+            .aws
+            .s3
+            .get_object()
+            .bucket(&s.archive)
+            .key(hour_key(1))
+            .send()
+            .await
+            .is_ok()
+        {
+            readable = true;
+            break;
+        }
+    }
+    assert!(readable, "the restored object should be readable");
+    let (code, out, err) = s.command(&[]).await;
+    let written = s.count(&s.auth_stream).await;
+    assert!(
+        code == 0 && written == 1,
+        "exit code {code}, {written} auth record(s) written; the restored object's sign-in is never read\n{out}{err}"
+    );
+}
