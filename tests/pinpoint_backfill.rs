@@ -956,3 +956,29 @@ async fn attack_a_restored_glacier_object_is_never_read() {
         "exit code {code}, {written} auth record(s) written; the restored object's sign-in is never read\n{out}{err}"
     );
 }
+
+/// Attack (round 2, the fix of "state inside the listed archive"; promise: nothing lost): the state in the archive's
+/// own bucket with no prefix (`--state s3://<archive bucket>`, which `--state` takes: checkpoints then go to
+/// `checkpoints/<run>/`, dead letters to `dead-letter/<run>/`, nowhere near `--prefix pinpoint/events/`). Should
+/// hold: the archive's object is read and its sign-in written. What happens instead: the filter skips every listed key
+/// that starts with the state prefix, and every key starts with `""`: the run lists nothing ("0 listed"), writes
+/// nothing, exits 0, and a second run does the same: the whole archive silently unread. (Also any `--state` prefix
+/// that is a parent of `--prefix`, e.g. `s3://<archive>/pinpoint/`, hides everything.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_state_with_an_empty_prefix_in_the_archive_bucket_hides_the_whole_archive() {
+    let s = setup().await;
+    upload(
+        &s.aws.s3,
+        &s.archive,
+        &[(hour_key(1), sign_in("some-user", 0).into_bytes())],
+    )
+    .await
+    .unwrap();
+    let state = format!("s3://{}", s.archive);
+    let (code, out, err) = s.command(&["--state", &state]).await;
+    let written = s.count(&s.auth_stream).await;
+    assert!(
+        code == 0 && written == 1 && out.contains(" 1 read by this run"),
+        "exit code {code}, {written} auth record(s) written of the archive's 1\n{out}{err}"
+    );
+}
