@@ -982,3 +982,45 @@ async fn attack_state_with_an_empty_prefix_in_the_archive_bucket_hides_the_whole
         "exit code {code}, {written} auth record(s) written of the archive's 1\n{out}{err}"
     );
 }
+
+/// Attack (round 2; promise: memory bounded by `--max-object-bytes`, "read up to it"; a Lambda that can never finish):
+/// a plain (not GZIP) object of 128 MiB under the prefix (Firehose's largest buffer, or anything else kept in the
+/// bucket: an export, a CSV) with `--max-object-bytes 1048576`. Should hold: the run reads at most about 1 MiB of it
+/// (the rest is dead-lettered as past the limit), so its memory stays near the limit. What happens instead: `fetch`
+/// collects the whole body (`body.collect()`, then `into_bytes().to_vec()`, a second copy), and `decode` copies
+/// the first `max_bytes` again: the process peaks at twice the object's size whatever the limit; with PREFETCH the
+/// next object's body is alive beside it. An object larger than a Lambda's memory kills every invocation at the same
+/// object (never checkpointed): the run can never get past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_an_object_over_max_object_bytes_is_held_whole_in_memory() {
+    let s = setup().await;
+    let mut body = sign_in("some-user", 0).into_bytes();
+    body.resize(128 * 1024 * 1024, b' ');
+    upload(&s.aws.s3, &s.archive, &[(hour_key(1), body)])
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("max-rss-kib %M")
+        .arg(e2e::root().join("target/debug/pinpoint-backfill"))
+        .args(s.args(&["--max-object-bytes", "1048576"]))
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .output()
+        .await
+        .expect("/usr/bin/time and the pinpoint-backfill binary");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let rss_kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("max-rss-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no max RSS in\n{stderr}"));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        rss_kib < 96 * 1024,
+        "peak memory {} MiB reading a 128 MiB object with --max-object-bytes 1 MiB\n{stdout}{stderr}",
+        rss_kib / 1024
+    );
+}
