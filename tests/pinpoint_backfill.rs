@@ -1024,3 +1024,82 @@ async fn attack_an_object_over_max_object_bytes_is_held_whole_in_memory() {
         rss_kib / 1024
     );
 }
+
+/// Attack (round 2; promises: "a second run with the same settings reads nothing again", a Lambda that goes on when
+/// invoked again, a listing of many objects): an archive of 300 objects, all finished by a first run, then a second
+/// run with the same settings, its S3 requests counted by a loopback proxy in front of moto. Should hold: a start
+/// costs a few requests per listing page (1,000 keys), not one per finished object. What happens instead:
+/// `checkpoints()` GETs every checkpoint object (and keeps each, with its counts, in memory) before the first object
+/// starts, and does so at every start: a year of Firehose objects at a 60 s buffer (525,600) is 525,600 GETs per
+/// invocation, 16 at a time: at 25 ms each, some 820 s, more than the 780 s a Lambda invocation has before its
+/// margin. Past some size, every invocation spends its budget re-reading checkpoints and stops (or is killed)
+/// before starting an object: the run never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_every_start_reads_every_checkpoint() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = setup().await;
+    let objs: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("{PREFIX}2026/10/01/01/pinpoint-event-stream-1-2026-10-01-01-00-00-{i:04}"),
+                sign_in(&format!("user-{i}"), 0).into_bytes(),
+            )
+        })
+        .collect();
+    upload(&s.aws.s3, &s.archive, &objs).await.unwrap();
+    let (code, out, _) = s.command(&[]).await;
+    assert!(code == 0 && out.contains(" 300 read by this run"), "{out}");
+
+    // A proxy that counts the GET requests going through it.
+    let upstream = s.aws.endpoint.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counted = gets.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut tail: Vec<u8> = Vec::new();
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    let found = tail.windows(5).filter(|w| w == b"GET /").count();
+                    counted.fetch_add(found, Ordering::SeqCst);
+                    tail = tail[tail.len().saturating_sub(4)..].to_vec();
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    let second = tokio::process::Command::new(e2e::root().join("target/debug/pinpoint-backfill"))
+        .args(s.args(&[]))
+        .env("S3_FORCE_PATH_STYLE", "true")
+        .env("AWS_ENDPOINT_URL", &proxy)
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success() && out.contains(" 0 read by this run"),
+        "{out}{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let gets = gets.load(Ordering::SeqCst);
+    assert!(
+        gets <= 10,
+        "a second run over 300 finished objects made {gets} GET requests before finding nothing to do\n{out}"
+    );
+}
