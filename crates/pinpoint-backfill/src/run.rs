@@ -847,4 +847,54 @@ mod tests {
             calls.iter().map(|(_, b)| b).collect::<Vec<_>>()
         );
     }
+    /// Attack (round 2; promise: as a one-off Lambda, "when `stopped` is set, invoke it again with the same event to
+    /// go on"): a one-shard stream, `--write-share 0.1` (the CLI takes any share in (0, 1]; a team wary of its live
+    /// traffic takes a small one), and one Firehose object at its largest buffer, 128 MiB: 100,000 records of 1,300
+    /// bytes. Should hold: an invocation makes progress, so writing one object fits in a Lambda's 15 minutes (or the
+    /// run stops inside it at its deadline, keeping what it wrote). What happens instead: the run looks at its
+    /// deadline only between objects and `send` waits on the limiter with `Deadline::none()`: writing this one object
+    /// takes about 1,240 s of (virtual) time, so every invocation is killed by Lambda's timeout inside the same
+    /// object, which is never checkpointed: the next invocation starts it over, forever, and no outcome is answered.
+    #[tokio::test(start_paused = true)]
+    async fn attack_a_lambda_can_never_finish_an_object_at_a_small_share() {
+        static DATA: [u8; 1_300] = [b'x'; 1_300];
+        let sink = Arc::new(Clocked::default());
+        let producer = Producer::new(sink.clone(), None, bridge_core::retry::Backoff::default());
+        let mut stream = (producer, Limiter::new(Rate::of_shards(1, 0.1)));
+        let records: Vec<Out> = (0..100_000)
+            .map(|i| {
+                (
+                    OutboundRecord {
+                        partition_key: format!("install-{}", i % 1_000),
+                        data: Bytes::from_static(&DATA),
+                        header: bridge_core::envelope::Header {
+                            schema: "app-event/v1".into(),
+                            event_id: String::new(),
+                            kind: "track".into(),
+                            timestamp: String::new(),
+                            received_at: None,
+                            source: SourceRef::default(),
+                        },
+                    },
+                    String::new(),
+                    "custom app events",
+                    i * 1_300,
+                    1_300,
+                )
+            })
+            .collect();
+        let lambda_timeout = Duration::from_secs(15 * 60);
+        let start = Instant::now();
+        send(&mut stream, &records, "events/2026/10/01/00/x", &Metrics::new())
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            took <= lambda_timeout,
+            "writing one 128 MiB object took {} s at a tenth of a shard; a Lambda invocation has {} s at most, and \
+             stops only between objects",
+            took.as_secs(),
+            lambda_timeout.as_secs()
+        );
+    }
 }
