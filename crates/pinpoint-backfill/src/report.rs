@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::map::{Counts, FAMILIES, Tally};
-use crate::run::{Outcome, Progress};
+use crate::run::{EARLIER_COUNTS_READ, Outcome, Progress};
 
 /// Bytes in a human unit.
 pub fn bytes(n: u64) -> String {
@@ -113,7 +113,14 @@ pub fn summary(o: &Outcome) -> String {
     };
     let _ = writeln!(out, "{verb}, run {}", o.run_id);
     table(&mut out, "this run:", &o.counts);
-    if o.objects.done_earlier > 0 {
+    if o.objects.done_earlier > 0 && o.earlier_not_read {
+        let _ = writeln!(
+            out,
+            "finished by earlier runs: {} objects (more than {EARLIER_COUNTS_READ} checkpoints: their counts stay in \
+             them, not read at each start)",
+            o.objects.done_earlier
+        );
+    } else if o.objects.done_earlier > 0 {
         table(
             &mut out,
             "finished by earlier runs (from their checkpoints):",
@@ -122,6 +129,7 @@ pub fn summary(o: &Outcome) -> String {
     }
     let mut all = o.counts.clone();
     all.add(&o.earlier);
+    // (With the earlier counts not read, the span and the reasons below are this run's.)
     match (&all.first, &all.last) {
         (Some(f), Some(l)) => {
             let _ = writeln!(out, "time span written: {f} .. {l}");

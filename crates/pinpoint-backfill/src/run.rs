@@ -23,7 +23,7 @@ use bridge_core::telemetry::Metrics;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use tokio::time::Instant;
 
 use crate::archive::{self, KeyKind, Piece};
@@ -39,7 +39,10 @@ pub const DEFAULT_MAX_OBJECT_BYTES: usize = 256 * 1024 * 1024;
 /// A dead letter keeps the record's bytes up to this size (larger: the key and offset say where it is).
 pub const DEAD_LETTER_DATA_BYTES: usize = 1024 * 1024;
 /// Objects fetched ahead of the one being written.
-pub const PREFETCH: usize = 2;
+pub const PREFETCH: usize = 1;
+/// A start reads the counts of earlier runs' checkpoints (for the summary) only up to this many: past it, the
+/// summary gives their number, and a start costs the listings alone.
+pub const EARLIER_COUNTS_READ: usize = 200;
 
 /// Where the archive is.
 #[derive(Debug, Clone)]
@@ -129,6 +132,8 @@ pub struct Outcome {
     pub counts: Counts,
     /// Record counts of the objects earlier runs finished (from their checkpoints).
     pub earlier: Counts,
+    /// More checkpoints than [`EARLIER_COUNTS_READ`]: `earlier` was not read (the counts stay in the checkpoints).
+    pub earlier_not_read: bool,
     /// Objects.
     pub objects: Objects,
     /// Why the run stopped before the end (then running it again resumes), if it did.
@@ -193,14 +198,12 @@ struct Listed {
     key: String,
     etag: String,
     size: u64,
-    /// In a storage class whose objects cannot be read before a restore.
-    archived: bool,
 }
 
 /// What fetching an object gave.
 enum Fetched {
-    /// Its bytes.
-    Body(Vec<u8>),
+    /// Its bytes, and whether they stop at `--max-object-bytes` (the object is longer).
+    Body(Vec<u8>, bool),
     /// It is archived (`InvalidObjectState`): not readable before a restore.
     Archived,
 }
@@ -233,11 +236,24 @@ impl Backfill {
         format!("{}checkpoints/{}/", self.options.state.prefix, self.run_id)
     }
 
-    fn checkpoint_key(&self, key: &str) -> String {
+    /// A checkpoint's key: the archive key's hash and its ETag's, so that a changed object is not done.
+    fn checkpoint_key(&self, l: &Listed) -> String {
         format!(
-            "{}{}.json",
+            "{}{}-{}.json",
             self.checkpoint_prefix(),
-            &sha256_hex(key.as_bytes())[..32]
+            &sha256_hex(l.key.as_bytes())[..32],
+            &sha256_hex(l.etag.as_bytes())[..16]
+        )
+    }
+
+    /// Where an object's partial progress is kept (what an invocation stopped inside it had written).
+    fn partial_key(&self, l: &Listed) -> String {
+        format!(
+            "{}partial/{}/{}-{}.json",
+            self.options.state.prefix,
+            self.run_id,
+            &sha256_hex(l.key.as_bytes())[..32],
+            &sha256_hex(l.etag.as_bytes())[..16]
         )
     }
 
@@ -264,16 +280,32 @@ impl Backfill {
             ..Outcome::default()
         };
         let listed = self.list().await?;
-        let done = self.checkpoints().await?;
+        let done = self.state_keys(&self.checkpoint_prefix()).await?;
+        let partials = if o.dry_run {
+            HashSet::new()
+        } else {
+            self.state_keys(&format!("{}partial/{}/", o.state.prefix, self.run_id))
+                .await?
+        };
+        if !o.dry_run && done.len() <= EARLIER_COUNTS_READ {
+            out.earlier = self.earlier_counts(&done).await?;
+        } else {
+            out.earlier_not_read = !o.dry_run;
+        }
         let mut todo = Vec::new();
         let earliest_hour = o
             .settings
             .from
             .map(|f| f.naive_utc() - chrono::Duration::days(1));
-        let state_inside = (o.state.bucket == o.source.bucket).then_some(o.state.prefix.as_str());
+        let state = [
+            format!("{}checkpoints/", o.state.prefix),
+            format!("{}dead-letter/", o.state.prefix),
+            format!("{}partial/", o.state.prefix),
+        ];
+        let same_bucket = o.state.bucket == o.source.bucket;
         for l in listed {
-            // The run's own checkpoints and dead letters, when they are kept where the archive is listed.
-            if state_inside.is_some_and(|p| l.key.starts_with(p)) {
+            // The runs' own checkpoints, dead letters and partial progress, when kept where the archive is listed.
+            if same_bucket && state.iter().any(|p| l.key.starts_with(p.as_str())) {
                 continue;
             }
             out.objects.listed += 1;
@@ -292,18 +324,12 @@ impl Backfill {
                 }
                 KeyKind::Data { .. } => {}
             }
-            if l.archived {
-                out.objects.archived += 1;
-                continue;
-            }
             out.objects.data += 1;
             out.objects.data_bytes += l.size;
-            match done.get(&l.key) {
-                Some(c) if c.etag == l.etag && !o.dry_run => {
-                    out.objects.done_earlier += 1;
-                    out.earlier.add(&c.counts);
-                }
-                _ => todo.push(l),
+            if done.contains(&self.checkpoint_key(&l)) && !o.dry_run {
+                out.objects.done_earlier += 1;
+            } else {
+                todo.push(l);
             }
         }
         let mut p = Progress {
@@ -330,26 +356,47 @@ impl Backfill {
                 out.stopped = Some("the time budget is spent".into());
                 break;
             }
-            let body = match body? {
-                Fetched::Body(b) => b,
+            let (body, raw_cut) = match body? {
+                Fetched::Body(b, cut) => (b, cut),
                 Fetched::Archived => {
                     out.objects.archived += 1;
-                    p.objects_done += 1;
-                    p.bytes_done += l.size;
+                    out.objects.data -= 1;
+                    out.objects.data_bytes -= l.size;
+                    p.objects_total -= 1;
+                    p.bytes_total -= l.size;
                     progress(&p);
                     continue;
                 }
             };
-            let (counts, cut) = self
-                .object(&l, &body, sinks.as_deref_mut(), metrics)
-                .await?;
+            let fetched = body.len() as u64;
+            let (counts, cut) = match self
+                .object(
+                    &l,
+                    body,
+                    raw_cut,
+                    partials.contains(&self.partial_key(&l)),
+                    sinks.as_deref_mut(),
+                    metrics,
+                )
+                .await?
+            {
+                Written::Whole(counts, cut) => (counts, cut),
+                Written::Stopped => {
+                    out.stopped = Some(format!(
+                        "the time budget is spent inside {}: what it wrote is kept, and the next run goes on from \
+                         there",
+                        l.key
+                    ));
+                    break;
+                }
+            };
             if cut {
                 out.objects.cut += 1;
             } else if !o.dry_run {
                 self.checkpoint(&l, &counts).await?;
             }
             out.objects.read += 1;
-            out.objects.bytes_read += l.size;
+            out.objects.bytes_read += fetched;
             p.objects_done += 1;
             p.bytes_done += l.size;
             p.bytes_this_run += l.size;
@@ -382,15 +429,10 @@ impl Backfill {
             })?;
             for obj in page.contents() {
                 if let Some(key) = obj.key() {
-                    use aws_sdk_s3::types::ObjectStorageClass as Class;
                     out.push(Listed {
                         key: key.to_owned(),
                         etag: obj.e_tag().unwrap_or_default().to_owned(),
                         size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-                        archived: matches!(
-                            obj.storage_class(),
-                            Some(Class::Glacier | Class::DeepArchive)
-                        ),
                     });
                 }
             }
@@ -399,22 +441,22 @@ impl Backfill {
         Ok(out)
     }
 
-    /// The checkpoints of this run's settings, by archive key.
-    async fn checkpoints(&self) -> Result<BTreeMap<String, Checkpoint>, RunError> {
+    /// The keys under `prefix` in the state bucket: this run's checkpoints (each names its archive object and that
+    /// object's ETag, [`Backfill::checkpoint_key`], so the listing alone says what is done), or its partial progress.
+    async fn state_keys(&self, prefix: &str) -> Result<HashSet<String>, RunError> {
         let state = &self.options.state;
-        let prefix = self.checkpoint_prefix();
         let mut pages = self
             .s3
             .list_objects_v2()
             .bucket(&state.bucket)
-            .prefix(&prefix)
+            .prefix(prefix)
             .into_paginator()
             .send();
-        let mut keys = Vec::new();
+        let mut keys = HashSet::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| {
                 RunError(format!(
-                    "cannot list the checkpoints at s3://{}/{prefix}: {}",
+                    "cannot list s3://{}/{prefix}: {}",
                     state.bucket,
                     aws_sdk_s3::error::DisplayErrorContext(&e)
                 ))
@@ -425,22 +467,23 @@ impl Backfill {
                     .filter_map(|o| o.key().map(str::to_owned)),
             );
         }
-        let reads = futures_util::stream::iter(keys.into_iter().map(|k| async move {
-            let bytes = self.get(&state.bucket, &k).await?;
-            serde_json::from_slice::<Checkpoint>(&bytes).map_err(|e| {
-                RunError(format!(
-                    "checkpoint s3://{}/{k} is not readable: {e}",
-                    state.bucket
-                ))
-            })
+        Ok(keys)
+    }
+
+    /// The counts the checkpoints `keys` hold, added up.
+    async fn earlier_counts(&self, keys: &HashSet<String>) -> Result<Counts, RunError> {
+        let bucket = &self.options.state.bucket;
+        let reads = futures_util::stream::iter(keys.iter().map(|k| async move {
+            let bytes = self.get(bucket, k).await?;
+            serde_json::from_slice::<Checkpoint>(&bytes)
+                .map_err(|e| RunError(format!("checkpoint s3://{bucket}/{k} is not readable: {e}")))
         }))
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
-        let mut out = BTreeMap::new();
+        let mut out = Counts::default();
         for c in reads {
-            let c = c?;
-            out.insert(c.key.clone(), c);
+            out.add(&c?.counts);
         }
         Ok(out)
     }
@@ -459,7 +502,8 @@ impl Backfill {
         Ok(body.into_bytes().to_vec())
     }
 
-    /// An archive object's bytes; an archived one (`InvalidObjectState`: Glacier, Deep Archive, an
+    /// An archive object's bytes, read as they come and no further than `--max-object-bytes` (with whether it
+    /// was cut there); an archived one (`InvalidObjectState`: Glacier and Deep Archive before a restore, an
     /// Intelligent-Tiering archive tier) is said to be so, and the run goes on.
     async fn fetch(&self, l: &Listed) -> Result<Fetched, RunError> {
         use aws_sdk_s3::error::ProvideErrorMetadata as _;
@@ -470,8 +514,18 @@ impl Backfill {
             Err(e) if e.code() == Some("InvalidObjectState") => return Ok(Fetched::Archived),
             Err(e) => return Err(fail(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())),
         };
-        let body = got.body.collect().await.map_err(|e| fail(e.to_string()))?;
-        Ok(Fetched::Body(body.into_bytes().to_vec()))
+        let max = self.options.max_object_bytes;
+        let mut body = got.body;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.try_next().await.map_err(|e| fail(e.to_string()))? {
+            let room = max.saturating_sub(out.len());
+            if chunk.len() > room {
+                out.extend_from_slice(&chunk[..room]);
+                return Ok(Fetched::Body(out, true));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::Body(out, false))
     }
 
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), RunError> {
@@ -502,22 +556,26 @@ impl Backfill {
             finished_at: rfc3339(&chrono::Utc::now()),
         };
         let body = serde_json::to_vec(&c).map_err(|e| RunError(e.to_string()))?;
-        self.put(&self.checkpoint_key(&l.key), body).await
+        self.put(&self.checkpoint_key(l), body).await
     }
 
-    /// Reads one object and writes what it holds; its counts.
+    /// Reads one object (its bytes `raw`, cut at the limit when `raw_cut`) and writes what it holds: its counts
+    /// and whether it was cut, or that the time budget ran out inside it (its progress kept).
     async fn object(
         &self,
         l: &Listed,
-        raw: &[u8],
+        raw: Vec<u8>,
+        raw_cut: bool,
+        has_partial: bool,
         sinks: Option<&mut Sinks>,
         metrics: &Metrics,
-    ) -> Result<(Counts, bool), RunError> {
+    ) -> Result<Written, RunError> {
         let o = &self.options;
         let mut counts = Counts::default();
-        let decoded = archive::decode(raw, o.max_object_bytes);
+        let decoded = archive::decode(&raw, o.max_object_bytes);
+        drop(raw);
         // Cut at the limit (not a damaged stream): the rest is another run's, with a larger limit.
-        let cut = decoded.error.is_some() && decoded.bytes.len() >= o.max_object_bytes;
+        let cut = raw_cut || (decoded.error.is_some() && decoded.bytes.len() >= o.max_object_bytes);
         let found = |offset| Found {
             bucket: o.source.bucket.clone(),
             key: l.key.clone(),
@@ -580,17 +638,18 @@ impl Backfill {
                 );
             }
         }
-        if let Some(e) = &decoded.error {
+        if cut {
             counts.family("unreadable").read += 1;
-            let reason = if cut {
-                format!(
-                    "the object is larger than --max-object-bytes {} once decompressed ({e}): the rest is not read, \
-                     and the object is not checkpointed (run again with a larger limit)",
-                    o.max_object_bytes
-                )
-            } else {
-                format!("the object could not be read to its end: {e}")
-            };
+            let reason = format!(
+                "the object is larger than --max-object-bytes {} ({}): the rest is not read, and the object is \
+                 not checkpointed (run again with a larger limit)",
+                o.max_object_bytes,
+                decoded.error.as_deref().unwrap_or("stored")
+            );
+            dead.push((decoded.bytes.len(), &[], reason, "unreadable"));
+        } else if let Some(e) = &decoded.error {
+            counts.family("unreadable").read += 1;
+            let reason = format!("the object could not be read to its end: {e}");
             dead.push((decoded.bytes.len(), &[], reason, "unreadable"));
         }
         // Dead letters first: a record is on a stream or in a dead letter before its object is checkpointed.
@@ -599,34 +658,72 @@ impl Backfill {
             self.dead_letter(l, *offset, bytes, reason, family).await?;
         }
         // What Kinesis refuses for good (a partition key or a record it cannot take) is dead-lettered too: one
-        // record never stops the run.
-        let mut refused = Vec::new();
+        // record never stops the run. An invocation that stopped inside this object kept what it had written.
+        let mut partial = if has_partial {
+            self.partial(l).await?
+        } else {
+            Partial::default()
+        };
+        let mut stopped = false;
         if let Some(sinks) = sinks {
-            for (records, sink) in [(&app, &mut sinks.app), (&auth, &mut sinks.auth)] {
-                for (i, reason) in send(sink, records, &l.key, metrics).await? {
-                    refused.push((&records[i], reason));
+            for (records, sink, sent) in [
+                (&app, &mut sinks.app, &mut partial.app_sent),
+                (&auth, &mut sinks.auth, &mut partial.auth_sent),
+            ] {
+                let done = send(sink, records, *sent, &l.key, o.stop_at, metrics).await?;
+                for (i, reason) in done.refused {
+                    let (_, _, family, offset, len) = &records[i];
+                    let bytes = decoded.bytes.get(*offset..offset + len).unwrap_or_default();
+                    let reason = format!("Kinesis refused the record for good: {reason}");
+                    self.dead_letter(l, *offset, bytes, &reason, family).await?;
+                    partial.refused.push(*offset);
+                }
+                *sent = done.next;
+                if done.next < records.len() {
+                    stopped = true;
+                    break;
                 }
             }
         }
-        let refused_at: HashSet<usize> = refused
-            .iter()
-            .map(|((_, _, _, offset, _), _)| *offset)
-            .collect();
-        for ((_, _, family, offset, len), reason) in &refused {
-            counts.family(family).dead_lettered += 1;
-            let bytes = decoded.bytes.get(*offset..offset + len).unwrap_or_default();
-            let reason = format!("Kinesis refused the record for good: {reason}");
-            self.dead_letter(l, *offset, bytes, &reason, family).await?;
+        if stopped {
+            let body = serde_json::to_vec(&partial).map_err(|e| RunError(e.to_string()))?;
+            self.put(&self.partial_key(l), body).await?;
+            return Ok(Written::Stopped);
         }
+        let refused: HashSet<usize> = partial.refused.iter().copied().collect();
         // Written (or, in a dry run, that would be), per family, and the span of their times.
         for (_, at, family, offset, _) in app.iter().chain(auth.iter()) {
-            if refused_at.contains(offset) {
+            if refused.contains(offset) {
+                counts.family(family).dead_lettered += 1;
                 continue;
             }
             counts.family(family).written += 1;
             counts.span(at);
         }
-        Ok((counts, cut))
+        Ok(Written::Whole(counts, cut))
+    }
+
+    /// What an invocation stopped inside `l` had written (nothing, when none did).
+    async fn partial(&self, l: &Listed) -> Result<Partial, RunError> {
+        use aws_sdk_s3::error::ProvideErrorMetadata as _;
+        let bucket = &self.options.state.bucket;
+        let key = self.partial_key(l);
+        match self.s3.get_object().bucket(bucket).key(&key).send().await {
+            Ok(got) => {
+                let body = got
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| RunError(e.to_string()))?;
+                serde_json::from_slice(&body.into_bytes())
+                    .map_err(|e| RunError(format!("s3://{bucket}/{key} is not readable: {e}")))
+            }
+            Err(e) if e.code() == Some("NoSuchKey") => Ok(Partial::default()),
+            Err(e) => Err(RunError(format!(
+                "cannot read s3://{bucket}/{key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ))),
+        }
     }
 
     /// Writes one unreadable record's dead letter (not in a dry run), keyed by its object and offset: a run
@@ -668,6 +765,23 @@ fn skip(counts: &mut Counts, family: &str, why: &str) {
         .or_default() += 1;
 }
 
+/// What writing an object came to.
+enum Written {
+    /// All of it: its counts, and whether it was cut at `--max-object-bytes`.
+    Whole(Counts, bool),
+    /// The time budget ran out inside it; what was written is kept in its partial progress.
+    Stopped,
+}
+
+/// What an invocation stopped inside an object had written: the first records of each stream, and the offsets of
+/// the records Kinesis refused (dead-lettered).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Partial {
+    app_sent: usize,
+    auth_sent: usize,
+    refused: Vec<usize>,
+}
+
 /// A record to write: the record, its event time, its family, and where its source record is in the object
 /// (offset, length).
 type Out = (OutboundRecord, String, &'static str, usize, usize);
@@ -688,19 +802,32 @@ fn auth_record(event: &AuthEvent) -> Result<OutboundRecord, String> {
         .map_err(|e| format!("cannot serialize auth event: {e}"))
 }
 
-/// Writes `records` at the limiter's rate, each request within a second's worth of it (records and bytes) and
-/// PutRecords' limits. Returns the records Kinesis refused for good (their index, why); a failure that may pass
-/// (after the producer's retries) stops the run, the object not checkpointed.
+/// What [`send`] did: the records Kinesis refused for good (their index, why), and the index of the first record
+/// not sent (all of them: `records.len()`).
+#[derive(Debug)]
+struct Sent {
+    refused: Vec<(usize, String)>,
+    next: usize,
+}
+
+/// Writes `records` from index `from` at the limiter's rate, each request within a second's worth of it (records
+/// and bytes) and PutRecords' limits, starting none at or after `stop_at`. A failure that may pass (after the
+/// producer's retries) stops the run, the object not checkpointed.
 async fn send(
     (producer, limiter): &mut (Producer, Limiter),
     records: &[Out],
+    from: usize,
     key: &str,
+    stop_at: Option<Instant>,
     metrics: &Metrics,
-) -> Result<Vec<(usize, String)>, RunError> {
+) -> Result<Sent, RunError> {
     let (max_records, max_bytes) = limiter.request_cap();
     let mut refused = Vec::new();
-    let mut start = 0;
+    let mut start = from.min(records.len());
     while start < records.len() {
+        if stop_at.is_some_and(|at| Instant::now() >= at) {
+            break;
+        }
         let (mut end, mut bytes) = (start, 0usize);
         while end < records.len() && end - start < max_records {
             let size = records[end].0.data.len() + records[end].0.partition_key.len();
@@ -727,7 +854,10 @@ async fn send(
         }
         start = end;
     }
-    Ok(refused)
+    Ok(Sent {
+        refused,
+        next: start,
+    })
 }
 
 /// A run's identity: what it reads, how it maps, and where it writes.
@@ -822,7 +952,9 @@ mod tests {
         send(
             &mut stream,
             &records,
+            0,
             "events/2026/10/01/00/x",
+            None,
             &Metrics::new(),
         )
         .await
@@ -847,16 +979,15 @@ mod tests {
             calls.iter().map(|(_, b)| b).collect::<Vec<_>>()
         );
     }
-    /// Attack (round 2; promise: as a one-off Lambda, "when `stopped` is set, invoke it again with the same event to
-    /// go on"): a one-shard stream, `--write-share 0.1` (the CLI takes any share in (0, 1]; a team wary of its live
-    /// traffic takes a small one), and one Firehose object at its largest buffer, 128 MiB: 100,000 records of 1,300
-    /// bytes. Should hold: an invocation makes progress, so writing one object fits in a Lambda's 15 minutes (or the
-    /// run stops inside it at its deadline, keeping what it wrote). What happens instead: the run looks at its
-    /// deadline only between objects and `send` waits on the limiter with `Deadline::none()`: writing this one object
-    /// takes about 1,240 s of (virtual) time, so every invocation is killed by Lambda's timeout inside the same
-    /// object, which is never checkpointed: the next invocation starts it over, forever, and no outcome is answered.
+    /// Found by review (round 2; promise: as a one-off Lambda, "when `stopped` is set, invoke it again with the
+    /// same event to go on"): a one-shard stream, `--write-share 0.1`, and one Firehose object at its largest
+    /// buffer, 128 MiB: 100,000 records of 1,300 bytes, which take about 1,240 s to write at that rate. Before its
+    /// fix, the run looked at its deadline only between objects: every invocation was killed inside the same object
+    /// and started it over. Now each invocation stops at its budget inside the object and the next goes on from
+    /// the first record not sent: on the paused clock, each call ends within a Lambda's 15 minutes, makes progress,
+    /// and every record is put exactly once.
     #[tokio::test(start_paused = true)]
-    async fn attack_a_lambda_can_never_finish_an_object_at_a_small_share() {
+    async fn a_lambda_goes_on_inside_an_object_it_cannot_finish_in_one_invocation() {
         static DATA: [u8; 1_300] = [b'x'; 1_300];
         let sink = Arc::new(Clocked::default());
         let producer = Producer::new(sink.clone(), None, bridge_core::retry::Backoff::default());
@@ -884,17 +1015,33 @@ mod tests {
             })
             .collect();
         let lambda_timeout = Duration::from_secs(15 * 60);
-        let start = Instant::now();
-        send(&mut stream, &records, "events/2026/10/01/00/x", &Metrics::new())
+        // A Lambda's budget: its timeout less the command's margin.
+        let budget = lambda_timeout - Duration::from_secs(120);
+        let (mut next, mut invocations) = (0, 0);
+        while next < records.len() {
+            invocations += 1;
+            let start = Instant::now();
+            let sent = send(
+                &mut stream,
+                &records,
+                next,
+                "events/2026/10/01/00/x",
+                Some(start + budget),
+                &Metrics::new(),
+            )
             .await
             .unwrap();
-        let took = start.elapsed();
-        assert!(
-            took <= lambda_timeout,
-            "writing one 128 MiB object took {} s at a tenth of a shard; a Lambda invocation has {} s at most, and \
-             stops only between objects",
-            took.as_secs(),
-            lambda_timeout.as_secs()
-        );
+            assert!(start.elapsed() <= lambda_timeout, "{:?}", start.elapsed());
+            assert!(
+                sent.next > next,
+                "invocation {invocations} made no progress"
+            );
+            next = sent.next;
+            assert!(invocations < 5);
+        }
+        assert_eq!(invocations, 2);
+        let put: usize = sink.calls.lock().unwrap().iter().map(|(_, b)| *b).sum();
+        let each = 1_300 + "install-0".len();
+        assert!(put >= 100_000 * each && put < 100_000 * (each + 3), "{put}");
     }
 }
