@@ -686,3 +686,57 @@ async fn attack_sessions_started_by_a_resend_across_midnight_differ_from_the_rol
         );
     }
 }
+
+/// Should hold: every saved query counts an event once however often the stream repeats it (README: "Every one
+/// removes the streams' at-least-once repeats"). Instead, a sign-in whose trigger call Cognito retried across
+/// midnight (same `event_id`: the trigger's nonce; `timestamp` the invocation time of each call) is counted on
+/// both days by `sign_ins.sql` (`count(DISTINCT event_id)` per `dt`), and so is an app event re-sent across
+/// midnight by `events_by_attribute.sql`: one sign-in, two in the month's sum; one level.complete, two. (The
+/// rollup counts the sign-in twice as well; `sessions`, `revenue` and `funnel` keep the first copy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_distinct_per_day_counts_a_repeat_across_midnight_twice() {
+    let pool = format!("pool={POOL}");
+    let mut first = devtools::synthetic::auth_event_on(
+        "a0000000000000000000000000000001",
+        "_userauth.sign_in",
+        "trigger",
+        1,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 10).unwrap(),
+        86_399,
+    );
+    first["timestamp"] = "2026-11-10T23:59:59.800Z".into();
+    let mut retry = first.clone();
+    retry["timestamp"] = "2026-11-11T00:00:02.100Z".into();
+    let mut level = attack_app(
+        "e0000000000000000000000000000002",
+        "level.complete",
+        Some("anon-2"),
+        None,
+        "2026-11-10T23:59:59.990Z",
+        "2026-11-10T23:59:59.995Z",
+        Some("s2"),
+    );
+    level["properties"] = json!({"level": "3"});
+    let mut level_again = level.clone();
+    level_again["timestamp"] = "2026-11-11T00:00:00.010Z".into();
+    level_again["received_at"] = "2026-11-11T00:00:00.020Z".into();
+    let docs = [first, retry, level, level_again];
+    let (root, _) = attack_setup("resend-midnight-distinct", &docs).await;
+    let sign_ins = query(&root, "sign_ins", &[]);
+    let total: i64 = sign_ins
+        .iter()
+        .filter(|r| r["scope"] == pool && r["origin"] == "trigger")
+        .map(|r| int(&r["sign_ins"]))
+        .sum();
+    let by_attribute = query(
+        &root,
+        "events_by_attribute",
+        &["level.complete", "level", "2026-11-01", "2026-11-30"],
+    );
+    let events: i64 = by_attribute.iter().map(|r| int(&r["events"])).sum();
+    assert_eq!(
+        (total, events),
+        (1, 1),
+        "one sign-in and one level.complete, each delivered twice: {sign_ins:?} {by_attribute:?}"
+    );
+}
