@@ -740,3 +740,43 @@ async fn attack_distinct_per_day_counts_a_repeat_across_midnight_twice() {
         "one sign-in and one level.complete, each delivered twice: {sign_ins:?} {by_attribute:?}"
     );
 }
+
+/// Should hold: `revenue.sql` gives each day's revenue whatever one client writes (its doc: "one without a price
+/// is not counted"). Instead, one `_monetization.purchase` whose `_item_price` is a text attribute that is not a
+/// number (`"0,99"`, a decimal comma; the forwarder checks property names and lengths, never this attribute's
+/// type) makes `CAST(... AS DOUBLE)` fail, and the whole query with it: on DuckDB (shown here) and on Trino,
+/// where a failed CAST of a varchar to double is an error too (TRY_CAST is the form both engines turn into NULL:
+/// https://trino.io/docs/current/functions/conversion.html#try_cast). The same holds for `_quantity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revenue_fails_on_one_purchase_with_a_text_price() {
+    let mut good = attack_app(
+        "e0000000000000000000000000000003",
+        "_monetization.purchase",
+        Some("anon-3"),
+        None,
+        "2026-11-12T10:00:00.000Z",
+        "2026-11-12T10:00:00.000Z",
+        Some("s3"),
+    );
+    good["properties"] = json!({"_currency": "USD", "_item_price": 0.99, "_quantity": 1.0});
+    let mut bad = attack_app(
+        "e0000000000000000000000000000004",
+        "_monetization.purchase",
+        Some("anon-4"),
+        None,
+        "2026-11-12T11:00:00.000Z",
+        "2026-11-12T11:00:00.000Z",
+        Some("s4"),
+    );
+    bad["properties"] = json!({"_currency": "EUR", "_item_price": "0,99"});
+    let root = attack_dir("revenue-text-price");
+    devtools::warehouse::write(&root, &[good, bad], 40).unwrap();
+    let rows = try_query(&root, "revenue", &[]).unwrap_or_else(|e| {
+        panic!("one client's purchase with a text price breaks the revenue query: {e}")
+    });
+    let usd = rows
+        .iter()
+        .find(|r| r["currency"] == "USD")
+        .and_then(|r| r["revenue"].as_f64());
+    assert_eq!(usd, Some(0.99), "{rows:?}");
+}
