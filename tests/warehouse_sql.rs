@@ -780,3 +780,53 @@ async fn attack_revenue_fails_on_one_purchase_with_a_text_price() {
         .and_then(|r| r["revenue"].as_f64());
     assert_eq!(usd, Some(0.99), "{rows:?}");
 }
+
+/// Should hold: the funnel gives one answer on both engines, the one the proof test's own `funnel` computes (a
+/// later step within `window_s` whole seconds of the first step, as Trino's `date_diff('second', ...)` counts:
+/// "Returns timestamp2 - timestamp1 expressed in terms of unit", https://trino.io/docs/current/functions/datetime.html#date_diff).
+/// Instead, DuckDB's `date_diff` counts the second *boundaries* crossed, not whole seconds elapsed
+/// (https://duckdb.org/docs/stable/sql/functions/timestamp): a
+/// level.complete 3600.2 s after a `_session.start` at .900 crosses 3601 boundaries, so with a 3600 s window
+/// DuckDB drops the actor from step 2 while Trino (3600 whole seconds) and the test's reference keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_funnel_window_differs_between_engines_at_the_second() {
+    let start = attack_app(
+        "e0000000000000000000000000000005",
+        "_session.start",
+        Some("anon-5"),
+        None,
+        "2026-11-13T10:00:00.900Z",
+        "2026-11-13T10:00:00.900Z",
+        Some("s5"),
+    );
+    let step = attack_app(
+        "e0000000000000000000000000000006",
+        "level.complete",
+        Some("anon-5"),
+        None,
+        "2026-11-13T11:00:01.100Z",
+        "2026-11-13T11:00:01.100Z",
+        Some("s5"),
+    );
+    let docs = [start, step];
+    let root = attack_dir("funnel-second");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let rows = query(
+        &root,
+        "funnel",
+        &[
+            "3600",
+            "_session.start",
+            "level.complete",
+            "",
+            "",
+            "",
+            "2026-11-01",
+            "2026-11-30",
+        ],
+    );
+    let got: Vec<u64> = rows.iter().map(|r| int(&r["actors"]) as u64).collect();
+    let mut expected = funnel(&docs, &["_session.start", "level.complete"], 3_600);
+    expected.extend([0, 0, 0]);
+    assert_eq!(got, expected, "{rows:?}");
+}
