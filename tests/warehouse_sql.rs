@@ -856,3 +856,29 @@ fn attack_execute_names_prepared_statements_the_template_does_not_create() {
         "EXECUTE needs a prepared statement; the template has none for {missing:?}"
     );
 }
+
+/// Should hold: Athena reads every record the forwarders write, as DuckDB does (`scripts/sql`). Instead, the
+/// Glue tables use the OpenX JSON SerDe with its default `case.insensitive = TRUE`, which lower-cases every JSON
+/// key, map keys included ("When set to TRUE, the SerDe converts all uppercase columns to lowercase"; and it
+/// "does not allow duplicate keys in map or struct key names":
+/// https://docs.aws.amazon.com/athena/latest/ug/openx-json-serde.html; the SerDe's JSONObject lower-cases each
+/// key as it parses and `putOnce` throws on a repeat). app-event/v1 allows property (and trait) names that differ
+/// only in case (`Level` and `level`; the forwarder checks each name against a pattern of letters of any case):
+/// such a record fails every Athena query over its partition with HIVE_CURSOR_ERROR (Duplicate key), and
+/// `events_by_attribute` for a camelCase attribute (`levelName`) finds values on DuckDB and none on Athena.
+#[test]
+fn attack_openx_serde_lowercases_property_keys() {
+    let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
+    let serdes = template
+        .matches("SerializationLibrary: org.openx.data.jsonserde.JsonSerDe")
+        .count();
+    assert_eq!(serdes, 3);
+    let case_sensitive = template
+        .matches("case.insensitive: \"false\"")
+        .count()
+        .max(template.matches("case.insensitive: \"FALSE\"").count());
+    assert_eq!(
+        case_sensitive, serdes,
+        "each OpenX SerDe must keep the case of JSON keys (SerdeInfo Parameters case.insensitive: \"false\")"
+    );
+}
