@@ -919,3 +919,26 @@ fn attack_saved_queries_scan_all_history() {
         "saved queries that read every partition: {unbounded:?}"
     );
 }
+
+/// Should hold: SQL and rollup put an event on the same day. The rollup takes the UTC day of `timestamp`
+/// (`activity::day_of`: parsed as RFC 3339, converted to UTC); Firehose partitions by its first 10 characters
+/// (`{dt: .timestamp[0:10]}`), the local day of whatever offset the record carries, and every query groups by
+/// `dt`. Both schemas allow any RFC 3339 offset (`format: date-time`); today's forwarders write `Z`, so this is
+/// latent: a sign-in at `2026-11-05T01:00:00.000+02:00` is the 4th's active user on the dashboard and the 5th's
+/// in SQL (and the funnel's `substr(timestamp, 1, 23)` drops the offset: two hours off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_timestamp_with_an_offset_lands_on_another_day() {
+    let pool = format!("pool={POOL}");
+    let mut e = devtools::synthetic::auth_event_on(
+        "a0000000000000000000000000000007",
+        "_userauth.sign_in",
+        "trigger",
+        7,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 5).unwrap(),
+        3_600,
+    );
+    e["timestamp"] = "2026-11-05T01:00:00.000+02:00".into();
+    let (root, store) = attack_setup("offset", &[e]).await;
+    let diff = attack_diff(&root, &store, &[&pool], &["2026-11-04", "2026-11-05"]).await;
+    assert!(diff.is_empty(), "SQL vs rollup: {diff:?}");
+}
