@@ -472,3 +472,473 @@ async fn every_saved_query_gives_the_rollups_numbers() {
         let _ = std::fs::remove_dir_all(&root);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attacks: inputs the generated month does not have. Each writes its own warehouse, rolls the same records up with
+// the real rollup, runs the saved queries, and compares.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A warehouse folder of its own per attack (tests run in parallel in one process).
+fn attack_dir(name: &str) -> PathBuf {
+    let dir = e2e::root()
+        .join("target")
+        .join(format!("warehouse-sql-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `docs` written as Firehose delivers them and rolled up by the real rollup.
+async fn attack_setup(name: &str, docs: &[Value]) -> (PathBuf, RollupStore) {
+    let root = attack_dir(name);
+    devtools::warehouse::write(&root, docs, 40).unwrap();
+    let store = roll_up(docs).await;
+    (root, store)
+}
+
+/// An app event as app-event-forwarder writes it (`received_at` the arrival, `timestamp` the event's time).
+fn attack_app(
+    id: &str,
+    event: &str,
+    anonymous_id: Option<&str>,
+    user_id: Option<&str>,
+    timestamp: &str,
+    received_at: &str,
+    session: Option<&str>,
+) -> Value {
+    json!({"schema": "app-event/v1", "event_id": id, "type": "track", "event": event,
+           "anonymous_id": anonymous_id, "user_id": user_id, "timestamp": timestamp, "received_at": received_at,
+           "sent_at": null,
+           "clock": {"time_source": "client", "original_timestamp": timestamp, "offset_ms": null},
+           "session": session.map(|s| json!({"id": s, "start": timestamp, "stop": null, "duration_ms": null})),
+           "context": {"platform": "web", "app_version": "1.4.0", "app_build": null, "app_id": null,
+                       "app_package": null, "sdk": null, "identity_pool_id": null, "locale": "en-US",
+                       "device_id": "device-1", "os": null, "os_version": null, "model": null, "make": null,
+                       "session_id": session, "session_start": session.map(|_| timestamp),
+                       "input_shape": "ours", "anonymous_id_source": "event"},
+           "properties": {}, "traits": {},
+           "source": {"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events-source",
+                      "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
+}
+
+/// The rollup's counter `key` of `scope` on `dt`.
+async fn rollup_counter(store: &RollupStore, scope: &str, dt: &str, key: &str) -> i64 {
+    let d = chrono::NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap();
+    store
+        .day_counters(scope, d)
+        .await
+        .unwrap()
+        .get(key)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The integer column `col` of the row of `rows` on `dt` (and `scope`, when given), 0 when none.
+fn sql_at(rows: &[Value], dt: &str, scope: Option<&str>, col: &str) -> i64 {
+    rows.iter()
+        .find(|r| r["dt"] == dt && scope.is_none_or(|s| r["scope"] == s))
+        .map_or(0, |r| int(&r[col]))
+}
+
+/// Every figure the rollup keeps and a saved query gives, for `scopes` and `days`: the differences, as
+/// `(day, scope, figure, sql, rollup)`.
+async fn attack_diff(
+    root: &Path,
+    store: &RollupStore,
+    scopes: &[&str],
+    days: &[&str],
+) -> Vec<(String, String, String, i64, i64)> {
+    let dau = query(root, "daily_active_users", &[]);
+    let new = query(root, "new_users", &[]);
+    let retention = query(root, "retention_7day", &[]);
+    let sign_ins = query(root, "sign_ins", &[]);
+    let failures = query(root, "auth_failures", &[]);
+    let sessions = query(root, "sessions", &[]);
+    let mut out = Vec::new();
+    for dt in days {
+        for scope in scopes {
+            let c = {
+                let d = chrono::NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap();
+                store.day_counters(scope, d).await.unwrap()
+            };
+            let get = |k: &str| c.get(k).copied().unwrap_or(0);
+            let mut pairs: Vec<(String, i64, i64)> = Vec::new();
+            if *scope == "app" {
+                for def in ["session_users", "session_devices"] {
+                    let got = dau
+                        .iter()
+                        .find(|r| r["dt"] == *dt && r["definition"] == def)
+                        .map_or(0, |r| int(&r["active"]));
+                    pairs.push((format!("{def}.active"), got, get(&format!("{def}.active"))));
+                }
+                pairs.push((
+                    "app.sessions".into(),
+                    sql_at(&sessions, dt, None, "sessions_started"),
+                    get("app.sessions"),
+                ));
+            } else {
+                let got = dau
+                    .iter()
+                    .find(|r| {
+                        r["dt"] == *dt
+                            && r["definition"] == "authenticating_users"
+                            && r["scope"] == *scope
+                    })
+                    .map_or(0, |r| int(&r["active"]));
+                pairs.push((
+                    "authenticating_users.active".into(),
+                    got,
+                    get("authenticating_users.active"),
+                ));
+                pairs.push((
+                    "authenticating_users.new".into(),
+                    sql_at(&new, dt, Some(scope), "new_users"),
+                    get("authenticating_users.new"),
+                ));
+                pairs.push((
+                    "authenticating_users.retained7".into(),
+                    sql_at(&retention, dt, Some(scope), "retained7"),
+                    get("authenticating_users.retained7"),
+                ));
+                for origin in ["trigger", "activity_log", "pinpoint", "snapshot"] {
+                    let row = sign_ins
+                        .iter()
+                        .find(|r| r["dt"] == *dt && r["scope"] == *scope && r["origin"] == origin);
+                    for col in ["sign_ins", "sign_in_attempts", "sign_ups", "token_refreshes"] {
+                        pairs.push((
+                            format!("{origin}.{col}"),
+                            row.map_or(0, |r| int(&r[col])),
+                            get(&format!("{origin}.{col}")),
+                        ));
+                    }
+                }
+                let row = failures
+                    .iter()
+                    .find(|r| r["dt"] == *dt && r["scope"] == *scope);
+                let origin = row.map_or("activity_log", |r| r["origin"].as_str().unwrap());
+                pairs.push((
+                    format!("{origin}.auth_failures"),
+                    row.map_or(0, |r| int(&r["failures"])),
+                    get(&format!("{origin}.auth_failures")),
+                ));
+            }
+            for (k, a, b) in pairs {
+                if a != b {
+                    out.push((dt.to_string(), scope.to_string(), k, a, b));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs a saved query with DuckDB: its rows, or the engine's error.
+fn try_query(root: &Path, name: &str, params: &[&str]) -> Result<Vec<Value>, String> {
+    let out = std::process::Command::new(e2e::root().join(".venv/bin/python"))
+        .arg(e2e::root().join("scripts/sql"))
+        .arg("--warehouse")
+        .arg(root)
+        .arg(e2e::root().join("queries").join(format!("{name}.sql")))
+        .args(params)
+        .output()
+        .expect(".venv/bin/python (make tools installs it, with DuckDB)");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Ok(rows.as_array().unwrap().clone())
+}
+
+/// Should hold: `sessions.sql`'s sessions started equal the rollup's `app.sessions` of the same day (README: "all
+/// equal to the rollup table's for the same day"). Instead, a `_session.start` re-sent across midnight (same
+/// `event_id`, a `timestamp` a few ms later: a `client_corrected` time moved by a new clock offset, or a
+/// `client_clamped` one dated at its new arrival) is counted by the rollup on both days (its per-day counted ids
+/// and markers do not see the other day's copy), while the query keeps only the first copy (row_number over
+/// `event_id`): the 11th shows 0 sessions in SQL and 1 on the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_sessions_started_by_a_resend_across_midnight_differ_from_the_rollup() {
+    let docs = [
+        attack_app(
+            "e0000000000000000000000000000001",
+            "_session.start",
+            Some("anon-1"),
+            None,
+            "2026-11-10T23:59:59.990Z",
+            "2026-11-10T23:59:59.995Z",
+            Some("s1"),
+        ),
+        attack_app(
+            "e0000000000000000000000000000001",
+            "_session.start",
+            Some("anon-1"),
+            None,
+            "2026-11-11T00:00:00.020Z",
+            "2026-11-11T00:00:00.030Z",
+            Some("s1"),
+        ),
+    ];
+    let (root, store) = attack_setup("resend-midnight-sessions", &docs).await;
+    let sessions = query(&root, "sessions", &[]);
+    for dt in ["2026-11-10", "2026-11-11"] {
+        assert_eq!(
+            sql_at(&sessions, dt, None, "sessions_started"),
+            rollup_counter(&store, "app", dt, "app.sessions").await,
+            "{dt}: sessions started, SQL vs rollup"
+        );
+    }
+}
+
+/// Should hold: every saved query counts an event once however often the stream repeats it (README: "Every one
+/// removes the streams' at-least-once repeats"). Instead, a sign-in whose trigger call Cognito retried across
+/// midnight (same `event_id`: the trigger's nonce; `timestamp` the invocation time of each call) is counted on
+/// both days by `sign_ins.sql` (`count(DISTINCT event_id)` per `dt`), and so is an app event re-sent across
+/// midnight by `events_by_attribute.sql`: one sign-in, two in the month's sum; one level.complete, two. (The
+/// rollup counts the sign-in twice as well; `sessions`, `revenue` and `funnel` keep the first copy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_distinct_per_day_counts_a_repeat_across_midnight_twice() {
+    let pool = format!("pool={POOL}");
+    let mut first = devtools::synthetic::auth_event_on(
+        "a0000000000000000000000000000001",
+        "_userauth.sign_in",
+        "trigger",
+        1,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 10).unwrap(),
+        86_399,
+    );
+    first["timestamp"] = "2026-11-10T23:59:59.800Z".into();
+    let mut retry = first.clone();
+    retry["timestamp"] = "2026-11-11T00:00:02.100Z".into();
+    let mut level = attack_app(
+        "e0000000000000000000000000000002",
+        "level.complete",
+        Some("anon-2"),
+        None,
+        "2026-11-10T23:59:59.990Z",
+        "2026-11-10T23:59:59.995Z",
+        Some("s2"),
+    );
+    level["properties"] = json!({"level": "3"});
+    let mut level_again = level.clone();
+    level_again["timestamp"] = "2026-11-11T00:00:00.010Z".into();
+    level_again["received_at"] = "2026-11-11T00:00:00.020Z".into();
+    let docs = [first, retry, level, level_again];
+    let (root, _) = attack_setup("resend-midnight-distinct", &docs).await;
+    let sign_ins = query(&root, "sign_ins", &[]);
+    let total: i64 = sign_ins
+        .iter()
+        .filter(|r| r["scope"] == pool && r["origin"] == "trigger")
+        .map(|r| int(&r["sign_ins"]))
+        .sum();
+    let by_attribute = query(
+        &root,
+        "events_by_attribute",
+        &["level.complete", "level", "2026-11-01", "2026-11-30"],
+    );
+    let events: i64 = by_attribute.iter().map(|r| int(&r["events"])).sum();
+    assert_eq!(
+        (total, events),
+        (1, 1),
+        "one sign-in and one level.complete, each delivered twice: {sign_ins:?} {by_attribute:?}"
+    );
+}
+
+/// Should hold: `revenue.sql` gives each day's revenue whatever one client writes (its doc: "one without a price
+/// is not counted"). Instead, one `_monetization.purchase` whose `_item_price` is a text attribute that is not a
+/// number (`"0,99"`, a decimal comma; the forwarder checks property names and lengths, never this attribute's
+/// type) makes `CAST(... AS DOUBLE)` fail, and the whole query with it: on DuckDB (shown here) and on Trino,
+/// where a failed CAST of a varchar to double is an error too (TRY_CAST is the form both engines turn into NULL:
+/// https://trino.io/docs/current/functions/conversion.html#try_cast). The same holds for `_quantity`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revenue_fails_on_one_purchase_with_a_text_price() {
+    let mut good = attack_app(
+        "e0000000000000000000000000000003",
+        "_monetization.purchase",
+        Some("anon-3"),
+        None,
+        "2026-11-12T10:00:00.000Z",
+        "2026-11-12T10:00:00.000Z",
+        Some("s3"),
+    );
+    good["properties"] = json!({"_currency": "USD", "_item_price": 0.99, "_quantity": 1.0});
+    let mut bad = attack_app(
+        "e0000000000000000000000000000004",
+        "_monetization.purchase",
+        Some("anon-4"),
+        None,
+        "2026-11-12T11:00:00.000Z",
+        "2026-11-12T11:00:00.000Z",
+        Some("s4"),
+    );
+    bad["properties"] = json!({"_currency": "EUR", "_item_price": "0,99"});
+    let root = attack_dir("revenue-text-price");
+    devtools::warehouse::write(&root, &[good, bad], 40).unwrap();
+    let rows = try_query(&root, "revenue", &[]).unwrap_or_else(|e| {
+        panic!("one client's purchase with a text price breaks the revenue query: {e}")
+    });
+    let usd = rows
+        .iter()
+        .find(|r| r["currency"] == "USD")
+        .and_then(|r| r["revenue"].as_f64());
+    assert_eq!(usd, Some(0.99), "{rows:?}");
+}
+
+/// Should hold: the funnel gives one answer on both engines, the one the proof test's own `funnel` computes (a
+/// later step within `window_s` whole seconds of the first step, as Trino's `date_diff('second', ...)` counts:
+/// "Returns timestamp2 - timestamp1 expressed in terms of unit", https://trino.io/docs/current/functions/datetime.html#date_diff).
+/// Instead, DuckDB's `date_diff` counts the second *boundaries* crossed, not whole seconds elapsed
+/// (https://duckdb.org/docs/stable/sql/functions/timestamp): a
+/// level.complete 3600.2 s after a `_session.start` at .900 crosses 3601 boundaries, so with a 3600 s window
+/// DuckDB drops the actor from step 2 while Trino (3600 whole seconds) and the test's reference keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_funnel_window_differs_between_engines_at_the_second() {
+    let start = attack_app(
+        "e0000000000000000000000000000005",
+        "_session.start",
+        Some("anon-5"),
+        None,
+        "2026-11-13T10:00:00.900Z",
+        "2026-11-13T10:00:00.900Z",
+        Some("s5"),
+    );
+    let step = attack_app(
+        "e0000000000000000000000000000006",
+        "level.complete",
+        Some("anon-5"),
+        None,
+        "2026-11-13T11:00:01.100Z",
+        "2026-11-13T11:00:01.100Z",
+        Some("s5"),
+    );
+    let docs = [start, step];
+    let root = attack_dir("funnel-second");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let rows = query(
+        &root,
+        "funnel",
+        &[
+            "3600",
+            "_session.start",
+            "level.complete",
+            "",
+            "",
+            "",
+            "2026-11-01",
+            "2026-11-30",
+        ],
+    );
+    let got: Vec<u64> = rows.iter().map(|r| int(&r["actors"]) as u64).collect();
+    let mut expected = funnel(&docs, &["_session.start", "level.complete"], 3_600);
+    expected.extend([0, 0, 0]);
+    assert_eq!(got, expected, "{rows:?}");
+}
+
+/// Should hold: the README's and the query files' way to run a parameterized query on Athena works on the stack
+/// as deployed: `EXECUTE funnel USING 3600, ...` (funnel.sql and events_by_attribute.sql, line 2). Instead, the
+/// template creates only `AWS::Athena::NamedQuery`s, and Athena's EXECUTE runs a *prepared statement*, made by
+/// PREPARE or an `AWS::Athena::PreparedStatement` ("To create a prepared statement, use PREPARE":
+/// https://docs.aws.amazon.com/athena/latest/ug/sql-execute.html): a saved query is not one, so the documented
+/// EXECUTE fails until the user prepares the statement by hand.
+#[test]
+fn attack_execute_names_prepared_statements_the_template_does_not_create() {
+    let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
+    let mut missing = Vec::new();
+    for name in ["funnel", "events_by_attribute"] {
+        let sql =
+            std::fs::read_to_string(e2e::root().join(format!("queries/{name}.sql"))).unwrap();
+        assert!(sql.contains(&format!("EXECUTE {name} USING")), "{name}");
+        let prepared = template.contains("AWS::Athena::PreparedStatement")
+            && template.contains(&format!("StatementName: {name}"));
+        if !prepared {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "EXECUTE needs a prepared statement; the template has none for {missing:?}"
+    );
+}
+
+/// Should hold: Athena reads every record the forwarders write, as DuckDB does (`scripts/sql`). Instead, the
+/// Glue tables use the OpenX JSON SerDe with its default `case.insensitive = TRUE`, which lower-cases every JSON
+/// key, map keys included ("When set to TRUE, the SerDe converts all uppercase columns to lowercase"; and it
+/// "does not allow duplicate keys in map or struct key names":
+/// https://docs.aws.amazon.com/athena/latest/ug/openx-json-serde.html; the SerDe's JSONObject lower-cases each
+/// key as it parses and `putOnce` throws on a repeat). app-event/v1 allows property (and trait) names that differ
+/// only in case (`Level` and `level`; the forwarder checks each name against a pattern of letters of any case):
+/// such a record fails every Athena query over its partition with HIVE_CURSOR_ERROR (Duplicate key), and
+/// `events_by_attribute` for a camelCase attribute (`levelName`) finds values on DuckDB and none on Athena.
+#[test]
+fn attack_openx_serde_lowercases_property_keys() {
+    let template = std::fs::read_to_string(e2e::root().join("infra/template.yaml")).unwrap();
+    let serdes = template
+        .matches("SerializationLibrary: org.openx.data.jsonserde.JsonSerDe")
+        .count();
+    assert_eq!(serdes, 3);
+    let case_sensitive = template
+        .matches("case.insensitive: \"false\"")
+        .count()
+        .max(template.matches("case.insensitive: \"FALSE\"").count());
+    assert_eq!(
+        case_sensitive, serdes,
+        "each OpenX SerDe must keep the case of JSON keys (SerdeInfo Parameters case.insensitive: \"false\")"
+    );
+}
+
+/// Should hold: a saved query run in the stack's workgroup reads only the days it names (README: "Filter on dt:
+/// a query reads only the days it names"), so that it stays under the workgroup's
+/// `BytesScannedCutoffPerQuery` (`WarehouseQueryScanLimitBytes`, 10 GB by default; Athena cancels a query past
+/// it: https://docs.aws.amazon.com/athena/latest/ug/workgroups-setting-control-limits-cloudwatch.html). Instead,
+/// nine of the ten saved queries have no `dt` bound at all, and the funnel's bound applies to step 1 only after
+/// a window over every event: each reads the whole history since 2015. By the README's own figures (1M users:
+/// 105 GB of app-event JSON a month, 5.3 GB GZIP at the measured ratio, 13 GB at the prudent one) `sessions`,
+/// `revenue`, `funnel` and the active-user queries pass 10 GB in the first or second month and are cancelled.
+#[test]
+fn attack_saved_queries_scan_all_history() {
+    let mut unbounded = Vec::new();
+    for entry in std::fs::read_dir(e2e::root().join("queries")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "sql") {
+            continue;
+        }
+        let sql = std::fs::read_to_string(&path).unwrap();
+        // Every table read must be bounded by dt where it is read (the FROM's own WHERE).
+        let bounded = sql
+            .split("FROM ")
+            .skip(1)
+            .filter(|part| part.starts_with("app_events") || part.starts_with("auth_events"))
+            .all(|part| {
+                let clause = part.split(['(', ')']).next().unwrap_or_default();
+                clause.contains("dt BETWEEN") || clause.contains("dt >=")
+            });
+        if !bounded {
+            unbounded.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    unbounded.sort();
+    assert!(
+        unbounded.is_empty(),
+        "saved queries that read every partition: {unbounded:?}"
+    );
+}
+
+/// Should hold: SQL and rollup put an event on the same day. The rollup takes the UTC day of `timestamp`
+/// (`activity::day_of`: parsed as RFC 3339, converted to UTC); Firehose partitions by its first 10 characters
+/// (`{dt: .timestamp[0:10]}`), the local day of whatever offset the record carries, and every query groups by
+/// `dt`. Both schemas allow any RFC 3339 offset (`format: date-time`); today's forwarders write `Z`, so this is
+/// latent: a sign-in at `2026-11-05T01:00:00.000+02:00` is the 4th's active user on the dashboard and the 5th's
+/// in SQL (and the funnel's `substr(timestamp, 1, 23)` drops the offset: two hours off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_timestamp_with_an_offset_lands_on_another_day() {
+    let pool = format!("pool={POOL}");
+    let mut e = devtools::synthetic::auth_event_on(
+        "a0000000000000000000000000000007",
+        "_userauth.sign_in",
+        "trigger",
+        7,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 5).unwrap(),
+        3_600,
+    );
+    e["timestamp"] = "2026-11-05T01:00:00.000+02:00".into();
+    let (root, store) = attack_setup("offset", &[e]).await;
+    let diff = attack_diff(&root, &store, &[&pool], &["2026-11-04", "2026-11-05"]).await;
+    assert!(diff.is_empty(), "SQL vs rollup: {diff:?}");
+}
