@@ -1,11 +1,11 @@
--- Authentication failures and the sign-in success rate per UTC day and user pool: from the user-activity log (only it sees failures), else from a backfilled Pinpoint archive.
--- Deduplication: distinct event_id.
+-- Authentication failures and the sign-in success rate per UTC day and user pool: from the user-activity log (only it sees failures), else from a backfilled Pinpoint archive. Parameters: first day, last day (YYYY-MM-DD).
+-- Repeats: distinct event_id per day. On Athena: EXECUTE auth_failures USING '2026-11-01', '2026-11-30'
 WITH counts AS (
   SELECT dt, user_pool_id, origin,
          count(DISTINCT CASE WHEN type = '_userauth.sign_in' THEN event_id END) AS sign_ins,
          count(DISTINCT CASE WHEN type = '_userauth.auth_fail' THEN event_id END) AS failures
   FROM auth_events
-  WHERE origin IN ('activity_log', 'pinpoint')
+  WHERE dt BETWEEN ? AND ? AND origin IN ('activity_log', 'pinpoint')
   GROUP BY dt, user_pool_id, origin
 ),
 ranked AS (

@@ -1,15 +1,17 @@
--- Monthly active users per calendar month (UTC), both definitions: Pinpoint's "active users month-to-date".
--- Deduplication: distinct actors.
+-- Monthly active users per calendar month (UTC), both definitions: Pinpoint's "active users month-to-date". Parameters: first day, last day (YYYY-MM-DD; whole months: the first and the last day of a month), then the same two again (one pair per table read).
+-- Repeats: distinct actors. On Athena: EXECUTE monthly_active_users USING '2026-11-01', '2026-11-30', '2026-11-01', '2026-11-30'
 WITH auth AS (
   SELECT substr(dt, 1, 7) AS month, user_pool_id AS scope, user_sub AS actor
   FROM auth_events
-  WHERE type IN ('_userauth.sign_in', '_userauth.tokens_issued', '_userauth.token_refresh')
+  WHERE dt BETWEEN ? AND ?
+    AND type IN ('_userauth.sign_in', '_userauth.tokens_issued', '_userauth.token_refresh')
     AND user_sub IS NOT NULL
 ),
 app AS (
   SELECT substr(dt, 1, 7) AS month, COALESCE(anonymous_id, user_id) AS actor, context.device_id AS device
   FROM app_events
-  WHERE event = '_session.start' OR session.id IS NOT NULL OR context.session_id IS NOT NULL
+  WHERE dt BETWEEN ? AND ?
+    AND (event = '_session.start' OR session.id IS NOT NULL OR context.session_id IS NOT NULL)
 )
 SELECT month, 'authenticating_users' AS definition, 'pool=' || scope AS scope, count(DISTINCT actor) AS active
 FROM auth GROUP BY month, scope

@@ -1,9 +1,10 @@
--- 7-day retention per cohort day (Pinpoint's): of a day's authenticating users, those active again on any of the 7 days after.
--- Deduplication: distinct actors per day.
+-- 7-day retention per cohort day (Pinpoint's): of a day's authenticating users, those active again on any of the 7 days after. Parameters: first cohort day, then the day 7 days after the last cohort day (YYYY-MM-DD): the last 7 days read are complete only as returns, like the dashboard's.
+-- Repeats: distinct actors per day. On Athena: EXECUTE retention_7day USING '2026-11-01', '2026-12-07'
 WITH active AS (
   SELECT DISTINCT user_pool_id AS scope, user_sub AS actor, CAST(dt AS DATE) AS day
   FROM auth_events
-  WHERE type IN ('_userauth.sign_in', '_userauth.tokens_issued', '_userauth.token_refresh')
+  WHERE dt BETWEEN ? AND ?
+    AND type IN ('_userauth.sign_in', '_userauth.tokens_issued', '_userauth.token_refresh')
     AND user_sub IS NOT NULL
 )
 SELECT CAST(a.day AS VARCHAR) AS dt, 'pool=' || a.scope AS scope,

@@ -1,9 +1,10 @@
--- Sessions per UTC day: started (_session.start), ended (_session.stop), and engaged sessions by Clickstream Analytics on AWS's definition: longer than 10 s (the stop event's duration, else its start and stop), or at least 2 screen or page views.
--- Deduplication: the first copy of each event_id; a session is its id, on the day it started.
+-- Sessions per UTC day: started (_session.start), ended (_session.stop), and engaged sessions by Clickstream Analytics on AWS's definition: longer than 10 s (the stop event's duration, else its start and stop), or at least 2 screen or page views. Parameters: first day, last day (YYYY-MM-DD).
+-- Repeats: the first copy of each event_id per day; a session is its id, on the first day it has events. On Athena: EXECUTE sessions USING '2026-11-01', '2026-11-30'
 WITH e AS (
   SELECT dt, event, event_id, session.id AS session_id, session.duration_ms AS duration_ms,
-         row_number() OVER (PARTITION BY event_id ORDER BY received_at) AS copy
+         row_number() OVER (PARTITION BY dt, event_id ORDER BY received_at) AS copy
   FROM app_events
+  WHERE dt BETWEEN ? AND ?
 ),
 counts AS (
   SELECT dt,
@@ -14,7 +15,7 @@ counts AS (
 ),
 per_session AS (
   SELECT session_id, min(dt) AS dt, max(duration_ms) AS duration_ms,
-         count(CASE WHEN event IN ('_screen_view', 'pageView', '_page_view') THEN 1 END) AS views
+         count(DISTINCT CASE WHEN event IN ('_screen_view', 'pageView', '_page_view') THEN event_id END) AS views
   FROM e WHERE copy = 1 AND session_id IS NOT NULL
   GROUP BY session_id
 ),
