@@ -103,8 +103,10 @@ demo: tools ## The whole pipeline on a local moto server: every function's binar
 	scripts/with-moto bash -c '$(BINS)/demo && \
 	  $(BINS)/report --table rollup-table --from 2026-10-01 --to 2026-11-30 --out target/report'
 	@echo "== two saved queries (queries/*.sql) over the demo's warehouse (target/demo-warehouse), with DuckDB"
-	$(VENV)/bin/python scripts/sql --warehouse target/demo-warehouse --table queries/monthly_active_users.sql
-	$(VENV)/bin/python scripts/sql --warehouse target/demo-warehouse --table queries/auth_failures.sql
+	$(VENV)/bin/python scripts/sql --warehouse target/demo-warehouse --table queries/monthly_active_users.sql \
+	  2026-10-01 2026-11-30 2026-10-01 2026-11-30
+	$(VENV)/bin/python scripts/sql --warehouse target/demo-warehouse --table queries/auth_failures.sql \
+	  2026-10-01 2026-11-30
 
 local: tools ## Every function's real binary on a local emulator, driven from its streams with the template's mapping settings; Ctrl-C stops everything.
 	cargo build --workspace --bins
