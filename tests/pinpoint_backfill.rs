@@ -1147,3 +1147,25 @@ async fn a_start_reads_the_listings_not_every_checkpoint() {
         "a second run over 300 finished objects made {gets} GET requests before finding nothing to do\n{out}"
     );
 }
+
+/// Pinpoint's auth events name their user only when the endpoint had one (`client.user_id`; AWS publishes no
+/// example of the record): one without it is written (its sign-in counts), and the summary says how many have no
+/// user, so a team sees at once when its archive's sign-ins will give no authenticating users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_events_without_a_user_are_written_and_counted_in_the_summary() {
+    let s = setup().await;
+    let mut record: Value = serde_json::from_str(&sign_in("someone", 0)).unwrap();
+    record["client"].as_object_mut().unwrap().remove("user_id");
+    let body = format!("{record}{}", sign_in("someone-else", 1));
+    upload(&s.aws.s3, &s.archive, &[(hour_key(1), body.into_bytes())])
+        .await
+        .unwrap();
+    let (code, out, _) = s.command(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(s.count(&s.auth_stream).await, 2, "{out}");
+    let note = out
+        .lines()
+        .find(|l| l.contains("written without a user"))
+        .unwrap_or_else(|| panic!("no note in\n{out}"));
+    assert!(note.trim_start().starts_with("1 "), "{note}");
+}

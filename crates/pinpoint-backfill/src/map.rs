@@ -368,6 +368,9 @@ pub struct Counts {
     pub families: BTreeMap<String, Tally>,
     /// Why records were skipped, with how many.
     pub skipped_why: BTreeMap<String, u64>,
+    /// What a team should know of records written, with how many (auth events without a user).
+    #[serde(default)]
+    pub notes: BTreeMap<String, u64>,
     /// The earliest event time written, RFC 3339.
     pub first: Option<String>,
     /// The latest event time written, RFC 3339.
@@ -397,6 +400,9 @@ impl Counts {
         }
         for (why, n) in &other.skipped_why {
             *self.skipped_why.entry(why.clone()).or_default() += n;
+        }
+        for (note, n) in &other.notes {
+            *self.notes.entry(note.clone()).or_default() += n;
         }
         for at in other.first.iter().chain(other.last.iter()) {
             self.span(at);

@@ -169,6 +169,12 @@ pub fn summary(o: &Outcome) -> String {
             b.cut
         );
     }
+    if !all.notes.is_empty() {
+        let _ = writeln!(out, "notes:");
+        for (note, n) in &all.notes {
+            let _ = writeln!(out, "  {:>10}  {note}", thousands(*n));
+        }
+    }
     if !all.skipped_why.is_empty() {
         let _ = writeln!(out, "skipped:");
         for (why, n) in &all.skipped_why {

@@ -36,6 +36,9 @@ pub const FUNCTION_NAME: &str = "pinpoint-backfill";
 pub const SEND_CHUNK: usize = 500;
 /// The most decompressed bytes of one object read (Firehose buffers at most 128 MiB before compression).
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 256 * 1024 * 1024;
+/// The summary's note on auth events written without a user.
+pub const NO_USER: &str = "_userauth.* written without a user (no client.user_id): their sign-ins count, no \
+                           authenticating user does (README, \"Pinpoint's auth events\")";
 /// A dead letter keeps the record's bytes up to this size (larger: the key and offset say where it is).
 pub const DEAD_LETTER_DATA_BYTES: usize = 1024 * 1024;
 /// Objects fetched ahead of the one being written.
@@ -613,12 +616,17 @@ impl Backfill {
                     event.event_id,
                     &mut app,
                 ),
-                Mapped::Auth(event) => (
-                    auth_record(&event).map_err(RunError)?,
-                    event.timestamp,
-                    event.event_id,
-                    &mut auth,
-                ),
+                Mapped::Auth(event) => {
+                    if event.user_sub.is_none() {
+                        *counts.notes.entry(NO_USER.to_owned()).or_default() += 1;
+                    }
+                    (
+                        auth_record(&event).map_err(RunError)?,
+                        event.timestamp,
+                        event.event_id,
+                        &mut auth,
+                    )
+                }
                 Mapped::Skipped { why, .. } => {
                     skip(&mut counts, family, &why);
                     continue;
