@@ -60,11 +60,6 @@ impl Limiter {
         }
     }
 
-    /// The rate.
-    pub fn rate(&self) -> Rate {
-        self.rate
-    }
-
     /// The most records and bytes one request may carry: a second's worth, within PutRecords' own 500 records
     /// and 5 MiB.
     pub fn request_cap(&self) -> (usize, usize) {

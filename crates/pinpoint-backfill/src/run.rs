@@ -2,15 +2,17 @@
 //! ([`crate::archive`]), map them ([`crate::map`]), write them at the allowed rate, dead-letter what cannot be
 //! read, and checkpoint the object.
 //!
-//! **Safe to stop.** An object is checkpointed (one small S3 object under the state prefix, keyed by the run's
-//! settings and the archive key, holding the archive object's ETag and its counts) only after every one of its
-//! records is on a stream or in a dead letter. A run stopped anywhere (Ctrl-C, a crash, `--max-objects`,
-//! `--max-seconds`, a Lambda's deadline) resumes at the first object without a checkpoint; the records of a
-//! half-written object are written again with the same event ids, which the rollup counts once.
+//! **Safe to stop.** An object is checkpointed (one small S3 object under the state prefix, its key made of the
+//! run's identity, the archive key and the object's ETag, holding its counts) only after every one of its records
+//! is on a stream or in a dead letter. A run stopped anywhere (Ctrl-C, a crash, `--max-objects`, `--max-seconds`)
+//! resumes at the first object without a checkpoint; the records of a half-written object are written again with
+//! the same event ids, which the rollup counts once. A run whose time budget (a Lambda's deadline) runs out inside
+//! an object keeps what it wrote (`partial/`), and the next goes on from there.
 //!
 //! **Safe to run twice.** A second run with the same settings skips every checkpointed object whose ETag has not
 //! changed; with other settings (another time range, pool or stream) it has its own checkpoints, and the event ids
-//! still make a repeat count once in the rollup within its replay window (README, "Run it again").
+//! still make a repeat count once in the rollup within its replay window (README, "Safe to stop, safe to run
+//! twice").
 
 use app_events::event::AppEvent;
 use auth_analytics::event::AuthEvent;
@@ -32,8 +34,6 @@ use crate::rate::Limiter;
 
 /// The function name in dead letters.
 pub const FUNCTION_NAME: &str = "pinpoint-backfill";
-/// Records per write (PutRecords takes 500).
-pub const SEND_CHUNK: usize = 500;
 /// The most decompressed bytes of one object read (Firehose buffers at most 128 MiB before compression).
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 256 * 1024 * 1024;
 /// The summary's note on auth events written without a user.
