@@ -1089,3 +1089,73 @@ async fn edge_inputs_give_the_rollups_numbers() {
         3
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Second review's attacks.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The README's repeat rule, for dashboard and SQL alike: "a repeat is the same `event_id` on the same UTC day ...
+/// One event id on two days (a trigger call Cognito retried across midnight, a resend a client dated anew) counts
+/// on each day, on the dashboard and in SQL alike". It holds in the rollup only for the copy that makes its actor
+/// newly active on its day (its id is remembered per day in the history). A copy that makes nobody newly active is
+/// counted by its *event marker*, `ev#<event id>` (crates/active-users/src/plan.rs, store.rs `put_marker`), which
+/// has no day in its key: the second day's copy finds the first day's marker (or, in one batch, the id already
+/// waiting) and is not counted. Input: a `_userauth.sign_in_attempt` (PreAuthentication: no active user) retried
+/// across midnight with the same nonce, and a `_session.start` re-sent across midnight by an install already in a
+/// session on both days. SQL (`sign_ins`, `sessions`: first copy per day) counts each on both days; the dashboard on
+/// the first only: 11-11 shows 1 attempt and 1 session in SQL, 0 on the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_repeat_across_midnight_that_makes_nobody_newly_active_counts_on_each_day() {
+    let pool = format!("pool={POOL}");
+    let mut attempt = devtools::synthetic::auth_event_on(
+        "a00000000000000000000000000000b1",
+        "_userauth.sign_in_attempt",
+        "trigger",
+        31,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 10).unwrap(),
+        86_399,
+    );
+    attempt["timestamp"] = "2026-11-10T23:59:59.800Z".into();
+    let mut retried = attempt.clone();
+    retried["timestamp"] = "2026-11-11T00:00:02.100Z".into();
+    let app = |id: &str, event: &str, t: &str| {
+        attack_app(id, event, Some("anon-b"), None, t, t, Some("sb"))
+    };
+    let docs = [
+        attempt,
+        retried,
+        // The install is in a session on both days before its start arrives.
+        app(
+            "e00000000000000000000000000000b2",
+            "level.complete",
+            "2026-11-10T23:00:00.000Z",
+        ),
+        app(
+            "e00000000000000000000000000000b3",
+            "level.complete",
+            "2026-11-11T00:00:00.001Z",
+        ),
+        app(
+            "e00000000000000000000000000000b4",
+            "_session.start",
+            "2026-11-10T23:59:59.990Z",
+        ),
+        app(
+            "e00000000000000000000000000000b4",
+            "_session.start",
+            "2026-11-11T00:00:00.020Z",
+        ),
+    ];
+    let (root, store) = attack_setup("repeat-midnight-marker", &docs).await;
+    let diff = attack_diff(
+        &root,
+        &store,
+        &[&pool, "app"],
+        &["2026-11-10", "2026-11-11"],
+    )
+    .await;
+    assert!(
+        diff.is_empty(),
+        "(day, scope, figure, SQL, dashboard): {diff:?}"
+    );
+}
