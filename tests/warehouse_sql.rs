@@ -1159,3 +1159,94 @@ async fn attack_a_repeat_across_midnight_that_makes_nobody_newly_active_counts_o
         "(day, scope, figure, SQL, dashboard): {diff:?}"
     );
 }
+
+/// Runs a saved query with DuckDB and prints it as a table (`scripts/sql --table`): for results JSON cannot hold
+/// (NaN, Infinity, which `scripts/sql` would print as bare `NaN`).
+fn table_query(root: &Path, name: &str, params: &[&str]) -> String {
+    let out = std::process::Command::new(e2e::root().join(".venv/bin/python"))
+        .arg(e2e::root().join("scripts/sql"))
+        .arg("--warehouse")
+        .arg(root)
+        .arg("--table")
+        .arg(e2e::root().join("queries").join(format!("{name}.sql")))
+        .args(params_of(name, params))
+        .output()
+        .expect(".venv/bin/python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `_monetization.purchase` of `actor` at `t` with these properties.
+fn attack_purchase(id: &str, actor: &str, t: &str, properties: Value) -> Value {
+    let mut e = attack_app(
+        id,
+        "_monetization.purchase",
+        Some(actor),
+        None,
+        t,
+        t,
+        Some("sp"),
+    );
+    e["properties"] = properties;
+    e
+}
+
+/// `revenue.sql`'s rule (its first line and the README): "one without a numeric price is not counted (a quantity
+/// that is not a number counts as 1)". TRY_CAST turns `"0,99"` into NULL, but not the texts `"NaN"` and
+/// `"Infinity"`: both engines read them as the IEEE values (DuckDB here; Trino's cast of a varchar to double is
+/// Java's `Double.parseDouble`, which takes "NaN" and "Infinity": io.trino.plugin.base.cast.FromVarchar#toDouble,
+/// https://github.com/trinodb/trino, and
+/// https://docs.oracle.com/en/java/javase/21/docs/api/java.base/java/lang/Double.html#valueOf(java.lang.String)).
+/// Properties are `map<string,string>` and the forwarder checks names and lengths, not whether a price is a
+/// number, so one client's purchase with `"_item_price": "NaN"` turns the whole day's USD revenue into NaN, and
+/// one with `"_quantity": "Infinity"` the EUR revenue and units into inf, on Athena as on DuckDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revenue_a_nan_or_infinite_price_is_not_counted() {
+    let docs = [
+        attack_purchase(
+            "e00000000000000000000000000000c1",
+            "anon-c1",
+            "2026-11-12T10:00:00.000Z",
+            json!({"_currency": "USD", "_item_price": 0.99, "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000c2",
+            "anon-c2",
+            "2026-11-12T11:00:00.000Z",
+            json!({"_currency": "USD", "_item_price": "NaN", "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000c3",
+            "anon-c3",
+            "2026-11-12T12:00:00.000Z",
+            json!({"_currency": "EUR", "_item_price": 2.5, "_quantity": 2}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000c4",
+            "anon-c4",
+            "2026-11-12T13:00:00.000Z",
+            json!({"_currency": "EUR", "_item_price": 1.0, "_quantity": "Infinity"}),
+        ),
+    ];
+    let root = attack_dir("revenue-nan");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let table = table_query(&root, "revenue", &[]);
+    // dt, currency, revenue, units, paying_users: the purchase that is not a number is not counted.
+    let revenue = |currency: &str| -> String {
+        table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.get(1) == Some(&currency))
+            .map(|c| c[2].to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (revenue("USD"), revenue("EUR")),
+        ("0.99".to_owned(), "5.0".to_owned()),
+        "{table}"
+    );
+}
