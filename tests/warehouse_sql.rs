@@ -1250,3 +1250,49 @@ async fn attack_revenue_a_nan_or_infinite_price_is_not_counted() {
         "{table}"
     );
 }
+
+/// "One text, two engines" (README): the same saved query gives the same figures on Athena and on DuckDB. Not
+/// `revenue.sql`'s TRY_CAST of a map's text to DOUBLE: Trino's is Java's `Double.parseDouble`
+/// (io.trino.plugin.base.cast.FromVarchar#toDouble; TRY_CAST gives NULL where it throws:
+/// https://trino.io/docs/current/functions/conversion.html#try_cast), which takes a `d`/`f` suffix (`"2d"` is 2.0)
+/// and hexadecimal floats (`"0x1p3"` is 8.0) and refuses digit separators (`"1_000"`); DuckDB's cast does the
+/// opposite on all three (`"2d"` and `"0x1p3"` NULL, `"1_000"` 1000). A price written `"2d"`, `"0x1p3"` or
+/// `"1_000"` (text properties are the client's) is counted on one engine and not on the other. Checked here: the
+/// DuckDB answer against Trino's, per currency: A 2.0, B none, C 8.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revenue_reads_a_text_price_alike_on_both_engines() {
+    let docs = [
+        attack_purchase(
+            "e00000000000000000000000000000d1",
+            "anon-d1",
+            "2026-11-12T10:00:00.000Z",
+            json!({"_currency": "A", "_item_price": "2d", "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000d2",
+            "anon-d2",
+            "2026-11-12T11:00:00.000Z",
+            json!({"_currency": "B", "_item_price": "1_000", "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000d3",
+            "anon-d3",
+            "2026-11-12T12:00:00.000Z",
+            json!({"_currency": "C", "_item_price": "0x1p3", "_quantity": 1}),
+        ),
+    ];
+    let root = attack_dir("revenue-engines");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let rows = query(&root, "revenue", &[]);
+    let duckdb: BTreeMap<String, f64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["currency"].as_str().unwrap().to_owned(),
+                r["revenue"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let trino: BTreeMap<String, f64> = [("A".to_owned(), 2.0), ("C".to_owned(), 8.0)].into();
+    assert_eq!(duckdb, trino, "DuckDB vs Trino (Double.parseDouble)");
+}
