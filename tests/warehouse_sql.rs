@@ -1361,3 +1361,51 @@ fn attack_every_parameter_is_in_a_where_clause() {
         "parameters Athena does not take: {outside:?}"
     );
 }
+
+/// `retention_7day.sql` equals the dashboard for every cohort row it gives (README: "all equal to the rollup
+/// table's for the same day and scope"). Called as its first line says (first cohort day, then the day 7 days
+/// after the last cohort: `'2026-11-01', '2026-12-07'`), it also gives rows for the 7 days after the last cohort
+/// (12-01..12-07), "complete only as returns": their `retained7` counts returns up to 12-07 only, while the
+/// dashboard's counts every return. Input: a user active on 12-05 and again on 12-09. SQL's row for 12-05 says
+/// retained7 0, the dashboard 1; nothing in the row tells it apart from a complete one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_retention_gives_no_cohort_it_cannot_complete() {
+    let pool = format!("pool={POOL}");
+    let on = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+    let docs = [
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000e1",
+            "_userauth.sign_in",
+            "trigger",
+            41,
+            on(5),
+            36_000,
+        ),
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000e2",
+            "_userauth.sign_in",
+            "trigger",
+            41,
+            on(9),
+            36_000,
+        ),
+    ];
+    let (root, store) = attack_setup("retention-end", &docs).await;
+    let rows = query(&root, "retention_7day", &["2026-11-01", "2026-12-07"]);
+    let dashboard = rollup_counter(
+        &store,
+        &pool,
+        "2026-12-05",
+        "authenticating_users.retained7",
+    )
+    .await;
+    assert_eq!(dashboard, 1);
+    for r in rows.iter().filter(|r| r["scope"] == pool) {
+        let dt = r["dt"].as_str().unwrap();
+        assert_eq!(
+            int(&r["retained7"]),
+            rollup_counter(&store, &pool, dt, "authenticating_users.retained7").await,
+            "{dt}: retained7, SQL vs dashboard: {rows:?}"
+        );
+    }
+}
