@@ -1409,3 +1409,41 @@ async fn attack_retention_gives_no_cohort_it_cannot_complete() {
         );
     }
 }
+
+/// `sessions.sql` says "a session is its id, on the first day it has events", so a day's engaged sessions are a
+/// figure of that day, whatever range is asked. They are not: the first day is the first *within the range read*.
+/// Input: a session started 11-30 23:59:50 whose two screen views come at 12-01 00:00:05 and :06 (engaged: two
+/// views). Asked for 12-01 alone it is 12-01's engaged session (1); asked for 11-30..12-01 it is 11-30's and 12-01
+/// has 0. A month run day by day and the same month run at once disagree at every session crossing midnight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_sessions_engaged_of_a_day_does_not_depend_on_the_range() {
+    let app = |id: &str, event: &str, t: &str| {
+        attack_app(id, event, Some("anon-f"), None, t, t, Some("sf"))
+    };
+    let docs = [
+        app(
+            "e00000000000000000000000000000f1",
+            "_session.start",
+            "2026-11-30T23:59:50.000Z",
+        ),
+        app(
+            "e00000000000000000000000000000f2",
+            "_screen_view",
+            "2026-12-01T00:00:05.000Z",
+        ),
+        app(
+            "e00000000000000000000000000000f3",
+            "_screen_view",
+            "2026-12-01T00:00:06.000Z",
+        ),
+    ];
+    let root = attack_dir("sessions-range");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let alone = query(&root, "sessions", &["2026-12-01", "2026-12-01"]);
+    let both = query(&root, "sessions", &["2026-11-30", "2026-12-01"]);
+    assert_eq!(
+        sql_at(&alone, "2026-12-01", None, "engaged_sessions"),
+        sql_at(&both, "2026-12-01", None, "engaged_sessions"),
+        "12-01's engaged sessions, asked alone: {alone:?}; with 11-30: {both:?}"
+    );
+}
