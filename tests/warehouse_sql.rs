@@ -1447,3 +1447,56 @@ async fn attack_sessions_engaged_of_a_day_does_not_depend_on_the_range() {
         "12-01's engaged sessions, asked alone: {alone:?}; with 11-30: {both:?}"
     );
 }
+
+/// `monthly_active_users.sql` labels each row with a calendar month (`substr(dt, 1, 7)`), the dashboard's month
+/// (the sum of a month's `month_active`). Given a range that is not whole months (its first line asks for whole
+/// months, but nothing checks it, and a "last 30 days" range is the usual question), the row "2026-11" counts
+/// only the actives from the range's first day: a user active on 11-03 is missing. Input: users active on 11-03
+/// and on 11-20, range 11-15..12-14: SQL's 2026-11 says 1 authenticating user, the dashboard 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_monthly_active_users_of_a_range_that_is_not_whole_months() {
+    let pool = format!("pool={POOL}");
+    let on = |d| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    let docs = [
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000a7",
+            "_userauth.sign_in",
+            "trigger",
+            51,
+            on(3),
+            36_000,
+        ),
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000a8",
+            "_userauth.sign_in",
+            "trigger",
+            52,
+            on(20),
+            36_000,
+        ),
+    ];
+    let (root, store) = attack_setup("monthly-partial", &docs).await;
+    let rows = query(
+        &root,
+        "monthly_active_users",
+        &["2026-11-15", "2026-12-14", "2026-11-15", "2026-12-14"],
+    );
+    let mut dashboard = 0;
+    for d in 1..=30 {
+        let dt = format!("2026-11-{d:02}");
+        dashboard += rollup_counter(&store, &pool, &dt, "authenticating_users.month_active").await;
+    }
+    assert_eq!(dashboard, 2);
+    let sql = rows
+        .iter()
+        .find(|r| {
+            r["month"] == "2026-11"
+                && r["definition"] == "authenticating_users"
+                && r["scope"] == pool
+        })
+        .map(|r| int(&r["active"]));
+    assert!(
+        sql.is_none_or(|n| n == dashboard),
+        "2026-11: SQL {sql:?}, dashboard {dashboard}: {rows:?}"
+    );
+}
