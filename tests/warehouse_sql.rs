@@ -1500,3 +1500,28 @@ async fn attack_monthly_active_users_of_a_range_that_is_not_whole_months() {
         "2026-11: SQL {sql:?}, dashboard {dashboard}: {rows:?}"
     );
 }
+
+/// The saved queries take their days in one order, first then last (nine of ten, and the README's examples);
+/// `new_users.sql` alone takes the last day first (`dt <= ?` comes first in its text). Given the days in the
+/// order of every other query (`'2026-11-01', '2026-11-30'`) it runs without a word and returns no row
+/// (`dt <= '2026-11-01'` and `first_day >= '2026-11-30'`), where the dashboard shows a new user on 11-12. A wrong
+/// order should not be an empty month of new users; taking (first, last) like the rest removes the trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_new_users_takes_its_days_in_the_order_of_every_other_query() {
+    let pool = format!("pool={POOL}");
+    let docs = [devtools::synthetic::auth_event_on(
+        "a00000000000000000000000000000a9",
+        "_userauth.sign_in",
+        "trigger",
+        53,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 12).unwrap(),
+        36_000,
+    )];
+    let (root, store) = attack_setup("new-users-order", &docs).await;
+    let rows = query(&root, "new_users", &["2026-11-01", "2026-11-30"]);
+    assert_eq!(
+        sql_at(&rows, "2026-11-12", Some(&pool), "new_users"),
+        rollup_counter(&store, &pool, "2026-11-12", "authenticating_users.new").await,
+        "new_users given (first, last): {rows:?}"
+    );
+}
