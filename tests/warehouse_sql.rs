@@ -1089,3 +1089,439 @@ async fn edge_inputs_give_the_rollups_numbers() {
         3
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Second review's attacks.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The README's repeat rule, for dashboard and SQL alike: "a repeat is the same `event_id` on the same UTC day ...
+/// One event id on two days (a trigger call Cognito retried across midnight, a resend a client dated anew) counts
+/// on each day, on the dashboard and in SQL alike". It holds in the rollup only for the copy that makes its actor
+/// newly active on its day (its id is remembered per day in the history). A copy that makes nobody newly active is
+/// counted by its *event marker*, `ev#<event id>` (crates/active-users/src/plan.rs, store.rs `put_marker`), which
+/// has no day in its key: the second day's copy finds the first day's marker (or, in one batch, the id already
+/// waiting) and is not counted. Input: a `_userauth.sign_in_attempt` (PreAuthentication: no active user) retried
+/// across midnight with the same nonce, and a `_session.start` re-sent across midnight by an install already in a
+/// session on both days. SQL (`sign_ins`, `sessions`: first copy per day) counts each on both days; the dashboard on
+/// the first only: 11-11 shows 1 attempt and 1 session in SQL, 0 on the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_a_repeat_across_midnight_that_makes_nobody_newly_active_counts_on_each_day() {
+    let pool = format!("pool={POOL}");
+    let mut attempt = devtools::synthetic::auth_event_on(
+        "a00000000000000000000000000000b1",
+        "_userauth.sign_in_attempt",
+        "trigger",
+        31,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 10).unwrap(),
+        86_399,
+    );
+    attempt["timestamp"] = "2026-11-10T23:59:59.800Z".into();
+    let mut retried = attempt.clone();
+    retried["timestamp"] = "2026-11-11T00:00:02.100Z".into();
+    let app = |id: &str, event: &str, t: &str| {
+        attack_app(id, event, Some("anon-b"), None, t, t, Some("sb"))
+    };
+    let docs = [
+        attempt,
+        retried,
+        // The install is in a session on both days before its start arrives.
+        app(
+            "e00000000000000000000000000000b2",
+            "level.complete",
+            "2026-11-10T23:00:00.000Z",
+        ),
+        app(
+            "e00000000000000000000000000000b3",
+            "level.complete",
+            "2026-11-11T00:00:00.001Z",
+        ),
+        app(
+            "e00000000000000000000000000000b4",
+            "_session.start",
+            "2026-11-10T23:59:59.990Z",
+        ),
+        app(
+            "e00000000000000000000000000000b4",
+            "_session.start",
+            "2026-11-11T00:00:00.020Z",
+        ),
+    ];
+    let (root, store) = attack_setup("repeat-midnight-marker", &docs).await;
+    let diff = attack_diff(
+        &root,
+        &store,
+        &[&pool, "app"],
+        &["2026-11-10", "2026-11-11"],
+    )
+    .await;
+    assert!(
+        diff.is_empty(),
+        "(day, scope, figure, SQL, dashboard): {diff:?}"
+    );
+}
+
+/// Runs a saved query with DuckDB and prints it as a table (`scripts/sql --table`): for results JSON cannot hold
+/// (NaN, Infinity, which `scripts/sql` would print as bare `NaN`).
+fn table_query(root: &Path, name: &str, params: &[&str]) -> String {
+    let out = std::process::Command::new(e2e::root().join(".venv/bin/python"))
+        .arg(e2e::root().join("scripts/sql"))
+        .arg("--warehouse")
+        .arg(root)
+        .arg("--table")
+        .arg(e2e::root().join("queries").join(format!("{name}.sql")))
+        .args(params_of(name, params))
+        .output()
+        .expect(".venv/bin/python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `_monetization.purchase` of `actor` at `t` with these properties.
+fn attack_purchase(id: &str, actor: &str, t: &str, properties: Value) -> Value {
+    let mut e = attack_app(
+        id,
+        "_monetization.purchase",
+        Some(actor),
+        None,
+        t,
+        t,
+        Some("sp"),
+    );
+    e["properties"] = properties;
+    e
+}
+
+/// `revenue.sql`'s rule (its first line and the README): "one without a numeric price is not counted (a quantity
+/// that is not a number counts as 1)". TRY_CAST turns `"0,99"` into NULL, but not the texts `"NaN"` and
+/// `"Infinity"`: both engines read them as the IEEE values (DuckDB here; Trino's cast of a varchar to double is
+/// Java's `Double.parseDouble`, which takes "NaN" and "Infinity": io.trino.plugin.base.cast.FromVarchar#toDouble,
+/// https://github.com/trinodb/trino, and
+/// https://docs.oracle.com/en/java/javase/21/docs/api/java.base/java/lang/Double.html#valueOf(java.lang.String)).
+/// Properties are `map<string,string>` and the forwarder checks names and lengths, not whether a price is a
+/// number, so one client's purchase with `"_item_price": "NaN"` turns the whole day's USD revenue into NaN, and
+/// one with `"_quantity": "Infinity"` the EUR revenue and units into inf, on Athena as on DuckDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revenue_a_nan_or_infinite_price_is_not_counted() {
+    let docs = [
+        attack_purchase(
+            "e00000000000000000000000000000c1",
+            "anon-c1",
+            "2026-11-12T10:00:00.000Z",
+            json!({"_currency": "USD", "_item_price": 0.99, "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000c2",
+            "anon-c2",
+            "2026-11-12T11:00:00.000Z",
+            json!({"_currency": "USD", "_item_price": "NaN", "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000c3",
+            "anon-c3",
+            "2026-11-12T12:00:00.000Z",
+            json!({"_currency": "EUR", "_item_price": 2.5, "_quantity": 2}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000c4",
+            "anon-c4",
+            "2026-11-12T13:00:00.000Z",
+            json!({"_currency": "EUR", "_item_price": 1.0, "_quantity": "Infinity"}),
+        ),
+    ];
+    let root = attack_dir("revenue-nan");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let table = table_query(&root, "revenue", &[]);
+    // dt, currency, revenue, units, paying_users: the purchase that is not a number is not counted.
+    let revenue = |currency: &str| -> String {
+        table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.get(1) == Some(&currency))
+            .map(|c| c[2].to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (revenue("USD"), revenue("EUR")),
+        ("0.99".to_owned(), "5.0".to_owned()),
+        "{table}"
+    );
+}
+
+/// "One text, two engines" (README): the same saved query gives the same figures on Athena and on DuckDB. Not
+/// `revenue.sql`'s TRY_CAST of a map's text to DOUBLE: Trino's is Java's `Double.parseDouble`
+/// (io.trino.plugin.base.cast.FromVarchar#toDouble; TRY_CAST gives NULL where it throws:
+/// https://trino.io/docs/current/functions/conversion.html#try_cast), which takes a `d`/`f` suffix (`"2d"` is 2.0)
+/// and hexadecimal floats (`"0x1p3"` is 8.0) and refuses digit separators (`"1_000"`); DuckDB's cast does the
+/// opposite on all three (`"2d"` and `"0x1p3"` NULL, `"1_000"` 1000). A price written `"2d"`, `"0x1p3"` or
+/// `"1_000"` (text properties are the client's) is counted on one engine and not on the other. Checked here: the
+/// DuckDB answer against Trino's, per currency: A 2.0, B none, C 8.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_revenue_reads_a_text_price_alike_on_both_engines() {
+    let docs = [
+        attack_purchase(
+            "e00000000000000000000000000000d1",
+            "anon-d1",
+            "2026-11-12T10:00:00.000Z",
+            json!({"_currency": "A", "_item_price": "2d", "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000d2",
+            "anon-d2",
+            "2026-11-12T11:00:00.000Z",
+            json!({"_currency": "B", "_item_price": "1_000", "_quantity": 1}),
+        ),
+        attack_purchase(
+            "e00000000000000000000000000000d3",
+            "anon-d3",
+            "2026-11-12T12:00:00.000Z",
+            json!({"_currency": "C", "_item_price": "0x1p3", "_quantity": 1}),
+        ),
+    ];
+    let root = attack_dir("revenue-engines");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let rows = query(&root, "revenue", &[]);
+    let duckdb: BTreeMap<String, f64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["currency"].as_str().unwrap().to_owned(),
+                r["revenue"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let trino: BTreeMap<String, f64> = [("A".to_owned(), 2.0), ("C".to_owned(), 8.0)].into();
+    assert_eq!(duckdb, trino, "DuckDB vs Trino (Double.parseDouble)");
+}
+
+/// Every saved query runs as Athena's prepared statement (`EXECUTE <name> USING ...`, README). Athena's
+/// parameterized queries take `?` in the WHERE clause only: "Currently, the ? parameter can be placed only in the
+/// WHERE clause. Syntax like SELECT ? FROM table is not supported." (Considerations and limitations,
+/// https://docs.aws.amazon.com/athena/latest/ug/querying-with-prepared-statements.html). `funnel.sql` (the window
+/// and the 5 step names) and `events_by_attribute.sql` (the event and the attribute) put theirs in the SELECT list
+/// of a `params` CTE (`SELECT CAST(? AS BIGINT) AS window_s, ...`), the form the README recommends ("elsewhere in
+/// a params CTE"), which DuckDB takes and Athena documents as unsupported. Checked on the text: the clause each `?`
+/// stands in (the last of SELECT, FROM, JOIN, ON, WHERE, GROUP BY, HAVING, ORDER BY before it) is WHERE.
+#[test]
+fn attack_every_parameter_is_in_a_where_clause() {
+    let keywords = [
+        "SELECT", "FROM", "JOIN", "ON", "WHERE", "GROUP BY", "HAVING", "ORDER BY",
+    ];
+    let mut outside = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(e2e::root().join("queries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Without comments and string literals (neither holds a parameter).
+        let code: String = text
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let code: String = code
+            .split('\'')
+            .enumerate()
+            .map(|(i, part)| if i % 2 == 0 { part } else { "" })
+            .collect::<Vec<_>>()
+            .join("''");
+        let words: Vec<&str> = code
+            .split(|c: char| c.is_whitespace() || "(),".contains(c))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut clause = "";
+        let mut n = 0;
+        for (i, w) in words.iter().enumerate() {
+            let two = words.get(i + 1).map(|next| format!("{w} {next}"));
+            if let Some(k) = keywords
+                .iter()
+                .find(|k| **k == *w || two.as_deref() == Some(**k))
+            {
+                clause = k;
+            }
+            if *w == "?" {
+                n += 1;
+                if clause != "WHERE" {
+                    outside.push(format!(
+                        "{} parameter {n} in {clause}",
+                        path.file_stem().unwrap().to_string_lossy()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "parameters Athena does not take: {outside:?}"
+    );
+}
+
+/// `retention_7day.sql` equals the dashboard for every cohort row it gives (README: "all equal to the rollup
+/// table's for the same day and scope"). Called as its first line says (first cohort day, then the day 7 days
+/// after the last cohort: `'2026-11-01', '2026-12-07'`), it also gives rows for the 7 days after the last cohort
+/// (12-01..12-07), "complete only as returns": their `retained7` counts returns up to 12-07 only, while the
+/// dashboard's counts every return. Input: a user active on 12-05 and again on 12-09. SQL's row for 12-05 says
+/// retained7 0, the dashboard 1; nothing in the row tells it apart from a complete one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_retention_gives_no_cohort_it_cannot_complete() {
+    let pool = format!("pool={POOL}");
+    let on = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+    let docs = [
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000e1",
+            "_userauth.sign_in",
+            "trigger",
+            41,
+            on(5),
+            36_000,
+        ),
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000e2",
+            "_userauth.sign_in",
+            "trigger",
+            41,
+            on(9),
+            36_000,
+        ),
+    ];
+    let (root, store) = attack_setup("retention-end", &docs).await;
+    let rows = query(&root, "retention_7day", &["2026-11-01", "2026-12-07"]);
+    let dashboard = rollup_counter(
+        &store,
+        &pool,
+        "2026-12-05",
+        "authenticating_users.retained7",
+    )
+    .await;
+    assert_eq!(dashboard, 1);
+    for r in rows.iter().filter(|r| r["scope"] == pool) {
+        let dt = r["dt"].as_str().unwrap();
+        assert_eq!(
+            int(&r["retained7"]),
+            rollup_counter(&store, &pool, dt, "authenticating_users.retained7").await,
+            "{dt}: retained7, SQL vs dashboard: {rows:?}"
+        );
+    }
+}
+
+/// `sessions.sql` says "a session is its id, on the first day it has events", so a day's engaged sessions are a
+/// figure of that day, whatever range is asked. They are not: the first day is the first *within the range read*.
+/// Input: a session started 11-30 23:59:50 whose two screen views come at 12-01 00:00:05 and :06 (engaged: two
+/// views). Asked for 12-01 alone it is 12-01's engaged session (1); asked for 11-30..12-01 it is 11-30's and 12-01
+/// has 0. A month run day by day and the same month run at once disagree at every session crossing midnight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_sessions_engaged_of_a_day_does_not_depend_on_the_range() {
+    let app = |id: &str, event: &str, t: &str| {
+        attack_app(id, event, Some("anon-f"), None, t, t, Some("sf"))
+    };
+    let docs = [
+        app(
+            "e00000000000000000000000000000f1",
+            "_session.start",
+            "2026-11-30T23:59:50.000Z",
+        ),
+        app(
+            "e00000000000000000000000000000f2",
+            "_screen_view",
+            "2026-12-01T00:00:05.000Z",
+        ),
+        app(
+            "e00000000000000000000000000000f3",
+            "_screen_view",
+            "2026-12-01T00:00:06.000Z",
+        ),
+    ];
+    let root = attack_dir("sessions-range");
+    devtools::warehouse::write(&root, &docs, 40).unwrap();
+    let alone = query(&root, "sessions", &["2026-12-01", "2026-12-01"]);
+    let both = query(&root, "sessions", &["2026-11-30", "2026-12-01"]);
+    assert_eq!(
+        sql_at(&alone, "2026-12-01", None, "engaged_sessions"),
+        sql_at(&both, "2026-12-01", None, "engaged_sessions"),
+        "12-01's engaged sessions, asked alone: {alone:?}; with 11-30: {both:?}"
+    );
+}
+
+/// `monthly_active_users.sql` labels each row with a calendar month (`substr(dt, 1, 7)`), the dashboard's month
+/// (the sum of a month's `month_active`). Given a range that is not whole months (its first line asks for whole
+/// months, but nothing checks it, and a "last 30 days" range is the usual question), the row "2026-11" counts
+/// only the actives from the range's first day: a user active on 11-03 is missing. Input: users active on 11-03
+/// and on 11-20, range 11-15..12-14: SQL's 2026-11 says 1 authenticating user, the dashboard 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_monthly_active_users_of_a_range_that_is_not_whole_months() {
+    let pool = format!("pool={POOL}");
+    let on = |d| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    let docs = [
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000a7",
+            "_userauth.sign_in",
+            "trigger",
+            51,
+            on(3),
+            36_000,
+        ),
+        devtools::synthetic::auth_event_on(
+            "a00000000000000000000000000000a8",
+            "_userauth.sign_in",
+            "trigger",
+            52,
+            on(20),
+            36_000,
+        ),
+    ];
+    let (root, store) = attack_setup("monthly-partial", &docs).await;
+    let rows = query(
+        &root,
+        "monthly_active_users",
+        &["2026-11-15", "2026-12-14", "2026-11-15", "2026-12-14"],
+    );
+    let mut dashboard = 0;
+    for d in 1..=30 {
+        let dt = format!("2026-11-{d:02}");
+        dashboard += rollup_counter(&store, &pool, &dt, "authenticating_users.month_active").await;
+    }
+    assert_eq!(dashboard, 2);
+    let sql = rows
+        .iter()
+        .find(|r| {
+            r["month"] == "2026-11"
+                && r["definition"] == "authenticating_users"
+                && r["scope"] == pool
+        })
+        .map(|r| int(&r["active"]));
+    assert!(
+        sql.is_none_or(|n| n == dashboard),
+        "2026-11: SQL {sql:?}, dashboard {dashboard}: {rows:?}"
+    );
+}
+
+/// The saved queries take their days in one order, first then last (nine of ten, and the README's examples);
+/// `new_users.sql` alone takes the last day first (`dt <= ?` comes first in its text). Given the days in the
+/// order of every other query (`'2026-11-01', '2026-11-30'`) it runs without a word and returns no row
+/// (`dt <= '2026-11-01'` and `first_day >= '2026-11-30'`), where the dashboard shows a new user on 11-12. A wrong
+/// order should not be an empty month of new users; taking (first, last) like the rest removes the trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_new_users_takes_its_days_in_the_order_of_every_other_query() {
+    let pool = format!("pool={POOL}");
+    let docs = [devtools::synthetic::auth_event_on(
+        "a00000000000000000000000000000a9",
+        "_userauth.sign_in",
+        "trigger",
+        53,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 12).unwrap(),
+        36_000,
+    )];
+    let (root, store) = attack_setup("new-users-order", &docs).await;
+    let rows = query(&root, "new_users", &["2026-11-01", "2026-11-30"]);
+    assert_eq!(
+        sql_at(&rows, "2026-11-12", Some(&pool), "new_users"),
+        rollup_counter(&store, &pool, "2026-11-12", "authenticating_users.new").await,
+        "new_users given (first, last): {rows:?}"
+    );
+}
