@@ -625,3 +625,95 @@ async fn lost_answers_count_nothing_twice() {
     }
     assert_eq!(chaos, calm);
 }
+
+/// The emulator gives DynamoDB's isolation: a transaction cancelled by its condition never takes back another
+/// request's write. moto's own TransactWriteItems restores a copy of the whole table when a condition fails, which
+/// wiped writes other requests made meanwhile (a chaos run lost a lane's committed counter that way, and its
+/// dashboard showed more than the table); `scripts/moto-server` handles DynamoDB requests one at a time, so the
+/// copy and the restore can no longer straddle another write. Here, over a table large enough that each copy takes
+/// a while, 24 transactions that fail their condition run beside 24 puts: every put stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_transaction_never_takes_back_a_concurrent_write() {
+    use aws_sdk_dynamodb::types::{
+        AttributeValue as Av, ConditionCheck, PutRequest, TransactWriteItem, WriteRequest,
+    };
+    let aws = LocalAws::from_env().await.unwrap();
+    let table = unique_name("isolation");
+    aws.create_rollup_table(&table).await.unwrap();
+    let key = |pk: String| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), Av::S(pk)),
+            ("sk".to_owned(), Av::S("-".to_owned())),
+        ])
+    };
+    // 2,000 items of ballast: each failing transaction deep-copies them.
+    for chunk in (0..2_000).collect::<Vec<u32>>().chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|i| {
+                let mut item = key(format!("ballast-{i}"));
+                item.insert("pad".into(), Av::S("x".repeat(200)));
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        aws.dynamodb
+            .batch_write_item()
+            .request_items(&table, writes)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (client, table) = (aws.dynamodb.clone(), table.clone());
+        let check = TransactWriteItem::builder()
+            .condition_check(
+                ConditionCheck::builder()
+                    .table_name(&table)
+                    .set_key(Some(key("ballast-0".into())))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        tasks.push(tokio::spawn(async move {
+            let failed = client
+                .transact_write_items()
+                .transact_items(check)
+                .send()
+                .await
+                .is_err();
+            assert!(failed, "the condition fails: ballast-0 exists");
+        }));
+        let (client, table) = (aws.dynamodb.clone(), table.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .put_item()
+                .table_name(&table)
+                .set_item(Some(key(format!("write-{i}"))))
+                .send()
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for i in 0..24 {
+        let got = aws
+            .dynamodb
+            .get_item()
+            .table_name(&table)
+            .set_key(Some(key(format!("write-{i}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            got.item().is_some(),
+            "write-{i} was taken back by a cancelled transaction"
+        );
+    }
+}
