@@ -140,6 +140,20 @@ impl Setup {
         out
     }
 
+    /// Puts `body` at `key` of the archive in S3 Glacier Flexible Retrieval.
+    async fn put_in_glacier(&self, key: &str, body: String) {
+        self.aws
+            .s3
+            .put_object()
+            .bucket(&self.archive)
+            .key(key)
+            .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// Runs the command twice: both end well, and the one good sign-in of hour 2 is on the auth stream once.
     async fn two_runs_write_the_good_sign_in(&self) {
         let (first, out1, err1) = self.command(&[]).await;
@@ -935,16 +949,8 @@ async fn state_kept_inside_the_listed_archive_is_never_read_as_archive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archived_object_is_counted_and_the_run_goes_on() {
     let s = setup().await;
-    s.aws
-        .s3
-        .put_object()
-        .bucket(&s.archive)
-        .key(hour_key(1))
-        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
-        .body(sign_in("archived-user", 0).into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    s.put_in_glacier(&hour_key(1), sign_in("archived-user", 0))
+        .await;
     upload(
         &s.aws.s3,
         &s.archive,
@@ -965,16 +971,8 @@ async fn an_archived_object_is_counted_and_the_run_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_glacier_object_is_read() {
     let s = setup().await;
-    s.aws
-        .s3
-        .put_object()
-        .bucket(&s.archive)
-        .key(hour_key(1))
-        .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
-        .body(sign_in("restored-user", 0).into_bytes().into())
-        .send()
-        .await
-        .unwrap();
+    s.put_in_glacier(&hour_key(1), sign_in("restored-user", 0))
+        .await;
     s.aws
         .s3
         .restore_object()

@@ -530,6 +530,11 @@ fn attack_app(
                       "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
 }
 
+/// A sign-in as the trigger forwarder writes it: event id `id`, user `u`, on `day` at 10:00.
+fn trigger_sign_in(id: &str, u: u32, day: chrono::NaiveDate) -> Value {
+    devtools::synthetic::auth_event_on(id, "_userauth.sign_in", "trigger", u, day, 36_000)
+}
+
 /// The rollup's counter `key` of `scope` on `dt`.
 async fn rollup_counter(store: &RollupStore, scope: &str, dt: &str, key: &str) -> i64 {
     let d = chrono::NaiveDate::parse_from_str(dt, "%Y-%m-%d").unwrap();
@@ -1383,22 +1388,8 @@ async fn retention_gives_only_cohorts_it_can_complete() {
     let pool = format!("pool={POOL}");
     let on = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
     let docs = [
-        devtools::synthetic::auth_event_on(
-            "a00000000000000000000000000000e1",
-            "_userauth.sign_in",
-            "trigger",
-            41,
-            on(5),
-            36_000,
-        ),
-        devtools::synthetic::auth_event_on(
-            "a00000000000000000000000000000e2",
-            "_userauth.sign_in",
-            "trigger",
-            41,
-            on(9),
-            36_000,
-        ),
+        trigger_sign_in("a00000000000000000000000000000e1", 41, on(5)),
+        trigger_sign_in("a00000000000000000000000000000e2", 41, on(9)),
     ];
     let (root, store) = attack_setup("retention-end", &docs).await;
     let rows = query(
@@ -1483,22 +1474,8 @@ async fn monthly_active_users_read_whole_months() {
     let pool = format!("pool={POOL}");
     let on = |d| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
     let docs = [
-        devtools::synthetic::auth_event_on(
-            "a00000000000000000000000000000a7",
-            "_userauth.sign_in",
-            "trigger",
-            51,
-            on(3),
-            36_000,
-        ),
-        devtools::synthetic::auth_event_on(
-            "a00000000000000000000000000000a8",
-            "_userauth.sign_in",
-            "trigger",
-            52,
-            on(20),
-            36_000,
-        ),
+        trigger_sign_in("a00000000000000000000000000000a7", 51, on(3)),
+        trigger_sign_in("a00000000000000000000000000000a8", 52, on(20)),
     ];
     let (root, store) = attack_setup("monthly-partial", &docs).await;
     let rows = query(
@@ -1534,13 +1511,10 @@ async fn monthly_active_users_read_whole_months() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_users_takes_its_days_first_as_every_query_does() {
     let pool = format!("pool={POOL}");
-    let docs = [devtools::synthetic::auth_event_on(
+    let docs = [trigger_sign_in(
         "a00000000000000000000000000000a9",
-        "_userauth.sign_in",
-        "trigger",
         53,
         chrono::NaiveDate::from_ymd_opt(2026, 11, 12).unwrap(),
-        36_000,
     )];
     let (root, store) = attack_setup("new-users-order", &docs).await;
     let rows = query(
