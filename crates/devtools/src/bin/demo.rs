@@ -113,6 +113,35 @@ async fn put(aws: &LocalAws, stream: &str, key: &str, data: Vec<u8>) -> Result<(
         })
 }
 
+/// Puts output documents on `stream` as their forwarder would (partitioned by user sub, else install), 500 to a
+/// PutRecords; any entry not stored is an error.
+async fn put_documents(aws: &LocalAws, stream: &str, docs: &[&Value]) -> Result<(), String> {
+    for chunk in docs.chunks(500) {
+        let mut entries = Vec::new();
+        for e in chunk {
+            entries.push(
+                PutRecordsRequestEntry::builder()
+                    .partition_key(devtools::synthetic::partition_key(e))
+                    .data(Blob::new(serde_json::to_vec(e).map_err(text)?))
+                    .build()
+                    .map_err(text)?,
+            );
+        }
+        let out = aws
+            .kinesis
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .map_err(|e| text(aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+        if out.failed_record_count().unwrap_or(0) > 0 {
+            return Err(format!("{stream}: some records were not stored"));
+        }
+    }
+    Ok(())
+}
+
 /// Moves every RFC 3339 time and every epoch-milliseconds number under a time-like key by `delta_ms`.
 fn shift_times(v: &mut Value, delta_ms: i64) {
     match v {
@@ -620,7 +649,7 @@ async fn backfill(stack: &mut Deployment) -> Result<History, String> {
     }
     // The live path from the cutover: sign-ins of October 30 and 31 from the trigger forwarder's stream.
     let mut live: BTreeMap<chrono::NaiveDate, BTreeSet<u32>> = BTreeMap::new();
-    let mut entries = Vec::new();
+    let mut docs = Vec::new();
     for (k, date) in [(0u32, 30u32), (1, 31)] {
         let date = chrono::NaiveDate::from_ymd_opt(2026, 10, date).unwrap_or_default();
         for u in (0..ARCHIVE_USERS).filter(|u| (u + k) % 3 != 0) {
@@ -636,31 +665,20 @@ async fn backfill(stack: &mut Deployment) -> Result<History, String> {
                 36_000 + u * 60,
             );
             live.entry(date).or_default().insert(u);
-            entries.push(
-                PutRecordsRequestEntry::builder()
-                    .partition_key(devtools::synthetic::partition_key(&e))
-                    .data(Blob::new(serde_json::to_vec(&e).map_err(text)?))
-                    .build()
-                    .map_err(text)?,
-            );
+            docs.push(e);
         }
     }
     println!(
         "   and the live path's {} sign-ins of October 30 and 31 onto {}",
-        entries.len(),
+        docs.len(),
         local_name("AuthEventsStream")
     );
-    let put = aws
-        .kinesis
-        .put_records()
-        .stream_name(local_name("AuthEventsStream"))
-        .set_records(Some(entries))
-        .send()
-        .await
-        .map_err(|e| text(aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
-    if put.failed_record_count().unwrap_or(0) > 0 {
-        return Err("some live sign-ins were not stored".into());
-    }
+    put_documents(
+        &aws,
+        &local_name("AuthEventsStream"),
+        &docs.iter().collect::<Vec<_>>(),
+    )
+    .await?;
     Ok(History { archive, live })
 }
 
@@ -792,31 +810,12 @@ async fn month(stack: &mut Deployment, checks: &mut Checks) -> Result<(), String
             (&auth_stream, "cognito-auth-event/v1"),
             (&app_stream, "app-event/v1"),
         ] {
-            let mut entries = Vec::new();
-            for (_, e) in chunk.iter().filter(|(_, e)| e["schema"] == schema) {
-                let key = devtools::synthetic::partition_key(e);
-                entries.push(
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(serde_json::to_vec(e).map_err(text)?))
-                        .build()
-                        .map_err(text)?,
-                );
-            }
-            if entries.is_empty() {
-                continue;
-            }
-            let out = aws
-                .kinesis
-                .put_records()
-                .stream_name(stream.as_str())
-                .set_records(Some(entries))
-                .send()
-                .await
-                .map_err(|e| text(aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
-            if out.failed_record_count().unwrap_or(0) > 0 {
-                return Err(format!("{stream}: some records were not stored"));
-            }
+            let docs: Vec<&Value> = chunk
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| e["schema"] == schema)
+                .collect();
+            put_documents(&aws, stream, &docs).await?;
         }
     }
     let started = Instant::now();
