@@ -33,6 +33,9 @@ use crate::lane::{LaneState, Position};
 
 /// Days after a cohort's day within which a return counts for 7-day retention.
 pub const RETENTION_DAYS: i64 = 7;
+/// New-user retention: the days after an actor's first day on which being active counts
+/// (`<definition>.new_retained<n>` on the first day).
+pub const NEW_USER_RETENTION: [i64; 3] = [1, 7, 30];
 /// The rolling windows, in days.
 pub const WINDOWS: [(i64, &str); 2] = [(7, "w7"), (30, "w30")];
 /// Distinct values a lane counts per (definition, scope, dimension); past it, `other`.
@@ -68,7 +71,7 @@ pub type ActorKey = (&'static str, String);
 pub fn group(definition: Definition) -> &'static str {
     match definition {
         Definition::Authenticating => "auth",
-        Definition::SessionUsers | Definition::SessionDevices => "app",
+        Definition::SessionUsers | Definition::SessionDevices | Definition::PayingUsers => "app",
     }
 }
 
@@ -292,7 +295,89 @@ fn transition(
             add(deltas, 'c', scope, start, format!("{d}.{name}.{span}"), 1);
         }
     }
+    let mut after = days.clone();
+    after.set(day);
+    lifecycle(
+        deltas,
+        d,
+        scope,
+        (days, first),
+        (&after, new_first.or(first)),
+        day,
+    );
     new_first
+}
+
+/// An actor's lifecycle stage on a day (PostHog's, by day): `None` when it was neither active that day nor the
+/// day before. `new` is the `.new` counter; the other three are counted as `<definition>.<stage>`.
+pub fn stage(
+    days: &history::Days,
+    first: Option<NaiveDate>,
+    on: NaiveDate,
+) -> Option<&'static str> {
+    let before = days.has(minus(on, 1)) && minus(on, 1) != on;
+    if days.has(on) {
+        Some(if first == Some(on) {
+            "new"
+        } else if before {
+            "returning"
+        } else {
+            "resurrecting"
+        })
+    } else if before {
+        Some("dormant")
+    } else {
+        None
+    }
+}
+
+/// The lifecycle stages and new-user retention a newly active `day` moves: every stage that depends on it (its
+/// own day's, the next day's, and the days of the first day before and after) is counted again from the history
+/// before and after, the difference moved. New-user retention (`<definition>.new_retained<n>`, on the first day):
+/// the actor's first day, and whether it was active `n` days later.
+fn lifecycle(
+    deltas: &mut Deltas,
+    d: &str,
+    scope: &str,
+    before: (&history::Days, Option<NaiveDate>),
+    after: (&history::Days, Option<NaiveDate>),
+    day: NaiveDate,
+) {
+    let mut on: BTreeSet<NaiveDate> = BTreeSet::from([day, plus(day, 1)]);
+    on.extend(before.1);
+    on.extend(after.1);
+    for when in &on {
+        let (was, is) = (
+            stage(before.0, before.1, *when),
+            stage(after.0, after.1, *when),
+        );
+        if was == is {
+            continue;
+        }
+        for (s, n) in [(was, -1), (is, 1)] {
+            if let Some(s) = s.filter(|s| *s != "new") {
+                add(deltas, 'c', scope, *when, format!("{d}.{s}"), n);
+            }
+        }
+    }
+    for first in before.1.into_iter().chain(after.1).collect::<BTreeSet<_>>() {
+        for n in NEW_USER_RETENTION {
+            let held = |(days, f): (&history::Days, Option<NaiveDate>)| {
+                f == Some(first) && days.has(plus(first, n))
+            };
+            let moved = i64::from(held(after)) - i64::from(held(before));
+            if moved != 0 {
+                add(
+                    deltas,
+                    'c',
+                    scope,
+                    first,
+                    format!("{d}.new_retained{n}"),
+                    moved,
+                );
+            }
+        }
+    }
 }
 
 /// Plans a lane's batch. `histories` are the actors' histories as stored, with this lane's uncommitted change
@@ -377,6 +462,16 @@ pub fn plan(
                         a.day,
                         format!("{}.{}", a.origin, c.as_str()),
                         1,
+                    );
+                }
+                for (attr, n) in &a.amounts {
+                    add(
+                        &mut counted,
+                        'c',
+                        scope,
+                        a.day,
+                        format!("{}.{attr}", a.origin),
+                        *n,
                     );
                 }
             }
@@ -529,7 +624,7 @@ pub fn history_size_bound(
     lanes: usize,
     undo_days: usize,
 ) -> usize {
-    let keys = 2 * SCOPES_PER_ACTOR;
+    let keys = 3 * SCOPES_PER_ACTOR;
     let key_name = 22 + 1 + scope_chars;
     let days = keys * (key_name + years * (4 + history::YEAR_BYTES));
     let first = keys * (key_name + 10);

@@ -84,6 +84,7 @@ fn code(d: Definition) -> &'static str {
         Definition::Authenticating => "au",
         Definition::SessionUsers => "su",
         Definition::SessionDevices => "sd",
+        Definition::PayingUsers => "pu",
     }
 }
 

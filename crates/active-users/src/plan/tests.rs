@@ -31,6 +31,7 @@ fn sign_in(event_id: &str, sub: &str, d: NaiveDate) -> Activity {
             .into(),
         )],
         counters: vec![Counter::SignIns],
+        amounts: Vec::new(),
         origin: "trigger".into(),
     }
 }
@@ -43,6 +44,7 @@ fn failure(event_id: &str, d: NaiveDate) -> Activity {
         actives: vec![],
         dimensions: vec![],
         counters: vec![Counter::AuthFailures],
+        amounts: Vec::new(),
         origin: "activity_log".into(),
     }
 }
@@ -266,6 +268,55 @@ fn check_definition(table: &Table, truth: &Truth, scope: &str, definition: Defin
                 "{name} {d}"
             );
         }
+        // Lifecycle (by day) and new-user retention, from each actor's days.
+        let mut stages: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut new_retained: BTreeMap<i64, i64> = BTreeMap::new();
+        for a in &actors {
+            let days = truth.days_of(a);
+            let was = days.contains(&minus(d, 1));
+            let stage = match (days.contains(&d), was) {
+                (true, _) if days.first() == Some(&d) => None,
+                (true, true) => Some("returning"),
+                (true, false) => Some("resurrecting"),
+                (false, true) => Some("dormant"),
+                (false, false) => None,
+            };
+            if let Some(s) = stage {
+                *stages.entry(s).or_default() += 1;
+            }
+            if days.first() == Some(&d) {
+                for k in NEW_USER_RETENTION {
+                    if days.contains(&plus(d, k)) {
+                        *new_retained.entry(k).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for s in ["returning", "resurrecting", "dormant"] {
+            assert_eq!(
+                count(s).get(&d).copied().unwrap_or(0),
+                stages.get(s).copied().unwrap_or(0),
+                "{name} {s} {d}"
+            );
+        }
+        for k in NEW_USER_RETENTION {
+            assert_eq!(
+                count(&format!("new_retained{k}"))
+                    .get(&d)
+                    .copied()
+                    .unwrap_or(0),
+                new_retained.get(&k).copied().unwrap_or(0),
+                "{name} new_retained{k} {d}"
+            );
+        }
+        // Every active actor is new, returning or resurrecting.
+        assert_eq!(
+            active.get(&d).copied().unwrap_or(0),
+            new.get(&d).copied().unwrap_or(0)
+                + count("returning").get(&d).copied().unwrap_or(0)
+                + count("resurrecting").get(&d).copied().unwrap_or(0),
+            "{name} lifecycle adds up {d}"
+        );
         let sign_ins = table.counter(scope, "trigger.sign_ins");
         assert_eq!(
             sign_ins.get(&d).copied().unwrap_or(0),
@@ -572,6 +623,7 @@ fn session(event_id: &str, install: &str, device: &str, d: NaiveDate) -> Activit
         ],
         dimensions: vec![],
         counters: vec![Counter::Sessions],
+        amounts: Vec::new(),
         origin: "app".into(),
     }
 }
