@@ -165,9 +165,31 @@ pub struct Activity {
     /// Amounts it adds with its counters, once per event id: (attribute without the origin, amount). A session
     /// stop's duration bucket ([`duration_bucket`]), a purchase's revenue and units per currency ([`purchase`]).
     pub amounts: Vec<(String, i64)>,
+    /// What it tells of its session's engagement (an app event of a session with a view or a long duration).
+    pub session: Option<SessionMark>,
     /// `trigger`, `activity_log` or `snapshot` for auth events, `app` for app events: counters are kept per
     /// origin, since a deployment with both forwarders sees a successful sign-in twice.
     pub origin: String,
+}
+
+/// Views: the screen and page view events of Pinpoint, Amplify and Amplify JS auto-tracking.
+pub const VIEW_EVENTS: &[&str] = &["_screen_view", "pageView", "_page_view"];
+/// A session is engaged past this duration (Clickstream Analytics on AWS: more than 10 seconds), or with 2 views.
+pub const ENGAGED_MS: u64 = 10_000;
+
+/// What an app event tells of its session's engagement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMark {
+    /// The install (the session definition's actor), whose history remembers the session.
+    pub install: String,
+    /// The session's id, as 16 hex digits of its hash.
+    pub id: String,
+    /// Its day: `session.start`'s, else the event's.
+    pub day: NaiveDate,
+    /// The event is a view: its id as 16 hex digits of its hash.
+    pub view: Option<String>,
+    /// The event gives the session a duration over [`ENGAGED_MS`].
+    pub long: bool,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +228,8 @@ struct AppRecord {
 #[derive(Deserialize)]
 struct AppSession {
     id: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
     #[serde(default)]
     duration_ms: Option<u64>,
 }
@@ -401,6 +425,7 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
                 dimensions: dims(&r.context),
                 counters,
                 amounts: Vec::new(),
+                session: None,
                 origin: r.origin,
             })
         }
@@ -456,14 +481,39 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
                     });
                 }
             }
+            let day = day_of(&r.timestamp)?;
+            let session = match (&r.session, install) {
+                (
+                    Some(AppSession {
+                        id: Some(id),
+                        start,
+                        duration_ms,
+                    }),
+                    Some(install),
+                ) => {
+                    let view = VIEW_EVENTS
+                        .contains(&r.event.as_str())
+                        .then(|| crate::plan::short_id(&r.event_id));
+                    let long = duration_ms.is_some_and(|ms| ms > ENGAGED_MS);
+                    (view.is_some() || long).then(|| SessionMark {
+                        install: install.clone(),
+                        id: bridge_core::envelope::event_id(&["session", id])[..16].to_owned(),
+                        day: start.as_deref().and_then(|t| day_of(t).ok()).unwrap_or(day),
+                        view,
+                        long,
+                    })
+                }
+                _ => None,
+            };
             Ok(Activity {
                 event_id: r.event_id,
-                day: day_of(&r.timestamp)?,
+                day,
                 scopes: vec!["app".to_owned()],
                 actives,
                 dimensions: dims(&r.context),
                 counters,
                 amounts,
+                session,
                 origin: "app".to_owned(),
             })
         }

@@ -52,6 +52,8 @@ pub const OTHER: &str = "other";
 /// pool and in the first clients only (app clients are created by the pool's owner, not by users).
 pub const SCOPES_PER_ACTOR: usize = 16;
 
+/// Sessions an install's history remembers on their way to engaged (the latest by day and id; 13 + 8 bytes each).
+pub const SESSIONS_PER_ACTOR: usize = 16;
 /// Dimension values one history remembers, over all its (definition, scope)s, for their latest day; past it, an
 /// actor's further values are not counted (a client sending a new app version with every event cannot grow the
 /// item).
@@ -450,6 +452,19 @@ pub fn plan(
                 }
             }
         }
+        if let Some(mark) = &a.session {
+            let key: ActorKey = ("app", mark.install.clone());
+            let h = working
+                .entry(key.clone())
+                .or_insert_with(|| histories.get(&key).cloned().unwrap_or_default());
+            let u = undo.entry(key.clone()).or_default();
+            if engage(&mut deltas, &a.scopes, mark, h, u) {
+                let records = out.records.entry(key).or_default();
+                if records.last() != Some(record) {
+                    records.push(*record);
+                }
+            }
+        }
         // The event's own counters: once per event id.
         if !a.counters.is_empty() {
             let mut counted = Deltas::new();
@@ -530,6 +545,87 @@ pub fn plan(
         out.dimension_values = Some(registry.slots);
     }
     out
+}
+
+/// The counter of engaged sessions (on the session's day).
+pub const ENGAGED_SESSIONS: &str = "app.engaged_sessions";
+
+/// Moves a session of an install towards engaged (a second distinct view, or a duration over 10 s) and counts it
+/// once when it gets there, on its day. The history keeps the install's latest [`SESSIONS_PER_ACTOR`] sessions by
+/// (day, id); once full, a session older than all of them is not tracked (its engagement is not counted: a
+/// documented limit), so a session dropped from the history never counts twice. Whether it changed the history.
+fn engage(
+    deltas: &mut Deltas,
+    scopes: &[String],
+    mark: &crate::activity::SessionMark,
+    h: &mut History,
+    u: &mut Undo,
+) -> bool {
+    use crate::history::{Seen, Session};
+    let before = h.sessions.get(&mark.id).cloned();
+    let seen = match (&before, &mark.view) {
+        (
+            Some(Session {
+                seen: Seen::Engaged,
+                ..
+            }),
+            _,
+        ) => return false,
+        _ if mark.long => Seen::Engaged,
+        (
+            Some(Session {
+                seen: Seen::OneView(first),
+                ..
+            }),
+            Some(view),
+        ) if first != view => Seen::Engaged,
+        (Some(_), _) => return false,
+        (None, Some(view)) => Seen::OneView(view.clone()),
+        (None, None) => return false,
+    };
+    let day = before.as_ref().map_or(mark.day, |b| b.day);
+    if before.is_none() && h.sessions.len() >= SESSIONS_PER_ACTOR {
+        let Some((oldest, state)) = h
+            .sessions
+            .iter()
+            .min_by(|x, y| (x.1.day, x.0).cmp(&(y.1.day, y.0)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+        else {
+            return false;
+        };
+        if (day, &mark.id) < (state.day, &oldest) {
+            return false;
+        }
+        h.sessions.remove(&oldest);
+        note_session(u, &oldest, Some(state), None);
+    }
+    let after = Session { day, seen };
+    if after.seen == Seen::Engaged {
+        for scope in scopes {
+            add(deltas, 'c', scope, day, ENGAGED_SESSIONS.to_owned(), 1);
+        }
+    }
+    h.sessions.insert(mark.id.clone(), after.clone());
+    note_session(u, &mark.id, before, Some(after));
+    true
+}
+
+/// Records a session change in the lane's undo record: the state before its first change, the latest after.
+fn note_session(
+    u: &mut Undo,
+    id: &str,
+    before: Option<crate::history::Session>,
+    after: Option<crate::history::Session>,
+) {
+    match u.sessions.iter().position(|(k, _, _)| k == id) {
+        // A session this write added and then dropped again: nothing to take back (the record stays at most two
+        // per remembered session: the ones it replaced and the ones it set).
+        Some(i) if u.sessions[i].1.is_none() && after.is_none() => {
+            u.sessions.remove(i);
+        }
+        Some(i) => u.sessions[i].2 = after,
+        None => u.sessions.push((id.to_owned(), before, after)),
+    }
 }
 
 /// Counts the activity's dimension values for (definition, scope) on its day: each value once per actor and day.
@@ -632,9 +728,18 @@ pub fn history_size_bound(
     let counted = 1 + 3 + replay_days * SCOPES_PER_ACTOR * 12;
     let held = 64 + 1 + value_bytes + 3;
     let dims = keys * (key_name + 16) + dimensions.min(DIMS_PER_ACTOR) * held;
+    // Sessions: 8 bytes of id and at most 13 of state each; an undo record changes at most the remembered ones
+    // and the ones they replaced, 8 + 2 x 14 bytes each.
+    let sessions = 3 + SESSIONS_PER_ACTOR * 21;
+    let undo_sessions = 3 + 2 * SESSIONS_PER_ACTOR * 36;
     let undo = lanes.min(UNDO_LANES)
-        * (16 + 40 + undo_days * (key_name + 12) + keys * (key_name + 22) + 2 * dims);
-    64 + days + first + counted + dims + undo
+        * (16
+            + 40
+            + undo_days * (key_name + 12)
+            + keys * (key_name + 22)
+            + 2 * dims
+            + undo_sessions);
+    64 + days + first + counted + dims + sessions + undo
 }
 
 /// The largest a lane's dimension registry can grow, in bytes: [`REGISTRY_SLOTS_CAP`] slot names of a definition,
