@@ -192,6 +192,96 @@ async fn check_month(store: &RollupStore, month: &Month) {
             "{d} session devices"
         );
         assert_eq!(get(&format!("{auth}.active")), 0);
+        // Sessions: ended, engaged (over 10 s or 2 views), the duration quantiles to the bucket; revenue per
+        // currency, units and paying users.
+        assert_eq!(
+            get("app.sessions_ended"),
+            month.sessions_ended.get(&d).copied().unwrap_or(0) as i64,
+            "{d} sessions ended"
+        );
+        assert_eq!(
+            get(active_users::plan::ENGAGED_SESSIONS),
+            month.engaged.get(&d).copied().unwrap_or(0) as i64,
+            "{d} engaged sessions"
+        );
+        let figures = active_users::handler::figures(&app);
+        let mut durations = month.durations.get(&d).cloned().unwrap_or_default();
+        durations.sort_unstable();
+        for (name, share) in [("p50", 0.5), ("p90", 0.9)] {
+            // Nearest rank, then its bucket.
+            let want = (!durations.is_empty()).then(|| {
+                let rank = ((share * durations.len() as f64).ceil() as usize).max(1);
+                active_users::activity::duration_bucket(durations[rank - 1]) as i64
+            });
+            assert_eq!(
+                figures.get(&format!("app_session_{name}_s")).copied(),
+                want,
+                "{d} {name}"
+            );
+        }
+        for currency in ["USD", "EUR"] {
+            let key = (d, currency.to_owned());
+            assert_eq!(
+                get(&format!("app.revenue_micros.{currency}")),
+                month.revenue.get(&key).copied().unwrap_or(0),
+                "{d} revenue {currency}"
+            );
+            assert_eq!(
+                get(&format!("app.units.{currency}")),
+                month.units.get(&key).copied().unwrap_or(0),
+                "{d} units {currency}"
+            );
+        }
+        assert_eq!(
+            get("paying_users.active"),
+            month.paying.get(&d).map_or(0, BTreeSet::len) as i64,
+            "{d} paying users"
+        );
+        // Lifecycle of authenticating users, from the month's days (nobody was active before day 1).
+        let pool_counters = store.day_counters(&pool, day(d)).await.unwrap();
+        let at = |k: &str| {
+            pool_counters
+                .get(&format!("{auth}.{k}"))
+                .copied()
+                .unwrap_or(0)
+        };
+        let (today, yesterday) = (
+            month.auth_active.get(&d).cloned().unwrap_or_default(),
+            month.auth_active.get(&(d - 1)).cloned().unwrap_or_default(),
+        );
+        let seen_before = |u: &u32| first_day.get(u).is_some_and(|f| *f < d);
+        let returning = today.intersection(&yesterday).count() as i64;
+        let resurrecting = today
+            .iter()
+            .filter(|u| !yesterday.contains(u) && seen_before(u))
+            .count() as i64;
+        let dormant = yesterday.difference(&today).count() as i64;
+        assert_eq!(
+            (at("returning"), at("resurrecting"), at("dormant")),
+            (returning, resurrecting, dormant),
+            "{d} lifecycle"
+        );
+        let new_on_d: Vec<u32> = first_day
+            .iter()
+            .filter(|(_, f)| **f == d)
+            .map(|(u, _)| *u)
+            .collect();
+        for n in [1, 7] {
+            let kept = new_on_d
+                .iter()
+                .filter(|u| {
+                    month
+                        .auth_active
+                        .get(&(d + n))
+                        .is_some_and(|s| s.contains(u))
+                })
+                .count() as i64;
+            assert_eq!(
+                at(&format!("new_retained{n}")),
+                kept,
+                "{d} new-user retention day {n}"
+            );
+        }
     }
     // The report: the same exact counts per day, rolling windows exact, the month's actives.
     let (rows, month_to_date) =

@@ -42,6 +42,14 @@ pub struct Month {
     /// failures (the log only).
     pub sign_ins: BTreeMap<u32, u64>,
     pub failures: BTreeMap<u32, u64>,
+    /// What the app's sessions did, per day: stops, their durations (ms), engaged sessions (over 10 s or 2 views).
+    pub sessions_ended: BTreeMap<u32, u64>,
+    pub durations: BTreeMap<u32, Vec<u64>>,
+    pub engaged: BTreeMap<u32, u64>,
+    /// Purchases per day: revenue in millionths per currency, units per currency, and paying users.
+    pub revenue: BTreeMap<(u32, String), i64>,
+    pub units: BTreeMap<(u32, String), i64>,
+    pub paying: BTreeMap<u32, BTreeSet<u32>>,
 }
 
 /// An auth event as the forwarders write it: from a trigger, or (failures) from the user-activity log.
@@ -112,6 +120,25 @@ fn app_event(id: &str, u: u32, device: &str, d: u32, second: u32) -> Value {
                       "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
 }
 
+/// Another event of the session `start` opened, `seconds` after it.
+fn in_session(start: &Value, id: &str, event: &str, seconds: i64) -> Value {
+    let mut e = start.clone();
+    let at = chrono::DateTime::parse_from_rfc3339(start["timestamp"].as_str().unwrap_or_default())
+        .map(|t| t + chrono::Duration::seconds(seconds))
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        })
+        .unwrap_or_default();
+    e["event_id"] = id.into();
+    e["event"] = event.into();
+    e["timestamp"] = at.clone().into();
+    e["received_at"] = at.clone().into();
+    e["clock"]["original_timestamp"] = at.into();
+    e
+}
+
 /// A month for `users` users who sign in (and, every fifth, use the app) plus [`APP_ONLY_USERS`] who only use
 /// the app: each active on one to six days.
 pub fn generate(users: u32) -> Month {
@@ -123,7 +150,15 @@ pub fn generate(users: u32) -> Month {
         session_devices: BTreeMap::new(),
         sign_ins: BTreeMap::new(),
         failures: BTreeMap::new(),
+        sessions_ended: BTreeMap::new(),
+        durations: BTreeMap::new(),
+        engaged: BTreeMap::new(),
+        revenue: BTreeMap::new(),
+        units: BTreeMap::new(),
+        paying: BTreeMap::new(),
     };
+    // The sessions' other events draw from their own generator: the month's users and days stay as they were.
+    let mut extra = fastrand::Rng::with_seed(20_261_203);
     let mut n = 0u64;
     let mut next_id = |prefix: &str| {
         n += 1;
@@ -210,8 +245,51 @@ pub fn generate(users: u32) -> Month {
             // Some users (and the app-only ones) use the app: one or two devices.
             if u.is_multiple_of(5) || u >= users {
                 let device = format!("device-{u}-{}", rng.u8(0..2));
-                m.events
-                    .push((d, app_event(&next_id("b1"), u, &device, d, second + 2)));
+                let start = app_event(&next_id("b1"), u, &device, d, second + 2);
+                // In the session: 0 to 3 screen views, a stop with its duration (most sessions), a purchase (one in
+                // six, in USD or EUR, its price a number or a string of one).
+                let views = extra.u32(0..4);
+                let mut more = Vec::new();
+                for k in 0..views {
+                    more.push(in_session(
+                        &start,
+                        &next_id("b2"),
+                        "_screen_view",
+                        i64::from(1 + k),
+                    ));
+                }
+                let mut engaged = views >= 2;
+                if extra.u8(0..10) < 7 {
+                    let ms = extra.u64(500..40_000);
+                    let mut stop = in_session(&start, &next_id("b3"), "_session.stop", 5);
+                    stop["session"]["duration_ms"] = ms.into();
+                    more.push(stop);
+                    *m.sessions_ended.entry(d).or_default() += 1;
+                    m.durations.entry(d).or_default().push(ms);
+                    engaged |= ms > 10_000;
+                }
+                if engaged {
+                    *m.engaged.entry(d).or_default() += 1;
+                }
+                if extra.u8(0..6) == 0 {
+                    let currency = if extra.bool() { "USD" } else { "EUR" };
+                    let (cents, quantity) = (if extra.bool() { 99 } else { 499 }, extra.i64(1..=2));
+                    let price: Value = if extra.bool() {
+                        (cents as f64 / 100.0).into()
+                    } else {
+                        format!("{}.{:02}", cents / 100, cents % 100).into()
+                    };
+                    let mut buy = in_session(&start, &next_id("b4"), "_monetization.purchase", 4);
+                    buy["properties"] = json!({"_currency": currency, "_product_id": "gems-100",
+                                               "_item_price": price, "_quantity": quantity});
+                    more.push(buy);
+                    *m.revenue.entry((d, currency.to_owned())).or_default() +=
+                        cents * quantity * 10_000;
+                    *m.units.entry((d, currency.to_owned())).or_default() += quantity;
+                    m.paying.entry(d).or_default().insert(u);
+                }
+                m.events.push((d, start));
+                m.events.extend(more.into_iter().map(|e| (d, e)));
                 m.session_users.entry(d).or_default().insert(u);
                 m.session_devices.entry(d).or_default().insert(device);
             }

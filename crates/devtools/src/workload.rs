@@ -2,7 +2,8 @@
 //! monthly users, 300k daily and 10 events per user and day, scaled down by `scale` (the cost per event does not
 //! depend on the scale: every request is per actor and day, or per batch). Per active user and day: a sign-in (or,
 //! every other day, a token refresh: the user stayed signed in), a token refresh, an app session start, and 7
-//! other app events in that session (3 of the 10 are sign-ins, refreshes or session starts). A fifth of the users
+//! other app events in that session: 5 screen views, a custom event (one user-day in 20: a purchase) and the
+//! session's stop with its duration (3 of the 10 are sign-ins, refreshes or session starts). A fifth of the users
 //! are active daily, the rest about one day in eight, so that daily over monthly users is 0.3. Delivery: 3% of
 //! the events a day late, 5% twice (a producer's resend), in batches of the rollup's batch size per shard of two
 //! shards per stream,
@@ -102,12 +103,14 @@ pub fn generate(users: u32, batch_size: usize) -> Workload {
                     ),
                 ),
             ];
-            for k in 0..7 {
+            // 5 screen views, a custom event or (one user-day in 20) a purchase, and the session's stop with its
+            // duration.
+            for k in 0..5 {
                 docs.push((
                     "app",
                     app(
                         &id(),
-                        "screen_view",
+                        "_screen_view",
                         &install,
                         &user,
                         d,
@@ -116,6 +119,33 @@ pub fn generate(users: u32, batch_size: usize) -> Workload {
                     ),
                 ));
             }
+            let mut sixth = app(
+                &id(),
+                "level_complete",
+                &install,
+                &user,
+                d,
+                second + 8,
+                &session,
+            );
+            if rng.u8(0..20) == 0 {
+                sixth["event"] = "_monetization.purchase".into();
+                sixth["properties"] = json!({"_currency": "USD", "_product_id": "gems-100",
+                                             "_item_price": 1.99, "_quantity": 1});
+            }
+            docs.push(("app", sixth));
+            let duration = rng.u64(1_000..1_800_000);
+            let mut stop = app(
+                &id(),
+                "_session.stop",
+                &install,
+                &user,
+                d,
+                second + 9,
+                &session,
+            );
+            stop["session"]["duration_ms"] = duration.into();
+            docs.push(("app", stop));
             for (stream, doc) in docs {
                 events += 1;
                 let late = rng.u8(0..100) < 3;
