@@ -58,13 +58,11 @@ pub fn assert_dashboard_equals_table(
         .chain(dashboard.keys())
         .collect::<std::collections::BTreeSet<_>>()
     {
-        let want: std::collections::BTreeMap<String, i64> = table
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter(|(k, n)| !k.starts_with(active_users::plan::DIM) && **n != 0)
-            .map(|(k, n)| (k.replace('.', "_"), *n))
-            .collect();
+        let want: std::collections::BTreeMap<String, i64> =
+            active_users::handler::figures(&table.get(key).cloned().unwrap_or_default())
+                .into_iter()
+                .filter(|(_, n)| *n != 0)
+                .collect();
         let got = dashboard.get(key).cloned().unwrap_or_default();
         if want != got {
             differ.push(format!("{key}: table {want:?}, dashboard {got:?}"));

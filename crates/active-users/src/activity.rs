@@ -27,6 +27,10 @@ pub const AUTH_SCHEMA: &str = "cognito-auth-event/v1";
 pub const APP_SCHEMA: &str = "app-event/v1";
 /// The app event that makes a user or device active (Pinpoint's definition).
 pub const SESSION_START: &str = "_session.start";
+/// The app event that ends a session (its `session.duration_ms`: the client's, else stop - start).
+pub const SESSION_STOP: &str = "_session.stop";
+/// Pinpoint's purchase event: attributes `_currency`, `_product_id`; metrics `_item_price`, `_quantity`.
+pub const PURCHASE: &str = "_monetization.purchase";
 
 /// Auth event types that make a user an authenticating user that day.
 pub const AUTHENTICATING_TYPES: &[&str] = &[
@@ -53,14 +57,17 @@ pub enum Definition {
     SessionUsers,
     /// Devices (`context.device_id`) in an app session (app events).
     SessionDevices,
+    /// Installs (as [`Definition::SessionUsers`]) with a purchase of a valid price that day (app events).
+    PayingUsers,
 }
 
 impl Definition {
     /// Every definition.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::Authenticating,
         Self::SessionUsers,
         Self::SessionDevices,
+        Self::PayingUsers,
     ];
 
     /// Its name in keys, metrics and reports.
@@ -69,6 +76,7 @@ impl Definition {
             Self::Authenticating => "authenticating_users",
             Self::SessionUsers => "session_users",
             Self::SessionDevices => "session_devices",
+            Self::PayingUsers => "paying_users",
         }
     }
 }
@@ -88,17 +96,23 @@ pub enum Counter {
     TokenRefreshes,
     /// App sessions started (`_session.start`).
     Sessions,
+    /// App sessions ended (`_session.stop`).
+    SessionsEnded,
+    /// Purchases (`_monetization.purchase`), whatever their price.
+    Purchases,
 }
 
 impl Counter {
     /// Every counter.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::SignUps,
         Self::SignIns,
         Self::SignInAttempts,
         Self::AuthFailures,
         Self::TokenRefreshes,
         Self::Sessions,
+        Self::SessionsEnded,
+        Self::Purchases,
     ];
 
     /// Its name in rollup items (prefixed by the origin) and reports.
@@ -110,6 +124,8 @@ impl Counter {
             Self::AuthFailures => "auth_failures",
             Self::TokenRefreshes => "token_refreshes",
             Self::Sessions => "sessions",
+            Self::SessionsEnded => "sessions_ended",
+            Self::Purchases => "purchases",
         }
     }
 }
@@ -146,9 +162,34 @@ pub struct Activity {
     pub dimensions: Vec<(String, String)>,
     /// The counters it moves.
     pub counters: Vec<Counter>,
+    /// Amounts it adds with its counters, once per event id: (attribute without the origin, amount). A session
+    /// stop's duration bucket ([`duration_bucket`]), a purchase's revenue and units per currency ([`purchase`]).
+    pub amounts: Vec<(String, i64)>,
+    /// What it tells of its session's engagement (an app event of a session with a view or a long duration).
+    pub session: Option<SessionMark>,
     /// `trigger`, `activity_log` or `snapshot` for auth events, `app` for app events: counters are kept per
     /// origin, since a deployment with both forwarders sees a successful sign-in twice.
     pub origin: String,
+}
+
+/// Views: the screen and page view events of Pinpoint, Amplify and Amplify JS auto-tracking.
+pub const VIEW_EVENTS: &[&str] = &["_screen_view", "pageView", "_page_view"];
+/// A session is engaged past this duration (Clickstream Analytics on AWS: more than 10 seconds), or with 2 views.
+pub const ENGAGED_MS: u64 = 10_000;
+
+/// What an app event tells of its session's engagement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMark {
+    /// The install (the session definition's actor), whose history remembers the session.
+    pub install: String,
+    /// The session's id, as 16 hex digits of its hash.
+    pub id: String,
+    /// Its day: `session.start`'s, else the event's.
+    pub day: NaiveDate,
+    /// The event is a view: its id as 16 hex digits of its hash.
+    pub view: Option<String>,
+    /// The event gives the session a duration over [`ENGAGED_MS`].
+    pub long: bool,
 }
 
 #[derive(Deserialize)]
@@ -180,11 +221,17 @@ struct AppRecord {
     context: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     session: Option<AppSession>,
+    #[serde(default)]
+    properties: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct AppSession {
     id: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    duration_ms: Option<u64>,
 }
 
 /// The UTC day of an RFC 3339 time.
@@ -205,6 +252,136 @@ fn cut(v: &str, bytes: usize) -> &str {
         end -= 1;
     }
     &v[..end]
+}
+
+/// The prefix of a session duration bucket's counter: `session_s.<lower bound in seconds>` ([`duration_bucket`]).
+pub const SESSION_S: &str = "session_s.";
+/// Session stops without a duration (neither the client's nor a start to count from).
+pub const SESSIONS_NO_DURATION: &str = "sessions_no_duration";
+/// The prefix of a currency's revenue, in millionths of its unit: `revenue_micros.<ISO 4217 code>`, `.none`
+/// (no `_currency`) or `.other` (not an ISO 4217 code).
+pub const REVENUE_MICROS: &str = "revenue_micros.";
+/// The prefix of a currency's units sold (the sum of `_quantity`): `units.<code>`.
+pub const UNITS: &str = "units.";
+/// The prefix of purchases that add no revenue, by reason: `purchases_invalid.price` (no price, or not a number,
+/// or past a billion), `.quantity` (not a whole number from 1 to a million).
+pub const PURCHASES_INVALID: &str = "purchases_invalid.";
+
+/// The lower bounds, in seconds, of the session duration buckets: every second to 10 s (the engaged-session
+/// threshold), then steps of at most a quarter of the bound, to 7 days (the longest session the app path
+/// accepts). The median and p90 of a day are read from them: exact to the bucket.
+pub const DURATION_BOUNDS: &[u64] = &[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 22, 25, 30, 35, 40, 45, 50, 55, 60,
+    70, 80, 90, 100, 110, 120, 135, 150, 165, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600,
+    720, 840, 960, 1080, 1200, 1500, 1800, 2100, 2400, 2700, 3000, 3300, 3600, 4200, 4800, 5400,
+    6000, 6600, 7200, 9000, 10800, 12600, 14400, 16200, 18000, 21600, 25200, 28800, 32400, 36000,
+    43200, 50400, 57600, 64800, 72000, 79200, 86400, 100800, 115200, 129600, 144000, 158400,
+    172800, 216000, 259200, 302400, 345600, 388800, 432000, 518400, 604800,
+];
+
+/// The bucket of a duration: the lower bound, in seconds, of the last bucket at or below it.
+pub fn duration_bucket(ms: u64) -> u64 {
+    let s = ms / 1000;
+    let i = DURATION_BOUNDS.partition_point(|b| *b <= s);
+    DURATION_BOUNDS[i.saturating_sub(1)]
+}
+
+/// The duration (lower bound of its bucket, seconds) at or below which `share` (0 to 1) of the sessions of a
+/// histogram (`bucket` -> count) fall; `None` without sessions.
+pub fn duration_quantile(
+    histogram: &std::collections::BTreeMap<u64, i64>,
+    share: f64,
+) -> Option<u64> {
+    let total: i64 = histogram.values().filter(|n| **n > 0).sum();
+    if total <= 0 {
+        return None;
+    }
+    // The rank of the quantile: the smallest r with r >= share * total (nearest-rank method), at least 1.
+    let rank = ((share * total as f64).ceil() as i64).max(1);
+    let mut seen = 0;
+    for (bucket, n) in histogram {
+        seen += (*n).max(0);
+        if seen >= rank {
+            return Some(*bucket);
+        }
+    }
+    histogram.keys().next_back().copied()
+}
+
+/// ISO 4217 currency codes (active, 2026): a purchase's `_currency` outside them counts as `other`, so that a
+/// client cannot add an attribute per invented code to a day's item.
+pub const CURRENCIES: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BHD",
+    "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF",
+    "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN",
+    "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD",
+    "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES",
+    "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL",
+    "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN",
+    "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP",
+    "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK",
+    "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT",
+    "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VED", "VES",
+    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+];
+
+/// A purchase as counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// Its ISO 4217 code, `none` or `other`.
+    pub currency: String,
+    /// Price times quantity, in millionths of the currency's unit (rounded to the nearest).
+    pub micros: i64,
+    /// The quantity.
+    pub units: i64,
+}
+
+/// A number from a property: a JSON number, or a string of one (`-?digits[.digits]`, as the warehouse's SQL reads
+/// it).
+fn number(v: Option<&serde_json::Value>) -> Option<f64> {
+    match v? {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(t) => {
+            let body = t.strip_prefix('-').unwrap_or(t);
+            let (int, frac) = body.split_once('.').unwrap_or((body, "0"));
+            let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+            (digits(int) && digits(frac))
+                .then(|| t.parse().ok())
+                .flatten()
+        }
+        _ => None,
+    }
+    .filter(|x: &f64| x.is_finite())
+}
+
+/// Reads a purchase's properties (Pinpoint's names): `_item_price` (a number, or a string of one; at most a
+/// billion either way), `_quantity` (a whole number from 1 to a million; 1 when absent), `_currency`. `Err`: why it
+/// adds no revenue (`price` or `quantity`).
+pub fn purchase(
+    properties: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Purchase, &'static str> {
+    let price = number(properties.get("_item_price"))
+        .filter(|p| p.abs() <= 1e9)
+        .ok_or("price")?;
+    let units = match properties.get("_quantity") {
+        None => 1.0,
+        q => number(q)
+            .filter(|q| q.fract() == 0.0 && (1.0..=1e6).contains(q))
+            .ok_or("quantity")?,
+    };
+    let currency = match properties.get("_currency").and_then(|c| c.as_str()) {
+        None | Some("") => "none".to_owned(),
+        Some(c) if CURRENCIES.binary_search(&c).is_ok() => c.to_owned(),
+        Some(_) => "other".to_owned(),
+    };
+    Ok(Purchase {
+        currency,
+        // Up to 1e9 x 1e6 units, i.e. 1e21 micros: past i64 (9.2e18), it saturates.
+        micros: (price * units * 1e6)
+            .round()
+            .clamp(i64::MIN as f64, i64::MAX as f64) as i64,
+        units: units as i64,
+    })
 }
 
 /// Reads one record: an auth event or an app event (by its `schema`), keeping the `dimensions` named.
@@ -247,6 +424,8 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
                 actives,
                 dimensions: dims(&r.context),
                 counters,
+                amounts: Vec::new(),
+                session: None,
                 origin: r.origin,
             })
         }
@@ -254,14 +433,42 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
             let r: AppRecord = serde_json::from_slice(data).map_err(|e| bad(&e))?;
             let mut actives = Vec::new();
             let mut counters = Vec::new();
-            if r.event == SESSION_START {
-                counters.push(Counter::Sessions);
+            let mut amounts = Vec::new();
+            let install = r.anonymous_id.as_ref().or(r.user_id.as_ref());
+            match r.event.as_str() {
+                SESSION_START => counters.push(Counter::Sessions),
+                SESSION_STOP => {
+                    counters.push(Counter::SessionsEnded);
+                    match r.session.as_ref().and_then(|s| s.duration_ms) {
+                        Some(ms) => {
+                            amounts.push((format!("{SESSION_S}{}", duration_bucket(ms)), 1))
+                        }
+                        None => amounts.push((SESSIONS_NO_DURATION.to_owned(), 1)),
+                    }
+                }
+                PURCHASE => {
+                    counters.push(Counter::Purchases);
+                    match purchase(&r.properties) {
+                        Ok(p) => {
+                            amounts.push((format!("{REVENUE_MICROS}{}", p.currency), p.micros));
+                            amounts.push((format!("{UNITS}{}", p.currency), p.units));
+                            if let Some(user) = install {
+                                actives.push(Active {
+                                    definition: Definition::PayingUsers,
+                                    actor: user.clone(),
+                                });
+                            }
+                        }
+                        Err(why) => amounts.push((format!("{PURCHASES_INVALID}{why}"), 1)),
+                    }
+                }
+                _ => {}
             }
             let in_session = r.event == SESSION_START
                 || r.session.as_ref().is_some_and(|s| s.id.is_some())
                 || r.context.get("session_id").is_some_and(|v| v.is_string());
             if in_session {
-                if let Some(user) = r.anonymous_id.as_ref().or(r.user_id.as_ref()) {
+                if let Some(user) = install {
                     actives.push(Active {
                         definition: Definition::SessionUsers,
                         actor: user.clone(),
@@ -274,13 +481,39 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
                     });
                 }
             }
+            let day = day_of(&r.timestamp)?;
+            let session = match (&r.session, install) {
+                (
+                    Some(AppSession {
+                        id: Some(id),
+                        start,
+                        duration_ms,
+                    }),
+                    Some(install),
+                ) => {
+                    let view = VIEW_EVENTS
+                        .contains(&r.event.as_str())
+                        .then(|| crate::plan::short_id(&r.event_id));
+                    let long = duration_ms.is_some_and(|ms| ms > ENGAGED_MS);
+                    (view.is_some() || long).then(|| SessionMark {
+                        install: install.clone(),
+                        id: bridge_core::envelope::event_id(&["session", id])[..16].to_owned(),
+                        day: start.as_deref().and_then(|t| day_of(t).ok()).unwrap_or(day),
+                        view,
+                        long,
+                    })
+                }
+                _ => None,
+            };
             Ok(Activity {
                 event_id: r.event_id,
-                day: day_of(&r.timestamp)?,
+                day,
                 scopes: vec!["app".to_owned()],
                 actives,
                 dimensions: dims(&r.context),
                 counters,
+                amounts,
+                session,
                 origin: "app".to_owned(),
             })
         }
@@ -367,14 +600,15 @@ mod tests {
         assert!(no_sub.actives.is_empty());
     }
 
+    fn app(event: &str, user: Option<&str>) -> Vec<u8> {
+        serde_json::to_vec(&json!({"schema": APP_SCHEMA, "event_id": "a1", "type": "track", "event": event,
+            "anonymous_id": "anon-1", "user_id": user, "timestamp": "2026-11-04T08:00:00Z",
+            "context": {"platform": "android", "app_version": "2.1.0", "locale": null, "device_id": "dev-1"}}))
+        .unwrap()
+    }
+
     #[test]
     fn a_session_start_makes_a_session_user_and_device_and_nothing_else_does() {
-        let app = |event: &str, user: Option<&str>| {
-            serde_json::to_vec(&json!({"schema": APP_SCHEMA, "event_id": "a1", "type": "track", "event": event,
-                "anonymous_id": "anon-1", "user_id": user, "timestamp": "2026-11-04T08:00:00Z",
-                "context": {"platform": "android", "app_version": "2.1.0", "locale": null, "device_id": "dev-1"}}))
-            .unwrap()
-        };
         let a = read(&app(SESSION_START, Some("u-1")), &dims()).unwrap();
         assert_eq!(a.scopes, vec!["app"]);
         let defs: Vec<_> = a
@@ -393,8 +627,13 @@ mod tests {
         assert_eq!(a.counters, vec![Counter::Sessions]);
         let signed_out = read(&app(SESSION_START, None), &dims()).unwrap();
         assert_eq!(signed_out.actives[0].actor, "anon-1");
-        let other = read(&app("_session.stop", Some("u-1")), &dims()).unwrap();
-        assert!(other.actives.is_empty() && other.counters.is_empty());
+        let other = read(&app("level_complete", Some("u-1")), &dims()).unwrap();
+        assert!(other.actives.is_empty() && other.counters.is_empty() && other.amounts.is_empty());
+        // A stop outside a session's other events ends one (without a duration here) and makes nobody active.
+        let stop = read(&app(SESSION_STOP, Some("u-1")), &dims()).unwrap();
+        assert!(stop.actives.is_empty());
+        assert_eq!(stop.counters, vec![Counter::SessionsEnded]);
+        assert_eq!(stop.amounts, vec![(SESSIONS_NO_DURATION.to_owned(), 1)]);
         // An event in a session (the enrichment clients send no session events) makes its install active.
         let mut in_session: serde_json::Value =
             serde_json::from_slice(&app("level_complete", None)).unwrap();
@@ -424,5 +663,104 @@ mod tests {
             let err = read(bad, &dims()).unwrap_err();
             assert!(err.to_string().starts_with("not a "), "{err}");
         }
+    }
+
+    #[test]
+    fn a_stop_counts_its_duration_in_its_bucket_and_quantiles_read_the_buckets() {
+        let mut v: serde_json::Value = serde_json::from_slice(&app(SESSION_STOP, None)).unwrap();
+        v["session"] = json!({"id": "s-1", "start": null, "stop": null, "duration_ms": 12_999});
+        let a = read(&serde_json::to_vec(&v).unwrap(), &dims()).unwrap();
+        assert_eq!(a.counters, vec![Counter::SessionsEnded]);
+        assert_eq!(a.amounts, vec![(format!("{SESSION_S}12"), 1)]);
+        assert!(
+            a.actives
+                .iter()
+                .all(|x| x.definition == Definition::SessionUsers
+                    || x.definition == Definition::SessionDevices)
+        );
+        for (ms, bucket) in [
+            (0, 0),
+            (999, 0),
+            (10_000, 10),
+            (10_999, 10),
+            (13_000, 12),
+            (59_999, 55),
+            (3_600_000, 3600),
+            (604_800_000, 604_800),
+            (u64::MAX, 604_800),
+        ] {
+            assert_eq!(duration_bucket(ms), bucket, "{ms} ms");
+        }
+        assert!(DURATION_BOUNDS.windows(2).all(|w| w[0] < w[1]));
+        // Ten sessions: 1 s x 4, 12 s x 4, 60 s x 2: the 5th is the median (12), the 9th the p90 (60).
+        let h = std::collections::BTreeMap::from([(1, 4), (12, 4), (60, 2)]);
+        assert_eq!(duration_quantile(&h, 0.5), Some(12));
+        assert_eq!(duration_quantile(&h, 0.4), Some(1));
+        assert_eq!(duration_quantile(&h, 0.9), Some(60));
+        assert_eq!(
+            duration_quantile(&std::collections::BTreeMap::new(), 0.5),
+            None
+        );
+    }
+
+    fn purchase_of(props: serde_json::Value) -> Activity {
+        let mut v: serde_json::Value = serde_json::from_slice(&app(PURCHASE, Some("u-1"))).unwrap();
+        v["properties"] = props;
+        read(&serde_json::to_vec(&v).unwrap(), &dims()).unwrap()
+    }
+
+    #[test]
+    fn a_purchase_adds_revenue_and_units_per_currency_and_makes_a_paying_user() {
+        let a = purchase_of(
+            json!({"_currency": "USD", "_product_id": "p", "_item_price": 1.99, "_quantity": 3}),
+        );
+        assert_eq!(a.counters, vec![Counter::Purchases]);
+        assert_eq!(
+            a.amounts,
+            vec![
+                (format!("{REVENUE_MICROS}USD"), 5_970_000),
+                (format!("{UNITS}USD"), 3)
+            ]
+        );
+        assert_eq!(
+            a.actives,
+            vec![Active {
+                definition: Definition::PayingUsers,
+                actor: "anon-1".into()
+            }]
+        );
+        // Strings of numbers (as Pinpoint's attributes carry them), no quantity (1), no currency, a made-up one.
+        let b = purchase_of(json!({"_item_price": "0.5"}));
+        assert_eq!(
+            b.amounts,
+            vec![
+                (format!("{REVENUE_MICROS}none"), 500_000),
+                (format!("{UNITS}none"), 1)
+            ]
+        );
+        let c = purchase_of(json!({"_item_price": 2, "_currency": "ZZZ"}));
+        assert_eq!(c.amounts[0], (format!("{REVENUE_MICROS}other"), 2_000_000));
+        // No price, a price that is not a number, a fractional or zero quantity: counted apart, nobody paying.
+        for (props, why) in [
+            (json!({"_currency": "USD"}), "price"),
+            (json!({"_item_price": "1e3"}), "price"),
+            (json!({"_item_price": "abc"}), "price"),
+            (json!({"_item_price": 1e10}), "price"),
+            (json!({"_item_price": 1, "_quantity": 1.5}), "quantity"),
+            (json!({"_item_price": 1, "_quantity": 0}), "quantity"),
+        ] {
+            let x = purchase_of(props.clone());
+            assert_eq!(x.counters, vec![Counter::Purchases], "{props}");
+            assert_eq!(
+                x.amounts,
+                vec![(format!("{PURCHASES_INVALID}{why}"), 1)],
+                "{props}"
+            );
+            assert!(x.actives.is_empty(), "{props}");
+        }
+        assert!(
+            CURRENCIES.windows(2).all(|w| w[0] < w[1]),
+            "sorted, for the binary search"
+        );
     }
 }

@@ -23,7 +23,7 @@ use bridge_core::telemetry::Metrics;
 use chrono::NaiveDate;
 use futures_util::StreamExt as _;
 
-use crate::activity::{Activity, read};
+use crate::activity::{self, Activity, read};
 use crate::config::Config;
 use crate::lane::{Position, lane_of};
 use crate::plan::{self, ActorKey, Rules};
@@ -556,11 +556,59 @@ pub fn published_line(
     generation: i64,
 ) -> serde_json::Value {
     let mut line = serde_json::json!({PUBLISHED: plan::day_label(day), "scope": scope, GENERATION: generation});
-    // Dimension values stay in the table (and the report): the dashboard charts the day's figures.
-    for (name, n) in counters.iter().filter(|(k, _)| !k.starts_with(plan::DIM)) {
-        line[name.replace('.', "_")] = (*n).into();
+    for (name, n) in figures(counters) {
+        line[name] = n.into();
     }
     line
+}
+
+/// The figures the dashboard charts from a day's counters (names with `_` for `.`): every counter but dimension
+/// values and duration buckets (they stay in the table and the report), and the session duration quantiles read
+/// from the buckets (`<origin>_session_p50_s`, `_p90_s`).
+pub fn figures(counters: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let mut out: BTreeMap<String, i64> = counters
+        .iter()
+        .filter(|(k, _)| !k.starts_with(plan::DIM) && !k.contains(activity::SESSION_S))
+        .map(|(k, n)| (k.replace('.', "_"), *n))
+        .collect();
+    for (origin, quantiles) in session_quantiles(counters) {
+        for (name, seconds) in quantiles {
+            out.insert(
+                format!("{origin}_session_{name}_s"),
+                i64::try_from(seconds).unwrap_or(i64::MAX),
+            );
+        }
+    }
+    out
+}
+
+/// The quantiles of session durations (`p50`, `p90`, in seconds: the lower bound of the bucket they fall in) per
+/// origin, from a day's `<origin>.session_s.<bucket>` counters.
+pub fn session_quantiles(
+    counters: &BTreeMap<String, i64>,
+) -> BTreeMap<String, Vec<(&'static str, u64)>> {
+    let mut histograms: BTreeMap<String, BTreeMap<u64, i64>> = BTreeMap::new();
+    for (name, n) in counters {
+        if let Some((origin, bucket)) = name.split_once(&format!(".{}", activity::SESSION_S))
+            && let Ok(bucket) = bucket.parse::<u64>()
+        {
+            *histograms
+                .entry(origin.to_owned())
+                .or_default()
+                .entry(bucket)
+                .or_default() += n;
+        }
+    }
+    histograms
+        .into_iter()
+        .filter_map(|(origin, h)| {
+            let q = [("p50", 0.5), ("p90", 0.9)]
+                .into_iter()
+                .filter_map(|(name, share)| Some((name, activity::duration_quantile(&h, share)?)))
+                .collect::<Vec<_>>();
+            (!q.is_empty()).then_some((origin, q))
+        })
+        .collect()
 }
 
 /// What the dashboard shows, from the published lines in the order they were logged (any subset: a time range):

@@ -125,6 +125,8 @@ pub struct Undo {
     pub counted: Vec<(NaiveDate, String)>,
     /// Per key, the dimension state it replaced, and the digest of the one it set ([`Dims::digest`]).
     pub dims: Vec<(Key, Option<Dims>, String)>,
+    /// Sessions it changed: (session id, what it was before, what it set).
+    pub sessions: Vec<(String, Option<Session>, Option<Session>)>,
 }
 
 impl Undo {
@@ -134,7 +136,27 @@ impl Undo {
             && self.first.is_empty()
             && self.counted.is_empty()
             && self.dims.is_empty()
+            && self.sessions.is_empty()
     }
+}
+
+/// What an install's history remembers of one of its sessions to count it engaged once (Clickstream's definition:
+/// longer than 10 s, or at least 2 screen or page views): nothing until it has a view or is engaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The day it counts on: its start's (`session.start`), else the day of the first of its events seen.
+    pub day: NaiveDate,
+    /// How far it got.
+    pub seen: Seen,
+}
+
+/// How far a session got towards engaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// One view: its event id (16 hex digits of its hash), so that its repeat is not a second.
+    OneView(String),
+    /// Engaged (counted).
+    Engaged,
 }
 
 /// The dimension values an actor showed in one (definition, scope) on its latest active day: `<name>=<value>`.
@@ -173,6 +195,9 @@ pub struct History {
     pub counted: BTreeMap<NaiveDate, BTreeSet<String>>,
     /// Per (definition, scope), the latest day's dimension values.
     pub dims: BTreeMap<Key, Dims>,
+    /// The install's sessions on their way to engaged, by id (16 hex digits of its hash): at most
+    /// `crate::plan::SESSIONS_PER_ACTOR`, the latest by (day, id).
+    pub sessions: BTreeMap<String, Session>,
     /// Per lane, its last write.
     pub undo: BTreeMap<String, Undo>,
 }
@@ -252,6 +277,14 @@ impl History {
                 }
             }
         }
+        for (id, before, set) in undo.sessions.iter().rev() {
+            if h.sessions.get(id) == set.as_ref() {
+                match before {
+                    Some(b) => h.sessions.insert(id.clone(), b.clone()),
+                    None => h.sessions.remove(id),
+                };
+            }
+        }
         for (key, before, set) in undo.dims.iter().rev() {
             if h.dims.get(key).map(Dims::digest).as_ref() == Some(set) {
                 match before {
@@ -328,6 +361,7 @@ mod tests {
                 first: vec![(key.clone(), Some(d(11, 1)), d(10, 30))],
                 counted: vec![(d(11, 2), "abc".into())],
                 dims: Vec::new(),
+                sessions: Vec::new(),
             },
         );
         let before = h.without_uncommitted("L", &Position::new("6", 0));

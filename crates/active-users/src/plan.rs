@@ -33,6 +33,9 @@ use crate::lane::{LaneState, Position};
 
 /// Days after a cohort's day within which a return counts for 7-day retention.
 pub const RETENTION_DAYS: i64 = 7;
+/// New-user retention: the days after an actor's first day on which being active counts
+/// (`<definition>.new_retained<n>` on the first day).
+pub const NEW_USER_RETENTION: [i64; 3] = [1, 7, 30];
 /// The rolling windows, in days.
 pub const WINDOWS: [(i64, &str); 2] = [(7, "w7"), (30, "w30")];
 /// Distinct values a lane counts per (definition, scope, dimension); past it, `other`.
@@ -49,6 +52,8 @@ pub const OTHER: &str = "other";
 /// pool and in the first clients only (app clients are created by the pool's owner, not by users).
 pub const SCOPES_PER_ACTOR: usize = 16;
 
+/// Sessions an install's history remembers on their way to engaged (the latest by day and id; 13 + 8 bytes each).
+pub const SESSIONS_PER_ACTOR: usize = 16;
 /// Dimension values one history remembers, over all its (definition, scope)s, for their latest day; past it, an
 /// actor's further values are not counted (a client sending a new app version with every event cannot grow the
 /// item).
@@ -68,7 +73,7 @@ pub type ActorKey = (&'static str, String);
 pub fn group(definition: Definition) -> &'static str {
     match definition {
         Definition::Authenticating => "auth",
-        Definition::SessionUsers | Definition::SessionDevices => "app",
+        Definition::SessionUsers | Definition::SessionDevices | Definition::PayingUsers => "app",
     }
 }
 
@@ -292,7 +297,89 @@ fn transition(
             add(deltas, 'c', scope, start, format!("{d}.{name}.{span}"), 1);
         }
     }
+    let mut after = days.clone();
+    after.set(day);
+    lifecycle(
+        deltas,
+        d,
+        scope,
+        (days, first),
+        (&after, new_first.or(first)),
+        day,
+    );
     new_first
+}
+
+/// An actor's lifecycle stage on a day (PostHog's, by day): `None` when it was neither active that day nor the
+/// day before. `new` is the `.new` counter; the other three are counted as `<definition>.<stage>`.
+pub fn stage(
+    days: &history::Days,
+    first: Option<NaiveDate>,
+    on: NaiveDate,
+) -> Option<&'static str> {
+    let before = days.has(minus(on, 1)) && minus(on, 1) != on;
+    if days.has(on) {
+        Some(if first == Some(on) {
+            "new"
+        } else if before {
+            "returning"
+        } else {
+            "resurrecting"
+        })
+    } else if before {
+        Some("dormant")
+    } else {
+        None
+    }
+}
+
+/// The lifecycle stages and new-user retention a newly active `day` moves: every stage that depends on it (its
+/// own day's, the next day's, and the days of the first day before and after) is counted again from the history
+/// before and after, the difference moved. New-user retention (`<definition>.new_retained<n>`, on the first day):
+/// the actor's first day, and whether it was active `n` days later.
+fn lifecycle(
+    deltas: &mut Deltas,
+    d: &str,
+    scope: &str,
+    before: (&history::Days, Option<NaiveDate>),
+    after: (&history::Days, Option<NaiveDate>),
+    day: NaiveDate,
+) {
+    let mut on: BTreeSet<NaiveDate> = BTreeSet::from([day, plus(day, 1)]);
+    on.extend(before.1);
+    on.extend(after.1);
+    for when in &on {
+        let (was, is) = (
+            stage(before.0, before.1, *when),
+            stage(after.0, after.1, *when),
+        );
+        if was == is {
+            continue;
+        }
+        for (s, n) in [(was, -1), (is, 1)] {
+            if let Some(s) = s.filter(|s| *s != "new") {
+                add(deltas, 'c', scope, *when, format!("{d}.{s}"), n);
+            }
+        }
+    }
+    for first in before.1.into_iter().chain(after.1).collect::<BTreeSet<_>>() {
+        for n in NEW_USER_RETENTION {
+            let held = |(days, f): (&history::Days, Option<NaiveDate>)| {
+                f == Some(first) && days.has(plus(first, n))
+            };
+            let moved = i64::from(held(after)) - i64::from(held(before));
+            if moved != 0 {
+                add(
+                    deltas,
+                    'c',
+                    scope,
+                    first,
+                    format!("{d}.new_retained{n}"),
+                    moved,
+                );
+            }
+        }
+    }
 }
 
 /// Plans a lane's batch. `histories` are the actors' histories as stored, with this lane's uncommitted change
@@ -365,6 +452,19 @@ pub fn plan(
                 }
             }
         }
+        if let Some(mark) = &a.session {
+            let key: ActorKey = ("app", mark.install.clone());
+            let h = working
+                .entry(key.clone())
+                .or_insert_with(|| histories.get(&key).cloned().unwrap_or_default());
+            let u = undo.entry(key.clone()).or_default();
+            if engage(&mut deltas, &a.scopes, mark, h, u) {
+                let records = out.records.entry(key).or_default();
+                if records.last() != Some(record) {
+                    records.push(*record);
+                }
+            }
+        }
         // The event's own counters: once per event id.
         if !a.counters.is_empty() {
             let mut counted = Deltas::new();
@@ -377,6 +477,16 @@ pub fn plan(
                         a.day,
                         format!("{}.{}", a.origin, c.as_str()),
                         1,
+                    );
+                }
+                for (attr, n) in &a.amounts {
+                    add(
+                        &mut counted,
+                        'c',
+                        scope,
+                        a.day,
+                        format!("{}.{attr}", a.origin),
+                        *n,
                     );
                 }
             }
@@ -435,6 +545,87 @@ pub fn plan(
         out.dimension_values = Some(registry.slots);
     }
     out
+}
+
+/// The counter of engaged sessions (on the session's day).
+pub const ENGAGED_SESSIONS: &str = "app.engaged_sessions";
+
+/// Moves a session of an install towards engaged (a second distinct view, or a duration over 10 s) and counts it
+/// once when it gets there, on its day. The history keeps the install's latest [`SESSIONS_PER_ACTOR`] sessions by
+/// (day, id); once full, a session older than all of them is not tracked (its engagement is not counted: a
+/// documented limit), so a session dropped from the history never counts twice. Whether it changed the history.
+fn engage(
+    deltas: &mut Deltas,
+    scopes: &[String],
+    mark: &crate::activity::SessionMark,
+    h: &mut History,
+    u: &mut Undo,
+) -> bool {
+    use crate::history::{Seen, Session};
+    let before = h.sessions.get(&mark.id).cloned();
+    let seen = match (&before, &mark.view) {
+        (
+            Some(Session {
+                seen: Seen::Engaged,
+                ..
+            }),
+            _,
+        ) => return false,
+        _ if mark.long => Seen::Engaged,
+        (
+            Some(Session {
+                seen: Seen::OneView(first),
+                ..
+            }),
+            Some(view),
+        ) if first != view => Seen::Engaged,
+        (Some(_), _) => return false,
+        (None, Some(view)) => Seen::OneView(view.clone()),
+        (None, None) => return false,
+    };
+    let day = before.as_ref().map_or(mark.day, |b| b.day);
+    if before.is_none() && h.sessions.len() >= SESSIONS_PER_ACTOR {
+        let Some((oldest, state)) = h
+            .sessions
+            .iter()
+            .min_by(|x, y| (x.1.day, x.0).cmp(&(y.1.day, y.0)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+        else {
+            return false;
+        };
+        if (day, &mark.id) < (state.day, &oldest) {
+            return false;
+        }
+        h.sessions.remove(&oldest);
+        note_session(u, &oldest, Some(state), None);
+    }
+    let after = Session { day, seen };
+    if after.seen == Seen::Engaged {
+        for scope in scopes {
+            add(deltas, 'c', scope, day, ENGAGED_SESSIONS.to_owned(), 1);
+        }
+    }
+    h.sessions.insert(mark.id.clone(), after.clone());
+    note_session(u, &mark.id, before, Some(after));
+    true
+}
+
+/// Records a session change in the lane's undo record: the state before its first change, the latest after.
+fn note_session(
+    u: &mut Undo,
+    id: &str,
+    before: Option<crate::history::Session>,
+    after: Option<crate::history::Session>,
+) {
+    match u.sessions.iter().position(|(k, _, _)| k == id) {
+        // A session this write added and then dropped again: nothing to take back (the record stays at most two
+        // per remembered session: the ones it replaced and the ones it set).
+        Some(i) if u.sessions[i].1.is_none() && after.is_none() => {
+            u.sessions.remove(i);
+        }
+        Some(i) => u.sessions[i].2 = after,
+        None => u.sessions.push((id.to_owned(), before, after)),
+    }
 }
 
 /// Counts the activity's dimension values for (definition, scope) on its day: each value once per actor and day.
@@ -529,7 +720,7 @@ pub fn history_size_bound(
     lanes: usize,
     undo_days: usize,
 ) -> usize {
-    let keys = 2 * SCOPES_PER_ACTOR;
+    let keys = 3 * SCOPES_PER_ACTOR;
     let key_name = 22 + 1 + scope_chars;
     let days = keys * (key_name + years * (4 + history::YEAR_BYTES));
     let first = keys * (key_name + 10);
@@ -537,9 +728,18 @@ pub fn history_size_bound(
     let counted = 1 + 3 + replay_days * SCOPES_PER_ACTOR * 12;
     let held = 64 + 1 + value_bytes + 3;
     let dims = keys * (key_name + 16) + dimensions.min(DIMS_PER_ACTOR) * held;
+    // Sessions: 8 bytes of id and at most 13 of state each; an undo record changes at most the remembered ones
+    // and the ones they replaced, 8 + 2 x 14 bytes each.
+    let sessions = 3 + SESSIONS_PER_ACTOR * 21;
+    let undo_sessions = 3 + 2 * SESSIONS_PER_ACTOR * 36;
     let undo = lanes.min(UNDO_LANES)
-        * (16 + 40 + undo_days * (key_name + 12) + keys * (key_name + 22) + 2 * dims);
-    64 + days + first + counted + dims + undo
+        * (16
+            + 40
+            + undo_days * (key_name + 12)
+            + keys * (key_name + 22)
+            + 2 * dims
+            + undo_sessions);
+    64 + days + first + counted + dims + sessions + undo
 }
 
 /// The largest a lane's dimension registry can grow, in bytes: [`REGISTRY_SLOTS_CAP`] slot names of a definition,

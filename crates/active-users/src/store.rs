@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{Datelike, NaiveDate};
 
 use crate::activity::Definition;
-use crate::history::{Days, Dims, History, Undo};
+use crate::history::{Days, Dims, History, Seen, Session, Undo};
 use crate::lane::{LaneState, Position};
 use crate::plan::{ActorKey, Deltas, Item as CounterItem, day_label};
 use crate::table::{Expect, Item, Key, Table, TableError, TxWrite, Value};
@@ -84,6 +84,7 @@ fn code(d: Definition) -> &'static str {
         Definition::Authenticating => "au",
         Definition::SessionUsers => "su",
         Definition::SessionDevices => "sd",
+        Definition::PayingUsers => "pu",
     }
 }
 
@@ -142,6 +143,115 @@ fn unpack_counted(bytes: &[u8]) -> Vec<(NaiveDate, String)> {
         .collect()
 }
 
+/// A session's state in bytes: the day (i32, days from CE), then 0 (engaged) or 1 and the first view's 8 bytes.
+fn pack_session(out: &mut Vec<u8>, s: &Session) {
+    out.extend_from_slice(&s.day.num_days_from_ce().to_le_bytes());
+    match &s.seen {
+        Seen::Engaged => out.push(0),
+        Seen::OneView(id) => {
+            out.push(1);
+            let mut b = hex::decode(id).unwrap_or_default();
+            b.resize(8, 0);
+            out.extend_from_slice(&b);
+        }
+    }
+}
+
+/// Reads [`pack_session`] at the start of `b`: the state and the bytes it took.
+fn unpack_session(b: &[u8]) -> Option<(Session, usize)> {
+    let day =
+        NaiveDate::from_num_days_from_ce_opt(i32::from_le_bytes(b.get(..4)?.try_into().ok()?))?;
+    match b.get(4)? {
+        0 => Some((
+            Session {
+                day,
+                seen: Seen::Engaged,
+            },
+            5,
+        )),
+        1 => Some((
+            Session {
+                day,
+                seen: Seen::OneView(hex::encode(b.get(5..13)?)),
+            },
+            13,
+        )),
+        _ => None,
+    }
+}
+
+/// A history's sessions: per session its id's 8 bytes and its state.
+fn pack_sessions(sessions: &BTreeMap<String, Session>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, s) in sessions {
+        let mut b = hex::decode(id).unwrap_or_default();
+        b.resize(8, 0);
+        out.extend_from_slice(&b);
+        pack_session(&mut out, s);
+    }
+    out
+}
+
+fn unpack_sessions(mut b: &[u8]) -> BTreeMap<String, Session> {
+    let mut out = BTreeMap::new();
+    while b.len() >= 8 {
+        let Some((s, n)) = unpack_session(&b[8..]) else {
+            break;
+        };
+        out.insert(hex::encode(&b[..8]), s);
+        b = &b[8 + n..];
+    }
+    out
+}
+
+/// An undo record's sessions: per change its id's 8 bytes, then before and after, each 0 (none) or 1 and a state.
+fn pack_session_changes(changes: &[(String, Option<Session>, Option<Session>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, before, after) in changes {
+        let mut b = hex::decode(id).unwrap_or_default();
+        b.resize(8, 0);
+        out.extend_from_slice(&b);
+        for state in [before, after] {
+            match state {
+                None => out.push(0),
+                Some(s) => {
+                    out.push(1);
+                    pack_session(&mut out, s);
+                }
+            }
+        }
+    }
+    out
+}
+
+type SessionChange = (String, Option<Session>, Option<Session>);
+
+fn unpack_session_changes(mut b: &[u8]) -> Vec<SessionChange> {
+    let mut out = Vec::new();
+    'changes: while b.len() >= 9 {
+        let id = hex::encode(&b[..8]);
+        let mut at = 8;
+        let mut states = [None, None];
+        for state in &mut states {
+            match b.get(at) {
+                Some(0) => at += 1,
+                Some(1) => {
+                    let Some((s, n)) = b.get(at + 1..).and_then(unpack_session) else {
+                        break 'changes;
+                    };
+                    *state = Some(s);
+                    at += 1 + n;
+                }
+                _ => break 'changes,
+            }
+        }
+        let [before, after] = states;
+        out.push((id, before, after));
+        b = &b[at..];
+    }
+    out
+}
+
 fn dims_into(m: &mut BTreeMap<String, Value>, d: &Dims) {
     if let Some(day) = d.day {
         m.insert("x".into(), s(&day_label(day)));
@@ -198,6 +308,9 @@ pub fn history_item(key: &ActorKey, h: &History) -> Item {
             }))),
         );
     }
+    if !h.sessions.is_empty() {
+        item.insert("s".into(), Value::B(pack_sessions(&h.sessions)));
+    }
     let mut undo = BTreeMap::new();
     for (lane, u) in &h.undo {
         let mut per_key: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
@@ -248,6 +361,9 @@ pub fn history_item(key: &ActorKey, h: &History) -> Item {
                 )),
             );
         }
+        if !u.sessions.is_empty() {
+            m.insert("s".into(), Value::B(pack_session_changes(&u.sessions)));
+        }
         undo.insert(lane.clone(), Value::M(m));
     }
     item.insert("u".into(), Value::M(undo));
@@ -287,6 +403,9 @@ pub fn history_of(item: &Item) -> History {
         for (d, id) in unpack_counted(b) {
             h.counted.entry(d).or_default().insert(id);
         }
+    }
+    if let Some(Value::B(b)) = item.get("s") {
+        h.sessions = unpack_sessions(b);
     }
     if let Some(Value::M(undo)) = item.get("u") {
         for (lane, u) in undo {
@@ -332,6 +451,9 @@ pub fn history_of(item: &Item) -> History {
             }
             if let Some(Value::B(b)) = u.get("c") {
                 rec.counted = unpack_counted(b);
+            }
+            if let Some(Value::B(b)) = u.get("s") {
+                rec.sessions = unpack_session_changes(b);
             }
             h.undo.insert(lane.clone(), rec);
         }
@@ -735,6 +857,7 @@ mod tests {
                     (client.clone(), None, dims.digest()),
                     (pool.clone(), None, dims.digest()),
                 ],
+                sessions: Vec::new(),
             },
         );
         let key = ("auth", "4f3e2d1c-0000-4000-8000-000000000001".to_owned());
@@ -752,5 +875,50 @@ mod tests {
             size <= 1024,
             "a daily user's history is {size} bytes: more than one write unit"
         );
+    }
+
+    #[test]
+    fn an_installs_sessions_and_their_undo_round_trip_through_the_item() {
+        let d = |n: u32| NaiveDate::from_ymd_opt(2026, 11, n).unwrap_or_default();
+        let mut h = History {
+            version: 1,
+            ..History::default()
+        };
+        let one = Session {
+            day: d(3),
+            seen: Seen::OneView("00112233aabbccdd".into()),
+        };
+        let engaged = Session {
+            day: d(4),
+            seen: Seen::Engaged,
+        };
+        h.sessions.insert("0123456789abcdef".into(), one.clone());
+        h.sessions
+            .insert("fedcba9876543210".into(), engaged.clone());
+        h.undo.insert(
+            "lane".into(),
+            Undo {
+                position: Position::new("12", 0),
+                until: 1_793_000_120,
+                sessions: vec![
+                    (
+                        "fedcba9876543210".into(),
+                        Some(one.clone()),
+                        Some(engaged.clone()),
+                    ),
+                    ("0123456789abcdef".into(), None, Some(one.clone())),
+                    ("1111111111111111".into(), Some(engaged.clone()), None),
+                ],
+                ..Undo::default()
+            },
+        );
+        let back = history_of(&history_item(&("app", "install-1".to_owned()), &h));
+        assert_eq!(History { version: 1, ..back }, h);
+        // Damaged bytes read as far as they go, never panic.
+        for cut in 0..pack_session_changes(&h.undo["lane"].sessions).len() {
+            let bytes = pack_session_changes(&h.undo["lane"].sessions);
+            let _ = unpack_session_changes(&bytes[..cut]);
+            let _ = unpack_sessions(&pack_sessions(&h.sessions)[..cut.min(20)]);
+        }
     }
 }

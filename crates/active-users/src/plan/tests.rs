@@ -31,6 +31,8 @@ fn sign_in(event_id: &str, sub: &str, d: NaiveDate) -> Activity {
             .into(),
         )],
         counters: vec![Counter::SignIns],
+        amounts: Vec::new(),
+        session: None,
         origin: "trigger".into(),
     }
 }
@@ -43,6 +45,8 @@ fn failure(event_id: &str, d: NaiveDate) -> Activity {
         actives: vec![],
         dimensions: vec![],
         counters: vec![Counter::AuthFailures],
+        amounts: Vec::new(),
+        session: None,
         origin: "activity_log".into(),
     }
 }
@@ -266,6 +270,55 @@ fn check_definition(table: &Table, truth: &Truth, scope: &str, definition: Defin
                 "{name} {d}"
             );
         }
+        // Lifecycle (by day) and new-user retention, from each actor's days.
+        let mut stages: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut new_retained: BTreeMap<i64, i64> = BTreeMap::new();
+        for a in &actors {
+            let days = truth.days_of(a);
+            let was = days.contains(&minus(d, 1));
+            let stage = match (days.contains(&d), was) {
+                (true, _) if days.first() == Some(&d) => None,
+                (true, true) => Some("returning"),
+                (true, false) => Some("resurrecting"),
+                (false, true) => Some("dormant"),
+                (false, false) => None,
+            };
+            if let Some(s) = stage {
+                *stages.entry(s).or_default() += 1;
+            }
+            if days.first() == Some(&d) {
+                for k in NEW_USER_RETENTION {
+                    if days.contains(&plus(d, k)) {
+                        *new_retained.entry(k).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for s in ["returning", "resurrecting", "dormant"] {
+            assert_eq!(
+                count(s).get(&d).copied().unwrap_or(0),
+                stages.get(s).copied().unwrap_or(0),
+                "{name} {s} {d}"
+            );
+        }
+        for k in NEW_USER_RETENTION {
+            assert_eq!(
+                count(&format!("new_retained{k}"))
+                    .get(&d)
+                    .copied()
+                    .unwrap_or(0),
+                new_retained.get(&k).copied().unwrap_or(0),
+                "{name} new_retained{k} {d}"
+            );
+        }
+        // Every active actor is new, returning or resurrecting.
+        assert_eq!(
+            active.get(&d).copied().unwrap_or(0),
+            new.get(&d).copied().unwrap_or(0)
+                + count("returning").get(&d).copied().unwrap_or(0)
+                + count("resurrecting").get(&d).copied().unwrap_or(0),
+            "{name} lifecycle adds up {d}"
+        );
         let sign_ins = table.counter(scope, "trigger.sign_ins");
         assert_eq!(
             sign_ins.get(&d).copied().unwrap_or(0),
@@ -572,6 +625,8 @@ fn session(event_id: &str, install: &str, device: &str, d: NaiveDate) -> Activit
         ],
         dimensions: vec![],
         counters: vec![Counter::Sessions],
+        amounts: Vec::new(),
+        session: None,
         origin: "app".into(),
     }
 }
@@ -1072,5 +1127,171 @@ fn a_history_keeping_an_id_per_scope_and_day_of_the_longest_window_stays_within_
         "a daily user of {clients} clients over a {window}-day window: {size} bytes; its bound {bound}; \
          DynamoDB's limit {}",
         crate::table::MAX_ITEM_BYTES
+    );
+}
+
+/// An app event of session `sid` of `install`, which started on `start`: a view (`view`), and/or carrying a
+/// duration (`duration_ms`).
+fn session_event(
+    event_id: &str,
+    install: &str,
+    sid: &str,
+    start: NaiveDate,
+    d: NaiveDate,
+    view: bool,
+    duration_ms: Option<u64>,
+) -> Activity {
+    let mut a = session(event_id, install, &format!("dev-{install}"), d);
+    let long = duration_ms.is_some_and(|ms| ms > crate::activity::ENGAGED_MS);
+    a.session = (view || long).then(|| crate::activity::SessionMark {
+        install: install.into(),
+        id: bridge_core::envelope::event_id(&["session", sid])[..16].to_owned(),
+        day: start,
+        view: view.then(|| short_id(event_id)),
+        long,
+    });
+    a
+}
+
+/// Engaged sessions (more than 10 s, or 2 distinct views): generated sessions of installs in two lanes, their
+/// events in any order, repeated, in batches that crash before their commit and come again: every session counts
+/// once, on its start day, exactly when the brute-force rule says so.
+#[test]
+fn engaged_sessions_count_once_on_their_day_like_brute_force() {
+    for seed in 0..24u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut events = Vec::new();
+        let mut truth: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+        for s in 0..40 {
+            let install = format!("i{}", rng.u8(0..6));
+            let sid = format!("s{s}");
+            let start = day(rng.i64(0..20));
+            let views = rng.usize(0..4);
+            let mut ids = BTreeSet::new();
+            for v in 0..views {
+                let id = format!("{sid}-view-{}", rng.usize(0..=v));
+                ids.insert(id.clone());
+                events.push(session_event(
+                    &id,
+                    &install,
+                    &sid,
+                    start,
+                    plus(start, rng.i64(0..2)),
+                    true,
+                    None,
+                ));
+            }
+            let duration = rng.bool().then(|| rng.u64(0..20_000));
+            if let Some(ms) = duration {
+                events.push(session_event(
+                    &format!("{sid}-stop"),
+                    &install,
+                    &sid,
+                    start,
+                    start,
+                    false,
+                    Some(ms),
+                ));
+            }
+            if ids.len() >= 2 || duration.is_some_and(|ms| ms > 10_000) {
+                *truth.entry(start).or_default() += 1;
+            }
+        }
+        for _ in 0..20 {
+            let again = events[rng.usize(0..events.len())].clone();
+            events.push(again);
+        }
+        rng.shuffle(&mut events);
+        let mut table = Table::default();
+        let mut i = 0;
+        while i < events.len() {
+            let n = rng.usize(1..15).min(events.len() - i);
+            for lane in ["lane-a", "lane-b"] {
+                let mine: Vec<(Position, Activity)> = events[i..i + n]
+                    .iter()
+                    .filter(|a| (a.actives[0].actor.as_bytes()[1] % 2 == 0) == (lane == "lane-a"))
+                    .cloned()
+                    .map(|a| (table.next_position(), a))
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                if rng.u8(0..4) == 0 {
+                    table.run(lane, &mine, true);
+                }
+                table.run(lane, &mine, false);
+            }
+            i += n;
+        }
+        let got: BTreeMap<NaiveDate, i64> =
+            table.counter("app", ENGAGED_SESSIONS).into_iter().collect();
+        assert_eq!(
+            got,
+            truth.into_iter().filter(|(_, n)| *n != 0).collect(),
+            "seed {seed}"
+        );
+    }
+}
+
+/// An install with more sessions than its history remembers: the oldest are dropped, a late event of a dropped
+/// session is not tracked again (it never counts twice), and the history stays at its cap.
+#[test]
+fn an_install_past_the_session_cap_never_counts_a_dropped_session_twice() {
+    let mut table = Table::default();
+    let total = SESSIONS_PER_ACTOR + 4;
+    // Each session engaged by a long stop, one a day.
+    for s in 0..total {
+        let sid = format!("s{s}");
+        let d = day(s as i64);
+        let e = session_event(
+            &format!("{sid}-stop"),
+            "i1",
+            &sid,
+            d,
+            d,
+            false,
+            Some(60_000),
+        );
+        let p = table.next_position();
+        assert!(table.run("lane-a", &[(p, e)], false));
+    }
+    let engaged = |t: &Table| t.counter("app", ENGAGED_SESSIONS).values().sum::<i64>();
+    assert_eq!(engaged(&table), total as i64);
+    let h = &table.histories[&("app", "i1".to_owned())];
+    assert_eq!(h.sessions.len(), SESSIONS_PER_ACTOR);
+    // Two new views of the first session (dropped): not tracked again, so not counted again.
+    for v in 0..2 {
+        let e = session_event(
+            &format!("s0-late-view-{v}"),
+            "i1",
+            "s0",
+            day(0),
+            day(0),
+            true,
+            None,
+        );
+        let p = table.next_position();
+        assert!(table.run("lane-a", &[(p, e)], false));
+    }
+    assert_eq!(engaged(&table), total as i64);
+    // A new session still counts.
+    for v in 0..2 {
+        let sid = "s-new";
+        let e = session_event(
+            &format!("{sid}-view-{v}"),
+            "i1",
+            sid,
+            day(40),
+            day(40),
+            true,
+            None,
+        );
+        let p = table.next_position();
+        assert!(table.run("lane-a", &[(p, e)], false));
+    }
+    assert_eq!(engaged(&table), total as i64 + 1);
+    assert_eq!(
+        table.histories[&("app", "i1".to_owned())].sessions.len(),
+        SESSIONS_PER_ACTOR
     );
 }
