@@ -29,9 +29,8 @@ use devtools::runtime_api::LocalFunction;
 use devtools::synthetic::{Feed, auth_event_on, sub};
 use serde_json::{Value, json};
 
-/// The cohorts of the first tests: the default ones on signed-in users.
-const DEFINITIONS: &str = "new_7d=new:authenticating_users:7,active_7d=active:authenticating_users:7,\
-                           dormant_14d=dormant:authenticating_users:14";
+/// The cohorts of the first test: the defaults (new, active and dormant signed-in users, paying installs).
+const DEFINITIONS: &str = definition::DEFAULT_DEFINITIONS;
 
 fn nov(d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
@@ -45,6 +44,7 @@ struct Setup {
     store: RollupStore,
     rollup: active_users::ActiveUsers,
     feed: Feed,
+    app_feed: Feed,
     /// Records of the cohort stream already looked at.
     seen: usize,
 }
@@ -72,6 +72,7 @@ async fn setup() -> Setup {
         store,
         rollup,
         feed: Feed::new("auth-events", 0),
+        app_feed: Feed::new("app-events", 0),
         seen: 0,
     }
 }
@@ -99,18 +100,36 @@ impl Setup {
         assert!(response.batch_item_failures.is_empty());
     }
 
+    /// A purchase by install `install` on each day, through the rollup (the app event stream's lane).
+    async fn purchases(&mut self, days: &[(&str, NaiveDate)]) {
+        let docs: Vec<Value> = days.iter().map(|(i, d)| purchase(i, *d)).collect();
+        let response = self
+            .rollup
+            .process(
+                self.app_feed.event(&docs),
+                Deadline::none(),
+                &Metrics::new(),
+            )
+            .await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+
     /// The cohort binary over this table and stream.
-    async fn function(&self, definitions: &str, properties: &str) -> Arc<LocalFunction> {
+    async fn function(&self, definitions: Option<&str>, properties: &str) -> Arc<LocalFunction> {
+        let mut env: Vec<(String, String)> = vec![
+            ("ROLLUP_TABLE_NAME".into(), self.table.clone()),
+            ("COHORT_STREAM_NAME".into(), self.stream.clone()),
+            ("COHORT_USER_PROPERTIES".into(), properties.into()),
+            ("COHORT_SCAN_SEGMENTS".into(), "3".into()),
+        ];
+        // Unset: the defaults.
+        if let Some(d) = definitions {
+            env.push(("COHORT_DEFINITIONS".into(), d.into()));
+        }
         LocalFunction::start(
             "cohorts",
             devtools::deployment::binary_dir(&e2e::root()).join("cohorts"),
-            vec![
-                ("ROLLUP_TABLE_NAME".into(), self.table.clone()),
-                ("COHORT_STREAM_NAME".into(), self.stream.clone()),
-                ("COHORT_DEFINITIONS".into(), definitions.into()),
-                ("COHORT_USER_PROPERTIES".into(), properties.into()),
-                ("COHORT_SCAN_SEGMENTS".into(), "3".into()),
-            ],
+            env,
             std::time::Duration::from_secs(300),
         )
         .await
@@ -169,6 +188,24 @@ impl Setup {
     }
 }
 
+/// A `_monetization.purchase` of install `install` (no user id) on `day`, as the app event forwarder writes it.
+fn purchase(install: &str, day: NaiveDate) -> Value {
+    let ts = format!("{}T12:00:00.000Z", day.format("%Y-%m-%d"));
+    let id = format!("purchase-{install}-{day}");
+    json!({"schema": "app-event/v1", "event_id": id, "type": "track", "event": "_monetization.purchase",
+           "anonymous_id": install, "user_id": null, "timestamp": ts, "received_at": ts, "sent_at": null,
+           "clock": {"time_source": "client", "original_timestamp": ts, "offset_ms": null},
+           "session": null,
+           "context": {"platform": "web", "app_version": "1.4.0", "app_build": null, "app_id": null, "app_package": null,
+                       "sdk": null, "identity_pool_id": null, "locale": "en-US", "device_id": null, "os": null,
+                       "os_version": null, "model": null, "make": null, "session_id": null, "session_start": null,
+                       "input_shape": "ours", "anonymous_id_source": "event"},
+           "properties": {"_currency": "USD", "_product_id": "gems-100", "_item_price": 1.99, "_quantity": 1},
+           "traits": {},
+           "source": {"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/app-events-source",
+                      "shard_id": "shardId-000000000000", "sequence_number": "1", "sub_sequence": 0}})
+}
+
 /// A scheduled event of EventBridge at `time`.
 fn scheduled(time: &str) -> Value {
     json!({"version": "0", "id": "89d1a02d-5ec7-412e-82f5-13505f849b41", "detail-type": "Scheduled Event",
@@ -200,8 +237,36 @@ fn platform(u: u32) -> &'static str {
     }
 }
 
-/// The record a change must be: cohort `name` of [`DEFINITIONS`], users `users` joining or leaving as of `as_of`,
-/// computed at `computed_time`; joins carry their platform, leaves no properties.
+/// The record a change must be: cohort `name` of [`DEFINITIONS`], `users` (id, properties) joining or leaving as
+/// of `as_of`, computed at `computed_time`, in user id order; leaves carry no properties.
+fn record(
+    name: &str,
+    in_cohort: bool,
+    mut users: Vec<(String, Value)>,
+    as_of: NaiveDate,
+    computed_time: &str,
+) -> (String, Value) {
+    let c = cohort(DEFINITIONS, name);
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    let ids: Vec<cohorts::payload::User> = users
+        .iter()
+        .map(|(id, _)| cohorts::payload::User {
+            user_id: id.clone(),
+            user_properties: BTreeMap::new(),
+        })
+        .collect();
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|(id, p)| json!({"user_id": id, "user_properties": if in_cohort { p } else { json!({}) }}))
+        .collect();
+    (
+        c.id(),
+        json!({"cohort_name": name, "cohort_id": c.id(), "in_cohort": in_cohort, "computed_time": computed_time,
+               "message_id": message_id(&c.id(), as_of, in_cohort, &ids), "users": users}),
+    )
+}
+
+/// [`record`] of signed-in users `users` (their subs, their platform).
 fn expected(
     name: &str,
     in_cohort: bool,
@@ -209,35 +274,25 @@ fn expected(
     as_of: NaiveDate,
     computed_time: &str,
 ) -> (String, Value) {
-    let c = cohort(DEFINITIONS, name);
-    let mut list: Vec<(String, Value)> = users
+    let users = users
         .iter()
-        .map(|u| {
-            let properties = if in_cohort {
-                json!({"platform": platform(*u)})
-            } else {
-                json!({})
-            };
-            (
-                sub(*u),
-                json!({"user_id": sub(*u), "user_properties": properties}),
-            )
-        })
+        .map(|u| (sub(*u), json!({"platform": platform(*u)})))
         .collect();
-    list.sort_by(|a, b| a.0.cmp(&b.0));
-    let ids: Vec<cohorts::payload::User> = list
+    record(name, in_cohort, users, as_of, computed_time)
+}
+
+/// [`record`] of paying installs (platform `web`).
+fn paying(
+    in_cohort: bool,
+    installs: &[&str],
+    as_of: NaiveDate,
+    computed_time: &str,
+) -> (String, Value) {
+    let users = installs
         .iter()
-        .map(|(id, _)| cohorts::payload::User {
-            user_id: id.clone(),
-            user_properties: BTreeMap::new(),
-        })
+        .map(|i| ((*i).to_owned(), json!({"platform": "web"})))
         .collect();
-    (
-        c.id(),
-        json!({"cohort_name": name, "cohort_id": c.id(), "in_cohort": in_cohort, "computed_time": computed_time,
-               "message_id": message_id(&c.id(), as_of, in_cohort, &ids),
-               "users": list.into_iter().map(|(_, u)| u).collect::<Vec<_>>()}),
-    )
+    record("paying_30d", in_cohort, users, as_of, computed_time)
 }
 
 fn without_sizes(records: &[(String, usize, Value)]) -> Vec<(String, Value)> {
@@ -262,11 +317,19 @@ async fn members_then_only_changes_and_a_rerun_puts_nothing() {
         (4, oct20),
     ])
     .await;
-    let function = s.function(DEFINITIONS, "platform").await;
+    // Installs a (Oct 25) and b (Nov 15) made a purchase; c only on Nov 21, after the first as-of day.
+    let oct25 = NaiveDate::from_ymd_opt(2026, 10, 25).unwrap();
+    s.purchases(&[
+        ("install-a", oct25),
+        ("install-b", nov(15)),
+        ("install-c", nov(21)),
+    ])
+    .await;
+    let function = s.function(None, "platform").await;
 
     let first = invoke(&function, scheduled("2026-11-20T06:00:00Z")).await;
     assert_eq!(first["as_of"], "2026-11-20", "{first}");
-    assert_eq!(first["histories"], 4, "{first}");
+    assert_eq!(first["histories"], 7, "{first}");
     let t = "1795154400";
     // Window of new and active: Nov 14..=20; of dormant: Nov 7..=20.
     assert_eq!(
@@ -275,6 +338,8 @@ async fn members_then_only_changes_and_a_rerun_puts_nothing() {
             expected("new_7d", true, &[3], nov(20), t),
             expected("active_7d", true, &[2, 3], nov(20), t),
             expected("dormant_14d", true, &[1, 4], nov(20), t),
+            // Window of paying: Oct 22..=Nov 20 (install c's purchase lies after the as-of day).
+            paying(true, &["install-a", "install-b"], nov(20), t),
         ]
     );
 
@@ -294,6 +359,9 @@ async fn members_then_only_changes_and_a_rerun_puts_nothing() {
         expected("active_7d", false, &[2, 3], nov(27), t),
         expected("active_7d", true, &[1, 5], nov(27), t),
         expected("dormant_14d", false, &[1], nov(27), t),
+        // Window Oct 29..=Nov 27: a's purchase is out of it, c's in.
+        paying(false, &["install-a"], nov(27), t),
+        paying(true, &["install-c"], nov(27), t),
     ];
     assert_eq!(without_sizes(&s.new_records().await), week_later);
     let joined: Vec<u64> = later["cohorts"]
@@ -302,10 +370,10 @@ async fn members_then_only_changes_and_a_rerun_puts_nothing() {
         .iter()
         .map(|c| c["joined"].as_u64().unwrap() * 10 + c["left"].as_u64().unwrap())
         .collect();
-    assert_eq!(joined, vec![11, 22, 1], "{later}");
+    assert_eq!(joined, vec![11, 22, 1, 11], "{later}");
     assert_eq!(
         function.metrics().get(cohorts::run::METRIC_RECORDS_PUT),
-        Some(&8)
+        Some(&11)
     );
 
     // The run put its records but its membership writes were lost (a crash between the two): the next run of the
@@ -319,6 +387,7 @@ async fn members_then_only_changes_and_a_rerun_puts_nothing() {
             expected("new_7d", true, &[5], nov(27), t),
             expected("active_7d", true, &[1, 5], nov(27), t),
             expected("dormant_14d", true, &[4], nov(27), t),
+            paying(true, &["install-b", "install-c"], nov(27), t),
         ]
     );
     assert_eq!(replay[0].1["message_id"], week_later[1].1["message_id"]);
@@ -358,11 +427,16 @@ async fn batches_stay_under_the_record_limit_and_the_user_cap() {
     }
     let allowed: Vec<String> = (0..8).map(|p| format!("dim{p}")).collect();
     let with_properties = s
-        .function("wide=active:authenticating_users:7", &allowed.join(","))
+        .function(
+            Some("wide=active:authenticating_users:7"),
+            &allowed.join(","),
+        )
         .await;
     invoke(&with_properties, json!({"as_of": "2026-11-20"})).await;
     let wide = s.new_records().await;
-    let bare = s.function("bare=active:authenticating_users:7", "").await;
+    let bare = s
+        .function(Some("bare=active:authenticating_users:7"), "")
+        .await;
     invoke(&bare, json!({"as_of": "2026-11-20"})).await;
     let narrow = s.new_records().await;
     assert_eq!(

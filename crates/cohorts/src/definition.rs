@@ -403,6 +403,16 @@ mod tests {
     }
 
     #[test]
+    fn the_default_cohorts_are_the_four_of_the_issue() {
+        let all = parse(DEFAULT_DEFINITIONS).unwrap();
+        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["new_7d", "active_7d", "dormant_14d", "paying_30d"]);
+        assert_eq!(all[3].definition, Definition::PayingUsers);
+        assert_eq!(all[3].group(), "app");
+        assert_eq!((all[2].rule, all[2].days), (Rule::Dormant, 14));
+    }
+
+    #[test]
     fn ids_are_stable_and_change_with_the_definition() {
         let a = parse("active_7d=active:authenticating_users:7").unwrap();
         let again = parse("active_7d = active:authenticating_users:7").unwrap();
