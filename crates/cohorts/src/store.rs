@@ -260,6 +260,75 @@ mod tests {
         assert!(membership_pk("a-1", "u").starts_with("co#a-1#"));
     }
 
+    /// The size a typical signed-in user's history has (what a Scan bills by): a pool and a client scope, active on
+    /// 8 days of a year, three dimension values, the counted ids of its 8 days in each scope and one lane's undo
+    /// record. docs/cohorts.md prices a run with 1 KB a history.
+    #[test]
+    fn a_typical_history_is_under_a_kilobyte() {
+        use active_users::activity::Definition;
+        use active_users::history::{Days, Dims, Undo};
+        use active_users::lane::Position;
+        use chrono::NaiveDate;
+        let pool = "pool=us-east-1_EXAMPLE0".to_owned();
+        let scopes = [
+            pool.clone(),
+            format!("{pool}/client=26charsofanappclientidxyz0"),
+        ];
+        let mut h = History::default();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        for scope in &scopes {
+            let key = (Definition::Authenticating, scope.clone());
+            let mut days = Days::default();
+            for d in 1..=8 {
+                days.set(day(d * 3));
+            }
+            h.days.insert(key.clone(), days);
+            h.first.insert(key.clone(), day(3));
+            h.dims.insert(
+                key,
+                Dims {
+                    day: Some(day(24)),
+                    values: ["platform=android", "locale=en-US", "app_version=2.14.1"]
+                        .map(String::from)
+                        .into(),
+                },
+            );
+        }
+        for d in 1..=8 {
+            for s in 0..2 {
+                h.counted
+                    .entry(day(d * 3))
+                    .or_default()
+                    .insert(format!("{:016x}", d * 10 + s));
+            }
+        }
+        h.undo.insert(
+            "shardId-000000000001".into(),
+            Undo {
+                position: Position::new(
+                    "49650000000000000000000000000000000000000000000000000001",
+                    0,
+                ),
+                until: 1_795_000_000,
+                days: scopes
+                    .iter()
+                    .map(|s| ((Definition::Authenticating, s.clone()), day(24)))
+                    .collect(),
+                ..Undo::default()
+            },
+        );
+        let key = ("auth", "0a1b2c3d-0000-4000-8000-000000000000".to_owned());
+        let item = active_users::store::history_item(&key, &h);
+        let bytes = active_users::table::item_size(&item);
+        assert!((400..1_024).contains(&bytes), "{bytes} bytes");
+        // What the scan reads back is the history as written (days, first days, dimensions).
+        let back = active_users::store::history_of(&item);
+        assert_eq!(
+            (back.days, back.first, back.dims),
+            (h.days, h.first, h.dims)
+        );
+    }
+
     #[test]
     fn stored_values_convert_to_the_rollups_model() {
         let raw = HashMap::from([
