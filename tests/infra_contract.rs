@@ -257,6 +257,7 @@ const EMITTED_METRICS: &[(&str, &[&str])] = &[
         app_events::handler::FUNCTION_NAME,
         app_events::handler::METRICS,
     ),
+    (cohorts::run::FUNCTION_NAME, cohorts::run::METRICS),
 ];
 
 #[test]
@@ -1281,4 +1282,99 @@ fn the_warehouse_role_may_read_exactly_the_streams_it_delivers() {
     }
     readable.sort();
     assert_eq!(readable, delivered);
+}
+
+/// The cohort function: built and run like the others, its variables set, run by its schedule one at a time, and
+/// the template's default cohorts are the ones the code computes by default (and accepts).
+#[test]
+fn the_cohort_function_runs_on_its_schedule_with_the_defaults_the_code_accepts() {
+    let t = template();
+    let f = function_for_binary(&t, "cohorts");
+    let p = &f["Properties"];
+    assert_eq!(
+        f["Metadata"]["BuildMethod"].as_str(),
+        Some("rust-cargolambda")
+    );
+    assert_eq!(p["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(p["Architectures"][0].as_str(), Some("arm64"));
+    assert_eq!(p["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
+    assert_eq!(p["ReservedConcurrentExecutions"].as_u64(), Some(1));
+    let vars = p["Environment"]["Variables"].as_mapping().unwrap();
+    for var in cohorts::config::REQUIRED_ENV {
+        assert!(vars.get(*var).is_some_and(|v| !untag(v).is_null()), "{var}");
+    }
+    for (var, parameter) in [
+        (cohorts::config::ENV_DEFINITIONS, "CohortDefinitions"),
+        (cohorts::config::ENV_USER_PROPERTIES, "CohortUserProperties"),
+    ] {
+        assert_eq!(
+            referenced_id(&vars[var]).as_deref(),
+            Some(parameter),
+            "{var}"
+        );
+    }
+    let events: Vec<&Value> = p["Events"].as_mapping().unwrap().values().collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["Type"].as_str(), Some("Schedule"));
+    assert_eq!(
+        referenced_id(&events[0]["Properties"]["Schedule"]).as_deref(),
+        Some("CohortSchedule")
+    );
+    let default = t["Parameters"]["CohortDefinitions"]["Default"]
+        .as_str()
+        .unwrap();
+    assert_eq!(default, cohorts::definition::DEFAULT_DEFINITIONS);
+    assert_eq!(cohorts::definition::parse(default).unwrap().len(), 4);
+    // The cohort stream is made like every other stream the stack creates.
+    let (cohort, other) = (
+        &t["Resources"]["CohortStream"],
+        &t["Resources"]["AppEventsStream"],
+    );
+    assert_eq!(cohort["Properties"], other["Properties"]);
+    assert_eq!(
+        referenced_id(&t["Outputs"]["CohortStreamName"]["Value"]).as_deref(),
+        Some("CohortStream")
+    );
+}
+
+/// The cohort function's role, as deployed: it reads the rollup table, writes only the membership items (partition
+/// keys the code gives them), puts only on the cohort stream, and reads no stream.
+#[test]
+fn the_cohort_function_may_write_only_its_membership_items_and_its_stream() {
+    let t = transformed();
+    let resources = t["Resources"].as_object().unwrap();
+    let role = resources["CohortsFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+        .as_str()
+        .unwrap();
+    let table = serde_json::json!({"Fn::GetAtt": ["RollupTable", "Arn"]});
+    let leading = format!("{}*", cohorts::store::MEMBERSHIP_PREFIX);
+    let mut writes = 0;
+    for s in iam_statements(&resources[role]) {
+        assert_eq!(s["Effect"], "Allow");
+        for action in json_actions(s) {
+            let resources = json_resources(s);
+            match action {
+                "dynamodb:Scan" | "dynamodb:Query" => assert_eq!(resources, vec![&table]),
+                "dynamodb:PutItem" | "dynamodb:DeleteItem" | "dynamodb:BatchWriteItem" => {
+                    assert_eq!(resources, vec![&table]);
+                    assert_eq!(
+                        s["Condition"],
+                        serde_json::json!({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [leading]}}),
+                        "{s}"
+                    );
+                    writes += 1;
+                }
+                "kinesis:PutRecords" => assert_eq!(
+                    resources,
+                    vec![&serde_json::json!({"Fn::GetAtt": ["CohortStream", "Arn"]})]
+                ),
+                "logs:CreateLogStream" | "logs:PutLogEvents" => assert_eq!(
+                    resources,
+                    vec![&serde_json::json!({"Fn::GetAtt": ["CohortsLogGroup", "Arn"]})]
+                ),
+                other => panic!("the cohort function may {other}: {s}"),
+            }
+        }
+    }
+    assert_eq!(writes, 3);
 }
