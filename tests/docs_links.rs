@@ -3,6 +3,12 @@
 //! the README stays a front page (at most `README_MAX_LINES` lines), and nothing of the README as it was before
 //! it was split into docs/ was lost (`tests/readme-sections.txt`).
 
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -192,13 +198,13 @@ fn links(text: &str) -> Vec<Link> {
             }
             '<' => {
                 let rest: String = chars[i + 1..].iter().take(2048).collect();
-                if rest.starts_with("http://") || rest.starts_with("https://") {
-                    if let Some(end) = rest.find('>') {
-                        found.push(Link {
-                            target: rest[..end].to_string(),
-                            line: line_at(i),
-                        });
-                    }
+                if (rest.starts_with("http://") || rest.starts_with("https://"))
+                    && let Some(end) = rest.find('>')
+                {
+                    found.push(Link {
+                        target: rest[..end].to_string(),
+                        line: line_at(i),
+                    });
                 }
                 i += 1;
             }
@@ -318,15 +324,15 @@ fn web_link_problem(url: &str) -> Option<String> {
     {
         return Some(format!("has no valid host ({host:?})"));
     }
-    if let Some(port) = port {
-        if port.parse::<u16>().is_err() {
-            return Some(format!("has a port that is not a number ({port:?})"));
-        }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Some(format!("has a port that is not a number ({port:?})"));
     }
-    if let Some((_, fragment)) = url.split_once('#') {
-        if fragment.contains('#') {
-            return Some("has two fragments".to_string());
-        }
+    if let Some((_, fragment)) = url.split_once('#')
+        && fragment.contains('#')
+    {
+        return Some("has two fragments".to_string());
     }
     None
 }
@@ -344,15 +350,14 @@ fn link_problem(
     if target.starts_with("http://") || target.starts_with("https://") {
         return web_link_problem(target).map(|p| format!("web link {p}"));
     }
-    if let Some((scheme, _)) = target.split_once(':') {
-        if scheme
+    if let Some((scheme, _)) = target.split_once(':')
+        && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-        {
-            return Some(format!(
-                "scheme {scheme:?}: only relative paths, anchors and http(s) links are allowed"
-            ));
-        }
+    {
+        return Some(format!(
+            "scheme {scheme:?}: only relative paths, anchors and http(s) links are allowed"
+        ));
     }
     let (path_part, anchor) = match target.split_once('#') {
         Some((path, anchor)) => (path, Some(anchor)),
@@ -438,7 +443,7 @@ fn every_link_of_the_readme_and_docs_resolves() {
     for page in pages.iter().filter(|p| p.starts_with("docs")) {
         let target = page.to_string_lossy().replace('\\', "/");
         assert!(
-            readme_targets.iter().any(|t| *t == target),
+            readme_targets.contains(&target),
             "README.md does not link to {target}"
         );
     }
