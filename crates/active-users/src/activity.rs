@@ -165,7 +165,7 @@ pub struct Activity {
     /// Amounts it adds with its counters, once per event id: (attribute without the origin, amount). A session
     /// stop's duration bucket ([`duration_bucket`]), a purchase's revenue and units per currency ([`purchase`]).
     pub amounts: Vec<(String, i64)>,
-    /// What it tells of its session's engagement (an app event of a session with a view or a long duration).
+    /// What it tells of its session (an app event of a session with a view, a long duration or its stop).
     pub session: Option<SessionMark>,
     /// `trigger`, `activity_log` or `snapshot` for auth events, `app` for app events: counters are kept per
     /// origin, since a deployment with both forwarders sees a successful sign-in twice.
@@ -190,6 +190,8 @@ pub struct SessionMark {
     pub view: Option<String>,
     /// The event gives the session a duration over [`ENGAGED_MS`].
     pub long: bool,
+    /// The event is the session's stop: its counters (ended, the duration bucket) count once per session.
+    pub stop: bool,
 }
 
 #[derive(Deserialize)]
@@ -495,12 +497,14 @@ pub fn read(data: &[u8], dimensions: &[String]) -> Result<Activity, ActivityErro
                         .contains(&r.event.as_str())
                         .then(|| crate::plan::short_id(&r.event_id));
                     let long = duration_ms.is_some_and(|ms| ms > ENGAGED_MS);
-                    (view.is_some() || long).then(|| SessionMark {
+                    let stop = r.event == SESSION_STOP;
+                    (view.is_some() || long || stop).then(|| SessionMark {
                         install: install.clone(),
                         id: bridge_core::envelope::event_id(&["session", id])[..16].to_owned(),
                         day: start.as_deref().and_then(|t| day_of(t).ok()).unwrap_or(day),
                         view,
                         long,
+                        stop,
                     })
                 }
                 _ => None,

@@ -140,23 +140,18 @@ impl Undo {
     }
 }
 
-/// What an install's history remembers of one of its sessions to count it engaged once (Clickstream's definition:
-/// longer than 10 s, or at least 2 screen or page views): nothing until it has a view or is engaged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an install's history remembers of one of its sessions, to count it ended once (whatever its stops' ids) and
+/// engaged once (Clickstream's definition: longer than 10 s, or at least 2 screen or page views).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Session {
     /// The day it counts on: its start's (`session.start`), else the day of the first of its events seen.
     pub day: NaiveDate,
-    /// How far it got.
-    pub seen: Seen,
-}
-
-/// How far a session got towards engaged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    /// One view: its event id (16 hex digits of its hash), so that its repeat is not a second.
-    OneView(String),
-    /// Engaged (counted).
-    Engaged,
+    /// Its first view's event id (16 hex digits of its hash), until it is engaged: a repeat of it is not a second.
+    pub first_view: Option<String>,
+    /// Counted engaged.
+    pub engaged: bool,
+    /// Counted ended (its first stop).
+    pub ended: bool,
 }
 
 /// The dimension values an actor showed in one (definition, scope) on its latest active day: `<name>=<value>`.

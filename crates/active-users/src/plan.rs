@@ -52,7 +52,7 @@ pub const OTHER: &str = "other";
 /// pool and in the first clients only (app clients are created by the pool's owner, not by users).
 pub const SCOPES_PER_ACTOR: usize = 16;
 
-/// Sessions an install's history remembers on their way to engaged (the latest by day and id; 13 + 8 bytes each).
+/// Sessions an install's history remembers (the latest by day and id; 8 + 5 bytes each, 8 more until engaged).
 pub const SESSIONS_PER_ACTOR: usize = 16;
 /// Dimension values one history remembers, over all its (definition, scope)s, for their latest day; past it, an
 /// actor's further values are not counted (a client sending a new app version with every event cannot grow the
@@ -452,21 +452,24 @@ pub fn plan(
                 }
             }
         }
+        // A session's stop counts once per session in the install's history (no event marker), when tracked.
+        let mut by_session = false;
         if let Some(mark) = &a.session {
             let key: ActorKey = ("app", mark.install.clone());
             let h = working
                 .entry(key.clone())
                 .or_insert_with(|| histories.get(&key).cloned().unwrap_or_default());
             let u = undo.entry(key.clone()).or_default();
-            if engage(&mut deltas, &a.scopes, mark, h, u) {
+            if let Tracking::Tracked(changed) = track_session(&mut deltas, a, mark, h, u) {
+                by_session = mark.stop;
                 let records = out.records.entry(key).or_default();
-                if records.last() != Some(record) {
+                if changed && records.last() != Some(record) {
                     records.push(*record);
                 }
             }
         }
         // The event's own counters: once per event id.
-        if !a.counters.is_empty() {
+        if !a.counters.is_empty() && !by_session {
             let mut counted = Deltas::new();
             for scope in &a.scopes {
                 for c in &a.counters {
@@ -550,40 +553,51 @@ pub fn plan(
 /// The counter of engaged sessions (on the session's day).
 pub const ENGAGED_SESSIONS: &str = "app.engaged_sessions";
 
-/// Moves a session of an install towards engaged (a second distinct view, or a duration over 10 s) and counts it
-/// once when it gets there, on its day. The history keeps the install's latest [`SESSIONS_PER_ACTOR`] sessions by
-/// (day, id); once full, a session older than all of them is not tracked (its engagement is not counted: a
-/// documented limit), so a session dropped from the history never counts twice. Whether it changed the history.
-fn engage(
+/// Whether a session's history took an event in.
+enum Tracking {
+    /// The session is older than every one the full history remembers: not tracked (its stop counts by marker).
+    Untracked,
+    /// Tracked; whether the history changed.
+    Tracked(bool),
+}
+
+/// Takes an event of an install's session into the install's history: the session's first stop counts it ended (the
+/// activity's counters and amounts: sessions ended, the duration bucket) whatever the stops' event ids; a second
+/// distinct view or a duration over 10 s counts it engaged, once, on its day. The history keeps the install's latest
+/// [`SESSIONS_PER_ACTOR`] sessions by (day, id); once full, a session older than all of them is not tracked (its
+/// engagement is not counted, a documented limit; its stop counts by event marker), so a session dropped from the
+/// history never counts twice.
+fn track_session(
     deltas: &mut Deltas,
-    scopes: &[String],
+    a: &Activity,
     mark: &crate::activity::SessionMark,
     h: &mut History,
     u: &mut Undo,
-) -> bool {
-    use crate::history::{Seen, Session};
+) -> Tracking {
+    use crate::history::Session;
     let before = h.sessions.get(&mark.id).cloned();
-    let seen = match (&before, &mark.view) {
-        (
-            Some(Session {
-                seen: Seen::Engaged,
-                ..
-            }),
-            _,
-        ) => return false,
-        _ if mark.long => Seen::Engaged,
-        (
-            Some(Session {
-                seen: Seen::OneView(first),
-                ..
-            }),
-            Some(view),
-        ) if first != view => Seen::Engaged,
-        (Some(_), _) => return false,
-        (None, Some(view)) => Seen::OneView(view.clone()),
-        (None, None) => return false,
-    };
-    let day = before.as_ref().map_or(mark.day, |b| b.day);
+    let mut after = before.clone().unwrap_or(Session {
+        day: mark.day,
+        ..Session::default()
+    });
+    if !after.engaged {
+        if mark.long {
+            after.engaged = true;
+        } else if let Some(view) = &mark.view {
+            match &after.first_view {
+                Some(first) if first != view => after.engaged = true,
+                Some(_) => {}
+                None => after.first_view = Some(view.clone()),
+            }
+        }
+        if after.engaged {
+            after.first_view = None;
+        }
+    }
+    after.ended |= mark.stop;
+    if before.as_ref() == Some(&after) {
+        return Tracking::Tracked(false);
+    }
     if before.is_none() && h.sessions.len() >= SESSIONS_PER_ACTOR {
         let Some((oldest, state)) = h
             .sessions
@@ -591,23 +605,52 @@ fn engage(
             .min_by(|x, y| (x.1.day, x.0).cmp(&(y.1.day, y.0)))
             .map(|(k, v)| (k.clone(), v.clone()))
         else {
-            return false;
+            return Tracking::Untracked;
         };
-        if (day, &mark.id) < (state.day, &oldest) {
-            return false;
+        if (after.day, &mark.id) < (state.day, &oldest) {
+            return Tracking::Untracked;
         }
         h.sessions.remove(&oldest);
         note_session(u, &oldest, Some(state), None);
     }
-    let after = Session { day, seen };
-    if after.seen == Seen::Engaged {
-        for scope in scopes {
-            add(deltas, 'c', scope, day, ENGAGED_SESSIONS.to_owned(), 1);
+    let was = before.clone().unwrap_or_default();
+    for scope in &a.scopes {
+        if after.engaged && !was.engaged {
+            add(
+                deltas,
+                'c',
+                scope,
+                after.day,
+                ENGAGED_SESSIONS.to_owned(),
+                1,
+            );
+        }
+        if after.ended && !was.ended {
+            for c in &a.counters {
+                add(
+                    deltas,
+                    'c',
+                    scope,
+                    a.day,
+                    format!("{}.{}", a.origin, c.as_str()),
+                    1,
+                );
+            }
+            for (attr, n) in &a.amounts {
+                add(
+                    deltas,
+                    'c',
+                    scope,
+                    a.day,
+                    format!("{}.{attr}", a.origin),
+                    *n,
+                );
+            }
         }
     }
     h.sessions.insert(mark.id.clone(), after.clone());
     note_session(u, &mark.id, before, Some(after));
-    true
+    Tracking::Tracked(true)
 }
 
 /// Records a session change in the lane's undo record: the state before its first change, the latest after.

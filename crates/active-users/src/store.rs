@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{Datelike, NaiveDate};
 
 use crate::activity::Definition;
-use crate::history::{Days, Dims, History, Seen, Session, Undo};
+use crate::history::{Days, Dims, History, Session, Undo};
 use crate::lane::{LaneState, Position};
 use crate::plan::{ActorKey, Deltas, Item as CounterItem, day_label};
 use crate::table::{Expect, Item, Key, Table, TableError, TxWrite, Value};
@@ -143,17 +143,16 @@ fn unpack_counted(bytes: &[u8]) -> Vec<(NaiveDate, String)> {
         .collect()
 }
 
-/// A session's state in bytes: the day (i32, days from CE), then 0 (engaged) or 1 and the first view's 8 bytes.
+/// A session's state in bytes: the day (i32, days from CE), flags (1: engaged, 2: ended, 4: a first view follows),
+/// then the first view's 8 bytes.
 fn pack_session(out: &mut Vec<u8>, s: &Session) {
     out.extend_from_slice(&s.day.num_days_from_ce().to_le_bytes());
-    match &s.seen {
-        Seen::Engaged => out.push(0),
-        Seen::OneView(id) => {
-            out.push(1);
-            let mut b = hex::decode(id).unwrap_or_default();
-            b.resize(8, 0);
-            out.extend_from_slice(&b);
-        }
+    let view = s.first_view.as_ref().filter(|_| !s.engaged);
+    out.push(u8::from(s.engaged) | u8::from(s.ended) << 1 | u8::from(view.is_some()) << 2);
+    if let Some(id) = view {
+        let mut b = hex::decode(id).unwrap_or_default();
+        b.resize(8, 0);
+        out.extend_from_slice(&b);
     }
 }
 
@@ -161,23 +160,25 @@ fn pack_session(out: &mut Vec<u8>, s: &Session) {
 fn unpack_session(b: &[u8]) -> Option<(Session, usize)> {
     let day =
         NaiveDate::from_num_days_from_ce_opt(i32::from_le_bytes(b.get(..4)?.try_into().ok()?))?;
-    match b.get(4)? {
-        0 => Some((
-            Session {
-                day,
-                seen: Seen::Engaged,
-            },
-            5,
-        )),
-        1 => Some((
-            Session {
-                day,
-                seen: Seen::OneView(hex::encode(b.get(5..13)?)),
-            },
-            13,
-        )),
-        _ => None,
+    let flags = *b.get(4)?;
+    if flags > 7 {
+        return None;
     }
+    let first_view = if flags & 4 != 0 {
+        Some(hex::encode(b.get(5..13)?))
+    } else {
+        None
+    };
+    let taken = if first_view.is_some() { 13 } else { 5 };
+    Some((
+        Session {
+            day,
+            first_view,
+            engaged: flags & 1 != 0,
+            ended: flags & 2 != 0,
+        },
+        taken,
+    ))
 }
 
 /// A history's sessions: per session its id's 8 bytes and its state.
@@ -886,11 +887,14 @@ mod tests {
         };
         let one = Session {
             day: d(3),
-            seen: Seen::OneView("00112233aabbccdd".into()),
+            first_view: Some("00112233aabbccdd".into()),
+            ended: true,
+            ..Session::default()
         };
         let engaged = Session {
             day: d(4),
-            seen: Seen::Engaged,
+            engaged: true,
+            ..Session::default()
         };
         h.sessions.insert("0123456789abcdef".into(), one.clone());
         h.sessions

@@ -1143,12 +1143,27 @@ fn session_event(
 ) -> Activity {
     let mut a = session(event_id, install, &format!("dev-{install}"), d);
     let long = duration_ms.is_some_and(|ms| ms > crate::activity::ENGAGED_MS);
-    a.session = (view || long).then(|| crate::activity::SessionMark {
+    // A duration comes with the session's stop (as the app path writes it).
+    let stop = duration_ms.is_some();
+    a.counters.clear();
+    if let Some(ms) = duration_ms {
+        a.counters = vec![Counter::SessionsEnded];
+        a.amounts = vec![(
+            format!(
+                "{}{}",
+                crate::activity::SESSION_S,
+                crate::activity::duration_bucket(ms)
+            ),
+            1,
+        )];
+    }
+    a.session = (view || long || stop).then(|| crate::activity::SessionMark {
         install: install.into(),
         id: bridge_core::envelope::event_id(&["session", sid])[..16].to_owned(),
         day: start,
         view: view.then(|| short_id(event_id)),
         long,
+        stop,
     });
     a
 }
@@ -1162,6 +1177,8 @@ fn engaged_sessions_count_once_on_their_day_like_brute_force() {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut events = Vec::new();
         let mut truth: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+        let mut ended: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+        let mut buckets: BTreeMap<String, i64> = BTreeMap::new();
         for s in 0..40 {
             let install = format!("i{}", rng.u8(0..6));
             let sid = format!("s{s}");
@@ -1183,15 +1200,19 @@ fn engaged_sessions_count_once_on_their_day_like_brute_force() {
             }
             let duration = rng.bool().then(|| rng.u64(0..20_000));
             if let Some(ms) = duration {
-                events.push(session_event(
-                    &format!("{sid}-stop"),
-                    &install,
-                    &sid,
-                    start,
-                    start,
-                    false,
-                    Some(ms),
-                ));
+                let end = plus(start, rng.i64(0..2));
+                let stop =
+                    |id: &str| session_event(id, &install, &sid, start, end, false, Some(ms));
+                events.push(stop(&format!("{sid}-stop")));
+                // A client that sends its stop again under another id: the session ends once.
+                if rng.u8(0..4) == 0 {
+                    events.push(stop(&format!("{sid}-stop-again")));
+                }
+                *ended.entry(end).or_default() += 1;
+                let bucket = crate::activity::duration_bucket(ms);
+                *buckets
+                    .entry(format!("app.{}{bucket}", crate::activity::SESSION_S))
+                    .or_default() += 1;
             }
             if ids.len() >= 2 || duration.is_some_and(|ms| ms > 10_000) {
                 *truth.entry(start).or_default() += 1;
@@ -1229,6 +1250,21 @@ fn engaged_sessions_count_once_on_their_day_like_brute_force() {
             got,
             truth.into_iter().filter(|(_, n)| *n != 0).collect(),
             "seed {seed}"
+        );
+        assert_eq!(
+            table.counter("app", "app.sessions_ended"),
+            ended,
+            "seed {seed}"
+        );
+        for (bucket, n) in &buckets {
+            let got: i64 = table.counter("app", bucket).values().sum();
+            assert_eq!(got, *n, "seed {seed} {bucket}");
+        }
+        // Stops of tracked sessions wrote no event marker: their history counted them.
+        assert!(
+            table.markers.is_empty(),
+            "seed {seed}: {} markers",
+            table.markers.len()
         );
     }
 }
@@ -1273,6 +1309,24 @@ fn an_install_past_the_session_cap_never_counts_a_dropped_session_twice() {
         let p = table.next_position();
         assert!(table.run("lane-a", &[(p, e)], false));
     }
+    assert_eq!(engaged(&table), total as i64);
+    // A stop of the dropped session (sent twice) is not tracked: it counts once, by its event marker.
+    let ended = |t: &Table| t.counter("app", "app.sessions_ended").values().sum::<i64>();
+    assert_eq!(ended(&table), total as i64);
+    for _ in 0..2 {
+        let e = session_event(
+            "s0-late-stop",
+            "i1",
+            "s0",
+            day(0),
+            day(0),
+            false,
+            Some(5_000),
+        );
+        let p = table.next_position();
+        assert!(table.run("lane-a", &[(p, e)], false));
+    }
+    assert_eq!(ended(&table), total as i64 + 1);
     assert_eq!(engaged(&table), total as i64);
     // A new session still counts.
     for v in 0..2 {
