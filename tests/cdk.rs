@@ -19,15 +19,17 @@ use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-/// A resource of the SAM template that the construct leaves out when its props decide the resource's condition
-/// (`userPool`, `sourceStream`, `appEventStream`: the app gives them). Every other difference fails.
-const DROPPED_WHEN_THE_APP_GIVES_THEM: &[&str] = &[
-    "CreateUserPool",
-    "CreateSourceStream",
-    "CreateAppEventStream",
+/// The conditions that pick between a resource the bridge creates and one the app gives (`userPool`,
+/// `sourceStream`, `appEventStream`): the construct decides them from its props, so that what it exposes is a
+/// plain reference, and their parameters are not the stack's. Without the props they are true (the parameters
+/// empty, as their defaults are); with them, false, and their resources are left out.
+const DECIDED_BY_PROPS: &[(&str, &str)] = &[
+    ("CreateUserPool", "ExistingUserPoolId"),
+    ("CreateSourceStream", "SourceStreamArn"),
+    ("CreateAppEventStream", "AppEventStreamArn"),
 ];
 
-/// The differences a CDK app adds that are not the bridge's (`EXPLAINED` in docs/deploy-cdk.md): the bootstrap
+/// The differences a CDK app adds that are not the bridge's (docs/deploy-cdk.md, "Parity"): the bootstrap
 /// version parameter and its rule (DefaultStackSynthesizer), each function's `Code` (an S3 asset of its zip instead
 /// of SAM's build) and the asset metadata CDK puts on it.
 const CDK_PARAMETERS: &[&str] = &["BootstrapVersion"];
@@ -93,6 +95,46 @@ fn sam_transform(template: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The SAM template as the construct deploys it without `userPool`, `sourceStream` and `appEventStream`: the
+/// conditions they decide true (`DECIDED_BY_PROPS`), their `Fn::If`s resolved, and their parameters gone.
+fn with_decided_conditions(sam: &Value) -> Value {
+    fn resolve(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Array(b)) = m.get("Fn::If")
+                    && DECIDED_BY_PROPS.iter().any(|(c, _)| b[0] == *c)
+                {
+                    return resolve(&b[1]);
+                }
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), resolve(x))).collect())
+            }
+            Value::Array(l) => Value::Array(l.iter().map(resolve).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut t = resolve(sam);
+    for (condition, parameter) in DECIDED_BY_PROPS {
+        t["Conditions"]
+            .as_object_mut()
+            .unwrap()
+            .remove(*condition)
+            .unwrap();
+        t["Parameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove(*parameter)
+            .unwrap();
+        for section in ["Resources", "Outputs"] {
+            for r in t[section].as_object_mut().unwrap().values_mut() {
+                if r["Condition"] == *condition {
+                    r.as_object_mut().unwrap().remove("Condition");
+                }
+            }
+        }
+    }
+    t
 }
 
 fn transformed() -> &'static Value {
@@ -267,7 +309,7 @@ fn the_template_the_construct_includes_is_the_sam_transform_of_infra_template() 
 
 #[test]
 fn the_default_construct_deploys_what_the_sam_template_deploys() {
-    let sam = transformed();
+    let sam = &with_decided_conditions(transformed());
     let cdk = &synthesized().defaults;
     let diff = differences(sam, cdk);
     assert!(
@@ -417,6 +459,7 @@ Outputs:
     let json = json.to_str().unwrap();
 
     // What the construct of the current template lacks.
+    let sam = with_decided_conditions(&sam);
     let diff = differences(&sam, &synthesized().defaults);
     for lacking in [
         "only in the SAM template: resource CohortTestFunction AWS::Lambda::Function",
@@ -751,7 +794,7 @@ fn an_app_that_gives_its_pool_and_streams_gets_every_other_resource() {
     let cdk = &synthesized().with_pool;
     for (id, r) in resources(sam) {
         let condition = r["Condition"].as_str().unwrap_or_default();
-        let dropped = DROPPED_WHEN_THE_APP_GIVES_THEM.contains(&condition);
+        let dropped = DECIDED_BY_PROPS.iter().any(|(c, _)| *c == condition);
         assert_eq!(
             !resources(cdk).contains_key(id),
             dropped,
@@ -762,8 +805,9 @@ fn an_app_that_gives_its_pool_and_streams_gets_every_other_resource() {
         }
     }
     let conditions = cdk["Conditions"].as_object().unwrap();
-    for decided in DROPPED_WHEN_THE_APP_GIVES_THEM {
-        assert!(!conditions.contains_key(*decided), "{decided}");
+    for (condition, parameter) in DECIDED_BY_PROPS {
+        assert!(!conditions.contains_key(*condition), "{condition}");
+        assert!(cdk["Parameters"].get(*parameter).is_none(), "{parameter}");
     }
     // AttributeHashKeySecretArn was not given: whether to generate a key stays a deploy-time choice.
     assert!(conditions.contains_key("HasHashKeySecretArn"));
@@ -830,5 +874,53 @@ fn the_apps_pool_gets_the_triggers_and_its_roles_may_write_app_events() {
     assert_eq!(
         found[0]["Resource"],
         serde_json::json!({"Fn::GetAtt": [app_stream, "Arn"]})
+    );
+}
+
+/// The Amplify Gen 2 recipe's backend, synthesized outside `ampx` by scripts/cdk-synth: the bridge sits in
+/// Amplify's auth stack, with Amplify's pool (the template's triggers on it) and signed-in role, its functions
+/// named by the short prefix, and the root stack reads the app event stream from it for amplify_outputs.json.
+#[test]
+fn the_amplify_recipe_puts_the_bridge_in_the_auth_stack() {
+    synthesized();
+    let dir = root().join("target/cdk/synth/amplify/cdk.out");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    let named = |f: &dyn Fn(&str) -> bool| {
+        let found: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| f(p.file_name().unwrap().to_str().unwrap()))
+            .collect();
+        assert_eq!(found.len(), 1, "{files:?}");
+        read_json(found[0])
+    };
+    let auth = named(&|n| n.contains("auth") && n.ends_with(".nested.template.json"));
+    let top = named(&|n| n.starts_with("amplify-") && n.ends_with(".template.json"));
+    let all = resources(&auth);
+    let (_, pool) = all
+        .iter()
+        .find(|(_, r)| r["Type"] == "AWS::Cognito::UserPool")
+        .unwrap();
+    assert_eq!(
+        pool["Properties"]["LambdaConfig"],
+        transformed()["Resources"]["UserPool"]["Properties"]["LambdaConfig"]
+    );
+    let roles = all["AppEventWriterPolicy"]["Properties"]["Roles"].to_string();
+    assert!(roles.contains("authenticatedUserRole"), "{roles}");
+    assert!(
+        all["AppEventGuestWriterPolicy"]["Condition"].is_string(),
+        "guests may not write"
+    );
+    let name = all["AuthTriggerForwarderFunction"]["Properties"]["FunctionName"].to_string();
+    assert!(
+        name.contains("ckb") && name.contains("AWS::StackId"),
+        "{name}"
+    );
+    let outputs = top["Outputs"].to_string();
+    assert!(
+        outputs.contains("appEvents") && outputs.contains("AppEventSourceStream"),
+        "{outputs}"
     );
 }

@@ -18,8 +18,13 @@ import { Json, specialize } from './specialize';
 
 export { specialize } from './specialize';
 
-/** The transformed template this package ships (written by `make cdk` from infra/template.yaml). */
-export const DEFAULT_TEMPLATE_FILE = path.join(__dirname, '..', '..', 'template', 'bridge.template.json');
+/**
+ * The transformed template this package ships (written by `make cdk` from infra/template.yaml), beside lib/ (run
+ * from source) or beside dist/ (compiled).
+ */
+export const DEFAULT_TEMPLATE_FILE =
+  [path.join(__dirname, '..', 'template', 'bridge.template.json'), path.join(__dirname, '..', '..', 'template', 'bridge.template.json')]
+    .find((f) => fs.existsSync(f)) ?? path.join(__dirname, '..', 'template', 'bridge.template.json');
 
 /** The parameter that stands for `AWS::StackName` in the names of the bridge's resources. */
 const NAME_PREFIX_PARAMETER = 'BridgeNamePrefix';
@@ -163,7 +168,11 @@ export class CognitoKinesisBridge extends Construct {
       checkParameter(name, template.Parameters[name], v);
       values[name] = v;
     };
-    if (props.userPool) set(PROP_PARAMETERS.userPool, props.userPool.userPoolId, 'userPool');
+    // Which resources the bridge creates and which the app gives is decided here, not at deploy time: every
+    // attribute the construct exposes is then a plain reference, usable from another stack (Amplify's).
+    set(PROP_PARAMETERS.userPool, props.userPool?.userPoolId ?? '', 'userPool');
+    set(PROP_PARAMETERS.sourceStream, props.sourceStream?.streamArn ?? '', 'sourceStream');
+    set(PROP_PARAMETERS.appEventStream, props.appEventStream?.streamArn ?? '', 'appEventStream');
     const roles = props.identityPoolRoles;
     if (roles?.authenticated?.length) {
       set(PROP_PARAMETERS.authenticated, roles.authenticated.map((r) => r.roleName), 'identityPoolRoles.authenticated');
@@ -171,8 +180,6 @@ export class CognitoKinesisBridge extends Construct {
     if (roles?.unauthenticated?.length) {
       set(PROP_PARAMETERS.unauthenticated, roles.unauthenticated.map((r) => r.roleName), 'identityPoolRoles.unauthenticated');
     }
-    if (props.sourceStream) set(PROP_PARAMETERS.sourceStream, props.sourceStream.streamArn, 'sourceStream');
-    if (props.appEventStream) set(PROP_PARAMETERS.appEventStream, props.appEventStream.streamArn, 'appEventStream');
     if (props.alarmEmail !== undefined) set(PROP_PARAMETERS.alarmEmail, props.alarmEmail, 'alarmEmail');
     for (const [name, v] of Object.entries(props.parameters ?? {})) {
       set(name, v, 'parameters');
