@@ -924,3 +924,26 @@ fn the_amplify_recipe_puts_the_bridge_in_the_auth_stack() {
         "{outputs}"
     );
 }
+
+/// `build: 'source'` loads cargo-lambda-cdk's bundler by its module path (it is not exported from the package's
+/// index): the pinned version still has it there, with the options the construct passes. A synth with it builds
+/// every function (cargo-lambda, zig), which `make package` covers for SAM; it is not run here.
+#[test]
+fn the_source_build_finds_cargo_lambda_cdks_bundler() {
+    let out = Command::new("node")
+        .current_dir(root().join("cdk"))
+        .args([
+            "-e",
+            "const { Bundling } = require('cargo-lambda-cdk/lib/bundling'); \
+             const d = require('fs').readFileSync(require.resolve('cargo-lambda-cdk/lib/bundling.d.ts'), 'utf8'); \
+             if (typeof Bundling.bundle !== 'function') throw new Error('no Bundling.bundle'); \
+             for (const o of ['manifestPath', 'binaryName', 'architecture']) if (!d.includes(`readonly ${o}`)) throw new Error(`no ${o}`);",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
