@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools js-client build build-bins test lint infra-check package fmt demo local invoke events catalog bench profile chaos fuzz lock clean
+.PHONY: help tools infra-tools js-client cdk build build-bins test lint infra-check package fmt demo local invoke events catalog bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -37,6 +37,23 @@ $(JS_STAMP): $(JS_CLIENT)/package-lock.json $(JS_CLIENT)/package.json
 	touch $@
 
 js-client: $(JS_STAMP) ## Install the pinned aws-amplify JS client (and jsdom) into clients/amplify-js/node_modules/.
+
+# The CDK construct (cdk/): aws-cdk-lib, cargo-lambda-cdk and TypeScript, and for the Amplify Gen 2 recipe's type
+# check @aws-amplify/backend and aws-amplify, pinned by cdk/package-lock.json (npm ci); and the SAM template after
+# the SAM transform, which the construct includes whole (cdk/template/, git-ignored, written from infra/template.yaml).
+CDK := cdk
+CDK_STAMP := $(CDK)/node_modules/.installed-$(shell sha256sum $(CDK)/package-lock.json | cut -c1-12)
+CDK_TEMPLATE := $(CDK)/template/bridge.template.json
+$(CDK_STAMP): $(CDK)/package-lock.json $(CDK)/package.json
+	cd $(CDK) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+$(CDK_TEMPLATE): infra/template.yaml scripts/sam-transform $(SAM_STAMP)
+	mkdir -p $(@D)
+	.venv-sam/bin/python scripts/sam-transform infra/template.yaml > $@.tmp
+	mv $@.tmp $@
+
+cdk: $(CDK_STAMP) $(CDK_TEMPLATE) ## Install the CDK construct's pinned packages into cdk/node_modules/ and write the transformed template it includes.
 
 $(SAM_STAMP): requirements-sam.txt
 	rm -rf .venv-sam
@@ -59,7 +76,7 @@ build: ## Build every crate and target.
 # installs are mostly one core or the network while cargo takes two), then scripts/run-tests runs every test
 # binary, two at a time, each worker with a moto server of its own, and prints each binary's time (target/test-times.txt).
 test: ## Run every test: unit, end to end against moto servers, and the infra checks; a table of each test binary's time.
-	$(MAKE) --no-print-directory -j4 --output-sync=target build-bins infra-check js-client tools
+	$(MAKE) --no-print-directory -j4 --output-sync=target build-bins infra-check js-client cdk tools
 	$(VENV)/bin/python scripts/run-tests
 
 build-bins:
@@ -67,13 +84,22 @@ build-bins:
 
 # The linters read parameter defaults: scripts/template-variants writes copies whose defaults select the other
 # deployment shapes (existing pool and stream, no activity logs, provisioned + warehouse + alarm topic + sharing).
-infra-check: infra-tools ## Lint infra/template.yaml and its variants: cfn-lint, sam validate --lint, checkov (zero findings; skips inline with reasons).
+# The CDK example app's stacks (scripts/cdk-synth: the construct with its defaults, and in an app with its own pool,
+# roles and streams) get the same cfn-lint and checkov; sam validate is for SAM templates only.
+infra-check: infra-tools cdk ## Lint infra/template.yaml and its variants (cfn-lint, sam validate --lint, checkov) and the CDK example's synthesized stacks (cfn-lint, checkov): zero findings; skips inline with reasons.
 	mkdir -p .aws-sam
 	scripts/template-variants .aws-sam/variants > .aws-sam/variants.list
 	for t in infra/template.yaml $$(cat .aws-sam/variants.list); do \
 	  echo "== $$t"; \
 	  .venv-sam/bin/cfn-lint "$$t"; \
 	  .venv-sam/bin/sam validate --lint --template "$$t" --region us-east-1; \
+	  .venv-checkov/bin/checkov --quiet --compact --skip-download --framework cloudformation -f "$$t"; \
+	done
+	rm -rf .aws-sam/cdk
+	scripts/cdk-synth .aws-sam/cdk > .aws-sam/cdk.list
+	for t in $$(cat .aws-sam/cdk.list); do \
+	  echo "== $$t"; \
+	  .venv-sam/bin/cfn-lint "$$t"; \
 	  .venv-checkov/bin/checkov --quiet --compact --skip-download --framework cloudformation -f "$$t"; \
 	done
 
@@ -169,4 +195,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in (the infra pins: s
 	  echo "# requirements-dev.in). Regenerate: make lock."; $(VENV)/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove build output, tools and demo files.
-	rm -rf target $(VENV) .venv-sam .venv-checkov .demo .aws-sam $(JS_CLIENT)/node_modules
+	rm -rf target $(VENV) .venv-sam .venv-checkov .demo .aws-sam $(JS_CLIENT)/node_modules $(CDK)/node_modules $(CDK)/dist $(CDK)/template $(CDK)/cdk.out
