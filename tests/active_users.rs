@@ -321,6 +321,59 @@ async fn check_month(store: &RollupStore, month: &Month) {
         let rate = (ok + failed > 0).then(|| ok as f64 / (ok + failed) as f64);
         assert_eq!(r.success_rate(), rate);
     }
+    // The report's sessions, revenue and lifecycle: the generated month's, day by day.
+    for r in devtools::report::app_rows(store, day(1), day(DAYS))
+        .await
+        .unwrap()
+    {
+        let d = r.day.format("%d").to_string().parse::<u32>().unwrap();
+        assert_eq!(
+            r.ended,
+            month.sessions_ended.get(&d).copied().unwrap_or(0) as i64
+        );
+        assert_eq!(
+            r.engaged,
+            month.engaged.get(&d).copied().unwrap_or(0) as i64
+        );
+        assert_eq!(
+            r.paying,
+            month.paying.get(&d).map_or(0, BTreeSet::len) as i64
+        );
+        for currency in ["USD", "EUR"] {
+            assert_eq!(
+                r.revenue.get(currency).copied().unwrap_or(0),
+                month
+                    .revenue
+                    .get(&(d, currency.to_owned()))
+                    .copied()
+                    .unwrap_or(0),
+                "report revenue {d} {currency}"
+            );
+        }
+    }
+    let stages = devtools::report::lifecycle_rows(
+        store,
+        Definition::Authenticating,
+        &pool,
+        day(1),
+        day(DAYS),
+    )
+    .await
+    .unwrap();
+    for s in &stages {
+        let d = s.day.format("%d").to_string().parse::<u32>().unwrap();
+        let today = month.auth_active.get(&d).cloned().unwrap_or_default();
+        let yesterday = month.auth_active.get(&(d - 1)).cloned().unwrap_or_default();
+        assert_eq!(s.active, s.new + s.returning + s.resurrecting, "{d}");
+        assert_eq!(s.active, today.len() as i64, "{d}");
+        assert_eq!(
+            s.dormant,
+            yesterday.difference(&today).count() as i64,
+            "{d}"
+        );
+    }
+    let lifecycle = devtools::report::lifecycle_svg("pool", &stages).unwrap();
+    assert!(lifecycle.contains("resurrecting"));
     let svg = devtools::report::chart_svg("pool", &rows).unwrap();
     assert_chart_holds_every_series(&svg, rows.len());
     let (app_rows, app_month) =

@@ -310,6 +310,307 @@ pub fn chart_svg(title: &str, rows: &[DayRow]) -> Result<String, ChartError> {
     Ok(svg)
 }
 
+/// One day of an app's sessions and purchases (scope `app`), from the rollup's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppDay {
+    /// The day.
+    pub day: NaiveDate,
+    /// Sessions started (`_session.start`), ended (first stops), engaged (over 10 s or 2 views, on their day).
+    pub started: i64,
+    pub ended: i64,
+    pub engaged: i64,
+    /// Stops without a duration.
+    pub no_duration: i64,
+    /// The median and p90 session duration of the day's stops, in seconds (the lower bound of their bucket).
+    pub p50_s: Option<i64>,
+    pub p90_s: Option<i64>,
+    /// Session users that day.
+    pub session_users: i64,
+    /// Purchases, paying users, and purchases that added no revenue.
+    pub purchases: i64,
+    pub paying: i64,
+    pub invalid: i64,
+    /// Revenue (millionths of the unit) and units, per currency (`none`: no currency; `other`: not ISO 4217).
+    pub revenue: BTreeMap<String, i64>,
+    pub units: BTreeMap<String, i64>,
+}
+
+impl AppDay {
+    /// The day from its counters.
+    pub fn of(day: NaiveDate, c: &BTreeMap<String, i64>) -> Self {
+        let get = |k: &str| c.get(k).copied().unwrap_or(0);
+        let figures = active_users::handler::figures(c);
+        let per = |prefix: &str| -> BTreeMap<String, i64> {
+            c.iter()
+                .filter_map(|(k, n)| Some((k.strip_prefix(prefix)?.to_owned(), *n)))
+                .filter(|(_, n)| *n != 0)
+                .collect()
+        };
+        Self {
+            day,
+            started: get("app.sessions"),
+            ended: get("app.sessions_ended"),
+            engaged: get(plan::ENGAGED_SESSIONS),
+            no_duration: get(&format!(
+                "app.{}",
+                active_users::activity::SESSIONS_NO_DURATION
+            )),
+            p50_s: figures.get("app_session_p50_s").copied(),
+            p90_s: figures.get("app_session_p90_s").copied(),
+            session_users: get("session_users.active"),
+            purchases: get("app.purchases"),
+            paying: get("paying_users.active"),
+            invalid: per(&format!(
+                "app.{}",
+                active_users::activity::PURCHASES_INVALID
+            ))
+            .values()
+            .sum(),
+            revenue: per(&format!("app.{}", active_users::activity::REVENUE_MICROS)),
+            units: per(&format!("app.{}", active_users::activity::UNITS)),
+        }
+    }
+
+    /// Sessions started per session user.
+    pub fn sessions_per_user(&self) -> Option<f64> {
+        (self.session_users > 0).then(|| self.started as f64 / self.session_users as f64)
+    }
+
+    /// Revenue of `currency` per session user (in units of the currency).
+    pub fn revenue_per_user(&self, currency: &str) -> Option<f64> {
+        (self.session_users > 0).then(|| {
+            self.revenue.get(currency).copied().unwrap_or(0) as f64
+                / 1e6
+                / self.session_users as f64
+        })
+    }
+}
+
+/// The app's days `from..=to`.
+pub async fn app_rows(
+    store: &RollupStore,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<AppDay>, StoreError> {
+    Ok(day_counters(store, "app", from, to)
+        .await?
+        .iter()
+        .map(|(d, c)| AppDay::of(*d, c))
+        .collect())
+}
+
+/// The app's days as a text table: sessions, then purchases and revenue per currency.
+pub fn app_table(rows: &[AppDay]) -> String {
+    let opt = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let mut out = format!(
+        "{:<10} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>9} {:>7} {:>8}  {}\n",
+        "day",
+        "sessions",
+        "ended",
+        "engaged",
+        "p50 s",
+        "p90 s",
+        "per user",
+        "purchases",
+        "paying",
+        "invalid",
+        "revenue per currency (units) and per session user"
+    );
+    for r in rows {
+        let revenue: Vec<String> = r
+            .revenue
+            .iter()
+            .map(|(cur, micros)| {
+                format!(
+                    "{cur} {:.2} ({}, {:.4}/user)",
+                    *micros as f64 / 1e6,
+                    r.units.get(cur).copied().unwrap_or(0),
+                    r.revenue_per_user(cur).unwrap_or(0.0)
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "{:<10} {:>8} {:>7} {:>8} {:>6} {:>6} {:>8} {:>9} {:>7} {:>8}  {}\n",
+            plan::day_label(r.day),
+            r.started,
+            r.ended,
+            r.engaged,
+            opt(r.p50_s),
+            opt(r.p90_s),
+            r.sessions_per_user()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+            r.purchases,
+            r.paying,
+            r.invalid,
+            revenue.join("; ")
+        ));
+    }
+    out
+}
+
+/// One day's lifecycle of a definition in a scope, and its new-user retention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stages {
+    /// The day.
+    pub day: NaiveDate,
+    /// Active that day: new + returning + resurrecting.
+    pub active: i64,
+    pub new: i64,
+    pub returning: i64,
+    pub resurrecting: i64,
+    /// Active the day before, not this day.
+    pub dormant: i64,
+    /// Of the day's new actors, those active 1, 7 and 30 days later.
+    pub new_retained: [i64; 3],
+}
+
+impl Stages {
+    /// The day from its counters.
+    pub fn of(day: NaiveDate, definition: Definition, c: &BTreeMap<String, i64>) -> Self {
+        let d = definition.as_str();
+        let get = |k: &str| c.get(&format!("{d}.{k}")).copied().unwrap_or(0);
+        Self {
+            day,
+            active: get("active"),
+            new: get("new"),
+            returning: get("returning"),
+            resurrecting: get("resurrecting"),
+            dormant: get("dormant"),
+            new_retained: plan::NEW_USER_RETENTION.map(|n| get(&format!("new_retained{n}"))),
+        }
+    }
+}
+
+/// A definition's lifecycle in a scope over `from..=to`.
+pub async fn lifecycle_rows(
+    store: &RollupStore,
+    definition: Definition,
+    scope: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<Stages>, StoreError> {
+    Ok(day_counters(store, scope, from, to)
+        .await?
+        .iter()
+        .map(|(d, c)| Stages::of(*d, definition, c))
+        .collect())
+}
+
+/// The lifecycle as a text table (dormant as a negative count, as the chart draws it).
+pub fn lifecycle_table(rows: &[Stages]) -> String {
+    let pct = |n: i64, of: i64| {
+        if of > 0 {
+            format!("{:.1}%", n as f64 * 100.0 / of as f64)
+        } else {
+            "-".to_owned()
+        }
+    };
+    let mut out = format!(
+        "{:<10} {:>7} {:>6} {:>9} {:>12} {:>8} {:>7} {:>7} {:>7}\n",
+        "day",
+        "active",
+        "new",
+        "returning",
+        "resurrecting",
+        "dormant",
+        "new d1",
+        "new d7",
+        "new d30"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<10} {:>7} {:>6} {:>9} {:>12} {:>8} {:>7} {:>7} {:>7}\n",
+            plan::day_label(r.day),
+            r.active,
+            r.new,
+            r.returning,
+            r.resurrecting,
+            -r.dormant,
+            pct(r.new_retained[0], r.new),
+            pct(r.new_retained[1], r.new),
+            pct(r.new_retained[2], r.new),
+        ));
+    }
+    out
+}
+
+/// The lifecycle stages with their colours (PostHog's stacked lifecycle chart: the active stages above zero,
+/// dormant below).
+pub const STAGES: &[(&str, RGBColor)] = &[
+    ("new", RGBColor(0x2C, 0xA0, 0x2C)),
+    ("returning", RGBColor(0x1F, 0x77, 0xB4)),
+    ("resurrecting", RGBColor(0xFF, 0x7F, 0x0E)),
+    ("dormant", RGBColor(0xD6, 0x27, 0x28)),
+];
+
+/// An SVG of the lifecycle: per day a bar of new, returning and resurrecting stacked above zero, and dormant below.
+pub fn lifecycle_svg(title: &str, rows: &[Stages]) -> Result<String, ChartError> {
+    let e = |e: &dyn std::fmt::Display| ChartError(e.to_string());
+    let labels: Vec<String> = rows.iter().map(|r| plan::day_label(r.day)).collect();
+    let n = i32::try_from(rows.len()).map_err(|x| e(&x))?;
+    let top = rows
+        .iter()
+        .map(|r| (r.new + r.returning + r.resurrecting) as f64)
+        .fold(1.0f64, f64::max);
+    let bottom = rows.iter().map(|r| r.dormant as f64).fold(1.0f64, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 450)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{title}: lifecycle per UTC day"),
+                ("sans-serif", 20),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-1i32..n.max(1), -bottom * 1.1..top * 1.1)
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&|i| {
+                usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| labels.get(i).cloned())
+                    .unwrap_or_default()
+            })
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (k, (name, color)) in STAGES.iter().enumerate() {
+            let bars = rows.iter().enumerate().map(|(i, r)| {
+                let x = i32::try_from(i).unwrap_or(i32::MAX);
+                let stack = [r.new, r.returning, r.resurrecting];
+                let (from, to) = if k < 3 {
+                    let below: i64 = stack[..k].iter().sum();
+                    (below as f64, (below + stack[k]) as f64)
+                } else {
+                    (-(r.dormant as f64), 0.0)
+                };
+                Rectangle::new([(x, from), (x + 1, to)], color.filled())
+            });
+            let color = *color;
+            chart
+                .draw_series(bars)
+                .map_err(|x| e(&x))?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,5 +643,52 @@ mod tests {
         );
         assert_eq!(r.success_rate(), Some(0.9));
         assert!(table(&[r]).contains("2026-11-01"));
+    }
+
+    #[test]
+    fn an_app_day_reads_its_sessions_and_revenue_and_a_lifecycle_its_stages() {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 3).unwrap_or_default();
+        let c = BTreeMap::from([
+            ("app.sessions".to_owned(), 10),
+            ("app.sessions_ended".to_owned(), 8),
+            ("app.engaged_sessions".to_owned(), 5),
+            ("app.session_s.1".to_owned(), 4),
+            ("app.session_s.12".to_owned(), 4),
+            ("session_users.active".to_owned(), 4),
+            ("app.purchases".to_owned(), 3),
+            ("app.purchases_invalid.price".to_owned(), 1),
+            ("app.revenue_micros.USD".to_owned(), 3_980_000),
+            ("app.units.USD".to_owned(), 2),
+            ("paying_users.active".to_owned(), 2),
+            ("session_users.new".to_owned(), 2),
+            ("session_users.returning".to_owned(), 1),
+            ("session_users.resurrecting".to_owned(), 1),
+            ("session_users.dormant".to_owned(), 3),
+            ("session_users.new_retained7".to_owned(), 1),
+        ]);
+        let a = AppDay::of(day, &c);
+        assert_eq!((a.started, a.ended, a.engaged), (10, 8, 5));
+        assert_eq!((a.p50_s, a.p90_s), (Some(1), Some(12)));
+        assert_eq!(a.sessions_per_user(), Some(2.5));
+        assert_eq!((a.purchases, a.paying, a.invalid), (3, 2, 1));
+        assert_eq!(a.revenue_per_user("USD"), Some(3.98 / 4.0));
+        assert!(app_table(&[a]).contains("USD 3.98 (2, 0.9950/user)"));
+        let s = Stages::of(day, Definition::SessionUsers, &c);
+        assert_eq!(
+            (
+                s.active,
+                s.new,
+                s.returning,
+                s.resurrecting,
+                s.dormant,
+                s.new_retained
+            ),
+            (4, 2, 1, 1, 3, [0, 1, 0])
+        );
+        assert!(lifecycle_table(std::slice::from_ref(&s)).contains("50.0%"));
+        let svg = lifecycle_svg("app", &[s]).unwrap();
+        for (name, _) in STAGES {
+            assert!(svg.contains(name), "{name}");
+        }
     }
 }
