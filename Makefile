@@ -101,7 +101,7 @@ BINS := target/debug
 demo: tools ## The whole pipeline on a local moto server: every function's binary driven by the template's mappings, then the active-users report and charts.
 	cargo build --workspace --bins
 	scripts/with-moto bash -c '$(BINS)/demo && \
-	  $(BINS)/report --table rollup-table --from 2026-10-01 --to 2026-11-30 --out target/report'
+	  $(BINS)/ckb report --table rollup-table --from 2026-10-01 --to 2026-11-30 --out target/report'
 	@echo "== two saved queries (queries/*.sql) over the demo's warehouse (target/demo-warehouse), with DuckDB"
 	$(VENV)/bin/python scripts/sql --warehouse target/demo-warehouse --table queries/monthly_active_users.sql \
 	  2026-10-01 2026-11-30 2026-10-01 2026-11-30
