@@ -55,7 +55,7 @@ async fn each_command_has_its_own_help_with_todays_options() {
             let (code, out, err) = e2e::ckb(&args).await;
             assert_eq!(code, 0, "{args:?}: {err}");
             assert!(
-                out.starts_with(&format!("usage: "))
+                out.starts_with("usage: ")
                     && out
                         .lines()
                         .next()
