@@ -2,14 +2,15 @@
 //! report, the dead-letter replay, the user snapshot export, the Pinpoint backfill), with one `--help`, the
 //! standard AWS configuration (plus `--profile`, `--region`, `--endpoint-url`) and progress on long runs.
 //!
-//! - [`report`], [`replay`]: the report's figures and chart, the replay of dead letters (libraries the demo and
-//!   the tests use too);
+//! - [`report`], [`replay`], [`on_failure`]: the report's figures and chart, the replay of dead letters and of
+//!   the batches an on-failure queue describes (libraries the demo and the tests use too);
 //! - [`cmd`]: each subcommand's arguments and run;
 //! - [`global`]: the global options and the SDK configuration they give;
 //! - [`progress`]: the progress line.
 
 pub mod cmd;
 pub mod global;
+pub mod on_failure;
 pub mod progress;
 pub mod replay;
 pub mod report;
@@ -25,7 +26,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "replay",
-        "put dead letters back onto a stream, for the function to take again",
+        "put dead letters, or the batches an on-failure queue describes, back onto a stream",
     ),
     (
         "user-snapshot-export",
