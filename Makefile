@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools js-client cdk build build-bins test lint infra-check package fmt demo local invoke events catalog bench profile chaos fuzz lock clean
+.PHONY: help tools infra-tools js-client cdk build build-bins test lint infra-check package ckb fmt demo local invoke events catalog bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -112,11 +112,19 @@ lint: ## cargo fmt --check and clippy with warnings as errors.
 # arm64 packaging path (sam build, cargo-lambda, zig, the bootstraps) in minutes instead of a quarter hour, and
 # builds into .aws-sam/build-fast, which `sam deploy` does not pick up. Deploy what a plain `make package` built.
 PACKAGE_DIR := $(if $(filter 1,$(FAST)),.aws-sam/build-fast,.aws-sam/build)
-package: tools infra-tools ## Build every function for arm64 (sam build, cargo-lambda, zig from PyPI) into .aws-sam/build and check each bootstrap. FAST=1: unoptimized, for CI.
+package: tools infra-tools ## Build every function for arm64 (sam build, cargo-lambda, zig from PyPI) into .aws-sam/build and check each bootstrap, and the operator command for this machine into .aws-sam/build/ckb/. FAST=1: unoptimized, for CI.
 	rustup target add aarch64-unknown-linux-gnu
 	$(if $(filter 1,$(FAST)),CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256) \
 	  .venv-sam/bin/sam build --template infra/template.yaml --build-dir $(PACKAGE_DIR)
 	scripts/check-package $(PACKAGE_DIR)
+	$(if $(filter 1,$(FAST)),CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256) \
+	  $(MAKE) --no-print-directory ckb
+	install -D -m 0755 target/release/ckb $(PACKAGE_DIR)/ckb/ckb
+	$(PACKAGE_DIR)/ckb/ckb --version
+
+# The operator command runs where the team works (a laptop, CI, CloudShell), so it is built for this machine.
+ckb: ## Build the operator command `ckb` (report, replay, user snapshot export, Pinpoint backfill; docs/operator.md) for this machine: target/release/ckb.
+	cargo build --release --workspace --bin ckb
 
 fmt: ## Format the code.
 	cargo fmt --all
@@ -127,7 +135,7 @@ BINS := target/debug
 demo: tools ## The whole pipeline on a local moto server: every function's binary driven by the template's mappings, then the active-users report and charts.
 	cargo build --workspace --bins
 	scripts/with-moto bash -c '$(BINS)/demo && \
-	  $(BINS)/report --table rollup-table --from 2026-10-01 --to 2026-11-30 --out target/report'
+	  $(BINS)/ckb report --table rollup-table --from 2026-10-01 --to 2026-11-30 --out target/report'
 	@echo "== two saved queries (queries/*.sql) over the demo's warehouse (target/demo-warehouse), with DuckDB"
 	$(VENV)/bin/python scripts/sql --warehouse target/demo-warehouse --table queries/monthly_active_users.sql \
 	  2026-10-01 2026-11-30 2026-10-01 2026-11-30

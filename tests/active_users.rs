@@ -860,3 +860,60 @@ async fn a_cancelled_transaction_never_takes_back_a_concurrent_write() {
         );
     }
 }
+
+/// The report as a team runs it, the operator command's real binary (`ckb report`) over a rolled-up month on moto:
+/// its tables are the library's, row for row, with the month's actives, and it writes a chart per definition that
+/// holds every series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ckb_report_prints_the_tables_and_writes_the_charts() {
+    let aws = LocalAws::from_env().await.unwrap();
+    let (table, bucket) = (unique_name("rollup"), unique_name("dl"));
+    aws.create_rollup_table(&table).await.unwrap();
+    aws.create_bucket(&bucket).await.unwrap();
+    let (store, rollup, _) = devtools::synthetic::local_rollup(&aws, &table, &bucket, vec![]);
+    let month = generate(8);
+    deliver(&rollup, &month, &Metrics::new()).await;
+    let out = std::env::temp_dir().join(unique_name("report"));
+    let pool = format!("pool={POOL}");
+    let (from, to) = (day(1).to_string(), day(DAYS).to_string());
+    let (code, stdout, stderr) = e2e::ckb(&[
+        "report",
+        "--table",
+        &table,
+        "--scope",
+        &pool,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (rows, month_to_date) =
+        devtools::report::rows(&store, Definition::Authenticating, &pool, day(1), day(DAYS))
+            .await
+            .unwrap();
+    assert_eq!(month_to_date, month.auth_users().len() as i64);
+    assert!(
+        stdout.contains(&format!(
+            "{pool}, {} ({from} to {to}; month to date {month_to_date})\n{}",
+            Definition::Authenticating.as_str(),
+            devtools::report::table(&rows)
+        )),
+        "{stdout}"
+    );
+    let chart = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("chart: "))
+        .find(|path| path.ends_with("-authenticating_users.svg"))
+        .unwrap_or_else(|| panic!("no chart of authenticating users: {stdout}"));
+    assert!(std::path::Path::new(chart).starts_with(&out), "{chart}");
+    assert_chart_holds_every_series(&std::fs::read_to_string(chart).unwrap(), rows.len());
+    std::fs::remove_dir_all(&out).unwrap();
+    // An unknown flag is a usage error that names it.
+    let (code, _, stderr) = e2e::ckb(&["report", "--table", &table, "--scopes", "app"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("'--scopes'"), "{stderr}");
+}

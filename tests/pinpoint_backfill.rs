@@ -1,10 +1,11 @@
-//! End-to-end tests of `pinpoint-backfill` against moto server (S3 and Kinesis, through the real SDK): a generated
-//! Pinpoint event-stream archive of October 2026 (the developer guide's record layout; Firehose's object formats:
-//! GZIP or not, records back to back or one per line, hours split over objects, a record delivered twice, late
-//! events in later hours, damaged objects, an error-prefix object), backfilled by the real binary with a stop and a
-//! resume, a run that fails half-way through an object, a second run, a dry run and live events overlapping it;
-//! then rolled up by the real rollup. Every day's active users, new users, retention, sign-ins, failures and
-//! sessions must equal what the generated events say, computed here without our code.
+//! End-to-end tests of `pinpoint-backfill` against moto server (S3 and Kinesis, through the real SDK; the command
+//! is `ckb pinpoint-backfill`, the one-off Lambda the crate's own binary): a generated Pinpoint event-stream archive
+//! of October 2026 (the developer guide's record layout; Firehose's object formats: GZIP or not, records back to
+//! back or one per line, hours split over objects, a record delivered twice, late events in later hours, damaged
+//! objects, an error-prefix object), backfilled by the real binary with a stop and a resume, a run that fails
+//! half-way through an object, a second run, a dry run and live events overlapping it; then rolled up by the real
+//! rollup. Every day's active users, new users, retention, sign-ins, failures and sessions must equal what the
+//! generated events say, computed here without our code.
 
 #![allow(
     clippy::unwrap_used,
@@ -97,19 +98,23 @@ impl Setup {
         args
     }
 
-    /// Runs the real binary: (exit code, stdout, stderr).
+    /// Runs the real command, `ckb pinpoint-backfill`: (exit code, stdout, stderr).
     async fn command(&self, extra: &[&str]) -> (i32, String, String) {
-        let out = tokio::process::Command::new(e2e::root().join("target/debug/pinpoint-backfill"))
+        let out = tokio::process::Command::new(e2e::root().join("target/debug/ckb"))
+            .arg("pinpoint-backfill")
             .args(self.args(extra))
             .env("S3_FORCE_PATH_STYLE", "true")
             .output()
             .await
-            .expect("the pinpoint-backfill binary (cargo build --workspace --bins)");
+            .expect("the ckb binary (cargo build --workspace --bins)");
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         );
-        println!("$ pinpoint-backfill {}\n{stdout}{stderr}", extra.join(" "));
+        println!(
+            "$ ckb pinpoint-backfill {}\n{stdout}{stderr}",
+            extra.join(" ")
+        );
         (out.status.code().unwrap_or(-1), stdout, stderr)
     }
 
@@ -1124,7 +1129,8 @@ async fn a_start_reads_the_listings_not_every_checkpoint() {
             });
         }
     });
-    let second = tokio::process::Command::new(e2e::root().join("target/debug/pinpoint-backfill"))
+    let second = tokio::process::Command::new(e2e::root().join("target/debug/ckb"))
+        .arg("pinpoint-backfill")
         .args(s.args(&[]))
         .env("S3_FORCE_PATH_STYLE", "true")
         .env("AWS_ENDPOINT_URL", &proxy)

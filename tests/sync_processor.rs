@@ -772,16 +772,30 @@ async fn records_failing_past_the_age_limit_are_dead_lettered_with_their_data_an
     // them again: every change goes out.
     let source = devtools::emulator::unique_name("src");
     h.aws.create_stream(&source, 1).await.unwrap();
-    let summary = devtools::replay::replay_dead_letters(
-        &h.aws.s3,
-        &h.aws.kinesis,
+    // Through the operator command, as a team runs it.
+    let (code, stdout, stderr) = e2e::ckb(&[
+        "replay",
+        "--bucket",
         &h.bucket,
+        "--prefix",
         "dead-letter/sync-processor/",
+        "--stream",
         &source,
-    )
-    .await
-    .unwrap();
-    assert_eq!((summary.replayed, summary.skipped.len()), (records, 0));
+    ])
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("replayed {records} dead letters onto {source}"))
+            && stdout.trim_end().ends_with("skipped 0"),
+        "{stdout}"
+    );
+    // Not a terminal: plain progress lines, the last one whatever the time.
+    assert!(
+        stderr.contains(&format!(
+            "{records}/{records} dead letters | replayed {records} | skipped 0"
+        )),
+        "{stderr}"
+    );
     let replayed = h.aws.read_stream(&source).await.unwrap();
     let again = devtools::events::event_from_stream_records(
         &devtools::events::example_stream_arn(&source),

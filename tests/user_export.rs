@@ -1,5 +1,5 @@
-//! End-to-end tests of user-snapshot-export against moto server (cognito-idp with a pool of users created
-//! here, Kinesis).
+//! End-to-end tests of the user snapshot export (`ckb user-snapshot-export`) against moto server (cognito-idp with
+//! a pool of users created here, Kinesis).
 
 #![allow(
     clippy::unwrap_used,
@@ -80,6 +80,63 @@ async fn snapshot_export_of_250_users_pages_under_the_rate_and_resumes_from_a_to
     let ids: std::collections::HashSet<String> = out.iter().map(|(pk, _)| pk.clone()).collect();
     assert_eq!(out.len(), 253);
     assert_eq!(ids, subs);
+}
+
+/// The export as a team runs it, the operator command's real binary: the pool and stream from the environment, the
+/// endpoint only from the global `--endpoint-url` (`AWS_ENDPOINT_URL` removed), stopped by `--max-pages` with the
+/// token to resume from on stderr, then resumed from that token: every user once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ckb_user_snapshot_export_stops_with_a_token_and_resumes_from_it() {
+    let aws = local().await;
+    let (idp, pool) = user_pool(&aws).await;
+    let mut subs = std::collections::HashSet::new();
+    for i in 0..70 {
+        subs.insert(create_user(&idp, &pool, &format!("user{i:03}"), &[]).await);
+    }
+    let stream = output_stream(&aws).await;
+    let run = |extra: &[&str]| {
+        let mut command = e2e::ckb_command();
+        command
+            .env_remove("AWS_ENDPOINT_URL")
+            .env("USER_POOL_ID", &pool)
+            .env("AUTH_OUTPUT_STREAM_NAME", &stream)
+            .env("LIST_USERS_RATE", "30")
+            .args(["--endpoint-url", &aws.endpoint, "user-snapshot-export"])
+            .args(extra);
+        e2e::run_command(command)
+    };
+    let (code, _, err) = run(&["--max-pages", "1"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("done: 60 users in 1 pages"), "{err}");
+    let token = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("resume with --start-token "))
+        .expect("the token to resume from")
+        .to_owned();
+    // Not a terminal: a plain progress line (the first one is always shown), with the rate and the same token.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("page 1: 60 users exported | "))
+        .unwrap_or_else(|| panic!("no progress line: {err}"));
+    assert!(
+        line.contains(" users/s | ")
+            && line.ends_with(&format!("resume with --start-token {token}")),
+        "{line}"
+    );
+    let (code, _, err) = run(&["--start-token", &token]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("done: 10 users in 1 pages"), "{err}");
+    assert!(!err.contains("resume with"), "the pool is done: {err}");
+    let out = outputs(&aws, &stream).await;
+    assert_eq!(out.len(), 70);
+    let exported: std::collections::HashSet<String> =
+        out.iter().map(|(pk, _)| pk.clone()).collect();
+    assert_eq!(exported, subs);
+    // A mistake on the command line is a usage error that names it, before any request.
+    let (code, _, err) = run(&["--max-pages", "two"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--max-pages") && err.contains("two"), "{err}");
 }
 
 /// The export through the fault proxy: cognito-idp throttles in its own shape (`TooManyRequestsException`), 500s

@@ -29,6 +29,35 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The operator command, `target/debug/ckb` (built by `cargo build --workspace --bins`), with
+/// `S3_FORCE_PATH_STYLE=true` (moto on an IP address) and the rest of this process's environment.
+pub fn ckb_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(root().join("target/debug/ckb"));
+    command.env("S3_FORCE_PATH_STYLE", "true");
+    command
+}
+
+/// Runs `command` to its end: (exit code, stdout, stderr), printed for a failing test's output.
+pub async fn run_command(mut command: tokio::process::Command) -> (i32, String, String) {
+    let out = command
+        .output()
+        .await
+        .expect("the ckb binary (cargo build --workspace --bins)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    println!("{command:?}\n{stdout}{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// `ckb ARGS...`: (exit code, stdout, stderr).
+pub async fn ckb(args: &[&str]) -> (i32, String, String) {
+    let mut command = ckb_command();
+    command.args(args);
+    run_command(command).await
+}
+
 /// Every counter item of a rollup table: `"<scope> <period>"` to its counters (a Scan: test-sized tables).
 pub async fn rollup_counters(
     store: &active_users::store::RollupStore,

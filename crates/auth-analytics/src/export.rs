@@ -1,6 +1,7 @@
-//! `user-snapshot-export`: pages through ListUsers of one pool and publishes one `_userauth.profile_snapshot`
-//! record per user, under a configurable request rate (the UserList quota is 30/s per account, shared with
-//! every other caller), resumable from a pagination token, reporting progress after every page.
+//! The user snapshot export (`ckb user-snapshot-export`): pages through ListUsers of one pool and publishes one
+//! `_userauth.profile_snapshot` record per user, under a configurable request rate (the UserList quota is 30/s
+//! per account, shared with every other caller), resumable from a pagination token, reporting progress after
+//! every page.
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,7 @@ const PAGE_BACKOFF: Backoff = Backoff::new(
     Duration::from_millis(12_800),
 );
 
-/// The command line of `user-snapshot-export`.
+/// The command line of `ckb user-snapshot-export`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportArgs {
     /// Resume from this pagination token.
@@ -39,9 +40,6 @@ pub struct ExportArgs {
     /// Stop after this many pages.
     pub max_pages: Option<u64>,
 }
-
-/// The usage line printed with a command-line error.
-pub const USAGE: &str = "usage: user-snapshot-export [--start-token TOKEN] [--max-pages N]";
 
 /// Reads the command line (without the program name). An unknown flag, a flag without its value, a bad
 /// number or a stray argument is an error that names it: nothing is silently ignored.

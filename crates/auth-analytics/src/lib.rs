@@ -1,7 +1,7 @@
 //! Auth analytics, the Pinpoint replacement for Cognito user pools: user pool trigger events and
 //! user-activity log entries in, one `cognito-auth-event/v1` record per auth event out, partitioned by user
-//! sub. The binaries (`auth-trigger-forwarder`, `auth-log-forwarder`, `user-snapshot-export`) only wire this
-//! library to the runtime.
+//! sub. The binaries (`auth-trigger-forwarder`, `auth-log-forwarder`) only wire this library to the runtime; the
+//! user snapshot export ([`export`]) runs as `ckb user-snapshot-export` (the operator command, crates/operator).
 
 pub mod activity_log;
 pub mod config;

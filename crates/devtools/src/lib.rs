@@ -10,8 +10,6 @@ mod http;
 pub mod legacy_rollup;
 pub mod pinpoint_archive;
 pub mod proxy;
-pub mod replay;
-pub mod report;
 pub mod runtime_api;
 pub mod sizes;
 pub mod synthetic;
@@ -19,6 +17,9 @@ pub mod warehouse;
 pub mod workload;
 
 pub use emulator::LocalAws;
+/// The active-users report and the dead-letter replay moved to the operator command (`ckb`, crates/operator); the
+/// demo and the tests reach them here as before.
+pub use operator::{replay, report};
 
 /// The `main` of a devtools command: runs `run` on a tokio runtime; an error is printed after `name` and makes the
 /// exit status a failure.

@@ -1,5 +1,5 @@
-//! The command line, shared by the command and its one-off Lambda (whose event is `{"args": [...]}`, the same
-//! arguments).
+//! The command line, shared by the command (`ckb pinpoint-backfill`) and its one-off Lambda (whose event is
+//! `{"args": [...]}`, the same arguments).
 
 use std::ffi::OsString;
 
@@ -10,7 +10,8 @@ use crate::run::DEFAULT_MAX_OBJECT_BYTES;
 
 /// The usage text (`--help`).
 pub const USAGE: &str = "\
-usage: pinpoint-backfill --bucket BUCKET [options]
+usage: ckb pinpoint-backfill --bucket BUCKET [options]
+       (its one-off Lambda: the event {\"args\": [\"--bucket\", \"BUCKET\", ...]})
 
 Reads a Pinpoint event-stream archive (what Firehose delivered to S3) and writes what it holds onto our streams
 as the live path does: app events as app-event/v1, Pinpoint's auth events (_userauth.*) as cognito-auth-event/v1

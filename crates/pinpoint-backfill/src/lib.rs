@@ -2,7 +2,8 @@
 //! Firehose delivered to S3) and writes what it holds onto our streams as the live path writes it, so that the
 //! active-users rollup places years of Pinpoint's events on their own days: app events through the app event
 //! forwarder's own reader, Pinpoint's Cognito auth events as `cognito-auth-event/v1` (`origin: pinpoint`),
-//! messaging events counted and skipped. A command (`main.rs`), also a one-off Lambda.
+//! messaging events counted and skipped. A one-off Lambda (`main.rs`), and a command of the operator's `ckb`
+//! (`ckb pinpoint-backfill`, the same arguments).
 //!
 //! - [`archive`]: Firehose's object formats (GZIP or not, records back to back or one per line, damaged records,
 //!   the key layouts and error prefixes);
@@ -85,9 +86,22 @@ pub async fn command(
     metrics: &Metrics,
     progress: impl FnMut(&Progress),
 ) -> Result<Outcome, String> {
-    let env = ProcessEnv;
     let sdk = bridge_core::aws::sdk_config().await;
-    let s3 = bridge_core::aws::s3_client(&sdk, &env).map_err(|e| e.to_string())?;
+    // Boxed: inline, the run's future nests too deep for the compiler to lay out the Lambda's `main`.
+    Box::pin(command_with(&sdk, args, deadline, metrics, progress)).await
+}
+
+/// [`command`] with the SDK config given (the operator command's, with its `--profile`, `--region` and
+/// `--endpoint-url`).
+pub async fn command_with(
+    sdk: &aws_config::SdkConfig,
+    args: &Args,
+    deadline: Option<Instant>,
+    metrics: &Metrics,
+    progress: impl FnMut(&Progress),
+) -> Result<Outcome, String> {
+    let env = ProcessEnv;
+    let s3 = bridge_core::aws::s3_client(sdk, &env).map_err(|e| e.to_string())?;
     let app_stream = named(
         args.app_stream.as_ref(),
         &env,
@@ -141,7 +155,7 @@ pub async fn command(
     let result = if args.dry_run {
         backfill.run(None, metrics, progress).await
     } else {
-        let kinesis = aws_sdk_kinesis::Client::new(&bridge_core::aws::own_retries(&sdk));
+        let kinesis = aws_sdk_kinesis::Client::new(&bridge_core::aws::own_retries(sdk));
         let producer = |stream: &str| {
             Producer::new(
                 Arc::new(KinesisSink::new(kinesis.clone(), stream)),

@@ -1,79 +1,34 @@
-//! `pinpoint-backfill`: a command from a laptop (the standard AWS config), or a one-off Lambda when started by a
-//! Lambda runtime (`AWS_LAMBDA_RUNTIME_API`): each invocation's event is `{"args": ["--bucket", ...]}`, it
-//! starts no object within [`LAMBDA_MARGIN`] of the deadline, and answers with the run's outcome
-//! (`stopped` set: invoke it again with the same event to go on).
-//!
-//! ```text
-//! pinpoint-backfill --bucket my-pinpoint-archive --prefix events/ --until 2026-10-30 \
-//!     --user-pool-id us-east-1_EXAMPLE --app-stream app-events --auth-stream auth-events [--dry-run]
-//! ```
-//! Progress goes to stderr (one line, rewritten, on a terminal; a line every 10 s otherwise); the summary to
-//! stdout.
+//! `pinpoint-backfill`: the backfill as a one-off Lambda. Each invocation's event is `{"args": ["--bucket", ...]}`
+//! (the arguments of `ckb pinpoint-backfill`), it starts no object within [`LAMBDA_MARGIN`] of the deadline, and
+//! answers with the run's outcome (`stopped` set: invoke it again with the same event to go on). From a terminal,
+//! run `ckb pinpoint-backfill` (the operator command, crates/operator).
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use bridge_core::telemetry::Metrics;
 use lambda_runtime::{LambdaEvent, service_fn};
-use pinpoint_backfill::cli::{USAGE, parse_args};
-use pinpoint_backfill::report::{progress_line, summary};
+use pinpoint_backfill::cli::parse_args;
+use pinpoint_backfill::report::summary;
 use tokio::time::Instant;
 
 /// In a Lambda, no object starts this close to the deadline (an object cut off is written again next time).
 const LAMBDA_MARGIN: Duration = Duration::from_secs(120);
-/// Without a terminal, a progress line at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    bridge_core::telemetry::init_logging();
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        return match lambda_runtime::run(service_fn(invocation)).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pinpoint-backfill: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        eprintln!(
+            "pinpoint-backfill: this binary is the backfill's one-off Lambda (no AWS_LAMBDA_RUNTIME_API here); \
+             from a terminal, run `ckb pinpoint-backfill --help`"
+        );
+        return ExitCode::from(2);
     }
-    let args = match parse_args(std::env::args_os().skip(1)) {
-        Ok(a) if a.help => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(a) => a,
+    bridge_core::telemetry::init_logging();
+    match lambda_runtime::run(service_fn(invocation)).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pinpoint-backfill: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let started = Instant::now();
-    let terminal = std::io::stderr().is_terminal();
-    let mut last: Option<Instant> = None;
-    let show = |p: &pinpoint_backfill::run::Progress| {
-        let line = progress_line(p, started.elapsed());
-        let done = p.objects_done == p.objects_total;
-        if terminal {
-            eprint!("\r\x1b[2K{line}");
-            if done {
-                eprintln!();
-            }
-        } else if done || last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            eprintln!("{line}");
-            last = Some(Instant::now());
-        }
-    };
-    match pinpoint_backfill::command(&args, None, &Metrics::new(), show).await {
-        Ok(outcome) => {
-            if terminal {
-                eprintln!();
-            }
-            print!("{}", summary(&outcome));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("\npinpoint-backfill: {e}");
+            eprintln!("pinpoint-backfill: {e}");
             ExitCode::FAILURE
         }
     }

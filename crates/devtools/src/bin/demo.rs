@@ -14,11 +14,11 @@
 //! 6. Lets the mappings drive every function until nothing moves, the chained active-users rollup included, then
 //!    prints a summary per function and a few records that landed, and checks every expectation.
 //! 7. History: puts a generated Pinpoint event-stream archive of October 2026 in S3 as Firehose writes it, runs
-//!    `pinpoint-backfill`'s real binary over it onto the event streams, and puts the live path's sign-ins of
+//!    `ckb pinpoint-backfill` (the operator command's real binary) over it onto the event streams, and puts the live path's sign-ins of
 //!    October 30 and 31 (the cutover).
 //! 8. Puts a generated month of auth and app events (November) on the event streams and lets the active-users
 //!    mapping roll it all up; checks every day's active users and sign-ins, and that October and November make one
-//!    line across the cutover. `make demo` then runs `report` on the rollup table from October 1.
+//!    line across the cutover. `make demo` then runs `ckb report` on the rollup table from October 1.
 //!
 //! Exits non-zero if anything expected is missing. With `--event FILE` it invokes the sync processor once with
 //! that Lambda event instead (`make invoke EVENT=events/sync-poison.json`) and prints what landed.
@@ -591,7 +591,7 @@ struct History {
 }
 
 /// A generated Pinpoint archive of October (the month's users, first seen there) in S3 as Firehose wrote it,
-/// backfilled by `pinpoint-backfill`'s real binary onto the event streams; then the live path's sign-ins of
+/// backfilled by `ckb pinpoint-backfill` (the operator command's real binary) onto the event streams; then the live path's sign-ins of
 /// October 30 and 31 from the trigger. The month step's settle rolls it all up.
 async fn backfill(stack: &mut Deployment) -> Result<History, String> {
     let aws = stack.aws.clone();
@@ -610,14 +610,15 @@ async fn backfill(stack: &mut Deployment) -> Result<History, String> {
     let bucket = "pinpoint-archive";
     println!(
         "== 7/8 history: a Pinpoint event-stream archive of October 2026 ({} records of {ARCHIVE_USERS} users in {} \
-         GZIP objects, Firehose's layout) in s3://{bucket}/pinpoint/events/, backfilled by pinpoint-backfill",
+         GZIP objects, Firehose's layout) in s3://{bucket}/pinpoint/events/, backfilled by ckb pinpoint-backfill",
         archive.records.len(),
         objects.len()
     );
     aws.create_bucket(bucket).await.map_err(text)?;
     devtools::pinpoint_archive::upload(&aws.s3, bucket, &objects).await?;
-    let out = std::process::Command::new(root().join("target/debug/pinpoint-backfill"))
+    let out = std::process::Command::new(root().join("target/debug/ckb"))
         .args([
+            "pinpoint-backfill",
             "--bucket",
             bucket,
             "--prefix",
@@ -637,13 +638,13 @@ async fn backfill(stack: &mut Deployment) -> Result<History, String> {
         ])
         .env("S3_FORCE_PATH_STYLE", "true")
         .output()
-        .map_err(|e| format!("pinpoint-backfill: {e} (cargo build --workspace --bins)"))?;
+        .map_err(|e| format!("ckb pinpoint-backfill: {e} (cargo build --workspace --bins)"))?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         println!("   {line}");
     }
     if !out.status.success() {
         return Err(format!(
-            "pinpoint-backfill failed: {}",
+            "ckb pinpoint-backfill failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }

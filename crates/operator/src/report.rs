@@ -1,4 +1,4 @@
-//! `devtools report`: the active-users rollups of one scope and definition as a table per day, and a chart of
+//! `ckb report`: the active-users rollups of one scope and definition as a table per day, and a chart of
 //! daily and 30-day actives and of sign-ins, sign-ups and failures over time (SVG, drawn by `plotters` without
 //! system fonts: the viewer renders the text).
 //!

@@ -12,7 +12,16 @@ use base64::Engine as _;
 use bridge_core::producer::MAX_RECORD_BYTES;
 use serde_json::Value;
 
-use crate::emulator::DevError;
+/// An AWS call of a replay failed: the replay stops there (what it put back stays put back; running it again puts
+/// those back again, which the functions drop as repeats).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {message}")]
+pub struct ReplayError {
+    /// The call.
+    pub op: &'static str,
+    /// What the SDK said.
+    pub message: String,
+}
 
 /// What a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -83,8 +92,21 @@ pub async fn replay_dead_letters(
     bucket: &str,
     prefix: &str,
     stream: &str,
-) -> Result<ReplaySummary, DevError> {
-    let aws = |op: &'static str| move |e: String| DevError::Aws { op, message: e };
+) -> Result<ReplaySummary, ReplayError> {
+    replay_dead_letters_with_progress(s3, kinesis, bucket, prefix, stream, |_, _, _| {}).await
+}
+
+/// [`replay_dead_letters`], calling `progress(done, total, summary so far)` after every dead letter (`total` is
+/// the count listed under the prefix).
+pub async fn replay_dead_letters_with_progress(
+    s3: &aws_sdk_s3::Client,
+    kinesis: &aws_sdk_kinesis::Client,
+    bucket: &str,
+    prefix: &str,
+    stream: &str,
+    mut progress: impl FnMut(usize, usize, &ReplaySummary),
+) -> Result<ReplaySummary, ReplayError> {
+    let aws = |op: &'static str| move |e: String| ReplayError { op, message: e };
     let mut keys = Vec::new();
     let mut token = None;
     loop {
@@ -110,7 +132,9 @@ pub async fn replay_dead_letters(
     }
     keys.sort();
     let mut summary = ReplaySummary::default();
-    for key in keys {
+    let total = keys.len();
+    for (done, key) in keys.into_iter().enumerate() {
+        let done = done + 1;
         let object = s3
             .get_object()
             .bucket(bucket)
@@ -132,6 +156,7 @@ pub async fn replay_dead_letters(
                 summary
                     .skipped
                     .push((key, format!("not a dead letter: {e}")));
+                progress(done, total, &summary);
                 continue;
             }
         };
@@ -154,6 +179,7 @@ pub async fn replay_dead_letters(
                 summary.inlined += usize::from(inlined);
             }
         }
+        progress(done, total, &summary);
     }
     Ok(summary)
 }

@@ -1,18 +1,33 @@
-//! `report`: the active-users rollups as a table per day, and a chart (SVG) per scope (see `devtools::report`).
+//! `ckb report`: the active-users rollups as a table per day, and a chart (SVG) per scope (see
+//! [`crate::report`]).
 //!
-//! `cargo run -p devtools --bin report -- --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD]
-//! [--to YYYY-MM-DD] [--out DIR]`. Without `--scope`, every scope in the table (a Scan: fine locally; name the
-//! scope against a large table). Without dates, the days that have counters; a scope with none in the range is
-//! left out. Uses the standard AWS
-//! environment (region, credentials, `AWS_ENDPOINT_URL` for the local emulator).
+//! `ckb report --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--out DIR]`.
+//! Without `--scope`, every scope in the table (a Scan: fine locally; name the scope against a large table).
+//! Without dates, the days that have counters; a scope with none in the range is left out.
 
 use active_users::activity::Definition;
 use active_users::store::RollupStore;
 use chrono::NaiveDate;
 
-const USAGE: &str = "usage: report --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--out DIR]";
+/// `ckb report --help`.
+pub const USAGE: &str = "\
+usage: ckb report --table ROLLUP_TABLE [--scope SCOPE]... [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--out DIR]
 
-struct Args {
+The active-users rollups (the RollupTableName output) as a table per day on stdout, with the breakdown by
+dimension of the last day, the lifecycle (new, returning, resurrecting, dormant) and new-user retention, and for
+the app its sessions (started, ended, engaged, median and p90 duration) and revenue per currency; an SVG chart per
+scope and definition, and a stacked lifecycle chart.
+
+  --table NAME      the rollup table (required)
+  --scope SCOPE     a scope, e.g. pool=us-east-1_EXAMPLE or app (repeatable; default: every scope, by a Scan)
+  --from DAY        the first day (default: the scope's first day with counters)
+  --to DAY          the last day (default: the scope's last day with counters)
+  --out DIR         where the charts go (default: target/report)
+";
+
+/// What the command line says.
+#[derive(Debug)]
+pub struct Args {
     table: String,
     scopes: Vec<String>,
     from: Option<NaiveDate>,
@@ -20,7 +35,8 @@ struct Args {
     out: std::path::PathBuf,
 }
 
-fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
+/// Reads the arguments (after `report`).
+pub fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         table: String::new(),
         scopes: Vec::new(),
@@ -50,10 +66,10 @@ fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
-async fn run(a: Args) -> Result<(), String> {
-    let sdk = bridge_core::aws::sdk_config().await;
+/// Prints the tables and writes the charts.
+pub async fn run(a: Args, sdk: &aws_config::SdkConfig) -> Result<(), String> {
     let store = RollupStore::on_dynamodb(
-        aws_sdk_dynamodb::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(sdk),
         &a.table,
         std::time::Duration::from_secs(86_400),
     );
@@ -81,28 +97,32 @@ async fn run(a: Args) -> Result<(), String> {
             continue;
         }
         let definitions: &[Definition] = if scope == "app" {
-            &[Definition::SessionUsers, Definition::SessionDevices]
+            &[
+                Definition::SessionUsers,
+                Definition::SessionDevices,
+                Definition::PayingUsers,
+            ]
         } else {
             &[Definition::Authenticating]
         };
         for definition in definitions {
-            let (rows, month) = devtools::report::rows(&store, *definition, &scope, from, to)
+            let (rows, month) = crate::report::rows(&store, *definition, &scope, from, to)
                 .await
                 .map_err(|e| e.to_string())?;
             println!(
                 "\n{scope}, {} ({from} to {to}; month to date {month})",
                 definition.as_str()
             );
-            print!("{}", devtools::report::table(&rows));
-            let by = devtools::report::breakdown(&store, *definition, &scope, to)
+            print!("{}", crate::report::table(&rows));
+            let by = crate::report::breakdown(&store, *definition, &scope, to)
                 .await
                 .map_err(|e| e.to_string())?;
             if !by.is_empty() {
                 println!("by dimension, {to}:");
-                print!("{}", devtools::report::breakdown_table(&by));
+                print!("{}", crate::report::breakdown_table(&by));
             }
             let title = format!("{scope} {}", definition.as_str());
-            let svg = devtools::report::chart_svg(&title, &rows).map_err(|e| e.to_string())?;
+            let svg = crate::report::chart_svg(&title, &rows).map_err(|e| e.to_string())?;
             let file: String = format!("{scope}-{}", definition.as_str())
                 .chars()
                 .map(|c| {
@@ -116,25 +136,24 @@ async fn run(a: Args) -> Result<(), String> {
             let path = a.out.join(format!("{file}.svg"));
             std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
             println!("chart: {}", path.display());
+            // The lifecycle (new, returning, resurrecting, dormant) and new-user retention, and its chart.
+            let stages = crate::report::lifecycle_rows(&store, *definition, &scope, from, to)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("lifecycle, {}:", definition.as_str());
+            print!("{}", crate::report::lifecycle_table(&stages));
+            let svg = crate::report::lifecycle_svg(&title, &stages).map_err(|e| e.to_string())?;
+            let path = a.out.join(format!("{file}-lifecycle.svg"));
+            std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("chart: {}", path.display());
+        }
+        if scope == "app" {
+            let rows = crate::report::app_rows(&store, from, to)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("\napp sessions and revenue ({from} to {to}):");
+            print!("{}", crate::report::app_table(&rows));
         }
     }
     Ok(())
-}
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("report: {e}\n{USAGE}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match run(args).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("report: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }
