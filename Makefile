@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 # cargo-lambda and moto_server come from .venv/bin.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools infra-tools js-client cdk build build-bins test lint infra-check package ckb fmt demo local invoke events catalog bench profile chaos fuzz lock clean
+.PHONY: help tools infra-tools js-client cdk build build-bins test lint infra-check package ckb release release-check fmt demo local invoke events catalog bench profile chaos fuzz lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -103,9 +103,10 @@ infra-check: infra-tools cdk ## Lint infra/template.yaml and its variants (cfn-l
 	  .venv-checkov/bin/checkov --quiet --compact --skip-download --framework cloudformation -f "$$t"; \
 	done
 
-lint: ## cargo fmt --check and clippy with warnings as errors.
+lint: ## cargo fmt --check, clippy with warnings as errors, and every dependency's license against licenses-allowed.txt.
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(PYTHON) scripts/release-licenses
 
 # A cold arm64 release build of the five functions (opt-level "s", fat LTO, one codegen unit) takes many minutes on 2 cores.
 # FAST=1 (CI) keeps the release profile's panic=abort and strip but skips optimization and LTO: it proves the
@@ -125,6 +126,16 @@ package: tools infra-tools ## Build every function for arm64 (sam build, cargo-l
 # The operator command runs where the team works (a laptop, CI, CloudShell), so it is built for this machine.
 ckb: ## Build the operator command `ckb` (report, replay, user snapshot export, Pinpoint backfill; docs/operator.md) for this machine: target/release/ckb.
 	cargo build --release --workspace --bin ckb
+
+# The release (docs/release.md): its own target dir (target/release-build), so the everyday build cache is not
+# invalidated by the path remapping; SOURCE_DATE_EPOCH defaults to HEAD's commit time. A cold build takes many minutes.
+release: tools ## Release artifacts into target/release-artifacts: functions/<bin>.zip (arm64) of every template function, ckb archives, SBOM, SHA256SUMS. FAST=1: unoptimized.
+	rustup target add aarch64-unknown-linux-gnu x86_64-unknown-linux-gnu
+	$(PYTHON) scripts/release build $(if $(filter 1,$(FAST)),--fast)
+
+release-check: tools ## Build the release twice (here, and from a copy at another path) and compare SHA256SUMS. Slow: not in make test.
+	rustup target add aarch64-unknown-linux-gnu x86_64-unknown-linux-gnu
+	scripts/release-check
 
 fmt: ## Format the code.
 	cargo fmt --all
