@@ -331,3 +331,43 @@ pub fn set_record_aggregate(event: &mut Value, index: usize, docs: &[Value], key
         Value::String(base64::engine::general_purpose::STANDARD.encode(&bytes));
     bytes
 }
+
+/// The field names the rollup publishes (a day's counters with `_` for `.`, `handler::figures`), as the
+/// dashboard's widgets may read them: `X` stands for the DashboardCurrency parameter (an ISO 4217 code).
+pub fn published_names() -> Vec<String> {
+    use active_users::activity::{Counter, Definition};
+    let mut published: Vec<String> = Vec::new();
+    for d in Definition::ALL {
+        for c in ["active", "new", "month_active", "retained7"] {
+            published.push(format!("{}_{c}", d.as_str()));
+        }
+    }
+    for d in Definition::ALL {
+        for c in ["returning", "resurrecting", "dormant"] {
+            published.push(format!("{}_{c}", d.as_str()));
+        }
+        for n in active_users::plan::NEW_USER_RETENTION {
+            published.push(format!("{}_new_retained{n}", d.as_str()));
+        }
+    }
+    for origin in ["trigger", "activity_log", "snapshot", "pinpoint", "app"] {
+        published.extend(
+            Counter::ALL
+                .iter()
+                .map(|c| format!("{origin}_{}", c.as_str())),
+        );
+    }
+    published.push(active_users::plan::ENGAGED_SESSIONS.replace('.', "_"));
+    // The session duration quantiles (handler::figures) and a currency's revenue and units, `X` standing for the
+    // DashboardCurrency parameter (an ISO 4217 code: the rollup's attribute names).
+    for q in ["p50", "p90"] {
+        published.push(format!("app_session_{q}_s"));
+    }
+    for prefix in [
+        active_users::activity::REVENUE_MICROS,
+        active_users::activity::UNITS,
+    ] {
+        published.push(format!("app_{}X", prefix.replace('.', "_")));
+    }
+    published
+}
