@@ -1349,3 +1349,38 @@ fn an_install_past_the_session_cap_never_counts_a_dropped_session_twice() {
         SESSIONS_PER_ACTOR
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-24): sessions, revenue, lifecycle.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Claim broken (docs/analytics.md, "Sessions": `app.sessions_ended` counts `_session.stop` events "once per event
+/// id", and "a session dropped from the history can never count twice"; plan.rs `track_session`: "so a session
+/// dropped from the history never counts twice").
+/// Input: install `i1`, session `s0` on day 0 ends with stop `s0-stop` (5 s): counted by the install's history, so
+/// no event marker and no counted id is written for it. Then 16 newer sessions (days 1..=16) each end: the history
+/// is full and drops `s0`. Then the client re-sends the very same `s0-stop` (same event id, same content): `s0` is
+/// now older than every remembered session, so it is untracked and falls back to the event marker, which does not
+/// exist: the stop and its duration bucket count a second time.
+#[test]
+fn attack_a_resent_stop_of_a_session_dropped_from_the_history_counts_twice() {
+    let mut table = Table::default();
+    let stop = |sid: &str, d: NaiveDate| {
+        session_event(&format!("{sid}-stop"), "i1", sid, d, d, false, Some(5_000))
+    };
+    table.one("lane-a", stop("s0", day(0)), false);
+    for s in 1..=SESSIONS_PER_ACTOR as i64 {
+        table.one("lane-a", stop(&format!("s{s}"), day(s)), false);
+    }
+    let ended = |t: &Table| t.counter("app", "app.sessions_ended").values().sum::<i64>();
+    let bucket = |t: &Table| t.counter("app", "app.session_s.5").values().sum::<i64>();
+    assert_eq!(ended(&table), SESSIONS_PER_ACTOR as i64 + 1);
+    // The client sends s0's stop again (same event id), within the replay window.
+    table.one("lane-a", stop("s0", day(0)), false);
+    assert_eq!(
+        (ended(&table), bucket(&table)),
+        (SESSIONS_PER_ACTOR as i64 + 1, SESSIONS_PER_ACTOR as i64 + 1),
+        "(sessions_ended, session_s.5) after a repeat of s0-stop: the repeat counted again on {:?}",
+        table.counter("app", "app.sessions_ended").get(&day(0))
+    );
+}
