@@ -732,4 +732,47 @@ mod tests {
             4
         );
     }
+
+    /// Claim broken (docs/analytics.md, "What a day holds": "The published lines (and the dashboard) carry every
+    /// counter but the duration buckets and dimension values"; `figures`: "every counter but dimension values and
+    /// duration buckets").
+    /// Input: one `_session.start` of install `anon-1` whose `context.platform` (a configured dimension, client
+    /// input) is `web.session_s.0`. Its dimension counter `dim|session_users|platform=web.session_s.0` is read by
+    /// `session_quantiles` as a duration bucket of an origin `dim|session_users|platform=web`, and the published line
+    /// gains `dim|session_users|platform=web_session_p50_s` and `..._p90_s`: a client names fields of the dashboard's
+    /// lines (one pair per such value).
+    #[test]
+    fn attack_a_dimension_value_with_session_s_becomes_a_published_quantile_figure() {
+        let record = serde_json::json!({"schema": activity::APP_SCHEMA, "event_id": "e1", "type": "track",
+            "event": activity::SESSION_START, "anonymous_id": "anon-1", "user_id": null,
+            "timestamp": "2026-11-04T08:00:00Z", "context": {"platform": "web.session_s.0"}});
+        let a = activity::read(&serde_json::to_vec(&record).unwrap(), &["platform".to_owned()]).unwrap();
+        let batch = vec![(0, crate::lane::Position::new("1", 0), a)];
+        let state = crate::lane::LaneState {
+            lane: "lane-a".into(),
+            ..Default::default()
+        };
+        let rules = plan::Rules {
+            today: NaiveDate::from_ymd_opt(2026, 11, 4).unwrap(),
+            replay_days: 30,
+            dimension_values_cap: plan::DIMENSION_VALUES_CAP,
+            until: 0,
+        };
+        let p = plan::plan(&batch, &BTreeMap::new(), &state, &rules);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 4).unwrap();
+        let counters: BTreeMap<String, i64> = p
+            .deltas
+            .iter()
+            .filter(|(item, _)| item.scope == "app" && item.day == day)
+            .flat_map(|(_, attrs)| attrs.clone())
+            .collect();
+        let leaked: Vec<String> = figures(&counters)
+            .into_keys()
+            .filter(|k| k.contains("platform"))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "published figures named after a dimension value: {leaked:?}"
+        );
+    }
 }

@@ -210,4 +210,34 @@ mod tests {
                 "users": [{"user_id": "user-000001", "user_properties": {"platform": "ios"}}]})
         );
     }
+
+    /// Claim broken (docs/cohorts.md, "Exactly what is sent" and "Histories as stored": a change taken back moves a
+    /// user in and, a run later, out again, "each move is still sent as a change, so the consumer ends where the
+    /// table ends"; "a consumer that remembers the ids it applied drops the repeat").
+    /// Input: cohort `new_7d-1`, as-of day 2026-11-20, user `u`: an hourly run sends `u` joining (a lane's
+    /// uncommitted history change made `u` new), the next run of the day sends `u` leaving (the change was taken
+    /// back), and a later run of the same day sends `u` joining again (its redelivery committed the day). The third
+    /// record is a new change, but its message id is the first one's: the consumer the docs describe drops it as a
+    /// repeat and ends with `u` out of the cohort, while the membership items (the table) say `u` is in.
+    #[test]
+    fn attack_a_rejoin_on_the_same_day_reuses_the_first_joins_message_id() {
+        let u = || vec![user(7, 0)];
+        let join = batches("new_7d", "new_7d-1", true, day(), "1795154400", u());
+        let leave = batches("new_7d", "new_7d-1", false, day(), "1795158000", u());
+        let rejoin = batches("new_7d", "new_7d-1", true, day(), "1795161600", u());
+        // The consumer of the docs: applies a record unless it applied its message id before.
+        let mut applied = std::collections::BTreeSet::new();
+        let mut member = false;
+        for r in [&join[0], &leave[0], &rejoin[0]] {
+            if applied.insert(r.message_id.clone()) {
+                member = r.in_cohort;
+            }
+        }
+        assert!(
+            member,
+            "after join, leave, join of one day the consumer has the user out: the rejoin's id {} is the first \
+             join's {}",
+            rejoin[0].message_id, join[0].message_id
+        );
+    }
 }

@@ -1349,3 +1349,94 @@ fn an_install_past_the_session_cap_never_counts_a_dropped_session_twice() {
         SESSIONS_PER_ACTOR
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Adversarial review (branch attack-24): sessions, revenue, lifecycle.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Claim broken (docs/analytics.md, "Sessions": `app.sessions_ended` counts `_session.stop` events "once per event
+/// id", and "a session dropped from the history can never count twice"; plan.rs `track_session`: "so a session
+/// dropped from the history never counts twice").
+/// Input: install `i1`, session `s0` on day 0 ends with stop `s0-stop` (5 s): counted by the install's history, so
+/// no event marker and no counted id is written for it. Then 16 newer sessions (days 1..=16) each end: the history
+/// is full and drops `s0`. Then the client re-sends the very same `s0-stop` (same event id, same content): `s0` is
+/// now older than every remembered session, so it is untracked and falls back to the event marker, which does not
+/// exist: the stop and its duration bucket count a second time.
+#[test]
+fn attack_a_resent_stop_of_a_session_dropped_from_the_history_counts_twice() {
+    let mut table = Table::default();
+    let stop = |sid: &str, d: NaiveDate| {
+        session_event(&format!("{sid}-stop"), "i1", sid, d, d, false, Some(5_000))
+    };
+    table.one("lane-a", stop("s0", day(0)), false);
+    for s in 1..=SESSIONS_PER_ACTOR as i64 {
+        table.one("lane-a", stop(&format!("s{s}"), day(s)), false);
+    }
+    let ended = |t: &Table| t.counter("app", "app.sessions_ended").values().sum::<i64>();
+    let bucket = |t: &Table| t.counter("app", "app.session_s.5").values().sum::<i64>();
+    assert_eq!(ended(&table), SESSIONS_PER_ACTOR as i64 + 1);
+    // The client sends s0's stop again (same event id), within the replay window.
+    table.one("lane-a", stop("s0", day(0)), false);
+    assert_eq!(
+        (ended(&table), bucket(&table)),
+        (SESSIONS_PER_ACTOR as i64 + 1, SESSIONS_PER_ACTOR as i64 + 1),
+        "(sessions_ended, session_s.5) after a repeat of s0-stop: the repeat counted again on {:?}",
+        table.counter("app", "app.sessions_ended").get(&day(0))
+    );
+}
+
+/// A `_monetization.purchase` as the app path writes it (metrics are JSON numbers), read by the real reader.
+fn purchase_record(event_id: &str, install: &str, price: f64, quantity: f64) -> Activity {
+    let json = serde_json::json!({"schema": crate::activity::APP_SCHEMA, "event_id": event_id, "type": "track",
+        "event": crate::activity::PURCHASE, "anonymous_id": install, "user_id": null,
+        "timestamp": "2026-11-04T08:00:00Z", "context": {},
+        "properties": {"_currency": "USD", "_item_price": price, "_quantity": quantity}});
+    crate::activity::read(&serde_json::to_vec(&json).unwrap_or_default(), &[])
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Claim broken (docs/analytics.md, "Revenue": a price of at most a billion and a quantity up to a million are
+/// valid and their revenue is "summed in millionths of the unit", exact; no panic on input).
+/// Input: two installs each buy `_item_price` 1e9 x `_quantity` 1e6 USD on 2026-11-04 (both within the documented
+/// limits, both accepted by the app path: metrics are finite numbers). Each purchase's micros saturate at
+/// i64::MAX, and the lane's sum of the day's `app.revenue_micros.USD` overflows: `attempt to add with overflow` in
+/// a debug build, a wrapped negative revenue (-2) in the release build (no overflow checks).
+#[test]
+fn attack_two_valid_maximal_purchases_overflow_the_days_revenue() {
+    let batch: Vec<(usize, Position, Activity)> = ["i1", "i2"]
+        .iter()
+        .enumerate()
+        .map(|(i, install)| {
+            (
+                i,
+                Position::new(&format!("{:020}", i + 1), 0),
+                purchase_record(&format!("buy-{install}"), install, 1e9, 1e6),
+            )
+        })
+        .collect();
+    let state = LaneState {
+        lane: "lane-a".into(),
+        ..LaneState::default()
+    };
+    let planned = std::panic::catch_unwind(|| {
+        let p = plan(&batch, &BTreeMap::new(), &state, &rules());
+        let mut all = p.deltas.clone();
+        for w in &p.markers {
+            merge(&mut all, &w.deltas);
+        }
+        all.values()
+            .filter_map(|attrs| attrs.get("app.revenue_micros.USD").copied())
+            .collect::<Vec<i64>>()
+    });
+    let revenue = planned.map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default()
+    });
+    // 2 x 1e21 micros is the true revenue: no i64 holds it; it must at least not panic nor go negative.
+    assert!(
+        revenue.as_ref().is_ok_and(|r| r.iter().all(|n| *n > 0)),
+        "revenue_micros.USD of two valid purchases: {revenue:?}"
+    );
+}
