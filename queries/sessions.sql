@@ -1,4 +1,4 @@
--- Sessions per UTC day: started (_session.start), ended (_session.stop), and engaged sessions by Clickstream Analytics on AWS's definition: longer than 10 s (the stop event's duration, else its start and stop), or at least 2 screen or page views. A session is placed on the day it started (its start time, else its first event), whatever the range. Parameters: first day, last day (YYYY-MM-DD), then the same two again.
+-- Sessions per UTC day: started (_session.start), ended (sessions with a _session.stop, once per session however many stops it sends), and engaged sessions by Clickstream Analytics on AWS's definition: longer than 10 s (the stop event's duration, else its start and stop), or at least 2 screen or page views. A session is placed on the day it started (its start time, else its first event), whatever the range. Parameters: first day, last day (YYYY-MM-DD), then the same two again.
 -- Repeats: the first copy of each event_id per day; a session is its id. On Athena: EXECUTE sessions USING '2026-11-01', '2026-11-30', '2026-11-01', '2026-11-30'
 WITH e AS (
   SELECT dt, event, event_id, session.id AS session_id, session.duration_ms AS duration_ms,
@@ -10,7 +10,7 @@ WITH e AS (
 counts AS (
   SELECT dt,
          count(CASE WHEN event = '_session.start' THEN 1 END) AS sessions_started,
-         count(CASE WHEN event = '_session.stop' THEN 1 END) AS sessions_ended
+         count(DISTINCT CASE WHEN event = '_session.stop' THEN COALESCE(session_id, event_id) END) AS sessions_ended
   FROM e WHERE copy = 1
   GROUP BY dt
 ),

@@ -262,7 +262,7 @@ fn record(
     (
         c.id(),
         json!({"cohort_name": name, "cohort_id": c.id(), "in_cohort": in_cohort, "computed_time": computed_time,
-               "message_id": message_id(&c.id(), as_of, in_cohort, &ids), "users": users}),
+               "message_id": message_id(&c.id(), as_of, computed_time, in_cohort, &ids), "users": users}),
     )
 }
 

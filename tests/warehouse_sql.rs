@@ -131,6 +131,71 @@ fn extras(month: &Month) -> Extras {
             r.2.insert(actor.clone());
         }
     }
+    // The generated month has sessions of its own (views, stops, purchases): the truths are counted from every
+    // app event, the month's and these, by the rules the queries and the rollup state (a session ends once however
+    // many stops it sends; engaged: over 10 s or 2 distinct views, on its start day).
+    let all: Vec<&Value> = month
+        .events
+        .iter()
+        .map(|(_, e)| e)
+        .chain(x.docs.iter())
+        .filter(|e| e["schema"] == "app-event/v1")
+        .collect();
+    let day = |e: &Value| e["timestamp"].as_str().unwrap()[..10].to_owned();
+    let mut ended: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut sessions: BTreeMap<String, (String, bool, BTreeSet<String>)> = BTreeMap::new();
+    let mut revenue: BTreeMap<(String, String), (i64, i64, BTreeSet<String>)> = BTreeMap::new();
+    for e in &all {
+        let sid = e["session"]["id"].as_str().map(str::to_owned);
+        if e["event"] == "_session.stop" {
+            ended
+                .entry(day(e))
+                .or_default()
+                .insert(sid.clone().unwrap_or_else(|| e["event_id"].to_string()));
+        }
+        if let Some(sid) = sid {
+            let started = e["session"]["start"]
+                .as_str()
+                .map_or_else(|| day(e), |t| t[..10].to_owned());
+            let s = sessions
+                .entry(sid)
+                .or_insert((started, false, BTreeSet::new()));
+            s.1 |= e["session"]["duration_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms > 10_000);
+            if e["event"] == "_screen_view" {
+                s.2.insert(e["event_id"].to_string());
+            }
+        }
+        if e["event"] == "_monetization.purchase" {
+            let p = &e["properties"];
+            let price = p["_item_price"]
+                .as_f64()
+                .or_else(|| p["_item_price"].as_str().and_then(|t| t.parse().ok()))
+                .unwrap();
+            let units = p["_quantity"].as_i64().unwrap_or(1);
+            let currency = p["_currency"].as_str().unwrap_or("(none)").to_owned();
+            let r = revenue.entry((day(e), currency)).or_default();
+            r.0 += (price * 100.0).round() as i64 * units;
+            r.1 += units;
+            let actor = e["anonymous_id"]
+                .as_str()
+                .or(e["user_id"].as_str())
+                .unwrap();
+            r.2.insert(actor.to_owned());
+        }
+    }
+    x.ended = ended
+        .into_iter()
+        .map(|(d, s)| (d, s.len() as u64))
+        .collect();
+    x.engaged = BTreeMap::new();
+    for (started, long, views) in sessions.into_values() {
+        if long || views.len() >= 2 {
+            *x.engaged.entry(started).or_default() += 1;
+        }
+    }
+    x.revenue = revenue;
     x
 }
 

@@ -266,7 +266,8 @@ pub const REVENUE_MICROS: &str = "revenue_micros.";
 /// The prefix of a currency's units sold (the sum of `_quantity`): `units.<code>`.
 pub const UNITS: &str = "units.";
 /// The prefix of purchases that add no revenue, by reason: `purchases_invalid.price` (no price, or not a number,
-/// or past a billion), `.quantity` (not a whole number from 1 to a million).
+/// or past a billion), `.quantity` (not a whole number from 1 to a million), `.amount` (price x quantity past a
+/// billion).
 pub const PURCHASES_INVALID: &str = "purchases_invalid.";
 
 /// The lower bounds, in seconds, of the session duration buckets: every second to 10 s (the engaged-session
@@ -286,6 +287,16 @@ pub fn duration_bucket(ms: u64) -> u64 {
     let s = ms / 1000;
     let i = DURATION_BOUNDS.partition_point(|b| *b <= s);
     DURATION_BOUNDS[i.saturating_sub(1)]
+}
+
+/// A duration bucket's counter name read back: `<origin>.session_s.<bucket>` (an origin of lowercase letters and
+/// `_`, never a dimension counter) as (origin, bucket).
+pub fn duration_bucket_key(name: &str) -> Option<(&str, u64)> {
+    let (origin, bucket) = name.split_once(&format!(".{SESSION_S}"))?;
+    let plain = !origin.is_empty() && origin.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let digits = !bucket.is_empty() && bucket.bytes().all(|b| b.is_ascii_digit());
+    let bucket = bucket.parse().ok()?;
+    (plain && digits).then_some((origin, bucket))
 }
 
 /// The duration (lower bound of its bucket, seconds) at or below which `share` (0 to 1) of the sessions of a
@@ -357,8 +368,8 @@ fn number(v: Option<&serde_json::Value>) -> Option<f64> {
 }
 
 /// Reads a purchase's properties (Pinpoint's names): `_item_price` (a number, or a string of one; at most a
-/// billion either way), `_quantity` (a whole number from 1 to a million; 1 when absent), `_currency`. `Err`: why it
-/// adds no revenue (`price` or `quantity`).
+/// billion either way), `_quantity` (a whole number from 1 to a million; 1 when absent), `_currency`; the amount
+/// (price x quantity) at most a billion. `Err`: why it adds no revenue (`price`, `quantity` or `amount`).
 pub fn purchase(
     properties: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Purchase, &'static str> {
@@ -371,6 +382,10 @@ pub fn purchase(
             .filter(|q| q.fract() == 0.0 && (1.0..=1e6).contains(q))
             .ok_or("quantity")?,
     };
+    // A purchase's amount is at most a billion units: a day's sum stays far inside i64 micros for any real app.
+    if (price * units).abs() > 1e9 {
+        return Err("amount");
+    }
     let currency = match properties.get("_currency").and_then(|c| c.as_str()) {
         None | Some("") => "none".to_owned(),
         Some(c) if CURRENCIES.binary_search(&c).is_ok() => c.to_owned(),

@@ -50,7 +50,11 @@ fn to_av(v: &Value) -> AttributeValue {
 fn from_av(v: &AttributeValue) -> Option<Value> {
     Some(match v {
         AttributeValue::S(s) => Value::S(s.clone()),
-        AttributeValue::N(n) => Value::N(n.parse().ok()?),
+        // A number past i64 (a day's revenue summed by DynamoDB past its bound) reads as the bound, not as nothing.
+        AttributeValue::N(n) => Value::N(n.parse().ok().or_else(|| {
+            let x: f64 = n.parse().ok()?;
+            Some(if x < 0.0 { i64::MIN } else { i64::MAX })
+        })?),
         AttributeValue::B(b) => Value::B(b.as_ref().to_vec()),
         AttributeValue::L(items) => Value::L(items.iter().filter_map(from_av).collect()),
         AttributeValue::M(map) => Value::M(

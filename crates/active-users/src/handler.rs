@@ -568,7 +568,7 @@ pub fn published_line(
 pub fn figures(counters: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
     let mut out: BTreeMap<String, i64> = counters
         .iter()
-        .filter(|(k, _)| !k.starts_with(plan::DIM) && !k.contains(activity::SESSION_S))
+        .filter(|(k, _)| !k.starts_with(plan::DIM) && activity::duration_bucket_key(k).is_none())
         .map(|(k, n)| (k.replace('.', "_"), *n))
         .collect();
     for (origin, quantiles) in session_quantiles(counters) {
@@ -589,9 +589,7 @@ pub fn session_quantiles(
 ) -> BTreeMap<String, Vec<(&'static str, u64)>> {
     let mut histograms: BTreeMap<String, BTreeMap<u64, i64>> = BTreeMap::new();
     for (name, n) in counters {
-        if let Some((origin, bucket)) = name.split_once(&format!(".{}", activity::SESSION_S))
-            && let Ok(bucket) = bucket.parse::<u64>()
-        {
+        if let Some((origin, bucket)) = activity::duration_bucket_key(name) {
             *histograms
                 .entry(origin.to_owned())
                 .or_default()
@@ -746,7 +744,11 @@ mod tests {
         let record = serde_json::json!({"schema": activity::APP_SCHEMA, "event_id": "e1", "type": "track",
             "event": activity::SESSION_START, "anonymous_id": "anon-1", "user_id": null,
             "timestamp": "2026-11-04T08:00:00Z", "context": {"platform": "web.session_s.0"}});
-        let a = activity::read(&serde_json::to_vec(&record).unwrap(), &["platform".to_owned()]).unwrap();
+        let a = activity::read(
+            &serde_json::to_vec(&record).unwrap(),
+            &["platform".to_owned()],
+        )
+        .unwrap();
         let batch = vec![(0, crate::lane::Position::new("1", 0), a)];
         let state = crate::lane::LaneState {
             lane: "lane-a".into(),

@@ -104,7 +104,7 @@ impl Item {
 pub type Deltas = BTreeMap<Item, BTreeMap<String, i64>>;
 
 fn add(deltas: &mut Deltas, kind: char, scope: &str, day: NaiveDate, attr: String, n: i64) {
-    *deltas
+    let v = deltas
         .entry(Item {
             kind,
             scope: scope.to_owned(),
@@ -112,7 +112,9 @@ fn add(deltas: &mut Deltas, kind: char, scope: &str, day: NaiveDate, attr: Strin
         })
         .or_default()
         .entry(attr)
-        .or_default() += n;
+        .or_default();
+    // Saturating: amounts (revenue) come from clients; a day's sum past i64 stays at its bound, never wraps.
+    *v = v.saturating_add(n);
 }
 
 /// Adds `more` into `into`.
@@ -120,7 +122,8 @@ pub fn merge(into: &mut Deltas, more: &Deltas) {
     for (item, attrs) in more {
         let target = into.entry(item.clone()).or_default();
         for (attr, n) in attrs {
-            *target.entry(attr.clone()).or_default() += n;
+            let v = target.entry(attr.clone()).or_default();
+            *v = v.saturating_add(*n);
         }
     }
 }
@@ -460,13 +463,15 @@ pub fn plan(
                 .entry(key.clone())
                 .or_insert_with(|| histories.get(&key).cloned().unwrap_or_default());
             let u = undo.entry(key.clone()).or_default();
-            if let Tracking::Tracked(changed) = track_session(&mut deltas, a, mark, h, u) {
-                by_session = mark.stop;
+            if let Tracking::Tracked(true) = track_session(&mut deltas, a, mark, h, u) {
                 let records = out.records.entry(key).or_default();
-                if changed && records.last() != Some(record) {
+                if records.last() != Some(record) {
                     records.push(*record);
                 }
             }
+            // Tracked or not, a session's stop never counts by its event id: an untracked session may be one the
+            // history counted and then dropped (its stop sent again must not count twice).
+            by_session = mark.stop;
         }
         // The event's own counters: once per event id.
         if !a.counters.is_empty() && !by_session {
@@ -555,7 +560,7 @@ pub const ENGAGED_SESSIONS: &str = "app.engaged_sessions";
 
 /// Whether a session's history took an event in.
 enum Tracking {
-    /// The session is older than every one the full history remembers: not tracked (its stop counts by marker).
+    /// The session is older than every one the full history remembers: not tracked (nothing of it counts).
     Untracked,
     /// Tracked; whether the history changed.
     Tracked(bool),
@@ -564,9 +569,8 @@ enum Tracking {
 /// Takes an event of an install's session into the install's history: the session's first stop counts it ended (the
 /// activity's counters and amounts: sessions ended, the duration bucket) whatever the stops' event ids; a second
 /// distinct view or a duration over 10 s counts it engaged, once, on its day. The history keeps the install's latest
-/// [`SESSIONS_PER_ACTOR`] sessions by (day, id); once full, a session older than all of them is not tracked (its
-/// engagement is not counted, a documented limit; its stop counts by event marker), so a session dropped from the
-/// history never counts twice.
+/// [`SESSIONS_PER_ACTOR`] sessions by (day, id); once full, a session older than all of them is not tracked (neither
+/// its end nor its engagement counts, a documented limit), so a session dropped from the history never counts twice.
 fn track_session(
     deltas: &mut Deltas,
     a: &Activity,

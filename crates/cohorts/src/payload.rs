@@ -48,10 +48,23 @@ pub struct Message {
     pub users: Vec<User>,
 }
 
-/// The message id of a record: the cohort, the as-of day, the direction and the users.
-pub fn message_id(cohort_id: &str, as_of: NaiveDate, in_cohort: bool, users: &[User]) -> String {
+/// The message id of a record: the cohort, the as-of day, the run's time (`computed_time`: the schedule's event
+/// time, the same when Lambda retries that event), the direction and the users. A later run's change gets its own
+/// id, so a consumer that drops ids it applied never drops a user's rejoin after a leave on one day.
+pub fn message_id(
+    cohort_id: &str,
+    as_of: NaiveDate,
+    computed_time: &str,
+    in_cohort: bool,
+    users: &[User],
+) -> String {
     let day = as_of.format("%Y-%m-%d").to_string();
-    let mut parts: Vec<&str> = vec![cohort_id, &day, if in_cohort { "in" } else { "out" }];
+    let mut parts: Vec<&str> = vec![
+        cohort_id,
+        &day,
+        computed_time,
+        if in_cohort { "in" } else { "out" },
+    ];
     parts.extend(users.iter().map(|u| u.user_id.as_str()));
     bridge_core::envelope::event_id(&parts)
 }
@@ -102,7 +115,7 @@ pub fn batches(
     }
     out.into_iter()
         .map(|users| Message {
-            message_id: message_id(cohort_id, as_of, in_cohort, &users),
+            message_id: message_id(cohort_id, as_of, computed_time, in_cohort, &users),
             users,
             ..empty.clone()
         })
@@ -168,21 +181,23 @@ mod tests {
     fn message_ids_are_deterministic_and_differ_by_cohort_day_direction_and_users() {
         let users: Vec<User> = (0..3).map(|i| user(i, 1)).collect();
         let a = batches("n", "n-1", true, day(), "1", users.clone());
+        // The same run (Lambda retrying the same scheduled event) in any user order: the same id.
         let b = batches(
             "n",
             "n-1",
             true,
             day(),
-            "999",
+            "1",
             users.iter().rev().cloned().collect(),
         );
         assert_eq!(a[0].message_id, b[0].message_id);
         assert_eq!(a[0].message_id.len(), 32);
         let other = [
-            message_id("n-2", day(), true, &users),
-            message_id("n-1", day().succ_opt().unwrap(), true, &users),
-            message_id("n-1", day(), false, &users),
-            message_id("n-1", day(), true, &users[..2]),
+            message_id("n-2", day(), "1", true, &users),
+            message_id("n-1", day().succ_opt().unwrap(), "1", true, &users),
+            message_id("n-1", day(), "1", false, &users),
+            message_id("n-1", day(), "1", true, &users[..2]),
+            message_id("n-1", day(), "2", true, &users),
         ];
         for id in other {
             assert_ne!(id, a[0].message_id);
