@@ -777,7 +777,6 @@ fn large_payloads_outlive_the_warehouse_rows_that_point_at_them() {
 
 #[test]
 fn the_dashboard_reads_only_what_the_rollup_publishes_and_shows_each_days_highest_generation() {
-    use active_users::activity::{Counter, Definition};
     let t = template();
     let dashboards = resources_of_type(&t, "AWS::CloudWatch::Dashboard");
     assert_eq!(dashboards.len(), 1);
