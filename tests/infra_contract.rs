@@ -785,58 +785,7 @@ fn the_dashboard_reads_only_what_the_rollup_publishes_and_shows_each_days_highes
         Value::Tagged(t) => t.value[0].as_str().unwrap().to_owned(),
         other => panic!("DashboardBody is not a !Sub: {other:?}"),
     };
-    let mut plain = String::new();
-    let mut rest = body.as_str();
-    while let Some(i) = rest.find("${") {
-        plain.push_str(&rest[..i]);
-        plain.push('X');
-        rest = &rest[i + rest[i..].find('}').unwrap() + 1..];
-    }
-    plain.push_str(rest);
-    let doc: serde_json::Value = serde_json::from_str(&plain).unwrap();
-    // The published field names: a day's counters with `_` for `.` (handler::published_line).
-    let published = e2e::published_names();
-    let mut read = 0;
-    for widget in doc["widgets"].as_array().unwrap() {
-        assert_eq!(widget["type"], "log", "{widget}");
-        let query = widget["properties"]["query"].as_str().unwrap();
-        assert!(
-            query.contains(&format!(
-                "filter ispresent({})",
-                active_users::handler::PUBLISHED
-            )),
-            "{query}"
-        );
-        // A day's line of the highest generation: what dashboard_points computes.
-        assert!(
-            query.contains(&format!(
-                "| sort {g} desc | dedup rollup_day",
-                g = active_users::handler::GENERATION
-            )),
-            "{query}"
-        );
-        let fields = query
-            .split("| fields ")
-            .nth(1)
-            .and_then(|f| f.split(" | ").next())
-            .unwrap();
-        for field in fields.split(", ") {
-            let name = field.split(" as ").next().unwrap();
-            if name == "rollup_day" || name == active_users::handler::GENERATION {
-                continue;
-            }
-            // A computed field reads published ones.
-            for word in name.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                if word.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
-                    assert!(
-                        published.iter().any(|p| p == word),
-                        "{word} is not published"
-                    );
-                    read += 1;
-                }
-            }
-        }
-    }
+    let read = e2e::assert_dashboard_reads_only_published(&body, "template");
     assert!(read >= 40, "{read}");
 }
 

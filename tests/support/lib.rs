@@ -371,3 +371,61 @@ pub fn published_names() -> Vec<String> {
     }
     published
 }
+
+/// Checks a dashboard body (the `!Sub` text, `${...}` variables in it) as the rollup's dashboard must be: every
+/// widget a Logs Insights query over the published lines, each day's line of the highest generation
+/// (`dashboard_points`), reading only published fields ([`published_names`]); `label` names it in failures.
+/// Returns how many field reads it checked.
+pub fn assert_dashboard_reads_only_published(body: &str, label: &str) -> usize {
+    let mut plain = String::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("${") {
+        plain.push_str(&rest[..i]);
+        plain.push('X');
+        rest = &rest[i + rest[i..].find('}').unwrap() + 1..];
+    }
+    plain.push_str(rest);
+    let doc: Value = serde_json::from_str(&plain).unwrap();
+    let published = published_names();
+    let mut read = 0;
+    for widget in doc["widgets"].as_array().unwrap() {
+        assert_eq!(widget["type"], "log", "{label}: {widget}");
+        let query = widget["properties"]["query"].as_str().unwrap();
+        assert!(
+            query.contains(&format!(
+                "filter ispresent({})",
+                active_users::handler::PUBLISHED
+            )),
+            "{label}: {query}"
+        );
+        assert!(
+            query.contains(&format!(
+                "| sort {g} desc | dedup rollup_day",
+                g = active_users::handler::GENERATION
+            )),
+            "{label}: {query}"
+        );
+        let fields = query
+            .split("| fields ")
+            .nth(1)
+            .and_then(|f| f.split(" | ").next())
+            .unwrap();
+        for field in fields.split(", ") {
+            let name = field.split(" as ").next().unwrap();
+            if name == "rollup_day" || name == active_users::handler::GENERATION {
+                continue;
+            }
+            // A computed field reads published ones.
+            for word in name.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+                    assert!(
+                        published.iter().any(|p| p == word),
+                        "{label}: {word} is not published"
+                    );
+                    read += 1;
+                }
+            }
+        }
+    }
+    read
+}

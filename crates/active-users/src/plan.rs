@@ -477,26 +477,7 @@ pub fn plan(
         if !a.counters.is_empty() && !by_session {
             let mut counted = Deltas::new();
             for scope in &a.scopes {
-                for c in &a.counters {
-                    add(
-                        &mut counted,
-                        'c',
-                        scope,
-                        a.day,
-                        format!("{}.{}", a.origin, c.as_str()),
-                        1,
-                    );
-                }
-                for (attr, n) in &a.amounts {
-                    add(
-                        &mut counted,
-                        'c',
-                        scope,
-                        a.day,
-                        format!("{}.{attr}", a.origin),
-                        *n,
-                    );
-                }
+                count_event(&mut counted, a, scope);
             }
             let id = short_id(&a.event_id);
             let seen = primary.as_ref().is_some_and(|k| {
@@ -630,31 +611,36 @@ fn track_session(
             );
         }
         if after.ended && !was.ended {
-            for c in &a.counters {
-                add(
-                    deltas,
-                    'c',
-                    scope,
-                    a.day,
-                    format!("{}.{}", a.origin, c.as_str()),
-                    1,
-                );
-            }
-            for (attr, n) in &a.amounts {
-                add(
-                    deltas,
-                    'c',
-                    scope,
-                    a.day,
-                    format!("{}.{attr}", a.origin),
-                    *n,
-                );
-            }
+            count_event(deltas, a, scope);
         }
     }
     h.sessions.insert(mark.id.clone(), after.clone());
     note_session(u, &mark.id, before, Some(after));
     Tracking::Tracked(true)
+}
+
+/// The event's own counters and amounts in `scope`, on its day: `<origin>.<counter>` by 1, `<origin>.<amount>`.
+fn count_event(deltas: &mut Deltas, a: &Activity, scope: &str) {
+    for c in &a.counters {
+        add(
+            deltas,
+            'c',
+            scope,
+            a.day,
+            format!("{}.{}", a.origin, c.as_str()),
+            1,
+        );
+    }
+    for (attr, n) in &a.amounts {
+        add(
+            deltas,
+            'c',
+            scope,
+            a.day,
+            format!("{}.{attr}", a.origin),
+            *n,
+        );
+    }
 }
 
 /// Records a session change in the lane's undo record: the state before its first change, the latest after.
