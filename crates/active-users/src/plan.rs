@@ -53,7 +53,7 @@ pub const OTHER: &str = "other";
 pub const SCOPES_PER_ACTOR: usize = 16;
 
 /// Sessions an install's history remembers (the latest by day and id; 8 + 5 bytes each, 8 more until engaged).
-pub const SESSIONS_PER_ACTOR: usize = 16;
+pub const SESSIONS_PER_ACTOR: usize = 8;
 /// Dimension values one history remembers, over all its (definition, scope)s, for their latest day; past it, an
 /// actor's further values are not counted (a client sending a new app version with every event cannot grow the
 /// item).
