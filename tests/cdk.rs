@@ -35,26 +35,6 @@ const DECIDED_BY_PROPS: &[(&str, &str)] = &[
 const CDK_PARAMETERS: &[&str] = &["BootstrapVersion"];
 const CDK_RULES: &[&str] = &["CheckBootstrapVersion"];
 
-/// Each function's name in metrics and the metrics it emits, from the code (as in tests/infra_contract.rs).
-const EMITTED_METRICS: &[(&str, &[&str])] = &[
-    (
-        sync_processor::handler::FUNCTION_NAME,
-        sync_processor::handler::METRICS,
-    ),
-    (
-        auth_analytics::trigger_handler::FUNCTION_NAME,
-        auth_analytics::trigger_handler::METRICS,
-    ),
-    (
-        auth_analytics::log_handler::FUNCTION_NAME,
-        auth_analytics::log_handler::METRICS,
-    ),
-    (
-        app_events::handler::FUNCTION_NAME,
-        app_events::handler::METRICS,
-    ),
-];
-
 /// Reading a stream: what Lambda's event source mapping does with the function's role.
 const KINESIS_READS: &[&str] = &[
     "kinesis:DescribeStream",
@@ -673,7 +653,7 @@ fn every_custom_metric_alarm_watches_a_metric_the_code_emits() {
                 .find(|d| d["Name"] == "Function")
                 .and_then(|d| d["Value"].as_str())
                 .unwrap_or_else(|| panic!("{stack}: {name}: no literal Function dimension"));
-            let emitted = EMITTED_METRICS
+            let emitted = e2e::EMITTED_METRICS
                 .iter()
                 .find(|(f, _)| *f == function)
                 .unwrap_or_else(|| panic!("{stack}: {name}: no function {function} in metrics"));

@@ -239,27 +239,6 @@ fn the_trigger_forwarder_answers_within_cognitos_timeout_and_cognito_may_invoke_
     }
 }
 
-/// Each function's name in metrics and the metrics it emits, from the code.
-const EMITTED_METRICS: &[(&str, &[&str])] = &[
-    (
-        sync_processor::handler::FUNCTION_NAME,
-        sync_processor::handler::METRICS,
-    ),
-    (
-        auth_analytics::trigger_handler::FUNCTION_NAME,
-        auth_analytics::trigger_handler::METRICS,
-    ),
-    (
-        auth_analytics::log_handler::FUNCTION_NAME,
-        auth_analytics::log_handler::METRICS,
-    ),
-    (
-        app_events::handler::FUNCTION_NAME,
-        app_events::handler::METRICS,
-    ),
-    (cohorts::run::FUNCTION_NAME, cohorts::run::METRICS),
-];
-
 #[test]
 fn every_custom_metric_alarm_watches_a_metric_the_code_emits() {
     let t = template();
@@ -277,7 +256,7 @@ fn every_custom_metric_alarm_watches_a_metric_the_code_emits() {
             .find(|d| d["Name"].as_str() == Some("Function"))
             .and_then(|d| d["Value"].as_str())
             .unwrap_or_else(|| panic!("{name}: no literal Function dimension"));
-        let emitted = EMITTED_METRICS
+        let emitted = e2e::EMITTED_METRICS
             .iter()
             .find(|(f, _)| *f == function)
             .unwrap_or_else(|| panic!("{name}: no function is named {function} in metrics"));

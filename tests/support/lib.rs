@@ -429,3 +429,25 @@ pub fn assert_dashboard_reads_only_published(body: &str, label: &str) -> usize {
     }
     read
 }
+
+/// Each function's name in metrics and the metrics it emits, from the code (the SAM and CDK templates' alarms and
+/// dashboards may read only these).
+pub const EMITTED_METRICS: &[(&str, &[&str])] = &[
+    (
+        sync_processor::handler::FUNCTION_NAME,
+        sync_processor::handler::METRICS,
+    ),
+    (
+        auth_analytics::trigger_handler::FUNCTION_NAME,
+        auth_analytics::trigger_handler::METRICS,
+    ),
+    (
+        auth_analytics::log_handler::FUNCTION_NAME,
+        auth_analytics::log_handler::METRICS,
+    ),
+    (
+        app_events::handler::FUNCTION_NAME,
+        app_events::handler::METRICS,
+    ),
+    (cohorts::run::FUNCTION_NAME, cohorts::run::METRICS),
+];
