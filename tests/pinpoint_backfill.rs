@@ -100,22 +100,12 @@ impl Setup {
 
     /// Runs the real command, `ckb pinpoint-backfill`: (exit code, stdout, stderr).
     async fn command(&self, extra: &[&str]) -> (i32, String, String) {
-        let out = tokio::process::Command::new(e2e::root().join("target/debug/ckb"))
+        let mut command = tokio::process::Command::new(e2e::root().join("target/debug/ckb"));
+        command
             .arg("pinpoint-backfill")
             .args(self.args(extra))
-            .env("S3_FORCE_PATH_STYLE", "true")
-            .output()
-            .await
-            .expect("the ckb binary (cargo build --workspace --bins)");
-        let (stdout, stderr) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        println!(
-            "$ ckb pinpoint-backfill {}\n{stdout}{stderr}",
-            extra.join(" ")
-        );
-        (out.status.code().unwrap_or(-1), stdout, stderr)
+            .env("S3_FORCE_PATH_STYLE", "true");
+        e2e::run_command(command).await
     }
 
     /// Every record of `stream`, per shard, in order.
